@@ -1,0 +1,183 @@
+//! Types shared by ReplicationSource and ReplicationDestination: triggers, copy methods,
+//! mover options and the status pieces both sides report.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{Affinity, PodSecurityContext, ResourceRequirements},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{Condition, Time},
+    },
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The anchored pattern for `trigger.schedule`: exactly five whitespace-separated cron
+/// fields, or one of the `@` descriptors. Field values are checked by the controller.
+pub const CRON_PATTERN: &str = r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$";
+
+/// The pattern of a Kubernetes resource.Quantity, as the apiserver's own types use it.
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// When a replication iteration runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    /// schedule is a cronspec (5 fields: minute hour day-of-month month day-of-week, or a
+    /// descriptor such as @hourly or @daily) that starts an iteration at each matching time.
+    /// Ignored while trigger.manual is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = CRON_PATTERN))]
+    pub schedule: Option<String>,
+    /// manual requests exactly one iteration each time it is set to a new value. When it
+    /// differs from status.lastManualSync an iteration runs; afterwards
+    /// status.lastManualSync is set to this value. It takes precedence over schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<String>,
+}
+
+/// How a point-in-time copy of a volume is made (source) or kept (destination).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum CopyMethod {
+    /// Use the volume itself, with no point-in-time copy.
+    Direct,
+    /// Deprecated synonym for Direct.
+    None,
+    /// Clone the source PVC (source only).
+    Clone,
+    /// Take a VolumeSnapshot: on the source, restored to a temporary PVC for the transfer;
+    /// on the destination, taken after each successful iteration.
+    Snapshot,
+}
+
+impl CopyMethod {
+    /// `None` is a deprecated synonym: everything downstream sees `Direct`.
+    pub fn normalized(self) -> Self {
+        match self {
+            CopyMethod::None => CopyMethod::Direct,
+            other => other,
+        }
+    }
+
+    /// The spelling used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyMethod::Direct => "Direct",
+            CopyMethod::None => "None",
+            CopyMethod::Clone => "Clone",
+            CopyMethod::Snapshot => "Snapshot",
+        }
+    }
+}
+
+/// A PersistentVolumeClaim access mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum AccessMode {
+    /// Read-write by a single node.
+    ReadWriteOnce,
+    /// Read-only by many nodes.
+    ReadOnlyMany,
+    /// Read-write by many nodes.
+    ReadWriteMany,
+    /// Read-write by a single pod.
+    ReadWriteOncePod,
+}
+
+impl AccessMode {
+    /// The spelling used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMode::ReadWriteOnce => "ReadWriteOnce",
+            AccessMode::ReadOnlyMany => "ReadOnlyMany",
+            AccessMode::ReadWriteMany => "ReadWriteMany",
+            AccessMode::ReadWriteOncePod => "ReadWriteOncePod",
+        }
+    }
+}
+
+/// Options for the data-mover Pod, shared by both sides.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverOptions {
+    /// moverSecurityContext is the PodSecurityContext of the mover Pod: its user, group,
+    /// fsGroup and so on. Unprivileged movers must run with a non-zero UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_security_context: Option<PodSecurityContext>,
+    /// moverServiceAccount is the name of an existing ServiceAccount, in the object's
+    /// namespace, that the mover Pod runs as. By default a dedicated one is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_service_account: Option<String>,
+    /// moverPodLabels are extra labels put on the mover Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_pod_labels: Option<BTreeMap<String, String>>,
+    /// moverResources are the compute resource requests and limits of the mover container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_resources: Option<ResourceRequirements>,
+    /// moverAffinity is the scheduling affinity of the mover Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_affinity: Option<Affinity>,
+}
+
+/// The outcome of the last mover run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MoverResult {
+    /// The mover completed the transfer.
+    Successful,
+    /// The mover failed (after its Job's retries).
+    Failed,
+}
+
+/// What the last mover run reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverStatus {
+    /// result is Successful or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<MoverResult>,
+    /// logs are the mover's final lines: the rsync statistics, or the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
+}
+
+/// Status fields reported identically by both sides.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// lastSyncTime is when the last successful iteration finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// lastSyncStartTime is when the current (or last) iteration started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_start_time: Option<Time>,
+    /// lastSyncDuration is how long the last successful iteration took, e.g. "28.8s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_duration: Option<String>,
+    /// nextSyncTime is when the next scheduled iteration starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<Time>,
+    /// lastManualSync is the value of trigger.manual that the last iteration satisfied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_sync: Option<String>,
+    /// latestMoverStatus is what the last mover run reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_mover_status: Option<MoverStatus>,
+    /// conditions describe the object's state. The Synchronizing condition is True while an
+    /// iteration runs, and False with a reason (WaitingForSchedule, WaitingForManual,
+    /// CleaningUp, Error) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+}
+
+/// The JSON schema of a resource quantity, such as `10Gi`: an integer or a string in
+/// Kubernetes quantity syntax. kube-derive's default for Quantity accepts any string.
+pub fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
+        "x-kubernetes-int-or-string": true,
+    })
+}
+
+/// Alias kept so the specs read as the API does.
+pub type Capacity = Quantity;

@@ -1,0 +1,161 @@
+//! The controller's configuration, layered with figment: the built-in
+//! `config/default.toml`, then an optional file, then `FERROSYNC_*` environment variables.
+//!
+//! Unknown keys and bad values stop start-up with an error that names the key and the
+//! file it came from; nothing here falls back silently.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::PolicyConfig;
+
+/// The built-in defaults, compiled in so the binary runs without the file.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "FERROSYNC_";
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key is unknown, has the wrong type, or a file cannot be read or parsed. figment's
+    /// message names the key and the file or variable it came from.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+}
+
+/// The whole configuration of the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The health and metrics endpoint.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Mover Jobs.
+    pub mover: MoverConfig,
+    /// Requeue intervals.
+    pub requeue: RequeueConfig,
+    /// Policy plugins.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// The HTTP endpoint for probes and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where /healthz, /readyz and /metrics are served.
+    pub listen: SocketAddr,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Text for people, JSON for pipelines.
+    pub format: LogFormat,
+    /// A tracing filter directive.
+    pub level: String,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of the mover Jobs the controller creates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoverConfig {
+    /// The container image of mover Jobs.
+    pub image: String,
+    /// The Job's backoffLimit: retries of a failed mover Pod.
+    pub backoff_limit: i32,
+}
+
+/// How soon objects are looked at again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequeueConfig {
+    /// Safety-net re-check of an idle object.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+    /// Poll of something that progresses by itself.
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// First backoff after a transient error.
+    #[serde(with = "humantime_serde")]
+    pub error_min: Duration,
+    /// Longest backoff after repeated transient errors.
+    #[serde(with = "humantime_serde")]
+    pub error_max: Duration,
+}
+
+impl Config {
+    /// Loads the defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, Error> {
+        Self::figment(file, Env::prefixed(ENV_PREFIX))
+    }
+
+    /// Loads with an explicit environment provider, so tests need not touch the process
+    /// environment.
+    pub fn figment(file: Option<&Path>, env: Env) -> Result<Self, Error> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            // `Toml::file` silently skips a missing file; an explicit --config must exist.
+            if !file.exists() {
+                return Err(Error::Invalid(Box::new(figment::Error::from(format!(
+                    "configuration file {} does not exist",
+                    file.display()
+                )))));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // Only variables whose first segment is a configuration section are ours; others
+        // that share the prefix (FERROSYNC_CONFIG, build and test settings) are not keys.
+        let env = env
+            .split("__")
+            .filter(|key| {
+                // Keys are uncased: compare lowercase.
+                let key = key.as_str().to_ascii_lowercase();
+                SECTIONS.contains(&key.split(['.', '_']).next().unwrap_or(""))
+            });
+        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |msg: &str| Err(Error::Invalid(Box::new(figment::Error::from(msg.to_string()))));
+        if self.requeue.error_min > self.requeue.error_max {
+            return invalid("requeue.error_min must not exceed requeue.error_max");
+        }
+        if self.mover.backoff_limit < 0 {
+            return invalid("mover.backoff_limit must be 0 or more");
+        }
+        if self.mover.image.trim().is_empty() {
+            return invalid("mover.image must not be empty");
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return invalid(&format!("log.level {:?} is not a valid tracing filter", self.log.level));
+        }
+        Ok(())
+    }
+}
+
+/// The top-level sections; see [`Config`].
+const SECTIONS: &[&str] = &["server", "log", "mover", "requeue", "policy"];
+
+#[cfg(test)]
+mod tests;
