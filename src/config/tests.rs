@@ -1,3 +1,6 @@
+// figment::Jail closures return figment::Error, which is large by figment's design.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 
 use figment::{Jail, providers::Env};
