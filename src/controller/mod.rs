@@ -3,18 +3,37 @@
 //! `run` wires configuration, telemetry and the Kubernetes client together; the
 //! reconcile logic lives in submodules and never blocks the probe endpoint.
 
+mod apply;
+pub mod conditions;
+mod context;
+mod destination;
+mod error;
+mod iteration;
+mod keys;
+mod mover_run;
+mod progress;
+mod source;
 mod startup;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use futures::StreamExt;
+use k8s_openapi::api::{batch::v1::Job, core::v1::Service};
+use kube::{
+    Api, ResourceExt,
+    runtime::{Controller, controller::Action, watcher},
+};
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::{
+    api::{ReplicationDestination, ReplicationSource},
     config::{self, Config},
     telemetry::{self, Health},
 };
 
+pub use context::Context;
+pub use error::Error as ReconcileError;
 pub use startup::{CrdCheck, check_crds};
 
 /// Arguments of `ferrosync controller`.
@@ -57,9 +76,48 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
         () = shutdown_signal() => return Ok(()),
     }
-    shutdown_signal().await;
+    run_controllers(Arc::new(Context::new(client, config))).await;
     info!("shutting down");
     Ok(())
+}
+
+/// Runs both reconcilers until a shutdown signal, then lets in-flight reconciles finish.
+pub async fn run_controllers(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let watcher = watcher::Config::default();
+    let destinations = Controller::new(
+        Api::<ReplicationDestination>::all(client.clone()),
+        watcher.clone(),
+    )
+    .owns(Api::<Job>::all(client.clone()), watcher.clone())
+    .owns(Api::<Service>::all(client.clone()), watcher.clone())
+    .graceful_shutdown_on(shutdown_signal())
+    .run(destination::reconcile, error_policy, ctx.clone())
+    .for_each(|res| async move { log_result("ReplicationDestination", res) });
+    let sources = Controller::new(
+        Api::<ReplicationSource>::all(client.clone()),
+        watcher.clone(),
+    )
+    .owns(Api::<Job>::all(client), watcher)
+    .graceful_shutdown_on(shutdown_signal())
+    .run(source::reconcile, error_policy, ctx)
+    .for_each(|res| async move { log_result("ReplicationSource", res) });
+    tokio::join!(destinations, sources);
+}
+
+/// Transient failures back off per object, doubling up to `requeue.error_max`.
+fn error_policy<K: ResourceExt>(obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    let delay = ctx.backoff(&key);
+    warn!(object = %key, reason = err.reason(), %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(kind: &str, res: Result<T, E>) {
+    if let Err(err) = res {
+        // Watch errors and objects that fail to deserialise are reported, never fatal.
+        warn!(kind, %err, "controller stream error");
+    }
 }
 
 /// Retries the CRD check until it passes. Until then /readyz answers 503 and each attempt

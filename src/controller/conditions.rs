@@ -1,0 +1,161 @@
+//! The `Synchronizing` condition, in `metav1.Condition` style, and time conversions.
+//!
+//! Pure: the caller passes `now` and the object's generation.
+
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+
+/// The only condition type, as in the reference.
+pub const SYNCHRONIZING: &str = "Synchronizing";
+
+/// Why the object is (not) synchronizing: the reasons of REFERENCE.md §1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// An iteration is running.
+    SyncInProgress,
+    /// Waiting for the next scheduled time.
+    WaitingForSchedule,
+    /// Waiting for a new `trigger.manual` value.
+    WaitingForManual,
+    /// Paused by `spec.paused` (ferrosync's own reason; the reference shows none).
+    Paused,
+    /// Temporary objects are being removed.
+    CleaningUp,
+    /// Something is wrong; the message says what.
+    Error,
+}
+
+impl Reason {
+    /// The reason string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::SyncInProgress => "SyncInProgress",
+            Reason::WaitingForSchedule => "WaitingForSchedule",
+            Reason::WaitingForManual => "WaitingForManual",
+            Reason::Paused => "Paused",
+            Reason::CleaningUp => "CleaningUp",
+            Reason::Error => "Error",
+        }
+    }
+
+    /// The reference's default message for the reason.
+    pub fn default_message(self) -> &'static str {
+        match self {
+            Reason::SyncInProgress => "Synchronization in-progress",
+            Reason::WaitingForSchedule => "Waiting for next scheduled synchronization",
+            Reason::WaitingForManual => "Waiting for manual trigger",
+            Reason::Paused => "Paused: spec.paused is true",
+            Reason::CleaningUp => "Cleaning up",
+            Reason::Error => "Error",
+        }
+    }
+}
+
+/// Sets the Synchronizing condition, keeping `lastTransitionTime` when the status did not
+/// change, so that `kubectl describe` shows how long the object has been in its state.
+pub fn set_synchronizing(
+    conditions: &mut Vec<Condition>,
+    reason: Reason,
+    message: Option<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if reason == Reason::SyncInProgress {
+        "True"
+    } else {
+        "False"
+    };
+    let message = message.unwrap_or_else(|| reason.default_message().to_string());
+    let previous = conditions.iter().position(|c| c.type_ == SYNCHRONIZING);
+    let transition = match previous.map(|i| &conditions[i]) {
+        Some(old) if old.status == status => old.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    let condition = Condition {
+        type_: SYNCHRONIZING.into(),
+        status: status.into(),
+        reason: reason.as_str().into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// The current Synchronizing condition, if any.
+pub fn synchronizing(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == SYNCHRONIZING)
+}
+
+/// A duration formatted as Go's `metav1.Duration` prints it (e.g. `28.818695981s`,
+/// `1m5.5s`, `2h0m0s`), so it reads the same as the reference's status.
+pub fn go_duration(d: std::time::Duration) -> String {
+    let total = d.as_secs();
+    let nanos = d.subsec_nanos();
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    let secs = if nanos == 0 {
+        format!("{s}")
+    } else {
+        format!("{s}.{nanos:09}").trim_end_matches('0').to_string()
+    };
+    match (h, m) {
+        (0, 0) if total == 0 && nanos == 0 => "0s".into(),
+        (0, 0) => format!("{secs}s"),
+        (0, _) => format!("{m}m{secs}s"),
+        _ => format!("{h}h{m}m{secs}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid")
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_changes() {
+        let mut conds = Vec::new();
+        set_synchronizing(
+            &mut conds,
+            Reason::WaitingForSchedule,
+            None,
+            Some(1),
+            at(100),
+        );
+        set_synchronizing(&mut conds, Reason::WaitingForManual, None, Some(2), at(200));
+        assert_eq!(conds.len(), 1);
+        assert_eq!(
+            conds[0].last_transition_time,
+            Time(at(100)),
+            "False → False keeps the time"
+        );
+        assert_eq!(conds[0].observed_generation, Some(2));
+        set_synchronizing(&mut conds, Reason::SyncInProgress, None, Some(2), at(300));
+        assert_eq!(
+            (
+                conds[0].status.as_str(),
+                conds[0].last_transition_time.clone()
+            ),
+            ("True", Time(at(300)))
+        );
+        assert_eq!(conds[0].message, "Synchronization in-progress");
+    }
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(go_duration(Duration::from_millis(28_818)), "28.818s");
+        assert_eq!(go_duration(Duration::new(28, 818_695_981)), "28.818695981s");
+        assert_eq!(go_duration(Duration::from_secs(65)), "1m5s");
+        assert_eq!(go_duration(Duration::from_secs(7200)), "2h0m0s");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+}

@@ -1,0 +1,96 @@
+//! What every reconcile shares: the client, the configuration, the event recorder and
+//! per-object backoff for transient errors.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use kube::{
+    Api, Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use tracing::warn;
+
+use crate::{config::Config, resources::meta::PRIVILEGED_MOVERS};
+
+/// The field manager of every server-side apply ferrosync makes.
+pub const FIELD_MANAGER: &str = "ferrosync";
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The loaded configuration.
+    pub config: Config,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for `client` and `config`.
+    pub fn new(client: Client, config: Config) -> Self {
+        let reporter = Reporter {
+            controller: "ferrosync".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records an Event on `object`. A failure to record is logged, never fatal: events
+    /// are for people, and the reconcile must go on without them.
+    pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, object).await {
+            warn!(%err, reason, "recording an event failed");
+        }
+    }
+
+    /// The next backoff for an object whose reconcile failed transiently: doubling from
+    /// `requeue.error_min` up to `requeue.error_max`.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        let delay = self
+            .config
+            .requeue
+            .error_min
+            .saturating_mul(1u32 << (*n).min(20));
+        *n += 1;
+        delay.min(self.config.requeue.error_max)
+    }
+
+    /// Forgets an object's failures after a clean reconcile.
+    pub fn reset_backoff(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// Whether `namespace` opted in to privileged movers.
+    pub async fn privileged_movers(&self, namespace: &str) -> Result<bool, kube::Error> {
+        let ns = Api::<Namespace>::all(self.client.clone())
+            .get(namespace)
+            .await?;
+        Ok(ns
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PRIVILEGED_MOVERS))
+            .is_some_and(|v| v == "true"))
+    }
+}

@@ -1,0 +1,207 @@
+//! The ReplicationDestination reconciler: observe → decide → build → apply → status.
+//!
+//! It provisions (or adopts) the volume, exposes the listener, holds the key, runs one
+//! mover Job per iteration, and publishes `latestImage` only after a Job succeeded.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::{PersistentVolumeClaim, Service, TypedLocalObjectReference},
+    jiff::Timestamp,
+};
+use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
+use tracing::instrument;
+
+use super::{
+    apply::{apply, apply_status},
+    conditions::Reason,
+    context::Context,
+    error::Error,
+    iteration::{self, Outcome},
+    keys,
+    progress::{Progress, settle},
+};
+use crate::{
+    api::{
+        CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
+        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType,
+        VolumeMode,
+    },
+    resources::{
+        Owner, Side,
+        job::MoverJob,
+        pvc::{self, VolumeShape},
+        service,
+    },
+};
+
+/// Reconciles one ReplicationDestination.
+#[instrument(skip_all, fields(namespace = rd.namespace().unwrap_or_default(), name = rd.name_any()))]
+pub async fn reconcile(
+    rd: Arc<ReplicationDestination>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let owner = Owner::of(rd.as_ref())
+        .ok_or_else(|| Error::Invalid("object has no uid or namespace".into()))?;
+    let api: Api<ReplicationDestination> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let mut status = rd.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let result = step(&rd, &ctx, &owner, &mut status, now).await;
+    let object = rd.object_ref(&());
+    let generation = rd.meta().generation;
+    let requeue = settle(
+        &ctx,
+        &object,
+        &mut status.sync.conditions,
+        result,
+        generation,
+        now,
+    )
+    .await?;
+    apply_status(&api, &owner.name, &status).await?;
+    ctx.reset_backoff(&format!("{}/{}", owner.namespace, owner.name));
+    Ok(Action::requeue(requeue))
+}
+
+async fn step(
+    rd: &ReplicationDestination,
+    ctx: &Context,
+    owner: &Owner,
+    status: &mut ReplicationDestinationStatus,
+    now: Timestamp,
+) -> Result<Progress, Error> {
+    let tls = rd.spec.rsync_tls.as_ref().ok_or_else(|| {
+        Error::Invalid(
+            "spec.rsyncTLS is not set: rsyncTLS is the only replication method ferrosync supports"
+                .into(),
+        )
+    })?;
+    if tls.volume_mode == Some(VolumeMode::Block) {
+        return Err(Error::Invalid(
+            "spec.rsyncTLS.volumeMode Block is not supported yet; use Filesystem".into(),
+        ));
+    }
+    let copy_method = tls.copy_method.unwrap_or(CopyMethod::Direct).normalized();
+    if copy_method != CopyMethod::Direct {
+        return Err(Error::Invalid(format!(
+            "spec.rsyncTLS.copyMethod {} is not supported on a destination yet; use Direct",
+            copy_method.as_str()
+        )));
+    }
+
+    let key = keys::resolve(ctx, owner, tls.key_secret.as_deref()).await?;
+    let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
+    let object = rd.object_ref(&());
+
+    let service_type = tls.service_type.unwrap_or(ServiceType::ClusterIP);
+    let annotations: BTreeMap<String, String> = tls.service_annotations.clone().unwrap_or_default();
+    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let svc = apply(
+        &svc_api,
+        &service::destination_service(owner, service_type, annotations),
+    )
+    .await?;
+    let address = service::service_address(&svc);
+    let published = status.rsync_tls.as_ref().and_then(|s| s.address.clone());
+    status.rsync_tls = Some(ReplicationDestinationRsyncTLSStatus {
+        address: address.clone(),
+        key_secret: Some(key.secret.clone()),
+    });
+    let Some(address) = address else {
+        ctx.event(
+            &object,
+            true,
+            "NoServiceAddressAssigned",
+            format!(
+                "Service {} has no address yet; the mover starts once it has one",
+                svc.name_any()
+            ),
+        )
+        .await;
+        return Ok(
+            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+                .with_message("Waiting for the Service address"),
+        );
+    };
+    if published.as_deref() != Some(address.as_str()) {
+        ctx.event(
+            &object,
+            false,
+            "ServiceAddressAssigned",
+            format!("listening at {address}"),
+        )
+        .await;
+    }
+
+    if rd.spec.paused == Some(true) {
+        return Ok(Progress::new(Reason::Paused, ctx.config.requeue.idle));
+    }
+
+    let privileged = ctx.privileged_movers(&owner.namespace).await?;
+    let job = MoverJob {
+        owner,
+        side: Side::Destination,
+        image: &ctx.config.mover.image,
+        backoff_limit: ctx.config.mover.backoff_limit,
+        pvc: &pvc_name,
+        key_secret: &key.secret,
+        options: &tls.mover,
+        privileged,
+        destination: None,
+    };
+    let outcome = iteration::drive(ctx, &object, &job, &mut status.sync, now).await?;
+    if outcome == Outcome::Completed {
+        status.latest_image = Some(TypedLocalObjectReference {
+            api_group: Some(String::new()),
+            kind: "PersistentVolumeClaim".into(),
+            name: pvc_name,
+        });
+    }
+    Ok(match outcome {
+        Outcome::Started | Outcome::Running => {
+            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+        }
+        // Without a trigger the destination opens the next listener right away.
+        Outcome::Completed => Progress::new(Reason::SyncInProgress, Duration::from_millis(10)),
+        Outcome::Failed => Progress::new(Reason::Error, ctx.config.requeue.error_min)
+            .with_message("the mover failed; retrying (see latestMoverStatus)"),
+    })
+}
+
+/// The PVC that receives data: the user's destinationPVC, or one ferrosync provisions.
+async fn ensure_volume(
+    ctx: &Context,
+    rd: &ReplicationDestination,
+    owner: &Owner,
+    tls: &ReplicationDestinationRsyncTLSSpec,
+) -> Result<String, Error> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    if let Some(name) = &tls.destination_pvc {
+        return match api.get_opt(name).await? {
+            Some(_) => Ok(name.clone()),
+            None => Err(Error::NotReady(format!(
+                "spec.rsyncTLS.destinationPVC {name:?} does not exist"
+            ))),
+        };
+    }
+    let (Some(capacity), Some(modes)) = (&tls.capacity, &tls.access_modes) else {
+        return Err(Error::Invalid(
+            "spec.rsyncTLS.capacity and accessModes are required when destinationPVC is not set"
+                .into(),
+        ));
+    };
+    let shape = VolumeShape::new(capacity.clone(), modes, tls.storage_class_name.clone());
+    let desired = pvc::destination_pvc(owner, &shape);
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    if api.get_opt(&name).await?.is_none() {
+        apply(&api, &desired).await?;
+        ctx.event(
+            &rd.object_ref(&()),
+            false,
+            "PersistentVolumeClaimCreated",
+            format!("created PVC {name}"),
+        )
+        .await;
+    }
+    Ok(name)
+}

@@ -1,0 +1,79 @@
+//! Turning a pass's result into the Synchronizing condition, an Event and a requeue.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp,
+};
+
+use super::{
+    conditions::{Reason, set_synchronizing, synchronizing},
+    context::Context,
+    error::Error,
+};
+
+/// Where a pass left the object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// The condition reason.
+    pub reason: Reason,
+    /// The condition message, when the reason's default does not say enough.
+    pub message: Option<String>,
+    /// When to look again.
+    pub requeue: Duration,
+}
+
+impl Progress {
+    /// Progress with the reason's default message.
+    pub fn new(reason: Reason, requeue: Duration) -> Self {
+        Self {
+            reason,
+            message: None,
+            requeue,
+        }
+    }
+
+    /// The same, with a specific message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+/// Records the pass in `conditions` and returns when to requeue. API errors go back to
+/// the caller for backoff; other errors become the Error condition, with a Warning Event
+/// when the message is new (so a stuck object does not flood the cluster).
+pub async fn settle(
+    ctx: &Context,
+    object: &ObjectReference,
+    conditions: &mut Option<Vec<Condition>>,
+    result: Result<Progress, Error>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Result<Duration, Error> {
+    let conditions = conditions.get_or_insert_with(Vec::new);
+    let progress = match result {
+        Ok(progress) => progress,
+        Err(Error::Kube(err)) => return Err(Error::Kube(err)),
+        Err(err) => {
+            let message = err.to_string();
+            if synchronizing(conditions).is_none_or(|c| c.message != message) {
+                ctx.event(object, true, err.reason(), message.clone()).await;
+            }
+            let requeue = if err.is_permanent() {
+                ctx.config.requeue.idle
+            } else {
+                ctx.config.requeue.poll
+            };
+            Progress::new(Reason::Error, requeue).with_message(message)
+        }
+    };
+    set_synchronizing(
+        conditions,
+        progress.reason,
+        progress.message,
+        generation,
+        now,
+    );
+    Ok(progress.requeue)
+}
