@@ -75,7 +75,7 @@ pub enum VolumeMode {
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.destinationPVC) || has(self.capacity)", "message": "spec.rsyncTLS.capacity is required when spec.rsyncTLS.destinationPVC is not set", "fieldPath": ".capacity", "reason": "FieldValueRequired"},
     {"rule": "has(self.destinationPVC) || has(self.accessModes)", "message": "spec.rsyncTLS.accessModes is required when spec.rsyncTLS.destinationPVC is not set", "fieldPath": ".accessModes", "reason": "FieldValueRequired"},
-    {"rule": "!has(self.copyMethod) || self.copyMethod != 'Clone'", "message": "spec.rsyncTLS.copyMethod of a ReplicationDestination must be Direct, None or Snapshot", "fieldPath": ".copyMethod", "reason": "FieldValueNotSupported"},
+    {"rule": "!has(self.copyMethod) || self.copyMethod != 'Clone'", "message": "spec.rsyncTLS.copyMethod of a ReplicationDestination must be Direct, None or Snapshot", "fieldPath": ".copyMethod", "reason": "FieldValueInvalid"},
     {"rule": "!(has(self.cleanupTempPVC) && self.cleanupTempPVC) || (has(self.copyMethod) && self.copyMethod == 'Snapshot' && !has(self.destinationPVC))", "message": "spec.rsyncTLS.cleanupTempPVC requires copyMethod Snapshot and no destinationPVC: otherwise the only copy of the data would be deleted", "fieldPath": ".cleanupTempPVC"}
 ]))]
 pub struct ReplicationDestinationRsyncTLSSpec {
@@ -105,12 +105,20 @@ pub struct ReplicationDestinationRsyncTLSSpec {
     pub volume_snapshot_class_name: Option<String>,
     /// destinationPVC names an existing PVC to receive the data, used as-is and never
     /// deleted. When set, capacity and accessModes are not needed.
-    #[serde(rename = "destinationPVC", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "destinationPVC",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination_pvc: Option<String>,
     /// cleanupTempPVC, when true, deletes the provisioned destination PVC once each
     /// iteration's snapshot is ready, and provisions it again for the next iteration.
     /// Needs copyMethod Snapshot and no destinationPVC. Defaults to false.
-    #[serde(rename = "cleanupTempPVC", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cleanupTempPVC",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cleanup_temp_pvc: Option<bool>,
     /// volumeMode of the destination volume: Filesystem (the default) or Block. Block is not
     /// supported yet and is reported as an error.
