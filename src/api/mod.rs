@@ -5,8 +5,8 @@
 //! applies them, so that "unset" stays distinguishable from "requested".
 
 mod common;
-mod destination;
 pub mod psk;
+mod destination;
 mod source;
 
 use std::path::PathBuf;
