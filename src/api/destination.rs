@@ -75,7 +75,7 @@ pub enum VolumeMode {
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "has(self.destinationPVC) || has(self.capacity)", "message": "spec.rsyncTLS.capacity is required when spec.rsyncTLS.destinationPVC is not set", "fieldPath": ".capacity", "reason": "FieldValueRequired"},
     {"rule": "has(self.destinationPVC) || has(self.accessModes)", "message": "spec.rsyncTLS.accessModes is required when spec.rsyncTLS.destinationPVC is not set", "fieldPath": ".accessModes", "reason": "FieldValueRequired"},
-    {"rule": "!has(self.copyMethod) || self.copyMethod != 'Clone'", "message": "spec.rsyncTLS.copyMethod of a ReplicationDestination must be Direct, None or Snapshot", "fieldPath": ".copyMethod", "reason": "FieldValueNotSupported"},
+    {"rule": "!has(self.copyMethod) || self.copyMethod != 'Clone'", "message": "spec.rsyncTLS.copyMethod of a ReplicationDestination must be Direct, None or Snapshot", "fieldPath": ".copyMethod", "reason": "FieldValueInvalid"},
     {"rule": "!(has(self.cleanupTempPVC) && self.cleanupTempPVC) || (has(self.copyMethod) && self.copyMethod == 'Snapshot' && !has(self.destinationPVC))", "message": "spec.rsyncTLS.cleanupTempPVC requires copyMethod Snapshot and no destinationPVC: otherwise the only copy of the data would be deleted", "fieldPath": ".cleanupTempPVC"}
 ]))]
 pub struct ReplicationDestinationRsyncTLSSpec {

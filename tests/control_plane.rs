@@ -1,0 +1,7 @@
+//! Tier 4: the API against a real kube-apiserver and etcd, started once for this binary.
+//! Each test works in its own namespace (see `support`).
+
+mod support;
+
+#[path = "control_plane/crds.rs"]
+mod crds;

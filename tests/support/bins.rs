@@ -1,0 +1,97 @@
+//! Where the control-plane binaries and the VolumeSnapshot CRDs come from.
+//!
+//! Both are built or downloaded once per machine and cached by version (see
+//! `tests/cluster/build-binaries.sh`); this module only finds them, building or
+//! downloading on the first use.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+/// The external-snapshotter client module whose `config/crd/` holds the
+/// `snapshot.storage.k8s.io/v1` CRDs. Keep in step with `scripts/install-deps.sh`.
+pub const SNAPSHOTTER_MODULE: &str =
+    "github.com/kubernetes-csi/external-snapshotter/client/v8@v8.7.0";
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory with `etcd`, `k8s` and its multicall links (`kube-apiserver`,
+/// `kube-controller-manager`, `kube-scheduler`, `kubectl`). `FERROSYNC_K8S_BIN_DIR`
+/// overrides it; otherwise `build-binaries.sh` builds what is missing (minutes, once).
+pub fn bin_dir() -> Result<PathBuf, String> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("FERROSYNC_K8S_BIN_DIR") {
+            return Ok(PathBuf::from(dir));
+        }
+        let script = repo_root().join("tests/cluster/build-binaries.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed:\n{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let dir = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        Ok(PathBuf::from(dir))
+    })
+    .clone()
+}
+
+/// The path of one control-plane binary.
+pub fn bin(name: &str) -> Result<PathBuf, String> {
+    Ok(bin_dir()?.join(name))
+}
+
+/// The `snapshot.storage.k8s.io` CRD files (classes, contents, snapshots), from the Go
+/// module cache; `go mod download` fetches the module on first use.
+pub fn snapshot_crd_files() -> Result<Vec<PathBuf>, String> {
+    let out = Command::new("go")
+        .args(["mod", "download", "-json", SNAPSHOTTER_MODULE])
+        // Outside any module, so the repository's go.mod files are not consulted.
+        .current_dir(std::env::temp_dir())
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .map_err(|e| format!("running go mod download: {e}"))?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "go mod download {SNAPSHOTTER_MODULE}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let dir = info["Dir"]
+        .as_str()
+        .ok_or_else(|| format!("go mod download {SNAPSHOTTER_MODULE}: {info}"))?;
+    let crds = Path::new(dir).join("config/crd");
+    Ok([
+        "volumesnapshotclasses",
+        "volumesnapshotcontents",
+        "volumesnapshots",
+    ]
+    .iter()
+    .map(|kind| crds.join(format!("snapshot.storage.k8s.io_{kind}.yaml")))
+    .collect())
+}
+
+/// Our CRD files, as committed in `deploy/crds/` (what `kubectl apply -k deploy/` installs).
+pub fn ferrosync_crd_files() -> Vec<PathBuf> {
+    let dir = repo_root().join("deploy/crds");
+    ["replicationdestinations", "replicationsources"]
+        .iter()
+        .map(|plural| dir.join(format!("{plural}.volsync.backube.yaml")))
+        .collect()
+}

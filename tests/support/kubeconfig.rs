@@ -1,0 +1,39 @@
+//! Kubeconfig files for the test control plane, and `kube::Client`s built from them.
+//!
+//! Clients are built per test (per tokio runtime): a client's connection pool belongs to
+//! the runtime that created it, so only paths are shared across tests.
+
+use std::path::Path;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::pki::ClientCert;
+
+/// Writes a kubeconfig that reaches `server` (trusting `ca`) as the owner of `cert`.
+pub fn write(path: &Path, server: &str, ca: &Path, cert: &ClientCert) -> Result<(), String> {
+    let yaml = format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: ferrosync-test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+         users:\n\
+         - name: user\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
+         contexts:\n\
+         - name: ferrosync-test\n  context:\n    cluster: ferrosync-test\n    user: user\n\
+         current-context: ferrosync-test\n",
+        ca = ca.display(),
+        cert = cert.cert.display(),
+        key = cert.key.display(),
+    );
+    std::fs::write(path, yaml).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// A client for the kubeconfig at `path`.
+pub async fn client(path: &Path) -> Result<kube::Client, String> {
+    let kubeconfig =
+        Kubeconfig::read_from(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    kube::Client::try_from(config).map_err(|e| format!("client for {}: {e}", path.display()))
+}

@@ -1,0 +1,142 @@
+//! Child processes that never outlive the test binary that started them.
+//!
+//! Three layers, because a test binary can end by returning, by panicking, or by being
+//! killed:
+//! - every child gets `PR_SET_PDEATHSIG(SIGKILL)`. The signal fires when the *thread* that
+//!   forked it exits, so all children are forked by one spawner thread that lives as long
+//!   as the process;
+//! - every child leads its own process group, so a terminal's Ctrl-C reaches only the test
+//!   binary, and cleanup can kill whatever a child forked;
+//! - a watchdog shell, in its own process group, holds the read end of a pipe whose write
+//!   end only this process has. When this process is gone, for any reason, the pipe
+//!   closes, and the watchdog kills the registered groups and removes the registered
+//!   directories.
+//!
+//! Nothing here may block on a child's output: children write to log files.
+
+use std::{
+    io::{self, Write},
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Mutex, OnceLock, mpsc},
+};
+
+use nix::{
+    sys::{prctl, signal::Signal},
+    unistd::getppid,
+};
+
+type Request = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// The watchdog's script: collect groups and directories until EOF, then clean up.
+const WATCHDOG: &str = r#"
+trap '' INT HUP TERM
+pgs=""; dirs=""
+while IFS= read -r line; do
+  case "$line" in
+    "pg "*) pgs="$pgs ${line#pg }" ;;
+    "dir "*) dirs="$dirs
+${line#dir }" ;;
+  esac
+done
+for pg in $pgs; do kill -KILL -- "-$pg" 2>/dev/null; done
+# Wait (bounded) for the groups to die, so nothing writes into a directory being removed.
+for _ in $(seq 50); do
+  alive=""
+  for pg in $pgs; do kill -0 -- "-$pg" 2>/dev/null && alive=1; done
+  [ -z "$alive" ] && break
+  sleep 0.1
+done
+printf '%s\n' "$dirs" | while IFS= read -r d; do [ -n "$d" ] && rm -rf -- "$d"; done
+"#;
+
+fn spawner() -> &'static mpsc::Sender<Request> {
+    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("child-spawner".into())
+            // The sender lives in a static, so `recv` never fails and this thread (the
+            // parent of every child, as far as PDEATHSIG is concerned) never exits.
+            .spawn(move || {
+                while let Ok((mut cmd, reply)) = rx.recv() {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawning the child-spawner thread");
+        tx
+    })
+}
+
+fn watchdog() -> &'static Mutex<ChildStdin> {
+    static WATCHDOG_STDIN: OnceLock<Mutex<ChildStdin>> = OnceLock::new();
+    WATCHDOG_STDIN.get_or_init(|| {
+        let mut child = Command::new("sh")
+            .args(["-c", WATCHDOG])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("starting the cleanup watchdog (sh)");
+        Mutex::new(child.stdin.take().expect("piped stdin"))
+    })
+}
+
+fn tell_watchdog(line: &str) {
+    let mut stdin = watchdog().lock().unwrap_or_else(|e| e.into_inner());
+    // A failed write means the watchdog is gone; PDEATHSIG still covers the children.
+    let _ = writeln!(stdin, "{line}");
+}
+
+/// Removes `dir` (recursively) once this process has exited.
+pub fn remove_on_exit(dir: &Path) {
+    tell_watchdog(&format!("dir {}", dir.display()));
+}
+
+/// Spawns `cmd` as an owned child: its own process group, killed with this process.
+/// Standard streams default to null; point stdout/stderr at a log file.
+pub fn spawn(mut cmd: Command) -> io::Result<Child> {
+    let parent = std::process::id();
+    cmd.stdin(Stdio::null()).process_group(0);
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (prctl, getppid); it allocates nothing on the success path.
+    unsafe {
+        cmd.pre_exec(move || {
+            prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            // The parent may have died before the prctl: then nobody would kill us.
+            if getppid().as_raw() as u32 != parent {
+                return Err(io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner()
+        .send((cmd, tx))
+        .map_err(|_| io::Error::other("child-spawner thread is gone"))?;
+    let child = rx
+        .recv()
+        .map_err(|_| io::Error::other("child-spawner thread is gone"))??;
+    tell_watchdog(&format!("pg {}", child.id()));
+    Ok(child)
+}
+
+/// Kills a child's whole process group and reaps the child. For children that must stop
+/// before the test binary ends (the watchdog handles the rest).
+pub fn kill_group(child: &mut Child) {
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+/// A free TCP port on 127.0.0.1. The port is released before it is used, so another
+/// process could take it in between; the kernel hands out ports in sequence, which makes
+/// that unlikely within one test run.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port on 127.0.0.1")
+}
