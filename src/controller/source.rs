@@ -16,6 +16,7 @@ use super::{
     error::Error,
     iteration::{self, Outcome},
     keys,
+    pit::{self, PitState},
     progress::{Progress, settle},
 };
 use crate::{
@@ -74,43 +75,53 @@ async fn step(
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Invalid("spec.rsyncTLS.address is required".into()))?;
     let port = tls.port.unwrap_or(RSYNC_TLS_PORT);
-    let copy_method = tls.copy_method.unwrap_or(CopyMethod::Direct).normalized();
-    if copy_method != CopyMethod::Direct {
-        return Err(Error::Invalid(format!(
-            "spec.rsyncTLS.copyMethod {} is not supported yet; use Direct",
-            copy_method.as_str()
-        )));
-    }
-
+    // The copy-method policy decides an unset method; the built-in default is Clone.
+    let copy_method = tls.copy_method.unwrap_or(CopyMethod::Clone).normalized();
     let key = keys::resolve(ctx, owner, tls.key_secret.as_deref()).await?;
     status.rsync_tls = key.generated.then(|| ReplicationSourceRsyncTLSStatus {
         key_secret: Some(key.secret.clone()),
     });
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    if pvcs.get_opt(source_pvc).await?.is_none() {
+    let Some(source) = pvcs.get_opt(source_pvc).await? else {
         return Err(Error::NotReady(format!(
             "spec.sourcePVC {source_pvc:?} does not exist"
         )));
-    }
+    };
 
-    if rs.spec.paused == Some(true) {
-        return Ok(Progress::new(Reason::Paused, ctx.config.requeue.idle));
-    }
     let manual = rs.spec.trigger.as_ref().and_then(|t| t.manual.clone());
-    let synced_once = status.sync.last_sync_time.is_some();
-    let job_exists = status.sync.last_sync_start_time.is_some()
-        && status.sync.last_sync_start_time.as_ref().map(|t| t.0)
-            > status.sync.last_sync_time.as_ref().map(|t| t.0);
-    if let Some(manual) = &manual
-        && synced_once
-        && !job_exists
-        && status.sync.last_manual_sync.as_deref() == Some(manual.as_str())
-    {
-        return Ok(Progress::new(
-            Reason::WaitingForManual,
-            ctx.config.requeue.idle,
-        ));
+    if !iteration::in_progress(&status.sync) {
+        if rs.spec.paused == Some(true) {
+            return Ok(Progress::new(Reason::Paused, ctx.config.requeue.idle));
+        }
+        let synced_once = status.sync.last_sync_time.is_some();
+        if let Some(manual) = &manual
+            && synced_once
+            && status.sync.last_manual_sync.as_deref() == Some(manual.as_str())
+        {
+            return Ok(Progress::new(
+                Reason::WaitingForManual,
+                ctx.config.requeue.idle,
+            ));
+        }
+        iteration::begin(&mut status.sync, now);
     }
+    let data_pvc = match pit::ensure(
+        ctx,
+        owner,
+        tls,
+        copy_method,
+        &source,
+        &iteration::id(&status.sync),
+    )
+    .await?
+    {
+        PitState::Ready(pvc) => pvc,
+        PitState::Waiting(what) => {
+            return Ok(
+                Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll).with_message(what),
+            );
+        }
+    };
 
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
     let job = MoverJob {
@@ -118,30 +129,35 @@ async fn step(
         side: Side::Source,
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
-        pvc: source_pvc,
+        pvc: &data_pvc,
         key_secret: &key.secret,
         options: &tls.mover,
         privileged,
         destination: Some((address, port)),
     };
     let object = rs.object_ref(&());
-    let outcome = iteration::drive(ctx, &object, &job, &mut status.sync, now).await?;
-    Ok(match outcome {
+    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, now).await? {
         Outcome::Started | Outcome::Running => {
-            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+            return Ok(Progress::new(
+                Reason::SyncInProgress,
+                ctx.config.requeue.poll,
+            ));
         }
-        Outcome::Completed => {
-            status.sync.last_manual_sync = manual.clone();
-            Progress::new(
-                if manual.is_some() {
-                    Reason::WaitingForManual
-                } else {
-                    Reason::SyncInProgress
-                },
-                Duration::from_millis(10),
-            )
+        Outcome::Failed => {
+            return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
+                .with_message("the mover failed; retrying (see latestMoverStatus)"));
         }
-        Outcome::Failed => Progress::new(Reason::Error, ctx.config.requeue.error_min)
-            .with_message("the mover failed; retrying (see latestMoverStatus)"),
-    })
+        Outcome::Succeeded(mover) => mover,
+    };
+    // Deletion is only requested: the copy stays in use by the finished pod until the Job
+    // goes, and the next iteration waits for a stale copy to disappear.
+    pit::cleanup(ctx, owner).await?;
+    iteration::complete(ctx, &job, &mut status.sync, mover, now).await?;
+    status.sync.last_manual_sync = manual.clone();
+    let reason = if manual.is_some() {
+        Reason::WaitingForManual
+    } else {
+        Reason::SyncInProgress
+    };
+    Ok(Progress::new(reason, Duration::from_millis(10)))
 }
