@@ -3,7 +3,9 @@
 //! `run` wires configuration, telemetry and the Kubernetes client together; the
 //! reconcile logic lives in submodules and never blocks the probe endpoint.
 
+pub mod schedule;
 mod startup;
+pub mod trigger;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
