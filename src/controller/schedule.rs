@@ -29,7 +29,9 @@ pub enum Error {
     )]
     Descriptor { expr: String },
     /// `CRON_TZ=`/`TZ=` prefixes: robfig accepts them, but schedules here are always UTC.
-    #[error("invalid schedule {expr:?}: time zone prefixes are not supported; schedules are evaluated in UTC")]
+    #[error(
+        "invalid schedule {expr:?}: time zone prefixes are not supported; schedules are evaluated in UTC"
+    )]
     TimeZone { expr: String },
     /// One field is malformed or out of range.
     #[error("invalid schedule {expr:?}: {field} field {token:?}: {problem}")]
@@ -41,7 +43,9 @@ pub enum Error {
     },
     /// Valid syntax that can never match, such as `0 0 30 2 *` (robfig accepts it and then
     /// never fires; an error is clearer).
-    #[error("invalid schedule {expr:?}: it never fires (no listed month has any of the listed days)")]
+    #[error(
+        "invalid schedule {expr:?}: it never fires (no listed month has any of the listed days)"
+    )]
     Never { expr: String },
     /// The `cron` crate refused our canonical translation: a bug here, not in the input.
     #[error("schedule {expr:?}: internal translation {translated:?} was rejected: {reason}")]
@@ -65,15 +69,38 @@ struct Bounds {
     names_base: u32,
 }
 
-const MINUTE: Bounds = Bounds { name: "minute", min: 0, max: 59, explicit_max: 59, names: &[], names_base: 0 };
-const HOUR: Bounds = Bounds { name: "hour", min: 0, max: 23, explicit_max: 23, names: &[], names_base: 0 };
-const DOM: Bounds = Bounds { name: "day-of-month", min: 1, max: 31, explicit_max: 31, names: &[], names_base: 0 };
+const MINUTE: Bounds = Bounds {
+    name: "minute",
+    min: 0,
+    max: 59,
+    explicit_max: 59,
+    names: &[],
+    names_base: 0,
+};
+const HOUR: Bounds = Bounds {
+    name: "hour",
+    min: 0,
+    max: 23,
+    explicit_max: 23,
+    names: &[],
+    names_base: 0,
+};
+const DOM: Bounds = Bounds {
+    name: "day-of-month",
+    min: 1,
+    max: 31,
+    explicit_max: 31,
+    names: &[],
+    names_base: 0,
+};
 const MONTH: Bounds = Bounds {
     name: "month",
     min: 1,
     max: 12,
     explicit_max: 12,
-    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
     names_base: 1,
 };
 // Standard cron accepts 7 as Sunday; robfig's `*` and `N/step` stop at 6, which we keep,
@@ -129,12 +156,21 @@ impl Schedule {
     pub fn parse(expr: &str) -> Result<Self, Error> {
         let tokens: Vec<&str> = expr.split_whitespace().collect();
         let fields_text = match tokens.as_slice() {
-            [one] if one.starts_with('@') => descriptor(one).ok_or_else(|| Error::Descriptor { expr: expr.to_owned() })?,
+            [one] if one.starts_with('@') => descriptor(one).ok_or_else(|| Error::Descriptor {
+                expr: expr.to_owned(),
+            })?,
             [first, ..] if first.starts_with("TZ=") || first.starts_with("CRON_TZ=") => {
-                return Err(Error::TimeZone { expr: expr.to_owned() });
+                return Err(Error::TimeZone {
+                    expr: expr.to_owned(),
+                });
             }
             [_, _, _, _, _] => expr,
-            _ => return Err(Error::FieldCount { expr: expr.to_owned(), found: tokens.len() }),
+            _ => {
+                return Err(Error::FieldCount {
+                    expr: expr.to_owned(),
+                    found: tokens.len(),
+                });
+            }
         };
         let mut it = fields_text.split_whitespace();
         let mut next = |b: &Bounds| parse_field(expr, it.next().unwrap_or_default(), b);
@@ -147,9 +183,14 @@ impl Schedule {
         };
         let either = !fields.dom.star && !fields.dow.star;
         if !either && fields.dow.star && !dom_possible(fields.dom, fields.month) {
-            return Err(Error::Never { expr: expr.to_owned() });
+            return Err(Error::Never {
+                expr: expr.to_owned(),
+            });
         }
-        let all_days = Field { bits: u64::MAX, star: true };
+        let all_days = Field {
+            bits: u64::MAX,
+            star: true,
+        };
         let variants = if either {
             // Standard cron ORs two restricted day fields; the crate ANDs them, so each
             // restriction gets its own schedule with the other day field unrestricted.
@@ -168,7 +209,11 @@ impl Schedule {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { source: expr.to_owned(), fields, parts })
+        Ok(Self {
+            source: expr.to_owned(),
+            fields,
+            parts,
+        })
     }
 
     /// The expression as the user wrote it.
@@ -185,7 +230,10 @@ impl Schedule {
     /// The first fire time strictly after `after`, whole minutes only. `None` only past the
     /// crate's last supported year (2100).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.parts.iter().filter_map(|part| part.after(&after).next()).min()
+        self.parts
+            .iter()
+            .filter_map(|part| part.after(&after).next())
+            .min()
     }
 
     /// Whether `at` is a fire time (a whole minute that matches), in standard semantics.
@@ -194,7 +242,11 @@ impl Schedule {
         let f = &self.fields;
         let dom = f.dom.has(at.day());
         let dow = f.dow.has(at.weekday().num_days_from_sunday());
-        let day = if f.dom.star || f.dow.star { dom && dow } else { dom || dow };
+        let day = if f.dom.star || f.dow.star {
+            dom && dow
+        } else {
+            dom || dow
+        };
         at.second() == 0
             && at.nanosecond() == 0
             && f.minute.has(at.minute())
@@ -234,7 +286,10 @@ fn parse_field(expr: &str, text: &str, b: &Bounds) -> Result<Field, Error> {
         token: token.to_owned(),
         problem,
     };
-    let mut field = Field { bits: 0, star: false };
+    let mut field = Field {
+        bits: 0,
+        star: false,
+    };
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((range, step)) => {
@@ -242,7 +297,12 @@ fn parse_field(expr: &str, text: &str, b: &Bounds) -> Result<Field, Error> {
                     .parse::<u32>()
                     .ok()
                     .filter(|s| *s > 0 && step.bytes().all(|c| c.is_ascii_digit()))
-                    .ok_or_else(|| fail(part, format!("step {step:?} must be a positive whole number")))?;
+                    .ok_or_else(|| {
+                        fail(
+                            part,
+                            format!("step {step:?} must be a positive whole number"),
+                        )
+                    })?;
                 (range, Some(step))
             }
             None => (part, None),
@@ -259,7 +319,10 @@ fn parse_field(expr: &str, text: &str, b: &Bounds) -> Result<Field, Error> {
             }
         };
         if start > end {
-            return Err(fail(part, format!("range start {start} is after its end {end}")));
+            return Err(fail(
+                part,
+                format!("range start {start} is after its end {end}"),
+            ));
         }
         for v in (start..=end).step_by(step.unwrap_or(1) as usize) {
             // Only day-of-week has explicit_max beyond max: 7 is Sunday again.
@@ -279,7 +342,13 @@ fn value(text: &str, b: &Bounds) -> Result<u32, String> {
     let allowed = if b.names.is_empty() {
         format!("{}-{}", b.min, b.explicit_max)
     } else {
-        format!("{}-{} or {}-{}", b.min, b.explicit_max, b.names[0].to_uppercase(), b.names[b.names.len() - 1].to_uppercase())
+        format!(
+            "{}-{} or {}-{}",
+            b.min,
+            b.explicit_max,
+            b.names[0].to_uppercase(),
+            b.names[b.names.len() - 1].to_uppercase()
+        )
     };
     if text.is_empty() || !text.bytes().all(|c| c.is_ascii_digit()) {
         return Err(format!("{text:?} is not a number (allowed: {allowed})"));

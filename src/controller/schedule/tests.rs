@@ -3,7 +3,9 @@ use chrono::{Datelike, Duration, TimeZone, Timelike, Weekday};
 use super::*;
 
 fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().expect("valid instant")
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .single()
+        .expect("valid instant")
 }
 
 fn next(expr: &str, after: DateTime<Utc>) -> DateTime<Utc> {
@@ -41,7 +43,11 @@ fn table_of_next_times() {
         ("*/5 * * * *", jan(1, 0, 0), jan(1, 0, 5)),
         ("*/5 * * * *", jan(1, 0, 3), jan(1, 0, 5)),
         ("*/5 * * * *", jan(1, 23, 57), jan(2, 0, 0)),
-        ("* * * * *", jan(1, 0, 0) + Duration::milliseconds(1), jan(1, 0, 1)),
+        (
+            "* * * * *",
+            jan(1, 0, 0) + Duration::milliseconds(1),
+            jan(1, 0, 1),
+        ),
         ("5/15 * * * *", jan(1, 0, 50), jan(1, 1, 5)),
         ("10-20/5 3 * * *", jan(1, 3, 15), jan(1, 3, 20)),
         ("10-20/5 3 * * *", jan(1, 3, 20), jan(2, 3, 10)),
@@ -61,7 +67,11 @@ fn table_of_next_times() {
         ("0 0 29 2 *", jan(1, 0, 0), at(2024, 2, 29, 0, 0)),
         ("0 0 29 2 *", at(2024, 3, 1, 0, 0), at(2028, 2, 29, 0, 0)),
         ("0 0 31 * *", at(2024, 4, 1, 0, 0), at(2024, 5, 31, 0, 0)),
-        ("0 12 * JAN,jul *", at(2024, 2, 1, 0, 0), at(2024, 7, 1, 12, 0)),
+        (
+            "0 12 * JAN,jul *",
+            at(2024, 2, 1, 0, 0),
+            at(2024, 7, 1, 12, 0),
+        ),
         ("@annually", jan(1, 0, 0), at(2025, 1, 1, 0, 0)),
         ("@yearly", at(2024, 6, 1, 0, 0), at(2025, 1, 1, 0, 0)),
         ("@monthly", jan(1, 0, 0), at(2024, 2, 1, 0, 0)),
@@ -87,7 +97,10 @@ fn monday_fires_only_on_mondays() {
 fn sunday_is_zero_and_seven() {
     for expr in ["0 0 * * 0", "0 0 * * 7", "0 0 * * SUN", "@weekly"] {
         let times = upcoming(expr, jan(1, 0, 0), 10);
-        assert!(times.iter().all(|t| t.weekday() == Weekday::Sun), "{expr}: {times:?}");
+        assert!(
+            times.iter().all(|t| t.weekday() == Weekday::Sun),
+            "{expr}: {times:?}"
+        );
         assert_eq!(times[1] - times[0], Duration::days(7), "{expr}");
     }
 }
@@ -95,9 +108,23 @@ fn sunday_is_zero_and_seven() {
 #[test]
 fn restricted_day_fields_are_ored() {
     let times = upcoming("0 0 1 * MON", jan(1, 0, 0), 30);
-    assert!(times.iter().all(|t| t.day() == 1 || t.weekday() == Weekday::Mon));
-    assert!(times.iter().any(|t| t.day() == 1 && t.weekday() != Weekday::Mon), "fires on the 1st: {times:?}");
-    assert!(times.iter().any(|t| t.day() != 1 && t.weekday() == Weekday::Mon), "fires on Mondays: {times:?}");
+    assert!(
+        times
+            .iter()
+            .all(|t| t.day() == 1 || t.weekday() == Weekday::Mon)
+    );
+    assert!(
+        times
+            .iter()
+            .any(|t| t.day() == 1 && t.weekday() != Weekday::Mon),
+        "fires on the 1st: {times:?}"
+    );
+    assert!(
+        times
+            .iter()
+            .any(|t| t.day() != 1 && t.weekday() == Weekday::Mon),
+        "fires on Mondays: {times:?}"
+    );
     let schedule = Schedule::parse("0 0 1 * MON").expect("valid");
     assert_eq!(schedule.translated(), ["0 0 0 1 * *", "0 0 0 * * MON"]);
 }
@@ -127,7 +154,11 @@ fn translation_is_explicit() {
         ("@weekly", "0 0 0 * * SUN"),
     ];
     for (expr, want) in cases {
-        assert_eq!(Schedule::parse(expr).expect("valid").translated(), [want], "{expr}");
+        assert_eq!(
+            Schedule::parse(expr).expect("valid").translated(),
+            [want],
+            "{expr}"
+        );
     }
 }
 
@@ -137,11 +168,23 @@ fn invalid_expressions_say_why() {
         ("* * * *", "expected 5 fields"),
         ("0 * * * * *", "found 6 field(s)"),
         ("", "found 0 field(s)"),
-        ("61 * * * *", "minute field \"61\": 61 is out of range (allowed: 0-59)"),
+        (
+            "61 * * * *",
+            "minute field \"61\": 61 is out of range (allowed: 0-59)",
+        ),
         ("* 24 * * *", "hour field"),
-        ("* * 0 * *", "day-of-month field \"0\": 0 is out of range (allowed: 1-31)"),
-        ("* * * 13 *", "month field \"13\": 13 is out of range (allowed: 1-12 or JAN-DEC)"),
-        ("* * * * 8", "day-of-week field \"8\": 8 is out of range (allowed: 0-7 or SUN-SAT)"),
+        (
+            "* * 0 * *",
+            "day-of-month field \"0\": 0 is out of range (allowed: 1-31)",
+        ),
+        (
+            "* * * 13 *",
+            "month field \"13\": 13 is out of range (allowed: 1-12 or JAN-DEC)",
+        ),
+        (
+            "* * * * 8",
+            "day-of-week field \"8\": 8 is out of range (allowed: 0-7 or SUN-SAT)",
+        ),
         ("* * * * MONDAY", "is not a number"),
         ("* * * * 5-1", "range start 5 is after its end 1"),
         ("*/0 * * * *", "step \"0\" must be a positive whole number"),
@@ -151,14 +194,20 @@ fn invalid_expressions_say_why() {
         ("@every 5m", "found 2 field(s)"),
         ("@reboot", "unknown descriptor"),
         ("@DAILY", "unknown descriptor"),
-        ("CRON_TZ=UTC 0 0 * * *", "time zone prefixes are not supported"),
+        (
+            "CRON_TZ=UTC 0 0 * * *",
+            "time zone prefixes are not supported",
+        ),
         ("0 0 30 2 *", "never fires"),
         ("0 0 31 4,6,9,11 *", "never fires"),
     ];
     for (expr, want) in cases {
         let err = Schedule::parse(expr).expect_err(expr).to_string();
         assert!(err.contains(want), "{expr:?}: {err:?} lacks {want:?}");
-        assert!(err.contains(&format!("{expr:?}")), "{err:?} names the expression");
+        assert!(
+            err.contains(&format!("{expr:?}")),
+            "{err:?} names the expression"
+        );
     }
 }
 
@@ -166,7 +215,12 @@ fn invalid_expressions_say_why() {
 fn impossible_day_of_month_is_fine_when_weekdays_are_ored() {
     // Feb 30 never exists, but the OR with Mondays still fires.
     let times = upcoming("0 0 30 2 MON", jan(1, 0, 0), 4);
-    assert!(times.iter().all(|t| t.month() == 2 && t.weekday() == Weekday::Mon), "{times:?}");
+    assert!(
+        times
+            .iter()
+            .all(|t| t.month() == 2 && t.weekday() == Weekday::Mon),
+        "{times:?}"
+    );
 }
 
 /// Reference semantics, independent of the `cron` crate: the first whole minute after `t`
@@ -174,8 +228,16 @@ fn impossible_day_of_month_is_fine_when_weekdays_are_ored() {
 fn brute_next(s: &Schedule, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let f = &s.fields;
     let day_ok = |c: DateTime<Utc>| {
-        let (dom, dow) = (f.dom.has(c.day()), f.dow.has(c.weekday().num_days_from_sunday()));
-        f.month.has(c.month()) && if f.dom.star || f.dow.star { dom && dow } else { dom || dow }
+        let (dom, dow) = (
+            f.dom.has(c.day()),
+            f.dow.has(c.weekday().num_days_from_sunday()),
+        );
+        f.month.has(c.month())
+            && if f.dom.star || f.dow.star {
+                dom && dow
+            } else {
+                dom || dow
+            }
     };
     let mut c = t.with_second(0)?.with_nanosecond(0)? + Duration::minutes(1);
     let limit = t + Duration::days(366 * 9);
@@ -198,7 +260,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn below(&mut self, n: u32) -> u32 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 33) % u64::from(n)) as u32
     }
 
@@ -235,26 +300,48 @@ fn property_next_is_the_first_matching_minute_after_now() {
             rng.field(1, 12),
             rng.field(0, 7),
         );
-        let Ok(schedule) = Schedule::parse(&expr) else { continue };
-        let now = at(2023 + rng.below(4) as i32, 1 + rng.below(12), 1 + rng.below(28), rng.below(24), rng.below(60))
-            + Duration::seconds(i64::from(rng.below(60)));
+        let Ok(schedule) = Schedule::parse(&expr) else {
+            continue;
+        };
+        let now = at(
+            2023 + rng.below(4) as i32,
+            1 + rng.below(12),
+            1 + rng.below(28),
+            rng.below(24),
+            rng.below(60),
+        ) + Duration::seconds(i64::from(rng.below(60)));
         let got = schedule.next_after(now).expect("fires");
         assert!(got > now, "{expr}: {got} <= {now}");
         assert!(schedule.matches(got), "{expr}: {got} does not match");
-        assert_eq!(Some(got), brute_next(&schedule, now), "{expr} after {now} ({:?})", schedule.translated());
+        assert_eq!(
+            Some(got),
+            brute_next(&schedule, now),
+            "{expr} after {now} ({:?})",
+            schedule.translated()
+        );
         checked += 1;
     }
 }
 
 #[test]
 fn property_fixed_schedules_over_many_instants() {
-    let exprs = ["0 0 1 * MON", "*/7 */5 * * 0,7", "30 2 15 * 5", "0 0 * * 1-5", "@weekly", "0 0 31 * *"];
+    let exprs = [
+        "0 0 1 * MON",
+        "*/7 */5 * * 0,7",
+        "30 2 15 * 5",
+        "0 0 * * 1-5",
+        "@weekly",
+        "0 0 31 * *",
+    ];
     for expr in exprs {
         let schedule = Schedule::parse(expr).expect("valid");
         let mut now = at(2024, 1, 1, 0, 0);
         for _ in 0..300 {
             let got = schedule.next_after(now).expect("fires");
-            assert!(got > now && schedule.matches(got), "{expr} after {now}: {got}");
+            assert!(
+                got > now && schedule.matches(got),
+                "{expr} after {now}: {got}"
+            );
             assert_eq!(Some(got), brute_next(&schedule, now), "{expr} after {now}");
             now += Duration::minutes(1_777) + Duration::seconds(13);
         }
