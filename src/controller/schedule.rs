@@ -25,7 +25,7 @@ pub enum Error {
     FieldCount { expr: String, found: usize },
     /// An `@` word that is not one of the supported descriptors.
     #[error(
-        "invalid schedule {expr:?}: unknown descriptor; use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly"
+        "invalid schedule {expr:?}: unknown descriptor; use one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly (@every is not supported)"
     )]
     Descriptor { expr: String },
     /// `CRON_TZ=`/`TZ=` prefixes: robfig accepts them, but schedules here are always UTC.
@@ -156,9 +156,15 @@ impl Schedule {
     pub fn parse(expr: &str) -> Result<Self, Error> {
         let tokens: Vec<&str> = expr.split_whitespace().collect();
         let fields_text = match tokens.as_slice() {
-            [one] if one.starts_with('@') => descriptor(one).ok_or_else(|| Error::Descriptor {
-                expr: expr.to_owned(),
-            })?,
+            // robfig's `@every <duration>` is not allowed by the API's pattern either.
+            [first, rest @ ..] if first.starts_with('@') => match (rest, descriptor(first)) {
+                ([], Some(fields)) => fields,
+                _ => {
+                    return Err(Error::Descriptor {
+                        expr: expr.to_owned(),
+                    });
+                }
+            },
             [first, ..] if first.starts_with("TZ=") || first.starts_with("CRON_TZ=") => {
                 return Err(Error::TimeZone {
                     expr: expr.to_owned(),
@@ -182,7 +188,7 @@ impl Schedule {
             dow: next(&DOW)?,
         };
         let either = !fields.dom.star && !fields.dow.star;
-        if !either && fields.dow.star && !dom_possible(fields.dom, fields.month) {
+        if fields.dow.star && !dom_possible(fields.dom, fields.month) {
             return Err(Error::Never {
                 expr: expr.to_owned(),
             });

@@ -191,7 +191,8 @@ fn invalid_expressions_say_why() {
         ("*/x * * * *", "step \"x\""),
         ("1,,2 * * * *", "\"\" is not a number"),
         ("MON * * * *", "\"MON\" is not a number (allowed: 0-59)"),
-        ("@every 5m", "found 2 field(s)"),
+        ("@every 5m", "@every is not supported"),
+        ("@daily extra", "unknown descriptor"),
         ("@reboot", "unknown descriptor"),
         ("@DAILY", "unknown descriptor"),
         (
