@@ -69,30 +69,21 @@ struct Bounds {
     names_base: u32,
 }
 
-const MINUTE: Bounds = Bounds {
-    name: "minute",
-    min: 0,
-    max: 59,
-    explicit_max: 59,
-    names: &[],
-    names_base: 0,
-};
-const HOUR: Bounds = Bounds {
-    name: "hour",
-    min: 0,
-    max: 23,
-    explicit_max: 23,
-    names: &[],
-    names_base: 0,
-};
-const DOM: Bounds = Bounds {
-    name: "day-of-month",
-    min: 1,
-    max: 31,
-    explicit_max: 31,
-    names: &[],
-    names_base: 0,
-};
+/// A numeric-only field.
+const fn numeric(name: &'static str, min: u32, max: u32) -> Bounds {
+    Bounds {
+        name,
+        min,
+        max,
+        explicit_max: max,
+        names: &[],
+        names_base: 0,
+    }
+}
+
+const MINUTE: Bounds = numeric("minute", 0, 59);
+const HOUR: Bounds = numeric("hour", 0, 23);
+const DOM: Bounds = numeric("day-of-month", 1, 31);
 const MONTH: Bounds = Bounds {
     name: "month",
     min: 1,
