@@ -14,8 +14,10 @@ mod keys;
 mod mover_run;
 mod pit;
 mod progress;
+pub mod schedule;
 mod source;
 mod startup;
+pub mod trigger;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
