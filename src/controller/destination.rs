@@ -3,7 +3,7 @@
 //! It provisions (or adopts) the volume, exposes the listener, holds the key, runs one
 //! mover Job per iteration, and publishes `latestImage` only after a Job succeeded.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::core::v1::{PersistentVolumeClaim, Service},
@@ -20,6 +20,7 @@ use super::{
     image::{self, ImageState},
     iteration::{self, Outcome},
     keys,
+    plan::{self, Pass},
     progress::{Progress, settle},
 };
 use crate::{
@@ -134,12 +135,14 @@ async fn step(
         .await;
     }
 
-    if rd.spec.paused == Some(true) {
-        return Ok(Progress::new(Reason::Paused, ctx.config.requeue.idle));
-    }
-
-    if !iteration::in_progress(&status.sync) {
-        iteration::begin(&mut status.sync, now);
+    let pass = Pass {
+        trigger: rd.spec.trigger.as_ref(),
+        paused: rd.spec.paused == Some(true),
+        now,
+    };
+    let decision = plan::decide(pass, &mut status.sync)?;
+    if !plan::runs_mover(&decision) {
+        return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
     let job = MoverJob {
@@ -153,14 +156,14 @@ async fn step(
         privileged,
         destination: None,
     };
-    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, now).await? {
+    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(
                 Reason::SyncInProgress,
                 ctx.config.requeue.poll,
             ));
         }
-        Outcome::Failed => {
+        Outcome::Failed(_) => {
             return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
                 .with_message("the mover failed; retrying (see latestMoverStatus)"));
         }
@@ -206,12 +209,9 @@ async fn step(
             image::delete_temp_pvc(ctx, owner, &pvc_name).await?;
         }
     }
-    iteration::complete(ctx, &job, &mut status.sync, mover, now).await?;
+    let next = iteration::complete(ctx, &job, &mut status.sync, mover, pass).await?;
     // Without a trigger the destination opens the next listener right away.
-    Ok(Progress::new(
-        Reason::SyncInProgress,
-        Duration::from_millis(10),
-    ))
+    Ok(plan::idle_progress(&next, &ctx.config.requeue, now))
 }
 
 /// The PVC that receives data: the user's destinationPVC, or one ferrosync provisions.

@@ -13,6 +13,7 @@ mod iteration;
 mod keys;
 mod mover_run;
 mod pit;
+mod plan;
 mod progress;
 pub mod schedule;
 mod source;

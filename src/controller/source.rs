@@ -3,7 +3,7 @@
 //! It resolves the key, picks the data to send (Direct: the source PVC itself), runs one
 //! mover Job per iteration against the destination's address, and records the result.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::{api::core::v1::PersistentVolumeClaim, jiff::Timestamp};
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
@@ -17,6 +17,7 @@ use super::{
     iteration::{self, Outcome},
     keys,
     pit::{self, PitState},
+    plan::{self, Pass},
     progress::{Progress, settle},
 };
 use crate::{
@@ -88,22 +89,14 @@ async fn step(
         )));
     };
 
-    let manual = rs.spec.trigger.as_ref().and_then(|t| t.manual.clone());
-    if !iteration::in_progress(&status.sync) {
-        if rs.spec.paused == Some(true) {
-            return Ok(Progress::new(Reason::Paused, ctx.config.requeue.idle));
-        }
-        let synced_once = status.sync.last_sync_time.is_some();
-        if let Some(manual) = &manual
-            && synced_once
-            && status.sync.last_manual_sync.as_deref() == Some(manual.as_str())
-        {
-            return Ok(Progress::new(
-                Reason::WaitingForManual,
-                ctx.config.requeue.idle,
-            ));
-        }
-        iteration::begin(&mut status.sync, now);
+    let pass = Pass {
+        trigger: rs.spec.trigger.as_ref(),
+        paused: rs.spec.paused == Some(true),
+        now,
+    };
+    let decision = plan::decide(pass, &mut status.sync)?;
+    if !plan::runs_mover(&decision) {
+        return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
     let data_pvc = match pit::ensure(
         ctx,
@@ -111,7 +104,7 @@ async fn step(
         tls,
         copy_method,
         &source,
-        &iteration::id(&status.sync),
+        &plan::iteration_id(&status.sync),
     )
     .await?
     {
@@ -136,14 +129,14 @@ async fn step(
         destination: Some((address, port)),
     };
     let object = rs.object_ref(&());
-    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, now).await? {
+    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(
                 Reason::SyncInProgress,
                 ctx.config.requeue.poll,
             ));
         }
-        Outcome::Failed => {
+        Outcome::Failed(_) => {
             return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
                 .with_message("the mover failed; retrying (see latestMoverStatus)"));
         }
@@ -152,12 +145,6 @@ async fn step(
     // Deletion is only requested: the copy stays in use by the finished pod until the Job
     // goes, and the next iteration waits for a stale copy to disappear.
     pit::cleanup(ctx, owner).await?;
-    iteration::complete(ctx, &job, &mut status.sync, mover, now).await?;
-    status.sync.last_manual_sync = manual.clone();
-    let reason = if manual.is_some() {
-        Reason::WaitingForManual
-    } else {
-        Reason::SyncInProgress
-    };
-    Ok(Progress::new(reason, Duration::from_millis(10)))
+    let next = iteration::complete(ctx, &job, &mut status.sync, mover, pass).await?;
+    Ok(plan::idle_progress(&next, &ctx.config.requeue, now))
 }
