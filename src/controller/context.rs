@@ -3,13 +3,14 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, ServiceAccount};
 use kube::{
     Api, Client,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use tracing::warn;
 
+use super::error::Error;
 use crate::{config::Config, resources::meta::PRIVILEGED_MOVERS};
 
 /// The field manager of every server-side apply ferrosync makes.
@@ -79,6 +80,23 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+
+    /// Checks that the user's moverServiceAccount exists: a missing one would leave the
+    /// mover Job unable to create pods, with the reason buried in the Job's events.
+    pub async fn check_mover_service_account(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<(), Error> {
+        let Some(name) = name else { return Ok(()) };
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        match api.get_opt(name).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::Invalid(format!(
+                "spec.rsyncTLS.moverServiceAccount {name:?} does not exist in namespace {namespace}"
+            ))),
+        }
     }
 
     /// Whether `namespace` opted in to privileged movers.

@@ -91,6 +91,8 @@ async fn step(
         ));
     }
 
+    ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
+        .await?;
     let key = keys::resolve(ctx, owner, tls.key_secret.as_deref()).await?;
     let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
     let object = rd.object_ref(&());

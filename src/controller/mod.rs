@@ -23,10 +23,18 @@ pub mod trigger;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::{batch::v1::Job, core::v1::Service};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Secret, Service},
+};
 use kube::{
     Api, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
@@ -93,21 +101,69 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     let destinations = Controller::new(
         Api::<ReplicationDestination>::all(client.clone()),
         watcher.clone(),
-    )
-    .owns(Api::<Job>::all(client.clone()), watcher.clone())
-    .owns(Api::<Service>::all(client.clone()), watcher.clone())
-    .graceful_shutdown_on(shutdown_signal())
-    .run(destination::reconcile, error_policy, ctx.clone())
-    .for_each(|res| async move { log_result("ReplicationDestination", res) });
+    );
+    let rd_store = destinations.store();
+    let destinations = destinations
+        .owns(Api::<Job>::all(client.clone()), watcher.clone())
+        .owns(Api::<Service>::all(client.clone()), watcher.clone())
+        // A fixed key Secret must clear an Error at once, not at the next idle requeue.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher.clone(),
+            move |secret| {
+                referencing(&rd_store, &secret, |rd: &ReplicationDestination| {
+                    rd.spec
+                        .rsync_tls
+                        .as_ref()
+                        .and_then(|t| t.key_secret.clone())
+                })
+            },
+        )
+        .graceful_shutdown_on(shutdown_signal())
+        .run(destination::reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move { log_result("ReplicationDestination", res) });
     let sources = Controller::new(
         Api::<ReplicationSource>::all(client.clone()),
         watcher.clone(),
-    )
-    .owns(Api::<Job>::all(client), watcher)
-    .graceful_shutdown_on(shutdown_signal())
-    .run(source::reconcile, error_policy, ctx)
-    .for_each(|res| async move { log_result("ReplicationSource", res) });
+    );
+    let rs_store = sources.store();
+    let sources = sources
+        .owns(Api::<Job>::all(client.clone()), watcher.clone())
+        .watches(Api::<Secret>::all(client), watcher, move |secret| {
+            referencing(&rs_store, &secret, |rs: &ReplicationSource| {
+                rs.spec
+                    .rsync_tls
+                    .as_ref()
+                    .and_then(|t| t.key_secret.clone())
+            })
+        })
+        .graceful_shutdown_on(shutdown_signal())
+        .run(source::reconcile, error_policy, ctx)
+        .for_each(|res| async move { log_result("ReplicationSource", res) });
     tokio::join!(destinations, sources);
+}
+
+/// The objects in the Secret's namespace whose key Secret (given, or generated as
+/// `volsync-rsync-tls-<name>`) is this one.
+fn referencing<K>(
+    store: &Store<K>,
+    secret: &Secret,
+    key_secret: impl Fn(&K) -> Option<String>,
+) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (name, namespace) = (secret.name_any(), secret.namespace());
+    store
+        .state()
+        .iter()
+        .filter(|obj| obj.namespace() == namespace)
+        .filter(|obj| {
+            key_secret(obj).is_some_and(|k| k == name)
+                || crate::resources::names::key_secret(&obj.name_any()) == name
+        })
+        .map(|obj| ObjectRef::from_obj(obj.as_ref()))
+        .collect()
 }
 
 /// Transient failures back off per object, doubling up to `requeue.error_max`.

@@ -78,6 +78,8 @@ async fn step(
     let port = tls.port.unwrap_or(RSYNC_TLS_PORT);
     // The copy-method policy decides an unset method; the built-in default is Clone.
     let copy_method = tls.copy_method.unwrap_or(CopyMethod::Clone).normalized();
+    ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
+        .await?;
     let key = keys::resolve(ctx, owner, tls.key_secret.as_deref()).await?;
     status.rsync_tls = key.generated.then(|| ReplicationSourceRsyncTLSStatus {
         key_secret: Some(key.secret.clone()),
