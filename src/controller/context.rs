@@ -11,7 +11,7 @@ use kube::{
 use tracing::warn;
 
 use super::error::Error;
-use crate::{config::Config, resources::meta::PRIVILEGED_MOVERS};
+use crate::{config::Config, resources::meta::PRIVILEGED_MOVERS, telemetry::Metrics};
 
 /// The field manager of every server-side apply ferrosync makes.
 pub const FIELD_MANAGER: &str = "ferrosync";
@@ -22,13 +22,15 @@ pub struct Context {
     pub client: Client,
     /// The loaded configuration.
     pub config: Config,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     /// A context for `client` and `config`.
-    pub fn new(client: Client, config: Config) -> Self {
+    pub fn new(client: Client, config: Config, metrics: Metrics) -> Self {
         let reporter = Reporter {
             controller: "ferrosync".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -37,6 +39,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
+            metrics,
             failures: Mutex::new(HashMap::new()),
         }
     }

@@ -24,6 +24,7 @@ use super::{
     progress::{Progress, settle},
 };
 use crate::{
+    telemetry::ObjectLabels,
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
         ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType,
@@ -51,6 +52,7 @@ pub async fn reconcile(
     let result = step(&rd, &ctx, &owner, &mut status, now).await;
     let object = rd.object_ref(&());
     let generation = rd.meta().generation;
+    ctx.metrics.observe_reconcile("ReplicationDestination", result.as_ref().err().map(Error::reason));
     let requeue = settle(
         &ctx,
         &object,
@@ -143,6 +145,8 @@ async fn step(
         now,
     };
     let decision = plan::decide(pass, &mut status.sync)?;
+    let labels = ObjectLabels::new(&owner.namespace, &owner.name, "destination");
+    ctx.metrics.observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }

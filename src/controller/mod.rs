@@ -42,7 +42,7 @@ use tracing::{info, warn};
 use crate::{
     api::{ReplicationDestination, ReplicationSource},
     config::{self, Config},
-    telemetry::{self, Health},
+    telemetry::{self, Health, Metrics, ObjectLabels},
 };
 
 pub use context::Context;
@@ -77,8 +77,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let config = Config::load(args.config.as_deref())?;
     telemetry::init(&config.log)?;
     let health = Health::default();
-    let registry = Arc::new(Registry::default());
-    let (addr, _server) = telemetry::serve(config.server.listen, health.clone(), registry).await?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let (addr, _server) = telemetry::serve(config.server.listen, health.clone(), Arc::new(registry)).await?;
     info!(%addr, version = crate::VERSION, "serving /healthz, /readyz and /metrics");
 
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
@@ -89,7 +90,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
         () = shutdown_signal() => return Ok(()),
     }
-    run_controllers(Arc::new(Context::new(client, config))).await;
+    run_controllers(Arc::new(Context::new(client, config, metrics))).await;
     info!("shutting down");
     Ok(())
 }
@@ -103,6 +104,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         watcher.clone(),
     );
     let rd_store = destinations.store();
+    let rd_store_for_secrets = rd_store.clone();
     let destinations = destinations
         .owns(Api::<Job>::all(client.clone()), watcher.clone())
         .owns(Api::<Service>::all(client.clone()), watcher.clone())
@@ -111,7 +113,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             Api::<Secret>::all(client.clone()),
             watcher.clone(),
             move |secret| {
-                referencing(&rd_store, &secret, |rd: &ReplicationDestination| {
+                referencing(&rd_store_for_secrets, &secret, |rd: &ReplicationDestination| {
                     rd.spec
                         .rsync_tls
                         .as_ref()
@@ -127,10 +129,12 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         watcher.clone(),
     );
     let rs_store = sources.store();
+    let sweep = tokio::spawn(sweep_metrics(ctx.clone(), rd_store.clone(), rs_store.clone()));
+    let rs_store_for_secrets = rs_store;
     let sources = sources
         .owns(Api::<Job>::all(client.clone()), watcher.clone())
         .watches(Api::<Secret>::all(client), watcher, move |secret| {
-            referencing(&rs_store, &secret, |rs: &ReplicationSource| {
+            referencing(&rs_store_for_secrets, &secret, |rs: &ReplicationSource| {
                 rs.spec
                     .rsync_tls
                     .as_ref()
@@ -141,6 +145,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         .run(source::reconcile, error_policy, ctx)
         .for_each(|res| async move { log_result("ReplicationSource", res) });
     tokio::join!(destinations, sources);
+    sweep.abort();
 }
 
 /// The objects in the Secret's namespace whose key Secret (given, or generated as
@@ -166,10 +171,27 @@ where
         .collect()
 }
 
+/// Removes the metric series of deleted objects, every `requeue.poll`.
+async fn sweep_metrics(ctx: Arc<Context>, rds: Store<ReplicationDestination>, rss: Store<ReplicationSource>) {
+    let mut tick = tokio::time::interval(ctx.config.requeue.poll);
+    loop {
+        tick.tick().await;
+        let mut alive = std::collections::HashSet::new();
+        for rd in rds.state() {
+            alive.insert(ObjectLabels::new(&rd.namespace().unwrap_or_default(), &rd.name_any(), "destination"));
+        }
+        for rs in rss.state() {
+            alive.insert(ObjectLabels::new(&rs.namespace().unwrap_or_default(), &rs.name_any(), "source"));
+        }
+        ctx.metrics.forget(&alive);
+    }
+}
+
 /// Transient failures back off per object, doubling up to `requeue.error_max`.
-fn error_policy<K: ResourceExt>(obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy<K: ResourceExt + kube::Resource<DynamicType = ()>>(obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let delay = ctx.backoff(&key);
+    ctx.metrics.observe_reconcile(K::kind(&()).as_ref(), Some(err.reason()));
     warn!(object = %key, reason = err.reason(), %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

@@ -21,6 +21,7 @@ use super::{
     progress::{Progress, settle},
 };
 use crate::{
+    telemetry::ObjectLabels,
     api::{
         CopyMethod, ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus,
     },
@@ -38,6 +39,7 @@ pub async fn reconcile(rs: Arc<ReplicationSource>, ctx: Arc<Context>) -> Result<
     let result = step(&rs, &ctx, &owner, &mut status, now).await;
     let object = rs.object_ref(&());
     let generation = rs.meta().generation;
+    ctx.metrics.observe_reconcile("ReplicationSource", result.as_ref().err().map(Error::reason));
     let requeue = settle(
         &ctx,
         &object,
@@ -97,6 +99,8 @@ async fn step(
         now,
     };
     let decision = plan::decide(pass, &mut status.sync)?;
+    let labels = ObjectLabels::new(&owner.namespace, &owner.name, "source");
+    ctx.metrics.observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
