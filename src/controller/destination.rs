@@ -24,7 +24,6 @@ use super::{
     progress::{Progress, settle},
 };
 use crate::{
-    telemetry::ObjectLabels,
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
         ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType,
@@ -36,6 +35,7 @@ use crate::{
         pvc::{self, VolumeShape},
         service,
     },
+    telemetry::ObjectLabels,
 };
 
 /// Reconciles one ReplicationDestination.
@@ -52,7 +52,10 @@ pub async fn reconcile(
     let result = step(&rd, &ctx, &owner, &mut status, now).await;
     let object = rd.object_ref(&());
     let generation = rd.meta().generation;
-    ctx.metrics.observe_reconcile("ReplicationDestination", result.as_ref().err().map(Error::reason));
+    ctx.metrics.observe_reconcile(
+        "ReplicationDestination",
+        result.as_ref().err().map(Error::reason),
+    );
     let requeue = settle(
         &ctx,
         &object,
@@ -146,7 +149,8 @@ async fn step(
     };
     let decision = plan::decide(pass, &mut status.sync)?;
     let labels = ObjectLabels::new(&owner.namespace, &owner.name, "destination");
-    ctx.metrics.observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
+    ctx.metrics
+        .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }

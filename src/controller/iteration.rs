@@ -8,16 +8,17 @@ use super::{
     apply::apply,
     context::Context,
     error::Error,
-    mover_run::{self, JobState},
+    mover_run::{self, JobState, MoverReport},
     plan::{self, Pass},
     trigger::Decision,
 };
 use crate::{
-    api::{MoverStatus, SyncStatus},
+    api::SyncStatus,
     resources::{
         job::{MoverJob, mover_job},
         names,
     },
+    telemetry::ObjectLabels,
 };
 
 /// What happened to the iteration in this pass.
@@ -28,7 +29,7 @@ pub enum Outcome {
     /// The mover is still running.
     Running,
     /// The mover completed: the data is in place. Publish it, then call [`complete`].
-    Succeeded(MoverStatus),
+    Succeeded(MoverReport),
     /// The mover failed after its retries; the Job was removed and the trigger machine
     /// decided the retry.
     Failed(Decision),
@@ -65,12 +66,13 @@ pub async fn drive(
         }
         JobState::Running => Ok(Outcome::Running),
         JobState::Succeeded(status) => Ok(Outcome::Succeeded(status)),
-        JobState::Failed(status) => {
-            let why = status
+        JobState::Failed(report) => {
+            let why = report
+                .status
                 .logs
                 .clone()
                 .unwrap_or_else(|| "no details from the mover".into());
-            let note = if why.contains("auth") {
+            let note = if report.auth_failure() {
                 format!(
                     "mover Job {name} failed: authentication failed (the keys of source and destination differ): {why}"
                 )
@@ -78,7 +80,7 @@ pub async fn drive(
                 format!("mover Job {name} failed after its retries: {why}")
             };
             ctx.event(object, true, "TransferFailed", note).await;
-            sync.latest_mover_status = Some(status);
+            sync.latest_mover_status = Some(report.status);
             mover_run::delete(&ctx.client, &namespace, &name).await?;
             Ok(Outcome::Failed(plan::failed(pass, sync)?))
         }
@@ -92,10 +94,14 @@ pub async fn complete(
     ctx: &Context,
     job: &MoverJob<'_>,
     sync: &mut SyncStatus,
-    mover: MoverStatus,
+    mover: MoverReport,
     pass: Pass<'_>,
 ) -> Result<Decision, Error> {
-    sync.latest_mover_status = Some(mover);
+    let started = sync.last_sync_start_time.as_ref().map_or(pass.now, |t| t.0);
+    let seconds = pass.now.duration_since(started).as_secs_f64().max(0.0);
+    let labels = ObjectLabels::new(&job.owner.namespace, &job.owner.name, job.side.as_str());
+    ctx.metrics.observe_sync(&labels, seconds, mover.bytes());
+    sync.latest_mover_status = Some(mover.status);
     let decision = plan::succeeded(pass, sync)?;
     let name = names::job(job.side, &job.owner.name);
     mover_run::delete(&ctx.client, &job.owner.namespace, &name).await?;

@@ -79,7 +79,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let health = Health::default();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let (addr, _server) = telemetry::serve(config.server.listen, health.clone(), Arc::new(registry)).await?;
+    let (addr, _server) =
+        telemetry::serve(config.server.listen, health.clone(), Arc::new(registry)).await?;
     info!(%addr, version = crate::VERSION, "serving /healthz, /readyz and /metrics");
 
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
@@ -113,12 +114,16 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             Api::<Secret>::all(client.clone()),
             watcher.clone(),
             move |secret| {
-                referencing(&rd_store_for_secrets, &secret, |rd: &ReplicationDestination| {
-                    rd.spec
-                        .rsync_tls
-                        .as_ref()
-                        .and_then(|t| t.key_secret.clone())
-                })
+                referencing(
+                    &rd_store_for_secrets,
+                    &secret,
+                    |rd: &ReplicationDestination| {
+                        rd.spec
+                            .rsync_tls
+                            .as_ref()
+                            .and_then(|t| t.key_secret.clone())
+                    },
+                )
             },
         )
         .graceful_shutdown_on(shutdown_signal())
@@ -129,7 +134,11 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         watcher.clone(),
     );
     let rs_store = sources.store();
-    let sweep = tokio::spawn(sweep_metrics(ctx.clone(), rd_store.clone(), rs_store.clone()));
+    let sweep = tokio::spawn(sweep_metrics(
+        ctx.clone(),
+        rd_store.clone(),
+        rs_store.clone(),
+    ));
     let rs_store_for_secrets = rs_store;
     let sources = sources
         .owns(Api::<Job>::all(client.clone()), watcher.clone())
@@ -172,26 +181,43 @@ where
 }
 
 /// Removes the metric series of deleted objects, every `requeue.poll`.
-async fn sweep_metrics(ctx: Arc<Context>, rds: Store<ReplicationDestination>, rss: Store<ReplicationSource>) {
+async fn sweep_metrics(
+    ctx: Arc<Context>,
+    rds: Store<ReplicationDestination>,
+    rss: Store<ReplicationSource>,
+) {
     let mut tick = tokio::time::interval(ctx.config.requeue.poll);
     loop {
         tick.tick().await;
         let mut alive = std::collections::HashSet::new();
         for rd in rds.state() {
-            alive.insert(ObjectLabels::new(&rd.namespace().unwrap_or_default(), &rd.name_any(), "destination"));
+            alive.insert(ObjectLabels::new(
+                &rd.namespace().unwrap_or_default(),
+                &rd.name_any(),
+                "destination",
+            ));
         }
         for rs in rss.state() {
-            alive.insert(ObjectLabels::new(&rs.namespace().unwrap_or_default(), &rs.name_any(), "source"));
+            alive.insert(ObjectLabels::new(
+                &rs.namespace().unwrap_or_default(),
+                &rs.name_any(),
+                "source",
+            ));
         }
         ctx.metrics.forget(&alive);
     }
 }
 
 /// Transient failures back off per object, doubling up to `requeue.error_max`.
-fn error_policy<K: ResourceExt + kube::Resource<DynamicType = ()>>(obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy<K: ResourceExt + kube::Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let delay = ctx.backoff(&key);
-    ctx.metrics.observe_reconcile(K::kind(&()).as_ref(), Some(err.reason()));
+    ctx.metrics
+        .observe_reconcile(K::kind(&()).as_ref(), Some(err.reason()));
     warn!(object = %key, reason = err.reason(), %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

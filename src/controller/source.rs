@@ -21,11 +21,11 @@ use super::{
     progress::{Progress, settle},
 };
 use crate::{
-    telemetry::ObjectLabels,
     api::{
         CopyMethod, ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus,
     },
     resources::{Owner, Side, job::MoverJob, service::RSYNC_TLS_PORT},
+    telemetry::ObjectLabels,
 };
 
 /// Reconciles one ReplicationSource.
@@ -39,7 +39,10 @@ pub async fn reconcile(rs: Arc<ReplicationSource>, ctx: Arc<Context>) -> Result<
     let result = step(&rs, &ctx, &owner, &mut status, now).await;
     let object = rs.object_ref(&());
     let generation = rs.meta().generation;
-    ctx.metrics.observe_reconcile("ReplicationSource", result.as_ref().err().map(Error::reason));
+    ctx.metrics.observe_reconcile(
+        "ReplicationSource",
+        result.as_ref().err().map(Error::reason),
+    );
     let requeue = settle(
         &ctx,
         &object,
@@ -100,7 +103,8 @@ async fn step(
     };
     let decision = plan::decide(pass, &mut status.sync)?;
     let labels = ObjectLabels::new(&owner.namespace, &owner.name, "source");
-    ctx.metrics.observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
+    ctx.metrics
+        .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }

@@ -63,7 +63,9 @@ pub struct Metrics {
 
 fn duration_histogram() -> Histogram {
     // 1 s to ~9 h: syncs range from seconds to hours.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 16))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 2.0, 16,
+    ))
 }
 
 impl Metrics {
@@ -103,18 +105,27 @@ impl Metrics {
             "Reconcile errors by kind and reason",
             metrics.reconcile_errors.clone(),
         );
-        registry.register("ferrosync_reconciles", "Reconcile passes by kind", metrics.reconciles.clone());
+        registry.register(
+            "ferrosync_reconciles",
+            "Reconcile passes by kind",
+            metrics.reconciles.clone(),
+        );
         metrics
     }
 
     fn track(&self, labels: &ObjectLabels) {
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(labels.clone());
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(labels.clone());
     }
 
     /// A pass over an object: its out-of-sync state and whether it missed an interval.
     pub fn observe_pass(&self, labels: &ObjectLabels, out_of_sync: bool, missed_interval: bool) {
         self.track(labels);
-        self.out_of_sync.get_or_create(labels).set(i64::from(out_of_sync));
+        self.out_of_sync
+            .get_or_create(labels)
+            .set(i64::from(out_of_sync));
         // Touch the counter so the series exists (at 0) before the first miss.
         let missed = self.missed_intervals.get_or_create(labels);
         if missed_interval {
@@ -131,7 +142,10 @@ impl Metrics {
 
     /// A reconcile pass of `kind`, and its error reason if it failed.
     pub fn observe_reconcile(&self, kind: &str, error: Option<&str>) {
-        let labels = |reason: &str| ErrorLabels { kind: kind.into(), reason: reason.into() };
+        let labels = |reason: &str| ErrorLabels {
+            kind: kind.into(),
+            reason: reason.into(),
+        };
         self.reconciles.get_or_create(&labels("")).inc();
         if let Some(reason) = error {
             self.reconcile_errors.get_or_create(&labels(reason)).inc();
