@@ -11,6 +11,7 @@ mod error;
 mod image;
 mod iteration;
 mod keys;
+mod leader;
 mod mover_run;
 mod pit;
 mod plan;
@@ -67,6 +68,12 @@ pub enum Error {
     /// Logging or the probe endpoint could not start.
     #[error(transparent)]
     Telemetry(#[from] telemetry::Error),
+    /// The Lease could not be used.
+    #[error("leader election: {0}")]
+    Leader(#[source] kube_lease_manager::LeaseManagerError),
+    /// Another replica took the Lease; this one stops so that only one reconciles.
+    #[error("lost leadership; exiting so only the new leader reconciles")]
+    LostLeadership,
     /// No usable kubeconfig or in-cluster credentials.
     #[error("connecting to the Kubernetes API: {0}")]
     Connect(#[source] kube::Error),
@@ -91,9 +98,31 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
         () = shutdown_signal() => return Ok(()),
     }
-    run_controllers(Arc::new(Context::new(client, config, metrics))).await;
-    info!("shutting down");
-    Ok(())
+    let election = config.leader_election.clone();
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics));
+    if !election.enabled {
+        run_controllers(ctx).await;
+        info!("shutting down");
+        return Ok(());
+    }
+    let mut leadership = leader::campaign(client, &election)
+        .await
+        .map_err(Error::Leader)?;
+    tokio::select! {
+        () = leadership.acquired() => info!("became the leader; reconciling"),
+        () = shutdown_signal() => {
+            leadership.release().await;
+            return Ok(());
+        }
+    }
+    tokio::select! {
+        () = run_controllers(ctx) => {
+            info!("shutting down; releasing the lease");
+            leadership.release().await;
+            Ok(())
+        }
+        () = leadership.lost() => Err(Error::LostLeadership),
+    }
 }
 
 /// Runs both reconcilers until a shutdown signal, then lets in-flight reconciles finish.
