@@ -1,7 +1,11 @@
 //! What every reconcile shares: the client, the configuration, the event recorder and
 //! per-object backoff for transient errors.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, ServiceAccount};
 use kube::{
@@ -26,7 +30,12 @@ pub struct Context {
     pub metrics: Metrics,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    recent_events: Mutex<HashMap<(String, String, String), Instant>>,
 }
+
+/// An identical Event (same object, reason and note) is recorded at most once per this
+/// window, so an object stuck in a waiting or failing state does not flood the cluster.
+pub const EVENT_REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 impl Context {
     /// A context for `client` and `config`.
@@ -41,12 +50,27 @@ impl Context {
             config,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            recent_events: Mutex::new(HashMap::new()),
         }
     }
 
     /// Records an Event on `object`. A failure to record is logged, never fatal: events
     /// are for people, and the reconcile must go on without them.
     pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
+        let key = (
+            object.uid.clone().unwrap_or_default(),
+            reason.to_string(),
+            note.clone(),
+        );
+        {
+            let mut recent = self.recent_events.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            recent.retain(|_, at| now.duration_since(*at) < EVENT_REPEAT_WINDOW);
+            if recent.contains_key(&key) {
+                return;
+            }
+            recent.insert(key, now);
+        }
         let event = Event {
             type_: if warning {
                 EventType::Warning
