@@ -13,7 +13,7 @@ use super::{
     trigger::Decision,
 };
 use crate::{
-    api::SyncStatus,
+    api::{SyncStats, SyncStatus},
     resources::{
         job::{MoverJob, mover_job},
         names,
@@ -101,6 +101,15 @@ pub async fn complete(
     let seconds = pass.now.duration_since(started).as_secs_f64().max(0.0);
     let labels = ObjectLabels::new(&job.owner.namespace, &job.owner.name, job.side.as_str());
     ctx.metrics.observe_sync(&labels, seconds, mover.bytes());
+    if let Some(summary) = &mover.summary {
+        let count = |n: u64| Some(i64::try_from(n).unwrap_or(i64::MAX));
+        sync.last_sync_stats = Some(SyncStats {
+            bytes_sent: count(summary.bytes_sent),
+            files_transferred: count(summary.files_transferred),
+            files_deleted: count(summary.files_deleted),
+        });
+    }
+    sync.progress = None;
     sync.latest_mover_status = Some(mover.status);
     let decision = plan::succeeded(pass, sync)?;
     let name = names::job(job.side, &job.owner.name);
