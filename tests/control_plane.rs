@@ -5,3 +5,9 @@ mod support;
 
 #[path = "control_plane/crds.rs"]
 mod crds;
+#[path = "control_plane/examples.rs"]
+mod examples;
+#[path = "control_plane/fixtures.rs"]
+mod fixtures;
+#[path = "control_plane/invalid.rs"]
+mod invalid;
