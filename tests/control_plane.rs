@@ -7,7 +7,11 @@ mod support;
 mod crds;
 #[path = "control_plane/examples.rs"]
 mod examples;
+#[path = "control_plane/explain.rs"]
+mod explain;
 #[path = "control_plane/fixtures.rs"]
 mod fixtures;
 #[path = "control_plane/invalid.rs"]
 mod invalid;
+#[path = "control_plane/status.rs"]
+mod status;
