@@ -3,8 +3,12 @@
 
 mod support;
 
+#[path = "control_plane/controller.rs"]
+mod controller;
 #[path = "control_plane/crds.rs"]
 mod crds;
+#[path = "control_plane/deploy.rs"]
+mod deploy;
 #[path = "control_plane/examples.rs"]
 mod examples;
 #[path = "control_plane/explain.rs"]
