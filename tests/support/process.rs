@@ -87,7 +87,10 @@ fn watchdog() -> &'static Mutex<Watchdog> {
             .spawn()
             .expect("starting the cleanup watchdog (sh)");
         let stdin = child.stdin.take().expect("piped stdin");
-        Mutex::new(Watchdog { _process: child, stdin })
+        Mutex::new(Watchdog {
+            _process: child,
+            stdin,
+        })
     })
 }
 
