@@ -15,6 +15,8 @@ mod examples;
 mod explain;
 #[path = "control_plane/fixtures.rs"]
 mod fixtures;
+#[path = "control_plane/harness.rs"]
+mod harness;
 #[path = "control_plane/invalid.rs"]
 mod invalid;
 #[path = "control_plane/status.rs"]

@@ -302,6 +302,12 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The process ids of the components (etcd, kube-apiserver, ...), each a group leader.
+    pub fn pids(&self) -> Vec<u32> {
+        let children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.iter().map(|(_, child)| child.id()).collect()
+    }
+
     /// Fails, with the end of its log, if a component has exited.
     pub fn check_children(&self) -> Result<(), String> {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
