@@ -7,8 +7,9 @@
 //! tests (each test has its own runtime).
 
 // Each test binary uses a different part of the harness.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
+pub mod access;
 pub mod bins;
 pub mod cluster;
 pub mod components;
@@ -19,4 +20,8 @@ pub mod pki;
 pub mod process;
 pub mod wait;
 
-pub use cluster::{ControlPlane, Options, TestNamespace, control_plane, control_plane_with};
+// Re-exports for the test binaries; each uses some of them.
+#[allow(unused_imports)]
+pub use access::TestNamespace;
+#[allow(unused_imports)]
+pub use cluster::{ControlPlane, Options, control_plane, control_plane_with};
