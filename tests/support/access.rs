@@ -16,7 +16,12 @@ pub struct TestNamespace {
     pub name: String,
     /// An admin client.
     pub client: kube::Client,
+    /// The built kubectl and the admin kubeconfig, for the dump on failure.
+    kubectl: (PathBuf, PathBuf),
 }
+
+/// What a failed test's namespace dump lists.
+const DUMP_KINDS: &str = "replicationsources,replicationdestinations,persistentvolumeclaims,volumesnapshots,jobs,pods,services,secrets";
 
 impl TestNamespace {
     /// An `Api` for a namespaced kind in this namespace.
@@ -25,6 +30,44 @@ impl TestNamespace {
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
         kube::Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// What the namespace holds, as `kubectl get` and its events show it.
+    pub fn dump(&self) -> String {
+        let mut text = String::new();
+        for args in [
+            vec!["get", DUMP_KINDS, "-o", "wide"],
+            vec!["get", DUMP_KINDS, "-o", "yaml"],
+            vec!["get", "events", "--sort-by=.lastTimestamp"],
+        ] {
+            let (kubectl, kubeconfig) = &self.kubectl;
+            let out = Command::new(kubectl)
+                .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                .args(["-n", &self.name])
+                .args(&args)
+                .output();
+            match out {
+                Ok(out) => {
+                    text.push_str(&String::from_utf8_lossy(&out.stdout));
+                    text.push_str(&String::from_utf8_lossy(&out.stderr));
+                }
+                Err(err) => text.push_str(&format!("kubectl: {err}\n")),
+            }
+        }
+        text
+    }
+}
+
+impl Drop for TestNamespace {
+    /// A failing test leaves its namespace's state in its output, which libtest shows.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- state of namespace {} at the failure ---\n{}",
+                self.name,
+                self.dump()
+            );
+        }
     }
 }
 
@@ -56,7 +99,11 @@ impl ControlPlane {
             .create(&Default::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        TestNamespace { name, client }
+        TestNamespace {
+            name,
+            client,
+            kubectl: (self.bin_dir.join("kubectl"), self.kubeconfig.clone()),
+        }
     }
 
     /// Mints a client certificate for `user` in `groups`, signed by the apiserver's client
