@@ -3,7 +3,7 @@
 //!
 //! Tests share only paths (the kubeconfig, the PKI); each builds its own `kube::Client`
 //! inside its own runtime and works in its own namespace. Nothing here ever talks to
-//! anything but 127.0.0.1.
+//! anything but 127.0.0.1 (the Go module proxy aside, for the first download).
 
 use std::{
     fs::File,
