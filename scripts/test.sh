@@ -12,8 +12,18 @@ bash scripts/install-deps.sh
 # if [ -x scripts/build-plugins.sh ]; then bash scripts/build-plugins.sh; fi
 # ======================================================================================
 
+# The README's first command, as written (its own state directory and port, so a demo
+# a developer has running is left alone); then stopped.
+mkdir -p target
+demo_state=$PWD/target/ferrosync-demo-check
+trap 'FERROSYNC_STATE_DIR=$demo_state bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+FERROSYNC_STATE_DIR=$demo_state FERROSYNC_DEMO_PORT=18081 bash scripts/demo.sh >"$PWD/target/demo-check.log" 2>&1 \
+  || { cat "$PWD/target/demo-check.log"; echo "scripts/demo.sh failed" >&2; exit 1; }
+FERROSYNC_STATE_DIR=$demo_state bash scripts/cluster.sh down >/dev/null 2>&1
+echo "scripts/demo.sh works ($(grep -o 'running ([0-9]*s)' "$PWD/target/demo-check.log"))"
+
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; FERROSYNC_STATE_DIR=$demo_state bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 set +e
 cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
