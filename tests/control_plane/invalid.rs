@@ -177,6 +177,7 @@ fn table() -> Vec<Case> {
 }
 
 #[tokio::test]
+/// The bases of the table are valid, and so are the edge cases the schema must admit.
 async fn the_valid_bases_are_accepted() {
     let ns = control_plane().namespace("valid-bases").await;
     for obj in [
@@ -186,6 +187,20 @@ async fn the_valid_bases_are_accepted() {
             .remove("spec.rsyncTLS.capacity")
             .remove("spec.rsyncTLS.accessModes")
             .set("spec.rsyncTLS.destinationPVC", json!("mine")),
+        // Without rsyncTLS: the controller, not the schema, reports the unsupported method.
+        destination("no-method").remove("spec.rsyncTLS"),
+        source("no-method")
+            .remove("spec.rsyncTLS")
+            .remove("spec.sourcePVC"),
+        // Block is admitted (and reported as unsupported by the controller).
+        destination("block").set("spec.rsyncTLS.volumeMode", json!("Block")),
+        destination("none").set("spec.rsyncTLS.copyMethod", json!("None")),
+        destination("cleanup").set("spec.rsyncTLS.cleanupTempPVC", json!(true)),
+        source("descriptor").set("spec.trigger.schedule", json!("@hourly")),
+        source("manual").set("spec.trigger", json!({"manual": "now"})),
+        source("ports")
+            .set("spec.rsyncTLS.port", json!(65535))
+            .set("spec.rsyncTLS.capacity", json!(1073741824)),
     ] {
         fixtures::create(&ns.client, &ns.name, &obj.0, true)
             .await
