@@ -39,6 +39,7 @@ pub struct Trigger {
 
 /// How a point-in-time copy of a volume is made (source) or kept (destination).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = field_docs_only)]
 pub enum CopyMethod {
     /// Use the volume itself, with no point-in-time copy.
     Direct,
@@ -73,6 +74,7 @@ impl CopyMethod {
 
 /// A PersistentVolumeClaim access mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = field_docs_only)]
 pub enum AccessMode {
     /// Read-write by a single node.
     ReadWriteOnce,
@@ -121,6 +123,7 @@ pub struct MoverOptions {
 
 /// The outcome of the last mover run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = field_docs_only)]
 pub enum MoverResult {
     /// The mover completed the transfer.
     Successful,
@@ -240,3 +243,11 @@ pub fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// Alias kept so the specs read as the API does.
 pub type Capacity = Quantity;
+
+/// Drops an enum type's own description from its schema. kube-derive inlines an optional
+/// enum into the field and lets the type's description replace the field's, so without
+/// this `kubectl explain` would show "How a point-in-time copy..." instead of the field's
+/// documentation.
+pub(crate) fn field_docs_only(schema: &mut schemars::Schema) {
+    schema.remove("description");
+}
