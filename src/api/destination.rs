@@ -105,12 +105,20 @@ pub struct ReplicationDestinationRsyncTLSSpec {
     pub volume_snapshot_class_name: Option<String>,
     /// destinationPVC names an existing PVC to receive the data, used as-is and never
     /// deleted. When set, capacity and accessModes are not needed.
-    #[serde(rename = "destinationPVC", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "destinationPVC",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub destination_pvc: Option<String>,
     /// cleanupTempPVC, when true, deletes the provisioned destination PVC once each
     /// iteration's snapshot is ready, and provisions it again for the next iteration.
     /// Needs copyMethod Snapshot and no destinationPVC. Defaults to false.
-    #[serde(rename = "cleanupTempPVC", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cleanupTempPVC",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cleanup_temp_pvc: Option<bool>,
     /// volumeMode of the destination volume: Filesystem (the default) or Block. Block is not
     /// supported yet and is reported as an error.

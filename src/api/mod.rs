@@ -5,8 +5,8 @@
 //! applies them, so that "unset" stays distinguishable from "requested".
 
 mod common;
-pub mod psk;
 mod destination;
+pub mod psk;
 mod source;
 
 use std::path::PathBuf;

@@ -68,7 +68,9 @@ impl Psk {
     pub fn new(identity: &str, key_hex: &str) -> Result<Self, PskError> {
         if identity.is_empty()
             || identity.len() > MAX_IDENTITY_LEN
-            || identity.chars().any(|c| c.is_whitespace() || c.is_control())
+            || identity
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(PskError::BadIdentity);
         }

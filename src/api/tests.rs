@@ -7,7 +7,8 @@ fn schema_of(crd: &CustomResourceDefinition) -> Value {
 }
 
 fn at<'a>(schema: &'a Value, path: &[&str]) -> &'a Value {
-    path.iter().fold(schema, |node, key| &node["properties"][*key])
+    path.iter()
+        .fold(schema, |node, key| &node["properties"][*key])
 }
 
 #[test]
@@ -27,7 +28,10 @@ fn committed_crds_are_fresh() {
 #[test]
 fn no_schema_defaults_for_controller_defaulted_fields() {
     let rendered = serde_json::to_string(&crds()).expect("serialises");
-    assert!(!rendered.contains("\"default\""), "the schema must not default anything");
+    assert!(
+        !rendered.contains("\"default\""),
+        "the schema must not default anything"
+    );
 }
 
 #[test]
@@ -52,7 +56,11 @@ fn every_property_has_a_description() {
         let mut missing = Vec::new();
         walk("", &at(&schema_of(&crd), &["spec"]).clone(), &mut missing);
         walk("", &at(&schema_of(&crd), &["status"]).clone(), &mut missing);
-        assert!(missing.is_empty(), "{}: undocumented {missing:?}", crd.metadata.name.as_deref().unwrap_or(""));
+        assert!(
+            missing.is_empty(),
+            "{}: undocumented {missing:?}",
+            crd.metadata.name.as_deref().unwrap_or("")
+        );
     }
 }
 
@@ -67,17 +75,39 @@ fn enums_and_patterns_are_in_the_schema() {
     assert_eq!(names(&tls["properties"]["accessModes"]["items"]), 4);
     assert_eq!(tls["properties"]["accessModes"]["minItems"], 1);
     assert_eq!(tls["properties"]["capacity"]["pattern"], QUANTITY_PATTERN);
-    assert_eq!(at(&rd, &["spec", "trigger", "schedule"])["pattern"], CRON_PATTERN);
-    assert!(tls["x-kubernetes-validations"].as_array().is_some_and(|r| r.len() >= 3));
+    assert_eq!(
+        at(&rd, &["spec", "trigger", "schedule"])["pattern"],
+        CRON_PATTERN
+    );
+    assert!(
+        tls["x-kubernetes-validations"]
+            .as_array()
+            .is_some_and(|r| r.len() >= 3)
+    );
 }
 
 #[test]
 fn cron_pattern_admits_five_fields_or_a_descriptor() {
     let re = regex_lite::Regex::new(CRON_PATTERN).expect("compiles");
-    for ok in ["*/5 * * * *", "0 0 1 * MON", "0 0 * * 0", "15,45 8-17 * JAN-MAR 1-5", "@hourly", "@annually"] {
+    for ok in [
+        "*/5 * * * *",
+        "0 0 1 * MON",
+        "0 0 * * 0",
+        "15,45 8-17 * JAN-MAR 1-5",
+        "@hourly",
+        "@annually",
+    ] {
         assert!(re.is_match(ok), "{ok} should match");
     }
-    for bad in ["* * * *", "0 * * * * *", "@every 5m", " */5 * * * *", "*/5 * * * * ", "", "@fortnightly"] {
+    for bad in [
+        "* * * *",
+        "0 * * * * *",
+        "@every 5m",
+        " */5 * * * *",
+        "*/5 * * * * ",
+        "",
+        "@fortnightly",
+    ] {
         assert!(!re.is_match(bad), "{bad:?} should not match");
     }
 }
@@ -104,8 +134,14 @@ fn printer_columns_match_the_reference() {
             .map(|c| c.name)
             .collect()
     };
-    assert_eq!(cols(ReplicationSource::crd())[..4], ["Source", "Last sync", "Duration", "Next sync"]);
-    assert_eq!(cols(ReplicationDestination::crd())[..3], ["Last sync", "Duration", "Next sync"]);
+    assert_eq!(
+        cols(ReplicationSource::crd())[..4],
+        ["Source", "Last sync", "Duration", "Next sync"]
+    );
+    assert_eq!(
+        cols(ReplicationDestination::crd())[..3],
+        ["Last sync", "Duration", "Next sync"]
+    );
 }
 
 #[test]

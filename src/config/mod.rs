@@ -124,20 +124,22 @@ impl Config {
         }
         // Only variables whose first segment is a configuration section are ours; others
         // that share the prefix (FERROSYNC_CONFIG, build and test settings) are not keys.
-        let env = env
-            .split("__")
-            .filter(|key| {
-                // Keys are uncased: compare lowercase.
-                let key = key.as_str().to_ascii_lowercase();
-                SECTIONS.contains(&key.split(['.', '_']).next().unwrap_or(""))
-            });
+        let env = env.split("__").filter(|key| {
+            // Keys are uncased: compare lowercase.
+            let key = key.as_str().to_ascii_lowercase();
+            SECTIONS.contains(&key.split(['.', '_']).next().unwrap_or(""))
+        });
         let config: Config = figment.merge(env).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), Error> {
-        let invalid = |msg: &str| Err(Error::Invalid(Box::new(figment::Error::from(msg.to_string()))));
+        let invalid = |msg: &str| {
+            Err(Error::Invalid(Box::new(figment::Error::from(
+                msg.to_string(),
+            ))))
+        };
         if self.requeue.error_min > self.requeue.error_max {
             return invalid("requeue.error_min must not exceed requeue.error_max");
         }
@@ -147,8 +149,16 @@ impl Config {
         if self.mover.image.trim().is_empty() {
             return invalid("mover.image must not be empty");
         }
-        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
-            return invalid(&format!("log.level {:?} is not a valid tracing filter", self.log.level));
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return invalid(&format!(
+                "log.level {:?} is not a valid tracing filter",
+                self.log.level
+            ));
         }
         Ok(())
     }

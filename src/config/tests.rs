@@ -24,7 +24,10 @@ fn defaults_load_without_a_file() {
 #[test]
 fn file_overrides_defaults_and_env_overrides_file() {
     Jail::expect_with(|jail| {
-        jail.create_file("c.toml", "[log]\nformat = \"json\"\nlevel = \"debug\"\n[mover]\nbackoff_limit = 0\n")?;
+        jail.create_file(
+            "c.toml",
+            "[log]\nformat = \"json\"\nlevel = \"debug\"\n[mover]\nbackoff_limit = 0\n",
+        )?;
         jail.set_env("FERROSYNC_LOG__LEVEL", "warn");
         jail.set_env("FERROSYNC_REQUEUE__POLL", "250ms");
         let config = load(jail, Some("c.toml")).expect("valid");
@@ -48,7 +51,9 @@ fn unrelated_prefixed_variables_are_not_keys() {
 
 fn error_of(jail: &Jail, toml: &str) -> String {
     jail.create_file("bad.toml", toml).expect("write");
-    load(jail, Some("bad.toml")).expect_err("must be rejected").to_string()
+    load(jail, Some("bad.toml"))
+        .expect_err("must be rejected")
+        .to_string()
 }
 
 #[test]
@@ -105,9 +110,15 @@ fn bad_environment_value_names_the_variable() {
 
 #[test]
 fn missing_explicit_file_is_an_error() {
-    let err = Config::figment(Some(Path::new("/nonexistent/ferrosync.toml")), Env::prefixed("X_"))
-        .expect_err("missing file");
-    assert!(err.to_string().contains("/nonexistent/ferrosync.toml"), "{err}");
+    let err = Config::figment(
+        Some(Path::new("/nonexistent/ferrosync.toml")),
+        Env::prefixed("X_"),
+    )
+    .expect_err("missing file");
+    assert!(
+        err.to_string().contains("/nonexistent/ferrosync.toml"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -76,7 +76,9 @@ async fn wait_for_crds(client: &kube::Client, config: &Config) {
             Err(err) => warn!(%err, "checking the CRDs failed; retrying"),
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(config.requeue.error_max).max(Duration::from_millis(1));
+        delay = (delay * 2)
+            .min(config.requeue.error_max)
+            .max(Duration::from_millis(1));
     }
 }
 

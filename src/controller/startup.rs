@@ -36,9 +36,12 @@ fn missing_resources(served: &[String]) -> CrdCheck {
         .filter(|r| !served.iter().any(|s| s == *r))
         .map(|r| format!("{r}.{}", api::GROUP))
         .collect();
-    if missing.is_empty() { CrdCheck::Installed } else { CrdCheck::Missing(missing) }
+    if missing.is_empty() {
+        CrdCheck::Installed
+    } else {
+        CrdCheck::Missing(missing)
+    }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -46,12 +49,18 @@ mod tests {
 
     #[test]
     fn reports_each_missing_kind() {
-        let served = vec!["replicationsources".to_string(), "replicationsources/status".to_string()];
+        let served = vec![
+            "replicationsources".to_string(),
+            "replicationsources/status".to_string(),
+        ];
         assert_eq!(
             missing_resources(&served),
             CrdCheck::Missing(vec!["replicationdestinations.volsync.backube".into()])
         );
-        let all = vec!["replicationsources".into(), "replicationdestinations".into()];
+        let all = vec![
+            "replicationsources".into(),
+            "replicationdestinations".into(),
+        ];
         assert_eq!(missing_resources(&all), CrdCheck::Installed);
     }
 }

@@ -36,7 +36,11 @@ impl<D: Clone> DecisionCache<D> {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<D> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
     }
 
     pub fn put(&self, key: Vec<u8>, decision: D) {

@@ -28,7 +28,10 @@ pub enum CredentialError {
 
 /// Resolves a [`CredentialRef`] to its value.
 pub trait CredentialSource: Send + Sync {
-    fn resolve<'a>(&'a self, r: &'a CredentialRef) -> BoxFuture<'a, Result<String, CredentialError>>;
+    fn resolve<'a>(
+        &'a self,
+        r: &'a CredentialRef,
+    ) -> BoxFuture<'a, Result<String, CredentialError>>;
 }
 
 /// No credentials at all: any reference is an error.
@@ -36,7 +39,10 @@ pub trait CredentialSource: Send + Sync {
 pub struct NoCredentials;
 
 impl CredentialSource for NoCredentials {
-    fn resolve<'a>(&'a self, r: &'a CredentialRef) -> BoxFuture<'a, Result<String, CredentialError>> {
+    fn resolve<'a>(
+        &'a self,
+        r: &'a CredentialRef,
+    ) -> BoxFuture<'a, Result<String, CredentialError>> {
         Box::pin(async move { Err(CredentialError::NoSource(r.secret.clone())) })
     }
 }
@@ -58,7 +64,10 @@ impl StaticCredentials {
 }
 
 impl CredentialSource for StaticCredentials {
-    fn resolve<'a>(&'a self, r: &'a CredentialRef) -> BoxFuture<'a, Result<String, CredentialError>> {
+    fn resolve<'a>(
+        &'a self,
+        r: &'a CredentialRef,
+    ) -> BoxFuture<'a, Result<String, CredentialError>> {
         let found = self.0.get(&(r.secret.clone(), r.key.clone())).cloned();
         Box::pin(async move {
             found.ok_or_else(|| CredentialError::MissingKey {
@@ -86,7 +95,10 @@ impl KubeCredentials {
 }
 
 impl CredentialSource for KubeCredentials {
-    fn resolve<'a>(&'a self, r: &'a CredentialRef) -> BoxFuture<'a, Result<String, CredentialError>> {
+    fn resolve<'a>(
+        &'a self,
+        r: &'a CredentialRef,
+    ) -> BoxFuture<'a, Result<String, CredentialError>> {
         Box::pin(async move {
             let ns = r.namespace.as_deref().unwrap_or(&self.default_namespace);
             let name = format!("{ns}/{}", r.secret);

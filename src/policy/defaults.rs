@@ -23,7 +23,10 @@ pub fn copy_method(input: &CopyMethodInput) -> CopyMethodDecision {
         None | Some(CopyMethod::None) => CopyMethod::Direct,
         Some(m) => m,
     };
-    let unsupported = input.clone_failure.as_deref().is_some_and(clone_unsupported);
+    let unsupported = input
+        .clone_failure
+        .as_deref()
+        .is_some_and(clone_unsupported);
     let first_class = input.snapshot_classes.first().cloned();
     match (requested, unsupported, first_class) {
         (CopyMethod::Clone, true, Some(class)) => CopyMethodDecision {
@@ -85,9 +88,18 @@ mod tests {
         let d = copy_method(&clone_input(Some(failed), &["snap"]));
         assert_eq!(d.method, CopyMethod::Snapshot);
         assert_eq!(d.volume_snapshot_class.as_deref(), Some("snap"));
-        assert_eq!(copy_method(&clone_input(Some(failed), &[])).method, CopyMethod::Clone);
-        assert_eq!(copy_method(&clone_input(Some("timeout"), &["s"])).method, CopyMethod::Clone);
-        assert_eq!(copy_method(&CopyMethodInput::default()).method, CopyMethod::Direct);
+        assert_eq!(
+            copy_method(&clone_input(Some(failed), &[])).method,
+            CopyMethod::Clone
+        );
+        assert_eq!(
+            copy_method(&clone_input(Some("timeout"), &["s"])).method,
+            CopyMethod::Clone
+        );
+        assert_eq!(
+            copy_method(&CopyMethodInput::default()).method,
+            CopyMethod::Direct
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::{
     execute::{self, CopyMethodPoint, Point, PskPoint, ServiceTypePoint},
     http::{HttpTransport, LiveTransport},
     metrics::{DecisionLabels, FailureLabels, PluginLabels, PolicyMetrics, ReloadLabels},
-    outcome::{DecidedBy, Decided, Failure, FailureKind, PolicyError, Provenance},
+    outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
     plugin::{self, ComponentCache, LoadError, LoadedPlugin},
     sandbox::{self, HostState},
     types::*,
@@ -256,7 +256,10 @@ impl PolicyEngine {
                 service_type: load(DecisionPoint::ServiceType, &config.service_type)?,
                 psk: load(DecisionPoint::Psk, &config.psk)?,
             };
-            for p in [&set.copy_method, &set.service_type, &set.psk].into_iter().flatten() {
+            for p in [&set.copy_method, &set.service_type, &set.psk]
+                .into_iter()
+                .flatten()
+            {
                 if p.limits.memory_mib > MAX_PLUGIN_MEMORY_MIB {
                     return Err(LoadError::Invalid {
                         plugin: p.name.clone(),
@@ -330,7 +333,10 @@ impl PolicyEngine {
         let point = P::POINT;
         let metrics = self.metrics();
         let Some(plugin) = plugin else {
-            metrics.decisions.get_or_create(&labels(point, "none", "builtin")).inc();
+            metrics
+                .decisions
+                .get_or_create(&labels(point, "none", "builtin"))
+                .inc();
             return Ok(Decided {
                 decision: P::builtin(input),
                 provenance: provenance(point, None, DecidedBy::BuiltIn),
@@ -345,7 +351,10 @@ impl PolicyEngine {
         if let (Some(cache), Some(key)) = (cache, &key)
             && let Some(decision) = cache.get(key)
         {
-            metrics.decisions.get_or_create(&labels(point, &plugin.name, "cached")).inc();
+            metrics
+                .decisions
+                .get_or_create(&labels(point, &plugin.name, "cached"))
+                .inc();
             let mut provenance = provenance(point, Some(&plugin), DecidedBy::Cache);
             provenance.latency = start.elapsed();
             return Ok(Decided {
@@ -426,7 +435,10 @@ impl PolicyEngine {
         });
         match validated {
             Ok(decision) => {
-                metrics.decisions.get_or_create(&labels(point, &plugin.name, "plugin")).inc();
+                metrics
+                    .decisions
+                    .get_or_create(&labels(point, &plugin.name, "plugin"))
+                    .inc();
                 if let (Some(cache), Some(key)) = (cache, key) {
                     cache.put(key, decision.clone());
                 }
@@ -467,7 +479,10 @@ impl PolicyEngine {
         prov.failure = Some(failure.clone());
         match plugin.on_failure {
             FailureMode::Fallback => {
-                metrics.decisions.get_or_create(&labels(point, &plugin.name, "fallback")).inc();
+                metrics
+                    .decisions
+                    .get_or_create(&labels(point, &plugin.name, "fallback"))
+                    .inc();
                 prov.decided_by = DecidedBy::Fallback;
                 Ok(Decided {
                     decision: P::builtin(input),
@@ -475,7 +490,10 @@ impl PolicyEngine {
                 })
             }
             FailureMode::Fail => {
-                metrics.decisions.get_or_create(&labels(point, &plugin.name, "failed")).inc();
+                metrics
+                    .decisions
+                    .get_or_create(&labels(point, &plugin.name, "failed"))
+                    .inc();
                 Err(PolicyError::PluginFailed {
                     point,
                     plugin: plugin.name.clone(),

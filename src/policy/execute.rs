@@ -66,7 +66,8 @@ impl Point for CopyMethodPoint {
         let Pre::CopyMethod(pre) = pre else {
             return Err(wrong_pre());
         };
-        pre.instantiate(&mut *store)?.call_decide(&mut *store, input)
+        pre.instantiate(&mut *store)?
+            .call_decide(&mut *store, input)
     }
     fn validate(
         out: Self::WitOut,
@@ -98,7 +99,8 @@ impl Point for ServiceTypePoint {
         let Pre::ServiceType(pre) = pre else {
             return Err(wrong_pre());
         };
-        pre.instantiate(&mut *store)?.call_decide(&mut *store, input)
+        pre.instantiate(&mut *store)?
+            .call_decide(&mut *store, input)
     }
     fn validate(
         out: Self::WitOut,
@@ -130,7 +132,8 @@ impl Point for PskPoint {
         let Pre::Psk(pre) = pre else {
             return Err(wrong_pre());
         };
-        pre.instantiate(&mut *store)?.call_decide(&mut *store, input)
+        pre.instantiate(&mut *store)?
+            .call_decide(&mut *store, input)
     }
     fn validate(
         out: Self::WitOut,

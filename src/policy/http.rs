@@ -77,7 +77,10 @@ pub trait HttpTransport: Send + Sync {
 /// `scheme://host:port`, lower-cased, with the scheme's default port made explicit.
 pub fn origin_of(url: &str) -> Result<String, String> {
     let uri: ureq::http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
-    let scheme = uri.scheme_str().ok_or("URL has no scheme")?.to_ascii_lowercase();
+    let scheme = uri
+        .scheme_str()
+        .ok_or("URL has no scheme")?
+        .to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "http" => 80,
         "https" => 443,
@@ -232,7 +235,12 @@ impl HttpTransport for LiveTransport {
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = response
             .into_body()
@@ -321,8 +329,14 @@ mod tests {
 
     #[test]
     fn origins_are_normalised() {
-        assert_eq!(origin_of("http://127.0.0.1:8200/v1/x").unwrap(), "http://127.0.0.1:8200");
-        assert_eq!(origin_of("HTTPS://Vault.Example/v1").unwrap(), "https://vault.example:443");
+        assert_eq!(
+            origin_of("http://127.0.0.1:8200/v1/x").unwrap(),
+            "http://127.0.0.1:8200"
+        );
+        assert_eq!(
+            origin_of("HTTPS://Vault.Example/v1").unwrap(),
+            "https://vault.example:443"
+        );
         assert!(origin_of("ftp://x/").is_err());
         assert!(origin_of("http://user:pw@host/").is_err());
         assert!(origin_of("/relative").is_err());

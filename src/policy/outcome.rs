@@ -133,7 +133,10 @@ impl Provenance {
         };
         match (&self.decided_by, &self.failure) {
             (DecidedBy::Fallback, Some(f)) => {
-                format!("{} decision by the built-in default: {who} failed: {f}", self.point)
+                format!(
+                    "{} decision by the built-in default: {who} failed: {f}",
+                    self.point
+                )
             }
             (DecidedBy::Cache, _) => format!("{} decision by {who} (cached)", self.point),
             _ => format!("{} decision by {who}", self.point),

@@ -39,7 +39,10 @@ pub const MAX_COMPONENT_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
     #[error("{point}: {message}")]
-    Config { point: DecisionPoint, message: String },
+    Config {
+        point: DecisionPoint,
+        message: String,
+    },
     #[error("bundle {path}: {message}")]
     Bundle { path: PathBuf, message: String },
     #[error("plugin {plugin}: cannot read {path}: {message}")]
@@ -95,12 +98,13 @@ impl BundleFile {
                 message: format!("no {POLICY_FILE}"),
             });
         }
-        let mut bundle: BundleFile = Figment::from(Toml::file_exact(&file))
-            .extract()
-            .map_err(|e| LoadError::Bundle {
-                path: dir.into(),
-                message: e.to_string(),
-            })?;
+        let mut bundle: BundleFile =
+            Figment::from(Toml::file_exact(&file))
+                .extract()
+                .map_err(|e| LoadError::Bundle {
+                    path: dir.into(),
+                    message: e.to_string(),
+                })?;
         bundle.plugin.wasm = dir.join(&bundle.plugin.wasm);
         bundle.tests = dir.join(&bundle.tests);
         Ok(bundle)
@@ -240,10 +244,12 @@ pub(crate) fn load(
             actual,
         });
     }
-    let credential = cfg
-        .credentials
-        .clone()
-        .or_else(|| spec.grants.http.as_ref().and_then(|h| h.credentials.clone()));
+    let credential = cfg.credentials.clone().or_else(|| {
+        spec.grants
+            .http
+            .as_ref()
+            .and_then(|h| h.credentials.clone())
+    });
     if let Some(grant) = &spec.grants.http {
         ResolvedGrant::new(grant, None).map_err(&invalid)?;
     }
@@ -256,13 +262,16 @@ pub(crate) fn load(
     };
     let instance_pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
     let pre = match point {
-        DecisionPoint::CopyMethod => Pre::CopyMethod(CopyMethodPre::new(instance_pre).map_err(wrong_world)?),
+        DecisionPoint::CopyMethod => {
+            Pre::CopyMethod(CopyMethodPre::new(instance_pre).map_err(wrong_world)?)
+        }
         DecisionPoint::ServiceType => {
             Pre::ServiceType(ServiceTypePre::new(instance_pre).map_err(wrong_world)?)
         }
         DecisionPoint::Psk => Pre::Psk(PskPre::new(instance_pre).map_err(wrong_world)?),
     };
-    let settings_json = serde_json::to_string(&spec.settings).map_err(|e| invalid(e.to_string()))?;
+    let settings_json =
+        serde_json::to_string(&spec.settings).map_err(|e| invalid(e.to_string()))?;
     let pure = !spec.grants.random && spec.grants.http.is_none();
     Ok(LoadedPlugin {
         name: spec.name,

@@ -156,7 +156,9 @@ impl HostState {
 
     /// What the plugin wrote to stderr (a panic message, typically), lossily decoded.
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_owned()
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_owned()
     }
 }
 
@@ -187,10 +189,7 @@ fn os_random(len: u64) -> wasmtime::Result<Vec<u8>> {
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::<HostState>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    http::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-        &mut linker,
-        |s| s,
-    )?;
+    http::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
 
     // WasiCtxBuilder::secure_random only takes an infallible generator, and one that
     // panics escapes into the host. Redefining the functions is what makes the guest trap.

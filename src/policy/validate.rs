@@ -185,7 +185,16 @@ mod tests {
         for ok in ["gp3", "csi-snapclass", "a.b-c.d", "x"] {
             assert!(is_dns1123_subdomain(ok), "{ok}");
         }
-        for bad in ["", "Gp3", "-a", "a-", "a..b", "a_b", &"a".repeat(64), "snap class"] {
+        for bad in [
+            "",
+            "Gp3",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            &"a".repeat(64),
+            "snap class",
+        ] {
             assert!(!is_dns1123_subdomain(bad), "{bad}");
         }
     }
@@ -200,7 +209,15 @@ mod tests {
         ] {
             assert!(is_annotation_key(ok), "{ok}");
         }
-        for bad in ["", "bad key", "Not_A_Domain/name", "/name", "a/", "-x", "x/y/z"] {
+        for bad in [
+            "",
+            "bad key",
+            "Not_A_Domain/name",
+            "/name",
+            "a/",
+            "-x",
+            "x/y/z",
+        ] {
             assert!(!is_annotation_key(bad), "{bad}");
         }
     }

@@ -42,7 +42,9 @@ pub fn init(log: &LogConfig) -> Result<(), Error> {
     })?;
     let registry = tracing_subscriber::registry().with(filter);
     match log.format {
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init()?,
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init()?,
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init()?,
