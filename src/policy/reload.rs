@@ -36,17 +36,16 @@ pub fn fingerprint(config: &PolicyConfig) -> String {
 }
 
 /// Polls every `interval` and reloads `engine` when the files behind `config` change.
-/// The fingerprint is taken at the start, so the set loaded with `config` is not reloaded.
+/// The baseline fingerprint is taken before this returns.
 pub fn spawn_watcher(
     engine: PolicyEngine,
     config: PolicyConfig,
     interval: Duration,
 ) -> JoinHandle<()> {
+    // The baseline is taken now, not in the task, so a change made right after this call
+    // returns is never mistaken for the starting state. (A few small files: cheap.)
+    let mut seen = fingerprint(&config);
     tokio::spawn(async move {
-        let fp_config = config.clone();
-        let mut seen = tokio::task::spawn_blocking(move || fingerprint(&fp_config))
-            .await
-            .unwrap_or_default();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
