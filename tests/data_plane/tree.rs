@@ -260,7 +260,10 @@ pub fn compare(src: &Path, dst: &Path, check: Check) -> Result<(), String> {
     }
 }
 
-fn same_contents(a: &Path, b: &Path) -> bool {
+fn same_contents(a: &Path, b: &Path, size: u64) -> bool {
+    if size < 1 << 20 {
+        return fs::read(a).expect("read") == fs::read(b).expect("read");
+    }
     let (mut fa, mut fb) = (
         fs::File::open(a).expect("open"),
         fs::File::open(b).expect("open"),
