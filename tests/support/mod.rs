@@ -17,6 +17,7 @@ pub mod crds;
 pub mod kubeconfig;
 pub mod pki;
 pub mod process;
+pub mod sim;
 pub mod wait;
 
 pub use cluster::{ControlPlane, Options, TestNamespace, control_plane, control_plane_with};
