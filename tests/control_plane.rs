@@ -3,5 +3,21 @@
 
 mod support;
 
+#[path = "control_plane/controller.rs"]
+mod controller;
 #[path = "control_plane/crds.rs"]
 mod crds;
+#[path = "control_plane/deploy.rs"]
+mod deploy;
+#[path = "control_plane/examples.rs"]
+mod examples;
+#[path = "control_plane/explain.rs"]
+mod explain;
+#[path = "control_plane/fixtures.rs"]
+mod fixtures;
+#[path = "control_plane/harness.rs"]
+mod harness;
+#[path = "control_plane/invalid.rs"]
+mod invalid;
+#[path = "control_plane/status.rs"]
+mod status;

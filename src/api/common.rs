@@ -39,6 +39,7 @@ pub struct Trigger {
 
 /// How a point-in-time copy of a volume is made (source) or kept (destination).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = field_docs_only)]
 pub enum CopyMethod {
     /// Use the volume itself, with no point-in-time copy.
     Direct,
@@ -73,6 +74,7 @@ impl CopyMethod {
 
 /// A PersistentVolumeClaim access mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = field_docs_only)]
 pub enum AccessMode {
     /// Read-write by a single node.
     ReadWriteOnce,
@@ -121,6 +123,7 @@ pub struct MoverOptions {
 
 /// The outcome of the last mover run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = field_docs_only)]
 pub enum MoverResult {
     /// The mover completed the transfer.
     Successful,
@@ -162,11 +165,70 @@ pub struct SyncStatus {
     /// latestMoverStatus is what the last mover run reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_mover_status: Option<MoverStatus>,
+    /// lastSyncStats are the last successful iteration's transfer figures, from the
+    /// mover's summary (a ferrosync extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_stats: Option<SyncStats>,
+    /// progress of the running iteration: bytes moved so far and the rate, from the mover's
+    /// progress lines (a ferrosync extension). Cleared when the iteration ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<SyncProgress>,
+    /// policy lists the latest decision of each policy point for this object: which plugin
+    /// (or built-in default) decided what, and why (a ferrosync extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Vec<PolicyDecision>>,
     /// conditions describe the object's state. The Synchronizing condition is True while an
     /// iteration runs, and False with a reason (WaitingForSchedule, WaitingForManual,
     /// CleaningUp, Error) otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
+}
+
+/// Transfer figures of one iteration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStats {
+    /// bytesSent is what the mover put on the wire (rsync's sent bytes, all passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<i64>,
+    /// filesTransferred is the number of regular files rsync transferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_transferred: Option<i64>,
+    /// filesDeleted is the number of files deleted on the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_deleted: Option<i64>,
+}
+
+/// Progress of a running iteration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncProgress {
+    /// bytesTransferred so far in this iteration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_transferred: Option<i64>,
+    /// bytesPerSecond is the recent transfer rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<i64>,
+    /// observedAt is when these figures were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Time>,
+}
+
+/// One policy decision, as `kubectl describe` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDecision {
+    /// decision is the decision point: copyMethod, serviceType or psk.
+    pub decision: String,
+    /// value is what was decided (never key material).
+    pub value: String,
+    /// decidedBy is the plugin's name, or "built-in".
+    pub decided_by: String,
+    /// reason is the plugin's (or default's) explanation.
+    pub reason: String,
+    /// fallback is true when the plugin failed and the built-in default was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<bool>,
 }
 
 /// The JSON schema of a resource quantity, such as `10Gi`: an integer or a string in
@@ -181,3 +243,11 @@ pub fn quantity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// Alias kept so the specs read as the API does.
 pub type Capacity = Quantity;
+
+/// Drops an enum type's own description from its schema. kube-derive inlines an optional
+/// enum into the field and lets the type's description replace the field's, so without
+/// this `kubectl explain` would show "How a point-in-time copy..." instead of the field's
+/// documentation.
+pub(crate) fn field_docs_only(schema: &mut schemars::Schema) {
+    schema.remove("description");
+}

@@ -9,7 +9,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, quantity_schema};
+use super::common::{
+    AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, field_docs_only, quantity_schema,
+};
 
 /// ReplicationDestination defines the receiving side of a replicated volume: the volume
 /// that receives the data, how each received image is kept, and the endpoint the source
@@ -23,7 +25,8 @@ use super::common::{AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, q
     status = "ReplicationDestinationStatus",
     printcolumn = r#"{"name":"Last sync","type":"string","format":"date-time","jsonPath":".status.lastSyncTime"}"#,
     printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.lastSyncDuration"}"#,
-    printcolumn = r#"{"name":"Next sync","type":"string","format":"date-time","jsonPath":".status.nextSyncTime"}"#
+    printcolumn = r#"{"name":"Next sync","type":"string","format":"date-time","jsonPath":".status.nextSyncTime"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.conditions[?(@.type==\"Synchronizing\")].reason"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationDestinationSpec {
@@ -42,6 +45,7 @@ pub struct ReplicationDestinationSpec {
 
 /// The kind of Service that exposes the destination's listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = field_docs_only)]
 pub enum ServiceType {
     /// An address on the cluster network; suits clusters whose networks are bridged.
     ClusterIP,
@@ -61,6 +65,7 @@ impl ServiceType {
 
 /// Whether the destination volume is a filesystem or a raw block device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = field_docs_only)]
 pub enum VolumeMode {
     /// A mounted filesystem (the default).
     Filesystem,

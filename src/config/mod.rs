@@ -41,6 +41,8 @@ pub struct Config {
     pub mover: MoverConfig,
     /// Requeue intervals.
     pub requeue: RequeueConfig,
+    /// Leader election among replicas.
+    pub leader_election: LeaderElectionConfig,
     /// Policy plugins.
     #[serde(default)]
     pub policy: PolicyConfig,
@@ -102,6 +104,24 @@ pub struct RequeueConfig {
     pub error_max: Duration,
 }
 
+/// Leader election through a coordination Lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    /// Whether to campaign for a Lease before reconciling.
+    pub enabled: bool,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// The Lease's namespace; empty means the pod's namespace.
+    pub namespace: String,
+    /// Validity of the Lease without renewal.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// How long before expiry the holder renews.
+    #[serde(with = "humantime_serde")]
+    pub renew_before: Duration,
+}
+
 impl Config {
     /// Loads the defaults, then `file` if given, then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, Error> {
@@ -146,6 +166,12 @@ impl Config {
         if self.mover.backoff_limit < 0 {
             return invalid("mover.backoff_limit must be 0 or more");
         }
+        let le = &self.leader_election;
+        if le.enabled && (le.renew_before.as_secs() < 1 || le.renew_before >= le.lease_duration) {
+            return invalid(
+                "leader_election.renew_before must be at least 1s and less than lease_duration",
+            );
+        }
         if self.mover.image.trim().is_empty() {
             return invalid("mover.image must not be empty");
         }
@@ -165,7 +191,7 @@ impl Config {
 }
 
 /// The top-level sections; see [`Config`].
-const SECTIONS: &[&str] = &["server", "log", "mover", "requeue", "policy"];
+const SECTIONS: &[&str] = &["server", "log", "mover", "requeue", "leader", "policy"];
 
 #[cfg(test)]
 mod tests;

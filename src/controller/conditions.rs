@@ -92,29 +92,8 @@ pub fn synchronizing(conditions: &[Condition]) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == SYNCHRONIZING)
 }
 
-/// A duration formatted as Go's `metav1.Duration` prints it (e.g. `28.818695981s`,
-/// `1m5.5s`, `2h0m0s`), so it reads the same as the reference's status.
-pub fn go_duration(d: std::time::Duration) -> String {
-    let total = d.as_secs();
-    let nanos = d.subsec_nanos();
-    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
-    let secs = if nanos == 0 {
-        format!("{s}")
-    } else {
-        format!("{s}.{nanos:09}").trim_end_matches('0').to_string()
-    };
-    match (h, m) {
-        (0, 0) if total == 0 && nanos == 0 => "0s".into(),
-        (0, 0) => format!("{secs}s"),
-        (0, _) => format!("{m}m{secs}s"),
-        _ => format!("{h}h{m}m{secs}s"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn at(secs: i64) -> Timestamp {
@@ -148,14 +127,5 @@ mod tests {
             ("True", Time(at(300)))
         );
         assert_eq!(conds[0].message, "Synchronization in-progress");
-    }
-
-    #[test]
-    fn durations_read_like_go() {
-        assert_eq!(go_duration(Duration::from_millis(28_818)), "28.818s");
-        assert_eq!(go_duration(Duration::new(28, 818_695_981)), "28.818695981s");
-        assert_eq!(go_duration(Duration::from_secs(65)), "1m5s");
-        assert_eq!(go_duration(Duration::from_secs(7200)), "2h0m0s");
-        assert_eq!(go_duration(Duration::ZERO), "0s");
     }
 }

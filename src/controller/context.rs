@@ -1,16 +1,21 @@
 //! What every reconcile shares: the client, the configuration, the event recorder and
 //! per-object backoff for transient errors.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, ServiceAccount};
 use kube::{
     Api, Client,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use tracing::warn;
 
-use crate::{config::Config, resources::meta::PRIVILEGED_MOVERS};
+use super::error::Error;
+use crate::{config::Config, resources::meta::PRIVILEGED_MOVERS, telemetry::Metrics};
 
 /// The field manager of every server-side apply ferrosync makes.
 pub const FIELD_MANAGER: &str = "ferrosync";
@@ -21,13 +26,20 @@ pub struct Context {
     pub client: Client,
     /// The loaded configuration.
     pub config: Config,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    recent_events: Mutex<HashMap<(String, String, String), Instant>>,
 }
+
+/// An identical Event (same object, reason and note) is recorded at most once per this
+/// window, so an object stuck in a waiting or failing state does not flood the cluster.
+pub const EVENT_REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 impl Context {
     /// A context for `client` and `config`.
-    pub fn new(client: Client, config: Config) -> Self {
+    pub fn new(client: Client, config: Config, metrics: Metrics) -> Self {
         let reporter = Reporter {
             controller: "ferrosync".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -36,13 +48,29 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
+            metrics,
             failures: Mutex::new(HashMap::new()),
+            recent_events: Mutex::new(HashMap::new()),
         }
     }
 
     /// Records an Event on `object`. A failure to record is logged, never fatal: events
     /// are for people, and the reconcile must go on without them.
     pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
+        let key = (
+            object.uid.clone().unwrap_or_default(),
+            reason.to_string(),
+            note.clone(),
+        );
+        {
+            let mut recent = self.recent_events.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            recent.retain(|_, at| now.duration_since(*at) < EVENT_REPEAT_WINDOW);
+            if recent.contains_key(&key) {
+                return;
+            }
+            recent.insert(key, now);
+        }
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -79,6 +107,23 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+
+    /// Checks that the user's moverServiceAccount exists: a missing one would leave the
+    /// mover Job unable to create pods, with the reason buried in the Job's events.
+    pub async fn check_mover_service_account(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<(), Error> {
+        let Some(name) = name else { return Ok(()) };
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        match api.get_opt(name).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::Invalid(format!(
+                "spec.rsyncTLS.moverServiceAccount {name:?} does not exist in namespace {namespace}"
+            ))),
+        }
     }
 
     /// Whether `namespace` opted in to privileged movers.

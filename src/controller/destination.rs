@@ -3,10 +3,10 @@
 //! It provisions (or adopts) the volume, exposes the listener, holds the key, runs one
 //! mover Job per iteration, and publishes `latestImage` only after a Job succeeded.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
-    api::core::v1::{PersistentVolumeClaim, Service, TypedLocalObjectReference},
+    api::core::v1::{PersistentVolumeClaim, Service},
     jiff::Timestamp,
 };
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
@@ -17,8 +17,10 @@ use super::{
     conditions::Reason,
     context::Context,
     error::Error,
+    image::{self, ImageState},
     iteration::{self, Outcome},
     keys,
+    plan::{self, Pass},
     progress::{Progress, settle},
 };
 use crate::{
@@ -33,6 +35,7 @@ use crate::{
         pvc::{self, VolumeShape},
         service,
     },
+    telemetry::ObjectLabels,
 };
 
 /// Reconciles one ReplicationDestination.
@@ -49,6 +52,10 @@ pub async fn reconcile(
     let result = step(&rd, &ctx, &owner, &mut status, now).await;
     let object = rd.object_ref(&());
     let generation = rd.meta().generation;
+    ctx.metrics.observe_reconcile(
+        "ReplicationDestination",
+        result.as_ref().err().map(Error::reason),
+    );
     let requeue = settle(
         &ctx,
         &object,
@@ -82,13 +89,15 @@ async fn step(
         ));
     }
     let copy_method = tls.copy_method.unwrap_or(CopyMethod::Direct).normalized();
-    if copy_method != CopyMethod::Direct {
-        return Err(Error::Invalid(format!(
-            "spec.rsyncTLS.copyMethod {} is not supported on a destination yet; use Direct",
-            copy_method.as_str()
-        )));
+    if copy_method == CopyMethod::Clone {
+        return Err(Error::Invalid(
+            "spec.rsyncTLS.copyMethod Clone is not valid on a destination; use Direct or Snapshot"
+                .into(),
+        ));
     }
 
+    ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
+        .await?;
     let key = keys::resolve(ctx, owner, tls.key_secret.as_deref()).await?;
     let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
     let object = rd.object_ref(&());
@@ -133,10 +142,18 @@ async fn step(
         .await;
     }
 
-    if rd.spec.paused == Some(true) {
-        return Ok(Progress::new(Reason::Paused, ctx.config.requeue.idle));
+    let pass = Pass {
+        trigger: rd.spec.trigger.as_ref(),
+        paused: rd.spec.paused == Some(true),
+        now,
+    };
+    let decision = plan::decide(pass, &mut status.sync)?;
+    let labels = ObjectLabels::new(&owner.namespace, &owner.name, "destination");
+    ctx.metrics
+        .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
+    if !plan::runs_mover(&decision) {
+        return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
-
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
     let job = MoverJob {
         owner,
@@ -149,23 +166,62 @@ async fn step(
         privileged,
         destination: None,
     };
-    let outcome = iteration::drive(ctx, &object, &job, &mut status.sync, now).await?;
-    if outcome == Outcome::Completed {
-        status.latest_image = Some(TypedLocalObjectReference {
-            api_group: Some(String::new()),
-            kind: "PersistentVolumeClaim".into(),
-            name: pvc_name,
-        });
-    }
-    Ok(match outcome {
+    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
         Outcome::Started | Outcome::Running => {
-            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+            return Ok(Progress::new(
+                Reason::SyncInProgress,
+                ctx.config.requeue.poll,
+            ));
         }
-        // Without a trigger the destination opens the next listener right away.
-        Outcome::Completed => Progress::new(Reason::SyncInProgress, Duration::from_millis(10)),
-        Outcome::Failed => Progress::new(Reason::Error, ctx.config.requeue.error_min)
-            .with_message("the mover failed; retrying (see latestMoverStatus)"),
-    })
+        Outcome::Failed(_) => {
+            return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
+                .with_message("the mover failed; retrying (see latestMoverStatus)"));
+        }
+        Outcome::Succeeded(mover) => mover,
+    };
+
+    // Publish first, record second: a crash in between publishes again, never loses data.
+    let image = if copy_method == CopyMethod::Snapshot {
+        let started = status
+            .sync
+            .last_sync_start_time
+            .as_ref()
+            .map_or(now, |t| t.0);
+        let class = tls.volume_snapshot_class_name.clone();
+        match image::snapshot_image(ctx, owner, &pvc_name, class, started).await? {
+            ImageState::Published(image) => image,
+            ImageState::Waiting(what) => {
+                return Ok(
+                    Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+                        .with_message(what),
+                );
+            }
+        }
+    } else {
+        image::pvc_image(&pvc_name)
+    };
+    if status.latest_image.as_ref() != Some(&image) {
+        if copy_method == CopyMethod::Snapshot {
+            ctx.event(
+                &object,
+                false,
+                "VolumeSnapshotCreated",
+                format!("published VolumeSnapshot {}", image.name),
+            )
+            .await;
+        }
+        status.latest_image = Some(image.clone());
+    }
+    if copy_method == CopyMethod::Snapshot {
+        let retain = image::retention(rd).map_err(Error::Invalid)?;
+        image::prune(ctx, owner, &image.name, retain).await?;
+        if tls.cleanup_temp_pvc == Some(true) && tls.destination_pvc.is_none() {
+            image::delete_temp_pvc(ctx, owner, &pvc_name).await?;
+        }
+    }
+    let next = iteration::complete(ctx, &job, &mut status.sync, mover, pass).await?;
+    // Without a trigger the destination opens the next listener right away.
+    Ok(plan::idle_progress(&next, &ctx.config.requeue, now))
 }
 
 /// The PVC that receives data: the user's destinationPVC, or one ferrosync provisions.
@@ -178,6 +234,9 @@ async fn ensure_volume(
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     if let Some(name) = &tls.destination_pvc {
         return match api.get_opt(name).await? {
+            Some(pvc) if pvc.metadata.deletion_timestamp.is_some() => Err(Error::NotReady(
+                format!("spec.rsyncTLS.destinationPVC {name:?} is being deleted"),
+            )),
             Some(_) => Ok(name.clone()),
             None => Err(Error::NotReady(format!(
                 "spec.rsyncTLS.destinationPVC {name:?} does not exist"
@@ -193,7 +252,17 @@ async fn ensure_volume(
     let shape = VolumeShape::new(capacity.clone(), modes, tls.storage_class_name.clone());
     let desired = pvc::destination_pvc(owner, &shape);
     let name = desired.metadata.name.clone().unwrap_or_default();
-    if api.get_opt(&name).await?.is_none() {
+    let existing = api.get_opt(&name).await?;
+    if existing
+        .as_ref()
+        .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+    {
+        // cleanupTempPVC deleted last iteration's volume; a new one follows once it is gone.
+        return Err(Error::NotReady(format!(
+            "waiting for the previous PVC {name} to be deleted"
+        )));
+    }
+    if existing.is_none() {
         apply(&api, &desired).await?;
         ctx.event(
             &rd.object_ref(&()),

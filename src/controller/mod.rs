@@ -8,20 +8,34 @@ pub mod conditions;
 mod context;
 mod destination;
 mod error;
+mod image;
 mod iteration;
 mod keys;
+mod leader;
 mod mover_run;
+mod pit;
+mod plan;
 mod progress;
+pub mod schedule;
 mod source;
 mod startup;
+pub mod trigger;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::{batch::v1::Job, core::v1::Service};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Secret, Service},
+};
 use kube::{
     Api, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
@@ -29,7 +43,7 @@ use tracing::{info, warn};
 use crate::{
     api::{ReplicationDestination, ReplicationSource},
     config::{self, Config},
-    telemetry::{self, Health},
+    telemetry::{self, Health, Metrics, ObjectLabels},
 };
 
 pub use context::Context;
@@ -54,6 +68,12 @@ pub enum Error {
     /// Logging or the probe endpoint could not start.
     #[error(transparent)]
     Telemetry(#[from] telemetry::Error),
+    /// The Lease could not be used.
+    #[error("leader election: {0}")]
+    Leader(#[source] kube_lease_manager::LeaseManagerError),
+    /// Another replica took the Lease; this one stops so that only one reconciles.
+    #[error("lost leadership; exiting so only the new leader reconciles")]
+    LostLeadership,
     /// No usable kubeconfig or in-cluster credentials.
     #[error("connecting to the Kubernetes API: {0}")]
     Connect(#[source] kube::Error),
@@ -64,8 +84,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let config = Config::load(args.config.as_deref())?;
     telemetry::init(&config.log)?;
     let health = Health::default();
-    let registry = Arc::new(Registry::default());
-    let (addr, _server) = telemetry::serve(config.server.listen, health.clone(), registry).await?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let (addr, _server) =
+        telemetry::serve(config.server.listen, health.clone(), Arc::new(registry)).await?;
     info!(%addr, version = crate::VERSION, "serving /healthz, /readyz and /metrics");
 
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
@@ -76,9 +98,31 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
         () = shutdown_signal() => return Ok(()),
     }
-    run_controllers(Arc::new(Context::new(client, config))).await;
-    info!("shutting down");
-    Ok(())
+    let election = config.leader_election.clone();
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics));
+    if !election.enabled {
+        run_controllers(ctx).await;
+        info!("shutting down");
+        return Ok(());
+    }
+    let mut leadership = leader::campaign(client, &election)
+        .await
+        .map_err(Error::Leader)?;
+    tokio::select! {
+        () = leadership.acquired() => info!("became the leader; reconciling"),
+        () = shutdown_signal() => {
+            leadership.release().await;
+            return Ok(());
+        }
+    }
+    tokio::select! {
+        () = run_controllers(ctx) => {
+            info!("shutting down; releasing the lease");
+            leadership.release().await;
+            Ok(())
+        }
+        () = leadership.lost() => Err(Error::LostLeadership),
+    }
 }
 
 /// Runs both reconcilers until a shutdown signal, then lets in-flight reconciles finish.
@@ -88,27 +132,121 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     let destinations = Controller::new(
         Api::<ReplicationDestination>::all(client.clone()),
         watcher.clone(),
-    )
-    .owns(Api::<Job>::all(client.clone()), watcher.clone())
-    .owns(Api::<Service>::all(client.clone()), watcher.clone())
-    .graceful_shutdown_on(shutdown_signal())
-    .run(destination::reconcile, error_policy, ctx.clone())
-    .for_each(|res| async move { log_result("ReplicationDestination", res) });
+    );
+    let rd_store = destinations.store();
+    let rd_store_for_secrets = rd_store.clone();
+    let destinations = destinations
+        .owns(Api::<Job>::all(client.clone()), watcher.clone())
+        .owns(Api::<Service>::all(client.clone()), watcher.clone())
+        // A fixed key Secret must clear an Error at once, not at the next idle requeue.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher.clone(),
+            move |secret| {
+                referencing(
+                    &rd_store_for_secrets,
+                    &secret,
+                    |rd: &ReplicationDestination| {
+                        rd.spec
+                            .rsync_tls
+                            .as_ref()
+                            .and_then(|t| t.key_secret.clone())
+                    },
+                )
+            },
+        )
+        .graceful_shutdown_on(shutdown_signal())
+        .run(destination::reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move { log_result("ReplicationDestination", res) });
     let sources = Controller::new(
         Api::<ReplicationSource>::all(client.clone()),
         watcher.clone(),
-    )
-    .owns(Api::<Job>::all(client), watcher)
-    .graceful_shutdown_on(shutdown_signal())
-    .run(source::reconcile, error_policy, ctx)
-    .for_each(|res| async move { log_result("ReplicationSource", res) });
+    );
+    let rs_store = sources.store();
+    let sweep = tokio::spawn(sweep_metrics(
+        ctx.clone(),
+        rd_store.clone(),
+        rs_store.clone(),
+    ));
+    let rs_store_for_secrets = rs_store;
+    let sources = sources
+        .owns(Api::<Job>::all(client.clone()), watcher.clone())
+        .watches(Api::<Secret>::all(client), watcher, move |secret| {
+            referencing(&rs_store_for_secrets, &secret, |rs: &ReplicationSource| {
+                rs.spec
+                    .rsync_tls
+                    .as_ref()
+                    .and_then(|t| t.key_secret.clone())
+            })
+        })
+        .graceful_shutdown_on(shutdown_signal())
+        .run(source::reconcile, error_policy, ctx)
+        .for_each(|res| async move { log_result("ReplicationSource", res) });
     tokio::join!(destinations, sources);
+    sweep.abort();
+}
+
+/// The objects in the Secret's namespace whose key Secret (given, or generated as
+/// `volsync-rsync-tls-<name>`) is this one.
+fn referencing<K>(
+    store: &Store<K>,
+    secret: &Secret,
+    key_secret: impl Fn(&K) -> Option<String>,
+) -> Vec<ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (name, namespace) = (secret.name_any(), secret.namespace());
+    store
+        .state()
+        .iter()
+        .filter(|obj| obj.namespace() == namespace)
+        .filter(|obj| {
+            key_secret(obj).is_some_and(|k| k == name)
+                || crate::resources::names::key_secret(&obj.name_any()) == name
+        })
+        .map(|obj| ObjectRef::from_obj(obj.as_ref()))
+        .collect()
+}
+
+/// Removes the metric series of deleted objects, every `requeue.poll`.
+async fn sweep_metrics(
+    ctx: Arc<Context>,
+    rds: Store<ReplicationDestination>,
+    rss: Store<ReplicationSource>,
+) {
+    let mut tick = tokio::time::interval(ctx.config.requeue.poll);
+    loop {
+        tick.tick().await;
+        let mut alive = std::collections::HashSet::new();
+        for rd in rds.state() {
+            alive.insert(ObjectLabels::new(
+                &rd.namespace().unwrap_or_default(),
+                &rd.name_any(),
+                "destination",
+            ));
+        }
+        for rs in rss.state() {
+            alive.insert(ObjectLabels::new(
+                &rs.namespace().unwrap_or_default(),
+                &rs.name_any(),
+                "source",
+            ));
+        }
+        ctx.metrics.forget(&alive);
+    }
 }
 
 /// Transient failures back off per object, doubling up to `requeue.error_max`.
-fn error_policy<K: ResourceExt>(obj: Arc<K>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn error_policy<K: ResourceExt + kube::Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    err: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let delay = ctx.backoff(&key);
+    ctx.metrics
+        .observe_reconcile(K::kind(&()).as_ref(), Some(err.reason()));
     warn!(object = %key, reason = err.reason(), %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

@@ -9,6 +9,7 @@ use kube::{
 
 use crate::{
     api::{MoverResult, MoverStatus},
+    mover::summary::Summary,
     resources::job::CONTAINER,
 };
 
@@ -23,9 +24,9 @@ pub enum JobState {
     /// The Job exists and has not finished.
     Running,
     /// The Job completed: the transfer is done.
-    Succeeded(MoverStatus),
+    Succeeded(MoverReport),
     /// The Job exhausted its backoff limit.
-    Failed(MoverStatus),
+    Failed(MoverReport),
 }
 
 /// Reads the Job and, once it has finished, its last pod's termination message.
@@ -52,10 +53,10 @@ pub async fn observe(
         return Ok(JobState::Running);
     };
     let message = last_termination_message(client, namespace, name).await?;
-    let status = mover_status(result, message.as_deref());
+    let report = mover_report(result, message.as_deref());
     Ok(match result {
-        MoverResult::Successful => JobState::Succeeded(status),
-        MoverResult::Failed => JobState::Failed(status),
+        MoverResult::Successful => JobState::Succeeded(report),
+        MoverResult::Failed => JobState::Failed(report),
     })
 }
 
@@ -104,36 +105,60 @@ async fn last_termination_message(
     Ok(terminated.pop().and_then(|(_, message)| message))
 }
 
-/// The status a finished mover reports: its summary's statistics or error, bounded.
-pub fn mover_status(result: MoverResult, message: Option<&str>) -> MoverStatus {
-    let logs = message.map(summary_logs).filter(|l| !l.is_empty());
-    MoverStatus {
-        result: Some(result),
-        logs,
+/// What a finished mover reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoverReport {
+    /// What goes into `latestMoverStatus`.
+    pub status: MoverStatus,
+    /// The parsed summary, when the mover wrote one (a crash may leave only a log tail).
+    pub summary: Option<Summary>,
+}
+
+impl MoverReport {
+    /// Bytes the mover sent, for metrics.
+    pub fn bytes(&self) -> u64 {
+        self.summary.as_ref().map_or(0, |s| s.bytes_sent)
+    }
+
+    /// Whether the failure was a TLS-PSK authentication failure.
+    pub fn auth_failure(&self) -> bool {
+        self.summary.as_ref().is_some_and(|s| s.auth_failure)
     }
 }
 
-/// The human part of a mover's termination message. The mover writes a JSON summary;
-/// anything else (a crash's log tail) is kept as text.
-fn summary_logs(message: &str) -> String {
-    let text = match serde_json::from_str::<serde_json::Value>(message) {
-        Ok(summary) => {
-            let mut lines: Vec<String> = Vec::new();
-            if let Some(err) = summary.get("error").and_then(|e| e.as_str()) {
-                let class = summary
-                    .get("error_class")
-                    .and_then(|c| c.as_str())
-                    .unwrap_or("error");
-                lines.push(format!("{class}: {err}"));
-            }
-            if let Some(stats) = summary.get("stats").and_then(|s| s.as_array()) {
-                lines.extend(stats.iter().filter_map(|l| l.as_str().map(str::to_string)));
-            }
-            lines.join("\n")
-        }
-        Err(_) => message.trim().to_string(),
+/// The report of a finished mover: its summary's error and statistics lines, bounded.
+pub fn mover_report(result: MoverResult, message: Option<&str>) -> MoverReport {
+    let summary = message.and_then(|m| serde_json::from_str::<Summary>(m).ok());
+    let text = match (&summary, message) {
+        (Some(summary), _) => summary_logs(summary),
+        (None, Some(raw)) => raw.trim().to_string(),
+        (None, None) => String::new(),
     };
-    truncate(text, MAX_LOGS)
+    let logs = Some(truncate(text, MAX_LOGS)).filter(|l| !l.is_empty());
+    MoverReport {
+        status: MoverStatus {
+            result: Some(result),
+            logs,
+        },
+        summary,
+    }
+}
+
+/// The human part of a summary: the error (named as an authentication failure when it
+/// was one), then the rsync statistics lines.
+fn summary_logs(summary: &Summary) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    if summary.auth_failure {
+        lines.push("authentication failed: the source and destination keys differ".into());
+    }
+    if let Some(message) = &summary.message {
+        match summary.error_class {
+            Some(class) => lines.push(format!("{class:?}: {message}")),
+            None => lines.push(message.clone()),
+        }
+    }
+    lines.extend(summary.stats.iter().cloned());
+    lines.join("\n")
 }
 
 fn truncate(mut text: String, max: usize) -> String {
@@ -150,22 +175,50 @@ fn truncate(mut text: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mover::{
+        exit::ErrorClass,
+        summary::{Outcome, Role},
+    };
+
+    fn summary(auth: bool) -> Summary {
+        Summary {
+            role: Role::Source,
+            result: Outcome::Failed,
+            exit_code: 13,
+            error_class: Some(ErrorClass::AuthFailed),
+            transient: Some(false),
+            auth_failure: auth,
+            message: Some("TLS handshake refused".into()),
+            bytes_sent: 0,
+            bytes_received: 0,
+            files_transferred: 0,
+            files_deleted: 0,
+            attempts: 1,
+            duration_seconds: 0.5,
+            stats: vec!["sent 10 bytes  received 20 bytes".into()],
+        }
+    }
 
     #[test]
-    fn summary_json_becomes_readable_logs() {
-        let msg = r#"{"result":"Failed","error_class":"auth","error":"TLS handshake failed: wrong key","stats":["sent 10 bytes  received 20 bytes"]}"#;
-        let status = mover_status(MoverResult::Failed, Some(msg));
-        assert_eq!(
-            status.logs.as_deref(),
-            Some("auth: TLS handshake failed: wrong key\nsent 10 bytes  received 20 bytes")
-        );
+    fn summaries_become_readable_logs_naming_authentication() {
+        let json = serde_json::to_string(&summary(true)).expect("ser");
+        let report = mover_report(MoverResult::Failed, Some(&json));
+        assert!(report.auth_failure());
+        let logs = report.status.logs.expect("logs");
+        assert!(logs.starts_with("authentication failed"), "{logs}");
+        assert!(logs.contains("AuthFailed: TLS handshake refused"), "{logs}");
+        assert!(logs.ends_with("sent 10 bytes  received 20 bytes"), "{logs}");
     }
 
     #[test]
     fn plain_text_is_kept_and_bounded() {
-        let status = mover_status(MoverResult::Successful, Some(&"é".repeat(3000)));
-        let logs = status.logs.expect("logs");
+        let report = mover_report(MoverResult::Successful, Some(&"é".repeat(3000)));
+        let logs = report.status.logs.expect("logs");
         assert!(logs.len() <= MAX_LOGS && logs.starts_with('é'));
-        assert_eq!(mover_status(MoverResult::Successful, None).logs, None);
+        assert!(report.summary.is_none());
+        assert_eq!(
+            mover_report(MoverResult::Successful, None).status.logs,
+            None
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! It resolves the key, picks the data to send (Direct: the source PVC itself), runs one
 //! mover Job per iteration against the destination's address, and records the result.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::{api::core::v1::PersistentVolumeClaim, jiff::Timestamp};
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
@@ -16,6 +16,8 @@ use super::{
     error::Error,
     iteration::{self, Outcome},
     keys,
+    pit::{self, PitState},
+    plan::{self, Pass},
     progress::{Progress, settle},
 };
 use crate::{
@@ -23,6 +25,7 @@ use crate::{
         CopyMethod, ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus,
     },
     resources::{Owner, Side, job::MoverJob, service::RSYNC_TLS_PORT},
+    telemetry::ObjectLabels,
 };
 
 /// Reconciles one ReplicationSource.
@@ -36,6 +39,10 @@ pub async fn reconcile(rs: Arc<ReplicationSource>, ctx: Arc<Context>) -> Result<
     let result = step(&rs, &ctx, &owner, &mut status, now).await;
     let object = rs.object_ref(&());
     let generation = rs.meta().generation;
+    ctx.metrics.observe_reconcile(
+        "ReplicationSource",
+        result.as_ref().err().map(Error::reason),
+    );
     let requeue = settle(
         &ctx,
         &object,
@@ -74,43 +81,50 @@ async fn step(
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Invalid("spec.rsyncTLS.address is required".into()))?;
     let port = tls.port.unwrap_or(RSYNC_TLS_PORT);
-    let copy_method = tls.copy_method.unwrap_or(CopyMethod::Direct).normalized();
-    if copy_method != CopyMethod::Direct {
-        return Err(Error::Invalid(format!(
-            "spec.rsyncTLS.copyMethod {} is not supported yet; use Direct",
-            copy_method.as_str()
-        )));
-    }
-
+    // The copy-method policy decides an unset method; the built-in default is Clone.
+    let copy_method = tls.copy_method.unwrap_or(CopyMethod::Clone).normalized();
+    ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
+        .await?;
     let key = keys::resolve(ctx, owner, tls.key_secret.as_deref()).await?;
     status.rsync_tls = key.generated.then(|| ReplicationSourceRsyncTLSStatus {
         key_secret: Some(key.secret.clone()),
     });
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    if pvcs.get_opt(source_pvc).await?.is_none() {
+    let Some(source) = pvcs.get_opt(source_pvc).await? else {
         return Err(Error::NotReady(format!(
             "spec.sourcePVC {source_pvc:?} does not exist"
         )));
-    }
+    };
 
-    if rs.spec.paused == Some(true) {
-        return Ok(Progress::new(Reason::Paused, ctx.config.requeue.idle));
+    let pass = Pass {
+        trigger: rs.spec.trigger.as_ref(),
+        paused: rs.spec.paused == Some(true),
+        now,
+    };
+    let decision = plan::decide(pass, &mut status.sync)?;
+    let labels = ObjectLabels::new(&owner.namespace, &owner.name, "source");
+    ctx.metrics
+        .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
+    if !plan::runs_mover(&decision) {
+        return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
-    let manual = rs.spec.trigger.as_ref().and_then(|t| t.manual.clone());
-    let synced_once = status.sync.last_sync_time.is_some();
-    let job_exists = status.sync.last_sync_start_time.is_some()
-        && status.sync.last_sync_start_time.as_ref().map(|t| t.0)
-            > status.sync.last_sync_time.as_ref().map(|t| t.0);
-    if let Some(manual) = &manual
-        && synced_once
-        && !job_exists
-        && status.sync.last_manual_sync.as_deref() == Some(manual.as_str())
+    let data_pvc = match pit::ensure(
+        ctx,
+        owner,
+        tls,
+        copy_method,
+        &source,
+        &plan::iteration_id(&status.sync),
+    )
+    .await?
     {
-        return Ok(Progress::new(
-            Reason::WaitingForManual,
-            ctx.config.requeue.idle,
-        ));
-    }
+        PitState::Ready(pvc) => pvc,
+        PitState::Waiting(what) => {
+            return Ok(
+                Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll).with_message(what),
+            );
+        }
+    };
 
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
     let job = MoverJob {
@@ -118,30 +132,29 @@ async fn step(
         side: Side::Source,
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
-        pvc: source_pvc,
+        pvc: &data_pvc,
         key_secret: &key.secret,
         options: &tls.mover,
         privileged,
         destination: Some((address, port)),
     };
     let object = rs.object_ref(&());
-    let outcome = iteration::drive(ctx, &object, &job, &mut status.sync, now).await?;
-    Ok(match outcome {
+    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
         Outcome::Started | Outcome::Running => {
-            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+            return Ok(Progress::new(
+                Reason::SyncInProgress,
+                ctx.config.requeue.poll,
+            ));
         }
-        Outcome::Completed => {
-            status.sync.last_manual_sync = manual.clone();
-            Progress::new(
-                if manual.is_some() {
-                    Reason::WaitingForManual
-                } else {
-                    Reason::SyncInProgress
-                },
-                Duration::from_millis(10),
-            )
+        Outcome::Failed(_) => {
+            return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
+                .with_message("the mover failed; retrying (see latestMoverStatus)"));
         }
-        Outcome::Failed => Progress::new(Reason::Error, ctx.config.requeue.error_min)
-            .with_message("the mover failed; retrying (see latestMoverStatus)"),
-    })
+        Outcome::Succeeded(mover) => mover,
+    };
+    // Deletion is only requested: the copy stays in use by the finished pod until the Job
+    // goes, and the next iteration waits for a stale copy to disappear.
+    pit::cleanup(ctx, owner).await?;
+    let next = iteration::complete(ctx, &job, &mut status.sync, mover, pass).await?;
+    Ok(plan::idle_progress(&next, &ctx.config.requeue, now))
 }

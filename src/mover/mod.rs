@@ -1,19 +1,171 @@
-//! The data mover: `ferrosync mover destination|source`, run inside the mover Job.
-//! Placeholder until the mover issue lands.
+//! The data mover: `ferrosync mover destination|source`, run inside the mover Job. It moves
+//! a volume 1:1 with rsync through a TLS 1.3 PSK tunnel (stunnel), wire-compatible with the
+//! reference VolSync rsync-TLS mover.
+//!
+//! # Settings (flag, then the environment variable the Job sets)
+//!
+//! Both sides:
+//! - `--data-dir` `DATA_DIR` (default `/data`): the volume.
+//! - `--key-dir` `KEY_DIR` (default `/keys`): holds `psk.txt`, `<identity>:<hex>`, ≥32 hex
+//!   digits, not world-readable.
+//! - `--tmp-dir` `TMP_DIR` (default `/tmp`): generated configs and the control module.
+//! - `--privileged` `PRIVILEGED_MOVER` (`1`/`0`, default `0`).
+//! - `--termination-message-path` `TERMINATION_MESSAGE_PATH` (default `/dev/termination-log`).
+//! - `--ssl-version-min` `SSL_VERSION_MIN` (default `TLSv1.3`; `TLSv1.2` allowed).
+//! - `--progress-interval` `PROGRESS_INTERVAL` (default `10s`).
+//!
+//! Destination: `--listen-address` `LISTEN_ADDRESS`, else `--pod-ip` `POD_IP`, else all
+//! addresses (`::`, or `0.0.0.0` without IPv6); `--listen-port` `LISTEN_PORT` (default
+//! 8000); `--idle-timeout` `IDLE_TIMEOUT` (unset or `0s`: wait forever).
+//!
+//! Source: `--destination-address` `DESTINATION_ADDRESS` (required), `--destination-port`
+//! `DESTINATION_PORT` (default 8000), `--max-attempts` `MAX_ATTEMPTS` (default 5),
+//! `--retry-base-delay` `RETRY_BASE_DELAY` (default `2s`, doubling), `--compress`
+//! `RSYNC_COMPRESS` (default `none`), `--bwlimit` `RSYNC_BWLIMIT`, `--io-timeout`
+//! `RSYNC_IO_TIMEOUT` (default `10m`).
+//!
+//! # Exit codes
+//!
+//! 0 success; 1 internal error; 2 unparsable flag or environment value (clap). Permanent:
+//! 10 config, 11 key invalid, 12 data directory missing, 13 authentication failed (keys
+//! differ), 14 destination full, 15 rsync failed, 16 setup failed. Transient: 20 destination
+//! unreachable, 21 connection lost, 22 interrupted (SIGTERM), 23 idle timeout, 24 files
+//! vanished. See [`exit::ErrorClass`].
+//!
+//! This module must never log or pass on the command line the pre-shared key, and never
+//! report success for a sync that did not complete.
 
-use std::process::ExitCode;
+mod destination;
+pub mod exit;
+mod keyfile;
+mod procs;
+mod rsync_out;
+mod rsync_run;
+mod rsyncd;
+mod say;
+pub mod settings;
+mod source;
+mod stunnel;
+pub mod summary;
+mod symlinks;
 
-/// Data-mover roles. Placeholder: the mover is built in a later issue.
+use std::{process::ExitCode, time::Instant};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+pub use exit::{ErrorClass, Failure};
+pub use source::COMPLETE_MARKER;
+pub use summary::{Outcome, Progress, Role, Summary};
+
+/// How many statistics lines the summary keeps.
+const STATS_KEPT: usize = 8;
+
+/// Data-mover roles.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Placeholder for a later issue: will run the destination side (stunnel server + rsync daemon).
-    Destination,
-    /// Placeholder for a later issue: will run the source side (stunnel client + rsync push).
-    Source,
+    /// Run the destination side: a TLS-PSK stunnel server with an rsync daemon per
+    /// connection, until the source signals completion.
+    Destination(settings::DestinationArgs),
+    /// Run the source side: push the data through a TLS-PSK stunnel client with rsync.
+    Source(settings::SourceArgs),
+}
+
+/// Counters a run accumulates for its summary.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    bytes_sent: u64,
+    bytes_received: u64,
+    files_transferred: u64,
+    files_deleted: u64,
+    attempts: u32,
+    auth_failure: bool,
+    stats: Vec<String>,
+}
+
+impl Tally {
+    fn push_stats(&mut self, lines: &[String]) {
+        self.stats.extend(lines.iter().cloned());
+        let excess = self.stats.len().saturating_sub(STATS_KEPT);
+        self.stats.drain(..excess);
+    }
 }
 
 /// Runs a mover role and returns its process exit code.
-pub async fn run(_cmd: Command) -> ExitCode {
-    eprintln!("ferrosync mover: not implemented yet (placeholder for a later issue)");
-    ExitCode::from(2)
+pub async fn run(cmd: Command) -> ExitCode {
+    let start = Instant::now();
+    let mut term = termination_signal();
+    let mut tally = Tally::default();
+    let (role, name, path, result) = match &cmd {
+        Command::Destination(args) => (
+            Role::Destination,
+            "destination",
+            &args.common.termination_message_path,
+            destination::run(args, &mut term, &mut tally).await,
+        ),
+        Command::Source(args) => (
+            Role::Source,
+            "source",
+            &args.common.termination_message_path,
+            source::run(args, &mut term, &mut tally, start).await,
+        ),
+    };
+    let code = result.as_ref().err().map_or(0, |f| f.class.exit_code());
+    let summary = Summary {
+        role,
+        result: if result.is_ok() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        },
+        exit_code: code,
+        error_class: result.as_ref().err().map(|f| f.class),
+        transient: result.as_ref().err().map(|f| f.class.is_transient()),
+        auth_failure: tally.auth_failure,
+        message: result.as_ref().err().map(|f| f.message.clone()),
+        bytes_sent: tally.bytes_sent,
+        bytes_received: tally.bytes_received,
+        files_transferred: tally.files_transferred,
+        files_deleted: tally.files_deleted,
+        attempts: tally.attempts,
+        duration_seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        stats: tally.stats,
+    };
+    match &result {
+        Ok(()) => say::info(name, "succeeded"),
+        Err(f) => say::info(
+            name,
+            &format!("failed ({:?}, exit {code}): {}", f.class, f.message),
+        ),
+    }
+    if let Err(e) = summary.write_to(path) {
+        say::info(
+            name,
+            &format!("could not write the summary to {}: {e}", path.display()),
+        );
+    }
+    ExitCode::from(code)
+}
+
+/// A flag that turns true on SIGTERM or SIGINT.
+fn termination_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let (Ok(mut sigterm), Ok(mut sigint)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        tx.send_replace(true);
+        // Keep the sender alive so receivers never see a closed channel as "no signal".
+        std::future::pending::<()>().await;
+    });
+    rx
 }

@@ -1,28 +1,41 @@
-//! The policy host: sandboxed WebAssembly plugins that make site-specific decisions.
-//! Placeholder until the policy issue lands.
+//! The policy host: sandboxed WebAssembly plugins that make three site-specific decisions
+//! (copy method, Service type, pre-shared key), loaded from configuration and bundles.
+//!
+//! The controller calls [`PolicyEngine`]; everything else here serves it or the
+//! `ferrosync policy` command. A plugin must never be able to crash, hang or escape the
+//! host: each runs in a fresh, limited sandbox and its output is validated before use.
+//!
+//! - `config`: the `[policy]` configuration section.
+//! - `plugin`: bundles, pins, compilation and world checks.
+//! - `sandbox`: the per-decision Store state, locked-down WASI, the linker.
+//! - `execute`: one decision in a fresh Store, and the classification of failures.
+//! - `engine`: [`PolicyEngine`], its reload, cache and metrics.
+//! - `validate`, `defaults`: output validation and the built-in decisions.
+//! - `http`, `credentials`: the HTTP grant and the credentials it injects.
+//! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
 
-use std::process::ExitCode;
+mod bindings;
+mod cache;
+mod cli;
+pub mod config;
+pub mod credentials;
+pub mod defaults;
+mod engine;
+mod execute;
+pub mod golden;
+pub mod http;
+pub mod metrics;
+mod outcome;
+pub mod plugin;
+pub mod reload;
+mod sandbox;
+pub mod types;
+pub mod validate;
 
-use serde::{Deserialize, Serialize};
-
-/// The `policy` section of the controller configuration. Placeholder: accepted as-is and
-/// unused until policy plugins land.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PolicyConfig {
-    /// Free-form settings reserved for the policy host.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Policy tooling. Placeholder: built in a later issue.
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    /// Placeholder for a later issue: will run a bundle's golden tests.
-    Test,
-}
-
-/// Runs a policy subcommand and returns its process exit code.
-pub async fn run(_cmd: Command) -> ExitCode {
-    eprintln!("ferrosync policy: not implemented yet (placeholder for a later issue)");
-    ExitCode::from(2)
-}
+pub use cli::{Command, run};
+pub use config::*;
+pub use engine::{EngineOptions, MAX_PLUGIN_MEMORY_MIB, PluginInfo, PolicyEngine};
+pub use outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance};
+pub use plugin::LoadError;
+pub use sandbox::STDERR_CAPACITY;
+pub use types::*;

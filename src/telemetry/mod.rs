@@ -2,7 +2,10 @@
 //!
 //! Keys and other secrets must never reach a log line: callers log Secret *names* only.
 
+mod metrics;
 mod server;
+
+pub use metrics::{Metrics, ObjectLabels};
 
 pub use server::{Health, serve};
 

@@ -3,17 +3,14 @@
 //!
 //! Tests share only paths (the kubeconfig, the PKI); each builds its own `kube::Client`
 //! inside its own runtime and works in its own namespace. Nothing here ever talks to
-//! anything but 127.0.0.1.
+//! anything but 127.0.0.1 (the Go module proxy aside, for the first download).
 
 use std::{
     fs::File,
     io::Write,
     path::{Path, PathBuf},
     process::{Child, Command},
-    sync::{
-        Mutex, OnceLock,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -112,26 +109,6 @@ pub fn control_plane_with(options: Options) -> &'static ControlPlane {
         .as_ref()
         .unwrap_or_else(|err| panic!("the test control plane did not start: {err}"))
 }
-
-/// A namespace made for one test, with a client of that test's runtime.
-pub struct TestNamespace {
-    /// The namespace's name.
-    pub name: String,
-    /// An admin client.
-    pub client: kube::Client,
-}
-
-impl TestNamespace {
-    /// An `Api` for a namespaced kind in this namespace.
-    pub fn api<K>(&self) -> kube::Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        kube::Api::namespaced(self.client.clone(), &self.name)
-    }
-}
-
-static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
 
 impl ControlPlane {
     /// Starts a control plane of its own (most tests want [`control_plane`] instead).
@@ -302,6 +279,12 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The process ids of the components (etcd, kube-apiserver, ...), each a group leader.
+    pub fn pids(&self) -> Vec<u32> {
+        let children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.iter().map(|(_, child)| child.id()).collect()
+    }
+
     /// Fails, with the end of its log, if a component has exited.
     pub fn check_children(&self) -> Result<(), String> {
         let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
@@ -322,74 +305,6 @@ impl ControlPlane {
             std::fs::read_to_string(self.dir.join(format!("{component}.log"))).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// A fresh admin client, bound to the calling test's runtime.
-    pub async fn client(&self) -> kube::Client {
-        kubeconfig::client(&self.kubeconfig)
-            .await
-            .expect("admin client")
-    }
-
-    /// A client for another kubeconfig (e.g. from [`ControlPlane::service_account_kubeconfig`]).
-    pub async fn client_for(&self, kubeconfig: &Path) -> kube::Client {
-        kubeconfig::client(kubeconfig).await.expect("client")
-    }
-
-    /// Creates a namespace named `<prefix>-<n>` for one test.
-    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
-        use k8s_openapi::api::core::v1::Namespace;
-        let client = self.client().await;
-        let name = format!("{prefix}-{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
-        let mut ns = Namespace::default();
-        ns.metadata.name = Some(name.clone());
-        ns.metadata.labels =
-            Some([("ferrosync.test/harness".to_string(), "true".to_string())].into());
-        kube::Api::<Namespace>::all(client.clone())
-            .create(&Default::default(), &ns)
-            .await
-            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        TestNamespace { name, client }
-    }
-
-    /// Mints a client certificate for `user` in `groups`, signed by the apiserver's client
-    /// CA, and returns a kubeconfig that uses it.
-    pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> PathBuf {
-        let stem = format!("user-{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
-        let cert = self
-            .pki
-            .client_cert(&stem, user, groups)
-            .expect("minting a client certificate");
-        let path = self.dir.join(format!("{stem}.kubeconfig"));
-        kubeconfig::write(&path, &self.server, &self.pki.ca_cert, &cert)
-            .expect("writing a kubeconfig");
-        path
-    }
-
-    /// A kubeconfig that authenticates as ServiceAccount `namespace/name`, with the groups
-    /// the apiserver gives ServiceAccount tokens; RBAC treats it exactly like the token.
-    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
-        let user = format!("system:serviceaccount:{namespace}:{name}");
-        let ns_group = format!("system:serviceaccounts:{namespace}");
-        self.user_kubeconfig(&user, &["system:serviceaccounts", &ns_group])
-    }
-
-    /// The built kubectl, pointed at this control plane as admin.
-    pub fn kubectl(&self) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join("kubectl"));
-        cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display()));
-        cmd
-    }
-
-    /// Every audit event written so far (empty without [`Options::audit_policy`]).
-    pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        let Some(path) = &self.audit_log else {
-            return Vec::new();
-        };
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
     }
 }
 

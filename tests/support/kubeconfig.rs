@@ -7,10 +7,10 @@ use std::path::Path;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::pki::ClientCert;
+use super::pki::Cert;
 
 /// Writes a kubeconfig that reaches `server` (trusting `ca`) as the owner of `cert`.
-pub fn write(path: &Path, server: &str, ca: &Path, cert: &ClientCert) -> Result<(), String> {
+pub fn write(path: &Path, server: &str, ca: &Path, cert: &Cert) -> Result<(), String> {
     let yaml = format!(
         "apiVersion: v1\n\
          kind: Config\n\

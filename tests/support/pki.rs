@@ -25,11 +25,14 @@ pub struct Pki {
     pub serving: (PathBuf, PathBuf),
     /// The service-account token signing key (its public half is derived from it).
     pub service_account_key: PathBuf,
+    /// The apiserver's client certificate towards kubelets (`pods/log`, `exec`, proxy):
+    /// a kubelet, or the node simulator, authenticates it against [`Pki::ca_cert`].
+    pub kubelet_client: Cert,
 }
 
-/// A client certificate and its key.
+/// A certificate and its key.
 #[derive(Clone, Debug)]
-pub struct ClientCert {
+pub struct Cert {
     /// PEM certificate.
     pub cert: PathBuf,
     /// PEM private key.
@@ -80,6 +83,10 @@ impl Pki {
             ca_key,
             serving: (dir.join("serving.crt"), dir.join("serving.key")),
             service_account_key: dir.join("service-account.key"),
+            kubelet_client: Cert {
+                cert: dir.join("kubelet-client.crt"),
+                key: dir.join("kubelet-client.key"),
+            },
         };
         pki.sign(
             "/CN=kube-apiserver",
@@ -89,6 +96,12 @@ impl Pki {
                 "subjectAltName=IP:127.0.0.1,DNS:localhost",
                 "extendedKeyUsage=serverAuth",
             ],
+        )?;
+        pki.sign(
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            &pki.kubelet_client.cert,
+            &pki.kubelet_client.key,
+            &["extendedKeyUsage=clientAuth"],
         )?;
         let sa_key = s(&pki.service_account_key);
         openssl(&[
@@ -109,7 +122,7 @@ impl Pki {
         file_stem: &str,
         user: &str,
         groups: &[&str],
-    ) -> Result<ClientCert, String> {
+    ) -> Result<Cert, String> {
         // openssl's -subj syntax uses '/' and '=' as separators; Kubernetes user and group
         // names used in tests never need them.
         for name in groups.iter().chain([&user]) {
@@ -124,7 +137,7 @@ impl Pki {
             .map(|g| format!("/O={g}"))
             .chain([format!("/CN={user}")])
             .collect();
-        let cert = ClientCert {
+        let cert = Cert {
             cert: self.dir.join(format!("{file_stem}.crt")),
             key: self.dir.join(format!("{file_stem}.key")),
         };
@@ -133,6 +146,30 @@ impl Pki {
             &cert.cert,
             &cert.key,
             &["extendedKeyUsage=clientAuth"],
+        )?;
+        Ok(cert)
+    }
+
+    /// Mints a serving certificate named `<file_stem>.{crt,key}` for `sans` (openssl
+    /// syntax: `IP:127.1.0.5`, `DNS:node-1`), e.g. for the node simulator's kubelet
+    /// endpoint, which the apiserver verifies against [`Pki::ca_cert`].
+    pub fn serving_cert(
+        &self,
+        file_stem: &str,
+        common_name: &str,
+        sans: &[&str],
+    ) -> Result<Cert, String> {
+        let cert = Cert {
+            cert: self.dir.join(format!("{file_stem}.crt")),
+            key: self.dir.join(format!("{file_stem}.key")),
+        };
+        let san = format!("subjectAltName={}", sans.join(","));
+        let subject = format!("/CN={common_name}");
+        self.sign(
+            &subject,
+            &cert.cert,
+            &cert.key,
+            &[&san, "extendedKeyUsage=serverAuth"],
         )?;
         Ok(cert)
     }

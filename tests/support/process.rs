@@ -69,9 +69,15 @@ fn spawner() -> &'static mpsc::Sender<Request> {
     })
 }
 
-fn watchdog() -> &'static Mutex<ChildStdin> {
-    static WATCHDOG_STDIN: OnceLock<Mutex<ChildStdin>> = OnceLock::new();
-    WATCHDOG_STDIN.get_or_init(|| {
+/// The watchdog process (kept, never waited for: it outlives us) and its pipe.
+struct Watchdog {
+    _process: Child,
+    stdin: ChildStdin,
+}
+
+fn watchdog() -> &'static Mutex<Watchdog> {
+    static WATCHDOG_PROCESS: OnceLock<Mutex<Watchdog>> = OnceLock::new();
+    WATCHDOG_PROCESS.get_or_init(|| {
         let mut child = Command::new("sh")
             .args(["-c", WATCHDOG])
             .stdin(Stdio::piped())
@@ -80,14 +86,18 @@ fn watchdog() -> &'static Mutex<ChildStdin> {
             .process_group(0)
             .spawn()
             .expect("starting the cleanup watchdog (sh)");
-        Mutex::new(child.stdin.take().expect("piped stdin"))
+        let stdin = child.stdin.take().expect("piped stdin");
+        Mutex::new(Watchdog {
+            _process: child,
+            stdin,
+        })
     })
 }
 
 fn tell_watchdog(line: &str) {
-    let mut stdin = watchdog().lock().unwrap_or_else(|e| e.into_inner());
+    let mut watchdog = watchdog().lock().unwrap_or_else(|e| e.into_inner());
     // A failed write means the watchdog is gone; PDEATHSIG still covers the children.
-    let _ = writeln!(stdin, "{line}");
+    let _ = writeln!(watchdog.stdin, "{line}");
 }
 
 /// Removes `dir` (recursively) once this process has exited.

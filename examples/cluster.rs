@@ -1,0 +1,124 @@
+//! The test control plane, standalone: for the demo and for developers poking at the API.
+//! It is the same harness the tests use (`tests/support`), so what works here works there.
+//!
+//! ```text
+//! cargo run --example cluster -- [--controllers] [--state-dir DIR] [--service-account NS/NAME]...
+//! ```
+//!
+//! It writes `<state-dir>/env` (KUBECONFIG, PATH with the built kubectl), one
+//! `<ns>.<name>.kubeconfig` per `--service-account`, then `<state-dir>/ready`, and runs until
+//! SIGINT or SIGTERM; then it stops everything and removes the control plane's files.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use support::{ControlPlane, Options};
+
+struct Args {
+    controllers: bool,
+    state_dir: PathBuf,
+    service_accounts: Vec<(String, String)>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        controllers: false,
+        state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
+        service_accounts: Vec::new(),
+    };
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        match arg.as_str() {
+            "--controllers" => args.controllers = true,
+            "--state-dir" => {
+                args.state_dir = argv.next().ok_or("--state-dir needs a directory")?.into()
+            }
+            "--service-account" => {
+                let value = argv
+                    .next()
+                    .ok_or("--service-account needs NAMESPACE/NAME")?;
+                let (ns, name) = value
+                    .split_once('/')
+                    .ok_or("--service-account needs NAMESPACE/NAME")?;
+                args.service_accounts
+                    .push((ns.to_string(), name.to_string()));
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn write_state(cp: &ControlPlane, args: &Args) -> Result<(), String> {
+    let dir = &args.state_dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("writing {name}: {e}"))
+    };
+    for (ns, name) in &args.service_accounts {
+        let path = cp.service_account_kubeconfig(ns, name);
+        std::fs::copy(&path, dir.join(format!("{ns}.{name}.kubeconfig")))
+            .map_err(|e| format!("{e}"))?;
+    }
+    write(
+        "kubeconfig",
+        std::fs::read_to_string(&cp.kubeconfig).map_err(|e| format!("{e}"))?,
+    )?;
+    write(
+        "env",
+        format!(
+            "export KUBECONFIG={}\nexport PATH={}:$PATH\n",
+            dir.join("kubeconfig").display(),
+            cp.bin_dir.display()
+        ),
+    )?;
+    write("ready", format!("{}\n", cp.server))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("cluster: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let _ = std::fs::remove_file(args.state_dir.join("ready"));
+    let options = Options {
+        controllers: args.controllers,
+        ..Options::default()
+    };
+    let cp = match ControlPlane::start(options) {
+        Ok(cp) => cp,
+        Err(err) => {
+            eprintln!("cluster: the control plane did not start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(err) = write_state(&cp, &args) {
+        eprintln!("cluster: {err}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "kubeconfig: {}",
+        args.state_dir.join("kubeconfig").display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+    let _ = std::fs::remove_file(args.state_dir.join("ready"));
+    drop(cp);
+    println!("control plane stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,74 @@
+//! A deliberately hostile `copy-method` plugin for the host's containment tests: the
+//! `mode` setting picks the misbehaviour. Built in the test run, never shipped.
+
+use ferrosync_plugin::copy_method::{CopyMethodDecision, CopyMethodInput, Guest, Method};
+
+struct Plugin;
+
+fn ok(reason: String) -> CopyMethodDecision {
+    CopyMethodDecision {
+        method: Method::Direct,
+        volume_snapshot_class: None,
+        storage_class: None,
+        reason,
+    }
+}
+
+impl Guest for Plugin {
+    fn decide(input: CopyMethodInput) -> Result<CopyMethodDecision, String> {
+        let settings: serde_json::Value =
+            serde_json::from_str(&input.settings).map_err(|e| e.to_string())?;
+        match settings["mode"].as_str().unwrap_or("") {
+            // A tight loop with no calls: only fuel or the epoch deadline can stop it.
+            "spin" => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            // Grows memory a MiB at a time toward 4 GiB, touching it so it is real.
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![0xAB; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "trap" => std::process::abort(),
+            // An invalid Kubernetes name.
+            "bad-name" => Ok(CopyMethodDecision {
+                method: Method::Snapshot,
+                volume_snapshot_class: Some("Not_A.Valid-Name!".into()),
+                storage_class: None,
+                reason: "bad name".into(),
+            }),
+            // A valid name that does not exist.
+            "missing-class" => Ok(CopyMethodDecision {
+                method: Method::Clone,
+                volume_snapshot_class: None,
+                storage_class: Some("no-such-class".into()),
+                reason: "missing class".into(),
+            }),
+            // Tries to read a file and the environment, and reports what it got.
+            "snoop" => {
+                let file = std::fs::read_to_string("/etc/hostname")
+                    .map(|s| format!("read {} bytes", s.len()))
+                    .unwrap_or_else(|e| format!("error: {e}"));
+                let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                let args: Vec<String> = std::env::args().collect();
+                let cwd = std::env::current_dir()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|e| format!("error: {e}"));
+                Ok(ok(format!("file={file}; env={env:?}; args={args:?}; cwd={cwd}")))
+            }
+            // A 64 MiB reason string.
+            "big-output" => Ok(ok("x".repeat(64 << 20))),
+            // A 64 MiB error string.
+            "big-error" => Err("e".repeat(64 << 20)),
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+}
+
+ferrosync_plugin::copy_method::export_copy_method!(Plugin);

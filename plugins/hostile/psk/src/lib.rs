@@ -1,0 +1,39 @@
+//! A deliberately hostile `psk` plugin for the host's containment tests: the `mode`
+//! setting picks the misbehaviour. Built in the test run, never shipped.
+
+use ferrosync_plugin::psk::{Guest, Key, PskAnswer, PskDecision, PskInput, http_json};
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn decide(input: PskInput) -> Result<PskDecision, String> {
+        let settings: serde_json::Value =
+            serde_json::from_str(&input.settings).map_err(|e| e.to_string())?;
+        let key = |hex: String| {
+            Ok(PskDecision {
+                answer: PskAnswer::UseKey(Key {
+                    identity: "hostile".into(),
+                    key_hex: hex,
+                }),
+                reason: "hostile key".into(),
+            })
+        };
+        match settings["mode"].as_str().unwrap_or("") {
+            // 64 bits: far below the 128 the host requires.
+            "short-key" => key("0123456789abcdef".into()),
+            // Secure randomness: traps unless granted.
+            "random" => key(ferrosync_plugin::to_hex(&ferrosync_plugin::random_bytes(32))),
+            // Calls whatever URL the settings name, and reports the outcome as an error.
+            "http" => {
+                let url = settings["url"].as_str().unwrap_or("http://127.0.0.1:9/");
+                match http_json("GET", url, None) {
+                    Ok((status, _)) => Err(format!("reached {url}: HTTP {status}")),
+                    Err(e) => Err(e),
+                }
+            }
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+}
+
+ferrosync_plugin::psk::export_psk!(Plugin);

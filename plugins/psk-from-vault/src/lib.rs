@@ -1,0 +1,170 @@
+//! `psk-from-vault`: keeps the pre-shared key of a replication pair in a Vault (or
+//! OpenBao) KV v2 secret, at `<mount>/data/<prefix>/<pair>`, where `<pair>` comes from the
+//! `ferrosync.io/psk-pair` annotation set on both the source and the destination.
+//!
+//! - Destination: reads the key; when missing, generates one (needs the randomness grant)
+//!   and stores it with check-and-set 0, so two writers cannot both win; a lost race
+//!   re-reads the winner's key.
+//! - Source: reads the key, and answers "not available yet" until it exists. It never
+//!   generates.
+//! - Without the annotation there is no pair to share, so the host generates locally.
+//!
+//! The Vault token is injected by the host; this plugin never sees it.
+
+use ferrosync_plugin::psk::{Guest, Key, PskAnswer, PskDecision, PskInput, Side, http_json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const PAIR_ANNOTATION: &str = "ferrosync.io/psk-pair";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// The Vault origin, for example "https://vault.example:8200". Must be granted.
+    address: String,
+    /// The KV v2 mount.
+    #[serde(default = "default_mount")]
+    mount: String,
+    /// The path under the mount where pairs live.
+    #[serde(default = "default_prefix")]
+    prefix: String,
+    /// The identity of generated keys.
+    #[serde(default = "default_identity")]
+    identity: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            address: String::new(),
+            mount: default_mount(),
+            prefix: default_prefix(),
+            identity: default_identity(),
+        }
+    }
+}
+
+fn default_mount() -> String {
+    "secret".into()
+}
+fn default_prefix() -> String {
+    "ferrosync/psk".into()
+}
+fn default_identity() -> String {
+    "ferrosync".into()
+}
+
+struct Plugin;
+
+impl Guest for Plugin {
+    fn decide(input: PskInput) -> Result<PskDecision, String> {
+        let s: Settings = ferrosync_plugin::settings(&input.settings)?;
+        if s.address.is_empty() {
+            return Err("settings.address is required".into());
+        }
+        let Some(pair) = ferrosync_plugin::get(&input.annotations, PAIR_ANNOTATION) else {
+            return Ok(decision(
+                PskAnswer::GenerateLocally,
+                format!("no {PAIR_ANNOTATION} annotation: nothing to share"),
+            ));
+        };
+        // The pair id becomes a path segment: refuse anything that could escape it.
+        if pair.is_empty()
+            || pair.len() > 63
+            || !pair
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            || pair.starts_with('.')
+        {
+            return Err(format!("{PAIR_ANNOTATION} {pair:?} is not a valid pair id"));
+        }
+        let path = format!("{}/{}", s.prefix.trim_matches('/'), pair);
+        let url = format!("{}/v1/{}/data/{}", s.address.trim_end_matches('/'), s.mount, path);
+
+        if let Some(key) = read(&url)? {
+            return Ok(decision(PskAnswer::UseKey(key), format!("key of pair {pair} from vault {path}")));
+        }
+        match input.side {
+            Side::Source => Ok(decision(
+                PskAnswer::NotAvailableYet,
+                format!("pair {pair}: the destination has not stored a key at {path} yet"),
+            )),
+            Side::Destination => {
+                let key = Key {
+                    identity: s.identity.clone(),
+                    key_hex: ferrosync_plugin::to_hex(&ferrosync_plugin::random_bytes(32)),
+                };
+                let body = json!({
+                    "options": { "cas": 0 },
+                    "data": { "psk": format!("{}:{}", key.identity, key.key_hex) },
+                });
+                let (status, resp) = http_json("POST", &url, Some(&body))?;
+                match status {
+                    200 | 204 => Ok(decision(
+                        PskAnswer::UseKey(key),
+                        format!("generated the key of pair {pair} and stored it in vault {path}"),
+                    )),
+                    // check-and-set lost: another destination stored a key first; use it.
+                    400 if errors(&resp).contains("check-and-set") => match read(&url)? {
+                        Some(key) => Ok(decision(
+                            PskAnswer::UseKey(key),
+                            format!("key of pair {pair} from vault {path} (stored concurrently)"),
+                        )),
+                        None => Err(format!("vault {path}: check-and-set failed but no key is there")),
+                    },
+                    _ => Err(vault_error("store", &path, status, &resp)),
+                }
+            }
+        }
+    }
+}
+
+/// Reads the key at `url`: `Ok(None)` when there is none.
+fn read(url: &str) -> Result<Option<Key>, String> {
+    let (status, body) = http_json("GET", url, None)?;
+    match status {
+        200 => {
+            let psk = body
+                .pointer("/data/data/psk")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("vault {url}: secret has no string field \"psk\""))?;
+            let (identity, key_hex) = psk
+                .split_once(':')
+                .ok_or_else(|| format!("vault {url}: \"psk\" is not <identity>:<hex>"))?;
+            Ok(Some(Key {
+                identity: identity.to_owned(),
+                key_hex: key_hex.to_owned(),
+            }))
+        }
+        404 => Ok(None),
+        _ => Err(vault_error("read", url, status, &body)),
+    }
+}
+
+fn errors(body: &Value) -> String {
+    body.get("errors")
+        .and_then(Value::as_array)
+        .map(|e| {
+            e.iter()
+                .filter_map(Value::as_str)
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+fn vault_error(what: &str, path: &str, status: u16, body: &Value) -> String {
+    let hint = if status == 403 {
+        " (the token may not access this path)"
+    } else {
+        ""
+    };
+    format!("vault {what} {path}: HTTP {status}{hint}: {}", errors(body))
+}
+
+fn decision(answer: PskAnswer, reason: String) -> PskDecision {
+    PskDecision { answer, reason }
+}
+
+ferrosync_plugin::psk::export_psk!(Plugin);

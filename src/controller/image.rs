@@ -1,0 +1,176 @@
+//! Publishing what a destination received: the PVC itself (Direct), or a VolumeSnapshot
+//! of it (Snapshot) once that snapshot is bound and ready — never before — followed by
+//! pruning old images down to the retention count.
+
+use k8s_openapi::{
+    api::core::v1::{PersistentVolumeClaim, TypedLocalObjectReference},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams},
+};
+
+use super::{apply::create_if_absent, context::Context, error::Error};
+use crate::resources::{
+    Owner,
+    meta::{DO_NOT_DELETE, OWNER_UID},
+    snapshot::{self, VolumeSnapshot},
+};
+
+/// Marks the snapshots that are destination images (as opposed to temporary copies).
+pub const IMAGE_LABEL: &str = "ferrosync.io/image";
+/// Annotation on a ReplicationDestination: how many images to keep (default 1).
+pub const RETAIN_SNAPSHOTS: &str = "ferrosync.io/retain-snapshots";
+
+/// Where publication stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageState {
+    /// This is the new latestImage.
+    Published(TypedLocalObjectReference),
+    /// Waiting for the snapshot; the string says why.
+    Waiting(String),
+}
+
+/// The latestImage of a Direct destination.
+pub fn pvc_image(pvc: &str) -> TypedLocalObjectReference {
+    TypedLocalObjectReference {
+        api_group: Some(String::new()),
+        kind: "PersistentVolumeClaim".into(),
+        name: pvc.into(),
+    }
+}
+
+/// The name of an iteration's image: `<pvc>-<YYYYMMDDHHMMSS>` of the iteration's start,
+/// so every pass of the same iteration names the same snapshot.
+pub fn snapshot_name(pvc: &str, iteration_start: Timestamp) -> String {
+    let stamp = k8s_openapi::jiff::fmt::strtime::format("%Y%m%d%H%M%S", iteration_start)
+        .unwrap_or_default();
+    format!("{pvc}-{stamp}")
+}
+
+/// Takes (or finds) the iteration's snapshot of `pvc` and reports whether it can be
+/// published.
+pub async fn snapshot_image(
+    ctx: &Context,
+    owner: &Owner,
+    pvc: &str,
+    class: Option<String>,
+    iteration_start: Timestamp,
+) -> Result<ImageState, Error> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let name = snapshot_name(pvc, iteration_start);
+    let mut desired = snapshot::snapshot(owner, name.clone(), pvc, class, false);
+    desired
+        .labels_mut()
+        .insert(IMAGE_LABEL.into(), "true".into());
+    let (snap, _) = create_if_absent(&api, &desired).await?;
+    if let Some(err) = snap
+        .status
+        .as_ref()
+        .and_then(|s| s.error.as_ref())
+        .and_then(|e| e.message.clone())
+    {
+        return Ok(ImageState::Waiting(format!(
+            "VolumeSnapshot {name} failed: {err}"
+        )));
+    }
+    if !snapshot::is_ready(&snap) {
+        return Ok(ImageState::Waiting(format!(
+            "VolumeSnapshot {name} is not bound and ready yet"
+        )));
+    }
+    Ok(ImageState::Published(TypedLocalObjectReference {
+        api_group: Some("snapshot.storage.k8s.io".into()),
+        kind: "VolumeSnapshot".into(),
+        name,
+    }))
+}
+
+/// Deletes this destination's images beyond the newest `retain`, sparing the latest and
+/// any labelled `volsync.backube/do-not-delete`.
+pub async fn prune(
+    ctx: &Context,
+    owner: &Owner,
+    latest: &str,
+    retain: usize,
+) -> Result<Vec<String>, Error> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let list = api
+        .list(
+            &ListParams::default().labels(&format!("{OWNER_UID}={},{IMAGE_LABEL}=true", owner.uid)),
+        )
+        .await?;
+    let mut images: Vec<VolumeSnapshot> = list.items;
+    // Names end in the iteration's timestamp, so name order is age order.
+    images.sort_by_key(|s| std::cmp::Reverse(s.name_any()));
+    let doomed: Vec<String> = images
+        .iter()
+        .filter(|s| s.meta().deletion_timestamp.is_none())
+        .skip(retain.max(1))
+        .filter(|s| s.name_any() != latest && !s.labels().contains_key(DO_NOT_DELETE))
+        .map(|s| s.name_any())
+        .collect();
+    for name in &doomed {
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(doomed)
+}
+
+/// The retention count of a destination, from its annotation. A bad value keeps 1 and is
+/// reported by the caller.
+pub fn retention<K: Resource>(obj: &K) -> Result<usize, String> {
+    match obj
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RETAIN_SNAPSHOTS))
+    {
+        None => Ok(1),
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            format!("annotation {RETAIN_SNAPSHOTS}={v:?} must be a whole number of at least 1")
+        }),
+    }
+}
+
+/// Deletes the provisioned destination PVC (cleanupTempPVC), to be made anew next time.
+pub async fn delete_temp_pvc(ctx: &Context, owner: &Owner, pvc: &str) -> Result<(), Error> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    match api.delete(pvc, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_follow_the_reference() {
+        let t = Timestamp::from_second(1_669_728_474).expect("valid"); // 2022-11-29T13:27:54Z
+        assert_eq!(
+            snapshot_name("volsync-d-dst", t),
+            "volsync-d-dst-20221129132754"
+        );
+    }
+
+    #[test]
+    fn retention_parses_and_rejects() {
+        use crate::api::ReplicationDestination;
+        let mut rd = ReplicationDestination::new("d", Default::default());
+        assert_eq!(retention(&rd), Ok(1));
+        rd.annotations_mut()
+            .insert(RETAIN_SNAPSHOTS.into(), "3".into());
+        assert_eq!(retention(&rd), Ok(3));
+        for bad in ["0", "-1", "many"] {
+            rd.annotations_mut()
+                .insert(RETAIN_SNAPSHOTS.into(), bad.into());
+            assert!(retention(&rd).is_err(), "{bad}");
+        }
+    }
+}

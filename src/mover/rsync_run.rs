@@ -1,0 +1,279 @@
+//! Runs one rsync client through the TLS tunnel and digests its output as it streams:
+//! statistics, itemised changes, progress, and the errors of rsync and of the per-connection
+//! stunnel client (both arrive on rsync's stderr).
+//!
+//! rsync runs with `LC_ALL=C` so names are escaped the same way everywhere. Itemised lines
+//! are never echoed (there may be millions); this module must never print the key file's
+//! contents, which it never sees anyway.
+
+use std::{
+    ffi::OsString,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
+    process::Command,
+    sync::watch,
+};
+
+use super::{
+    procs,
+    rsync_out::{self, Itemized, Stats},
+    say,
+    stunnel::{self, LogEvent},
+    summary::Progress,
+};
+
+/// How many error lines of one run are kept for messages and the summary.
+const ERROR_TAIL: usize = 12;
+
+/// Why an rsync run could not be carried out at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// rsync could not be started.
+    #[error(transparent)]
+    Spawn(#[from] procs::ProcError),
+    /// SIGTERM or SIGINT arrived; rsync was stopped.
+    #[error("interrupted by a termination signal")]
+    Interrupted,
+}
+
+/// One rsync invocation.
+pub struct Invocation {
+    /// The rsync binary.
+    pub rsync: PathBuf,
+    /// `RSYNC_CONNECT_PROG`: the stunnel client command.
+    pub connect_prog: String,
+    /// Arguments after the program name.
+    pub args: Vec<OsString>,
+    /// Report progress at most this often (copy pass only); `start` is the mover's start.
+    pub progress: Option<(Duration, Instant)>,
+    /// Print the statistics lines (the control uploads stay quiet).
+    pub print_stats: bool,
+}
+
+/// What the TLS client said during one run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TlsView {
+    /// A TCP connection to the destination was made.
+    pub connected: bool,
+    /// The TCP connection could not be made (refused, unreachable, DNS).
+    pub connect_failed: bool,
+    /// The TLS handshake failed because the keys differ.
+    pub auth_failed: bool,
+    /// The TLS handshake failed for another reason.
+    pub handshake_failed: bool,
+}
+
+/// The outcome of one rsync run.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// rsync's exit code; `None` when it died from a signal.
+    pub code: Option<i32>,
+    /// Its statistics.
+    pub stats: Stats,
+    /// Itemised symlink changes (`cL`): names as decoded, and as printed.
+    pub symlinks: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The stunnel client's view.
+    pub tls: TlsView,
+    /// The last error lines of rsync and stunnel.
+    pub errors: Vec<String>,
+    /// The receiver reported ENOSPC or EDQUOT.
+    pub out_of_space: bool,
+}
+
+impl Report {
+    /// Whether rsync exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs rsync to completion, or until `term` turns true.
+pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Report, RunError> {
+    let mut cmd = Command::new(&inv.rsync);
+    cmd.args(&inv.args)
+        .env("RSYNC_CONNECT_PROG", &inv.connect_prog)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = procs::spawn(&mut cmd, "rsync")?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let out_task = tokio::spawn(read_stdout(stdout, inv.progress, inv.print_stats));
+    let err_task = tokio::spawn(read_stderr(stderr));
+    let status = tokio::select! {
+        status = child.wait() => status.ok(),
+        _ = term.wait_for(|t| *t) => {
+            procs::stop(&mut child, Duration::from_secs(10)).await;
+            return Err(RunError::Interrupted);
+        }
+    };
+    let (stats, symlinks) = out_task.await.unwrap_or_default();
+    let (tls, errors, out_of_space) = err_task.await.unwrap_or_default();
+    Ok(Report {
+        code: status.and_then(|s| s.code()),
+        stats,
+        symlinks,
+        tls,
+        errors,
+        out_of_space,
+    })
+}
+
+type Symlinks = Vec<(Vec<u8>, Vec<u8>)>;
+
+async fn read_stdout(
+    out: impl AsyncRead + Unpin,
+    progress: Option<(Duration, Instant)>,
+    print_stats: bool,
+) -> (Stats, Symlinks) {
+    let mut stats = Stats::default();
+    let mut symlinks = Vec::new();
+    let mut meter = progress.map(|(every, start)| Meter::new(every, start));
+    // progress2 rewrites its line with '\r', so both '\r' and '\n' end a line.
+    let mut reader = BufReader::with_capacity(64 * 1024, out);
+    let mut buf = [0u8; 64 * 1024];
+    let mut line = Vec::new();
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' || b == b'\r' {
+                handle_line(
+                    &line,
+                    &mut stats,
+                    &mut symlinks,
+                    meter.as_mut(),
+                    print_stats,
+                );
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+    }
+    handle_line(
+        &line,
+        &mut stats,
+        &mut symlinks,
+        meter.as_mut(),
+        print_stats,
+    );
+    (stats, symlinks)
+}
+
+fn handle_line(
+    raw: &[u8],
+    stats: &mut Stats,
+    symlinks: &mut Symlinks,
+    meter: Option<&mut Meter>,
+    print_stats: bool,
+) {
+    if raw.is_empty() {
+        return;
+    }
+    if let Some(item) = Itemized::parse(raw) {
+        if item.is_symlink_change() {
+            symlinks.push((item.name, raw[12..].to_vec()));
+        }
+        return;
+    }
+    let text = String::from_utf8_lossy(raw);
+    let text = text.trim_end();
+    if stats.absorb(text) {
+        if print_stats {
+            say::raw(text);
+        }
+    } else if let Some((bytes, percent, files)) = rsync_out::parse_progress2(text) {
+        if let Some(meter) = meter {
+            meter.update(bytes, percent, files);
+        }
+    } else if !text.trim().is_empty() {
+        say::raw(text);
+    }
+}
+
+async fn read_stderr(err: impl AsyncRead + Unpin) -> (TlsView, Vec<String>, bool) {
+    let mut tls = TlsView::default();
+    let mut errors = Vec::new();
+    let mut out_of_space = false;
+    let mut lines = BufReader::new(err).split(b'\n');
+    while let Ok(Some(raw)) = lines.next_segment().await {
+        let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
+        if line.is_empty() {
+            continue;
+        }
+        let is_stunnel = line.contains(" LOG") || line.starts_with('[');
+        match stunnel::classify(&line) {
+            LogEvent::Connected => tls.connected = true,
+            LogEvent::ConnectFailed => tls.connect_failed = true,
+            LogEvent::AuthFailed => tls.auth_failed = true,
+            LogEvent::HandshakeFailed => tls.handshake_failed = true,
+            _ => {}
+        }
+        out_of_space |= rsync_out::is_out_of_space(&line);
+        let keep = if is_stunnel {
+            stunnel::is_noteworthy(&line)
+                && !matches!(stunnel::classify(&line), LogEvent::Connected)
+        } else {
+            true
+        };
+        if keep {
+            say::raw(&if is_stunnel {
+                format!("stunnel: {line}")
+            } else {
+                line.clone()
+            });
+            if errors.len() == ERROR_TAIL {
+                errors.remove(0);
+            }
+            errors.push(line);
+        }
+    }
+    (tls, errors, out_of_space)
+}
+
+/// Turns progress2 updates into [`Progress`] lines, at most one per interval.
+struct Meter {
+    every: Duration,
+    start: Instant,
+    last: Option<(Instant, u64)>,
+}
+
+impl Meter {
+    fn new(every: Duration, start: Instant) -> Self {
+        Self {
+            every,
+            start,
+            last: None,
+        }
+    }
+
+    fn update(&mut self, bytes: u64, percent: u8, files: u64) {
+        let now = Instant::now();
+        let (since, base) = self.last.unwrap_or((self.start, 0));
+        let dt = now.duration_since(since);
+        if dt < self.every {
+            return;
+        }
+        let rate = (bytes.saturating_sub(base) as f64 / dt.as_secs_f64().max(1e-3)) as u64;
+        self.last = Some((now, bytes));
+        say::raw(
+            &Progress {
+                bytes,
+                rate,
+                percent,
+                files,
+                elapsed: now.duration_since(self.start).as_secs(),
+            }
+            .to_string(),
+        );
+    }
+}

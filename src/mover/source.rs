@@ -1,0 +1,486 @@
+//! `ferrosync mover source`: pushes the volume to the destination through a TLS-PSK
+//! tunnel, in the reference's passes, then uploads the symlink lists and the completion
+//! signal.
+//!
+//! Per attempt: pass 1 copies the top-level entries listed NUL-separated (`--from0
+//! --files-from`), preserving everything; pass 2 deletes what the source no longer has;
+//! then `control/symlink-munging-file` (newline list, reference format),
+//! `control/symlink-munging-file0` (NUL list) and finally `control/complete` are uploaded.
+//! Transient failures are retried with exponential backoff. This module must never pass
+//! the key on a command line or send `complete` unless both passes succeeded.
+
+use std::{
+    ffi::OsString,
+    fs,
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+
+use super::{
+    Tally,
+    exit::{ErrorClass, Failure},
+    keyfile, procs,
+    rsync_run::{self, Invocation, Report, RunError},
+    rsyncd::{CONTROL_MODULE, DATA_MODULE},
+    say,
+    settings::{self, SourceArgs},
+    stunnel, symlinks,
+};
+
+/// What `control/complete` holds when our source sends it. A reference destination only
+/// checks that the file exists; ours reads this to pick the NUL-separated symlink list.
+pub const COMPLETE_MARKER: &str = "ferrosync-complete v1";
+/// The rsync URL host; unused for connecting (RSYNC_CONNECT_PROG does that).
+const URL_HOST: &str = "ferrosync-destination";
+/// The reference excludes this everywhere in the tree, on both passes.
+const EXCLUDE: &str = "--exclude=lost+found";
+
+struct Ctx<'a> {
+    args: &'a SourceArgs,
+    rsync: PathBuf,
+    connect_prog: String,
+    work: PathBuf,
+    start: Instant,
+}
+
+/// Runs the source side; counters go into `tally`.
+pub async fn run(
+    args: &SourceArgs,
+    term: &mut watch::Receiver<bool>,
+    tally: &mut Tally,
+    start: Instant,
+) -> Result<(), Failure> {
+    let common = &args.common;
+    settings::check_common(common)?;
+    let endpoint = settings::destination_endpoint(args)?;
+    let key = keyfile::check(&common.key_dir)?;
+    if !common.data_dir.is_dir() {
+        return Err(Failure::new(
+            ErrorClass::DataDirMissing,
+            format!(
+                "source location not found: {} is not a directory",
+                common.data_dir.display()
+            ),
+        ));
+    }
+    let setup = |e: &dyn std::fmt::Display| Failure::new(ErrorClass::SetupFailed, e.to_string());
+    let rsync = procs::which("rsync").map_err(|e| setup(&e))?;
+    let stunnel_bin = procs::which("stunnel").map_err(|e| setup(&e))?;
+    let work = tempfile::Builder::new()
+        .prefix("ferrosync-source.")
+        .tempdir_in(&common.tmp_dir)
+        .map_err(|e| {
+            setup(&format!(
+                "creating a work directory in {}: {e}",
+                common.tmp_dir.display()
+            ))
+        })?;
+    let conf = work.path().join("stunnel-client.conf");
+    write_private(
+        &conf,
+        stunnel::render_client(&endpoint, &key, &common.ssl_version_min).as_bytes(),
+    )
+    .map_err(|e| setup(&format!("writing {}: {e}", conf.display())))?;
+    let ctx = Ctx {
+        args,
+        rsync,
+        connect_prog: format!("'{}' '{}'", stunnel_bin.display(), conf.display()),
+        work: work.path().to_owned(),
+        start,
+    };
+
+    say::info("source", &format!("syncing data to {endpoint} ..."));
+    let sync_start = Instant::now();
+    let max = args.max_attempts.max(1);
+    let mut result = Err(Failure::new(ErrorClass::Internal, "no attempt made"));
+    for attempt in 1..=max {
+        tally.attempts = attempt;
+        result = attempt_once(&ctx, term, tally).await;
+        let Err(failure) = &result else { break };
+        if !failure.class.is_transient()
+            || failure.class == ErrorClass::Interrupted
+            || attempt == max
+        {
+            break;
+        }
+        let delay = backoff(args.retry_base_delay, attempt);
+        say::info(
+            "source",
+            &format!(
+                "synchronization failed ({:?}): {}. Retrying in {}. Retry {attempt}/{max}.",
+                failure.class,
+                failure.message,
+                humantime::format_duration(delay)
+            ),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = term.wait_for(|t| *t) => {
+                result = Err(interrupted());
+                break;
+            }
+        }
+    }
+    let line = format!("rsync completed in {}s", sync_start.elapsed().as_secs());
+    say::raw(&line);
+    tally.stats.push(line);
+    match result {
+        Err(mut f) if f.class.is_transient() && f.class != ErrorClass::Interrupted && max > 1 => {
+            f.message = format!("{} (gave up after {max} attempts)", f.message);
+            Err(f)
+        }
+        other => other,
+    }
+}
+
+async fn attempt_once(
+    ctx: &Ctx<'_>,
+    term: &mut watch::Receiver<bool>,
+    tally: &mut Tally,
+) -> Result<(), Failure> {
+    let data = &ctx.args.common.data_dir;
+    let mut source_root = data.as_os_str().to_owned();
+    source_root.push("/");
+    let data_url = OsString::from(format!("rsync://{URL_HOST}/{DATA_MODULE}"));
+
+    // Pass 1: copy, preserving everything; the root directory itself is left alone.
+    let entries = top_level_entries(data)?;
+    let mut links = Vec::new();
+    if entries.is_empty() {
+        say::info("source", "Skipping sync of empty source directory");
+    } else {
+        let list = ctx.work.join("files-from0");
+        fs::write(&list, symlinks::encode_nul_list(&entries)).map_err(internal)?;
+        let mut args = common_args(ctx);
+        args.extend(["-aAHSx", "-r", "--numeric-ids", EXCLUDE].map(OsString::from));
+        args.push("--info=stats2,misc2,progress2".into());
+        args.extend(ctx.args.compress.rsync_args().iter().map(OsString::from));
+        args.push("--from0".into());
+        args.push(flag("--files-from=", &list));
+        args.extend([source_root.clone(), data_url.clone()]);
+        let report = rsync(ctx, term, args, true, tally).await?;
+        check("pass 1 (copy)", &report)?;
+        tally.files_transferred = report.stats.files_transferred;
+        links = resolve_links(data, report.symlinks);
+    }
+
+    // Pass 2: deletions only; -r without -a leaves the root directory's attributes alone.
+    let mut args = common_args(ctx);
+    args.extend(
+        [
+            "-rx",
+            EXCLUDE,
+            "--ignore-existing",
+            "--ignore-non-existing",
+            "--delete",
+        ]
+        .map(OsString::from),
+    );
+    args.push("--info=stats2,misc2".into());
+    args.extend([source_root, data_url]);
+    let report = rsync(ctx, term, args, true, tally).await?;
+    check("pass 2 (deletions)", &report)?;
+    tally.files_deleted = report.stats.files_deleted;
+
+    // The lists go before `complete`, in a separate connection, so a destination that sees
+    // `complete` always finds them whole.
+    let upload = ctx.work.join("upload");
+    fs::create_dir_all(&upload).map_err(internal)?;
+    let (newline_list, left_out) = symlinks::encode_newline_list(&links);
+    if left_out > 0 {
+        say::info(
+            "source",
+            &format!(
+                "{left_out} symlink name(s) contain a newline: only the NUL-separated list carries them"
+            ),
+        );
+    }
+    fs::write(upload.join(symlinks::NEWLINE_LIST), newline_list).map_err(internal)?;
+    fs::write(
+        upload.join(symlinks::NUL_LIST),
+        symlinks::encode_nul_list(&links),
+    )
+    .map_err(internal)?;
+    let control_url = format!("rsync://{URL_HOST}/{CONTROL_MODULE}/");
+    let mut args = common_args(ctx);
+    args.push("--info=stats2".into());
+    args.push(upload.join(symlinks::NEWLINE_LIST).into());
+    args.push(upload.join(symlinks::NUL_LIST).into());
+    args.push(control_url.clone().into());
+    let report = rsync(ctx, term, args, false, tally).await?;
+    check("uploading the symlink lists", &report)?;
+
+    // The completion signal. rsync exits 0 only after the daemon has renamed the file into
+    // place, so success here is the destination's acknowledgement; no sleep is needed.
+    say::info("source", "Sending shutdown to remote...");
+    let complete = ctx.work.join("complete");
+    fs::write(
+        &complete,
+        format!("{COMPLETE_MARKER}\nsymlinks={}\n", links.len()),
+    )
+    .map_err(internal)?;
+    let mut args = common_args(ctx);
+    args.push("--info=stats2".into());
+    args.push(complete.into());
+    args.push(format!("{control_url}complete").into());
+    let report = rsync(ctx, term, args, false, tally).await?;
+    check("sending the completion signal", &report)?;
+    say::info("source", "...done");
+    Ok(())
+}
+
+fn common_args(ctx: &Ctx<'_>) -> Vec<OsString> {
+    let mut args = vec![
+        OsString::from("--out-format=%i %n"),
+        format!("--timeout={}", ctx.args.io_timeout.as_secs().max(1)).into(),
+    ];
+    if let Some(limit) = &ctx.args.bwlimit {
+        args.push(format!("--bwlimit={limit}").into());
+    }
+    args
+}
+
+async fn rsync(
+    ctx: &Ctx<'_>,
+    term: &mut watch::Receiver<bool>,
+    args: Vec<OsString>,
+    print_stats: bool,
+    tally: &mut Tally,
+) -> Result<Report, Failure> {
+    let inv = Invocation {
+        rsync: ctx.rsync.clone(),
+        connect_prog: ctx.connect_prog.clone(),
+        args,
+        progress: print_stats.then_some((ctx.args.common.progress_interval, ctx.start)),
+        print_stats,
+    };
+    let report = match rsync_run::run(inv, term).await {
+        Ok(report) => report,
+        Err(RunError::Interrupted) => return Err(interrupted()),
+        Err(e @ RunError::Spawn(_)) => {
+            return Err(Failure::new(ErrorClass::SetupFailed, e.to_string()));
+        }
+    };
+    tally.bytes_sent += report.stats.bytes_sent;
+    tally.bytes_received += report.stats.bytes_received;
+    tally.auth_failure |= report.tls.auth_failed;
+    if print_stats {
+        tally.push_stats(&report.stats.lines);
+    }
+    Ok(report)
+}
+
+/// Maps a failed run to an error class: the stunnel client's view first (it knows why a
+/// connection failed), then rsync's exit code.
+fn check(step: &str, report: &Report) -> Result<(), Failure> {
+    if report.succeeded() {
+        return Ok(());
+    }
+    let tls = report.tls;
+    let daemon_refused = report.errors.iter().any(|l| l.starts_with("@ERROR"));
+    let class = if tls.auth_failed {
+        ErrorClass::AuthFailed
+    } else if report.out_of_space {
+        ErrorClass::DestinationFull
+    } else if tls.connect_failed && !tls.connected {
+        ErrorClass::Unreachable
+    } else {
+        match report.code {
+            Some(24) => ErrorClass::FilesVanished,
+            Some(5) if daemon_refused => ErrorClass::RsyncFailed,
+            None | Some(5 | 10 | 12 | 14 | 20 | 21 | 30 | 35) => ErrorClass::ConnectionLost,
+            Some(_) => ErrorClass::RsyncFailed,
+        }
+    };
+    let what = match class {
+        ErrorClass::AuthFailed => "authentication failed: the TLS-PSK handshake was refused, \
+                                   so the source and destination keys differ"
+            .to_owned(),
+        ErrorClass::Unreachable => "destination unreachable".to_owned(),
+        ErrorClass::DestinationFull => "the destination volume is full".to_owned(),
+        _ => match report.code {
+            Some(code) => format!("rsync exited with code {code}"),
+            None => "rsync was killed by a signal".to_owned(),
+        },
+    };
+    let detail = report
+        .errors
+        .last()
+        .map(|l| format!(": {l}"))
+        .unwrap_or_default();
+    Err(Failure::new(class, format!("{step}: {what}{detail}")))
+}
+
+/// Entries directly under the data directory, except `lost+found`, sorted by bytes.
+fn top_level_entries(data: &Path) -> Result<Vec<Vec<u8>>, Failure> {
+    let read = fs::read_dir(data).map_err(|e| {
+        Failure::new(
+            ErrorClass::DataDirMissing,
+            format!("reading {}: {e}", data.display()),
+        )
+    })?;
+    let mut names = Vec::new();
+    for entry in read {
+        let name = entry.map_err(internal)?.file_name();
+        if name != "lost+found" {
+            names.push(name.as_bytes().to_vec());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// rsync's output escaping is not fully reversible (a literal `\#012` in a name prints the
+/// same as an escaped newline), so keep whichever reading names a symlink in the source.
+fn resolve_links(data: &Path, found: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+    let is_link = |name: &[u8]| {
+        fs::symlink_metadata(data.join(std::ffi::OsStr::from_bytes(name)))
+            .is_ok_and(|m| m.file_type().is_symlink())
+    };
+    found
+        .into_iter()
+        .map(|(decoded, raw)| {
+            if !is_link(&decoded) && is_link(&raw) {
+                raw
+            } else {
+                decoded
+            }
+        })
+        .collect()
+}
+
+fn flag(name: &str, path: &Path) -> OsString {
+    let mut f = OsString::from(name);
+    f.push(path);
+    f
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    fs::write(path, contents)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure::new(ErrorClass::Internal, e.to_string())
+}
+
+fn interrupted() -> Failure {
+    Failure::new(
+        ErrorClass::Interrupted,
+        "interrupted by a termination signal before the sync completed",
+    )
+}
+
+/// The delay before retry `n` (1-based): `base · 2^(n-1)`.
+pub fn backoff(base: Duration, n: u32) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(n.saturating_sub(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base() {
+        let d: Vec<_> = (1..=5)
+            .map(|n| backoff(Duration::from_secs(2), n).as_secs())
+            .collect();
+        assert_eq!(d, [2, 4, 8, 16, 32]);
+    }
+
+    #[test]
+    fn classifies_failures_transient_or_permanent() {
+        let report = |code, tls: TlsViewBuilder, err: &str| Report {
+            code,
+            tls: tls.0,
+            errors: vec![err.to_owned()],
+            out_of_space: rsync_out_of_space(err),
+            ..Report::default()
+        };
+        let cases = [
+            (
+                report(Some(12), TlsViewBuilder::auth(), "x"),
+                ErrorClass::AuthFailed,
+            ),
+            (
+                report(Some(12), TlsViewBuilder::refused(), "x"),
+                ErrorClass::Unreachable,
+            ),
+            (
+                report(Some(12), TlsViewBuilder::connected(), "reset"),
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                report(None, TlsViewBuilder::connected(), "x"),
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                report(
+                    Some(11),
+                    TlsViewBuilder::connected(),
+                    "write failed: No space left on device (28)",
+                ),
+                ErrorClass::DestinationFull,
+            ),
+            (
+                report(Some(23), TlsViewBuilder::connected(), "Permission denied"),
+                ErrorClass::RsyncFailed,
+            ),
+            (
+                report(Some(24), TlsViewBuilder::connected(), "vanished"),
+                ErrorClass::FilesVanished,
+            ),
+            (
+                report(
+                    Some(5),
+                    TlsViewBuilder::connected(),
+                    "@ERROR: Unknown module 'data'",
+                ),
+                ErrorClass::RsyncFailed,
+            ),
+        ];
+        for (r, want) in cases {
+            assert_eq!(check("step", &r).expect_err("fails").class, want, "{r:?}");
+        }
+        assert!(
+            check(
+                "step",
+                &Report {
+                    code: Some(0),
+                    ..Report::default()
+                }
+            )
+            .is_ok()
+        );
+    }
+
+    struct TlsViewBuilder(rsync_run::TlsView);
+    impl TlsViewBuilder {
+        fn auth() -> Self {
+            Self(rsync_run::TlsView {
+                connected: true,
+                auth_failed: true,
+                ..Default::default()
+            })
+        }
+        fn refused() -> Self {
+            Self(rsync_run::TlsView {
+                connect_failed: true,
+                ..Default::default()
+            })
+        }
+        fn connected() -> Self {
+            Self(rsync_run::TlsView {
+                connected: true,
+                ..Default::default()
+            })
+        }
+    }
+
+    fn rsync_out_of_space(line: &str) -> bool {
+        super::super::rsync_out::is_out_of_space(line)
+    }
+}

@@ -1,0 +1,231 @@
+//! `ferrosync policy test|check|eval`: work with bundles and configurations without a
+//! cluster, through the same engine the controller runs.
+//!
+//! Output is for people; exit codes are for scripts (0 ok, 1 a failed case or decision,
+//! 2 unusable input). It must never print key material unless asked to evaluate a key.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
+
+use super::{
+    config::{PointConfig, PolicyConfig},
+    credentials::StaticCredentials,
+    engine::{EngineOptions, PolicyEngine},
+    golden,
+    types::DecisionPoint,
+};
+
+/// Policy tooling.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run a bundle's golden test table (no cluster, HTTP replayed from the table).
+    Test {
+        /// Bundle directories (each holds policy.toml).
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
+    },
+    /// Validate a controller configuration's policy section: files, pins, compilation
+    /// and WIT worlds.
+    Check {
+        /// The configuration file (merged over the defaults and FERROSYNC_* variables).
+        config: PathBuf,
+    },
+    /// Decide once for an input (JSON), and print the decision with its provenance.
+    Eval {
+        /// The decision point.
+        decision: DecisionPoint,
+        /// The input as JSON, as in a golden table's `input`; `-` reads standard input.
+        input: PathBuf,
+        /// Use this bundle (default: the configuration's plugin for the decision).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Use this controller configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A credential for HTTP grants: SECRET/KEY=VALUE (repeatable).
+        #[arg(long = "credential", value_name = "SECRET/KEY=VALUE")]
+        credentials: Vec<String>,
+    },
+}
+
+/// Runs a policy subcommand and returns its process exit code.
+pub async fn run(cmd: Command) -> ExitCode {
+    match cmd {
+        Command::Test { bundles } => test(&bundles).await,
+        Command::Check { config } => check(&config).await,
+        Command::Eval {
+            decision,
+            input,
+            bundle,
+            config,
+            credentials,
+        } => eval(decision, &input, bundle, config, &credentials).await,
+    }
+}
+
+async fn test(bundles: &[PathBuf]) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for dir in bundles {
+        let report = match golden::run_bundle(dir).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
+        };
+        println!(
+            "{}: {} plugin {} sha256:{}",
+            dir.display(),
+            report.point,
+            report.plugin,
+            &report.sha256[..16]
+        );
+        let width = report.cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        for case in &report.cases {
+            println!(
+                "  {} {:width$}  fuel {:>9}  time {:>9.1?}  {}",
+                if case.passed { "ok  " } else { "FAIL" },
+                case.name,
+                case.fuel_used,
+                case.latency,
+                case.detail,
+            );
+        }
+        println!("  {}/{} cases passed", report.passed(), report.cases.len());
+        if !report.all_passed() {
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}
+
+fn load_policy(path: &Path) -> Result<PolicyConfig, String> {
+    crate::config::Config::load(Some(path))
+        .map(|c| c.policy)
+        .map_err(|e| e.to_string())
+}
+
+async fn check(path: &Path) -> ExitCode {
+    let policy = match load_policy(path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match PolicyEngine::new(&policy, EngineOptions::default()).await {
+        Ok(engine) => {
+            let plugins = engine.plugins();
+            for point in [
+                DecisionPoint::CopyMethod,
+                DecisionPoint::ServiceType,
+                DecisionPoint::Psk,
+            ] {
+                match plugins.iter().find(|p| p.point == point) {
+                    Some(p) => println!(
+                        "{point}: plugin {} sha256:{} on_failure={:?}",
+                        p.name, p.sha256, p.on_failure
+                    ),
+                    None => println!("{point}: built-in default"),
+                }
+            }
+            println!("{}: policy configuration is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn eval(
+    point: DecisionPoint,
+    input: &Path,
+    bundle: Option<PathBuf>,
+    config: Option<PathBuf>,
+    credentials: &[String],
+) -> ExitCode {
+    let mut policy = match &config {
+        Some(path) => match load_policy(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => PolicyConfig::default(),
+    };
+    if let Some(dir) = bundle {
+        let point_cfg = Some(PointConfig {
+            bundle: Some(dir),
+            plugin: None,
+            on_failure: Default::default(),
+            credentials: None,
+        });
+        match point {
+            DecisionPoint::CopyMethod => policy.copy_method = point_cfg,
+            DecisionPoint::ServiceType => policy.service_type = point_cfg,
+            DecisionPoint::Psk => policy.psk = point_cfg,
+        }
+    }
+    let mut creds = StaticCredentials::new();
+    for c in credentials {
+        let parsed = c
+            .split_once('=')
+            .and_then(|(sk, v)| sk.split_once('/').map(|(s, k)| (s, k, v)));
+        match parsed {
+            Some((s, k, v)) => creds = creds.with(s, k, v),
+            None => {
+                eprintln!("--credential {c:?}: expected SECRET/KEY=VALUE");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let text = if input == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(input)
+    };
+    let value: serde_json::Value = match text
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{}: {e}", input.display());
+            return ExitCode::from(2);
+        }
+    };
+    let options = EngineOptions {
+        credentials: Arc::new(creds),
+        ..EngineOptions::default()
+    };
+    let engine = match PolicyEngine::new(&policy, options).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match golden::eval_json(&engine, point, value).await {
+        Err(e) => {
+            eprintln!("{}: not a valid {point} input: {e}", input.display());
+            ExitCode::from(2)
+        }
+        Ok(Ok(decided)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&decided).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The `policy` section of the controller configuration: which plugin serves each decision
+//! point, with its pin, settings, limits, grants and failure mode.
+//!
+//! Every struct refuses unknown keys, and the defaults grant nothing: no plugin at all
+//! (built-in decisions), and for a plugin no randomness and no network. Nothing here may
+//! hold a credential itself; credentials are only ever *named* (a Secret and a key).
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// The `policy` section. The default serves every decision point with its built-in default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Engine-wide settings: concurrency, epoch tick, decision cache, reload.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// The plugin choosing a source's copy method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_method: Option<PointConfig>,
+    /// The plugin choosing a destination's Service type and annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<PointConfig>,
+    /// The plugin supplying pre-shared keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psk: Option<PointConfig>,
+}
+
+/// Settings shared by all plugins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Decisions evaluated at once; more wait. Bounds the blocking threads wasm occupies.
+    pub max_concurrency: usize,
+    /// Granularity of wall-time deadlines: the epoch ticker's period.
+    #[serde(with = "humantime_serde")]
+    pub epoch_tick: Duration,
+    /// Cached decisions of plugins without grants (pure functions); 0 disables the cache.
+    pub cache_entries: usize,
+    /// Preallocate instance slots (faster instantiation, more virtual memory reserved).
+    pub pooling: bool,
+    /// How often the controller looks for changed bundles or plugin files.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_concurrency: 4,
+            epoch_tick: Duration::from_millis(5),
+            cache_entries: 1024,
+            pooling: true,
+            reload_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One decision point: a plugin (from a bundle directory or given inline) and what to do
+/// when it fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointConfig {
+    /// A bundle directory (for example a mounted ConfigMap) holding `policy.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<PathBuf>,
+    /// A plugin given inline instead of a bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginSpec>,
+    /// `fallback` to the built-in default (and say so), or `fail` the reconcile.
+    #[serde(default)]
+    pub on_failure: FailureMode,
+    /// Overrides the credentials named by the plugin's HTTP grant, so one bundle can be
+    /// deployed against different Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialRef>,
+}
+
+/// What a failed plugin decision turns into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Use the built-in default and report the failure.
+    #[default]
+    Fallback,
+    /// Report the failure as an Error condition; the reconcile does not proceed.
+    Fail,
+}
+
+/// A plugin: its component, the pin it must match, and how it may run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// A name for logs, metrics and Events.
+    pub name: String,
+    /// The component file; relative to the bundle directory when in a bundle.
+    pub wasm: PathBuf,
+    /// Hex SHA-256 of the component; a mismatch refuses to load.
+    pub sha256: String,
+    /// Handed to the plugin as JSON in every input.
+    #[serde(default = "empty_object")]
+    pub settings: serde_json::Value,
+    /// Fuel, time and memory.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Capabilities beyond pure computation. None by default.
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// Per-decision limits of one plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wasm fuel (roughly instructions) per decision, instantiation included.
+    pub fuel: u64,
+    /// Wall time per decision, host calls such as HTTP included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear memory, in MiB, summed over the component's memories.
+    pub memory_mib: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 50_000_000,
+            timeout: Duration::from_millis(250),
+            memory_mib: 32,
+        }
+    }
+}
+
+/// Capabilities granted to a plugin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Secure randomness (`wasi:random/random`). Without it, asking traps.
+    #[serde(default)]
+    pub random: bool,
+    /// Outgoing HTTP(S) to an allow-list of origins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpGrant>,
+}
+
+/// Outgoing HTTP, bounded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// Origins (`scheme://host[:port]`) the plugin may reach; nothing else is contacted.
+    pub allow: Vec<String>,
+    /// Time limit of one request.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest response body accepted, in KiB.
+    #[serde(default = "default_max_response_kib")]
+    pub max_response_kib: u32,
+    /// Most requests in one decision.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: u32,
+    /// A header the host adds, with its value read from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialRef>,
+}
+
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_max_response_kib() -> u32 {
+    1024
+}
+fn default_max_requests() -> u32 {
+    8
+}
+
+/// Where a credential comes from, and which request header carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialRef {
+    /// The Secret's name.
+    pub secret: String,
+    /// Its namespace; the controller's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The key within the Secret.
+    #[serde(default = "default_credential_key")]
+    pub key: String,
+    /// The request header that carries the value.
+    #[serde(default = "default_credential_header")]
+    pub header: String,
+}
+
+fn default_credential_key() -> String {
+    "token".into()
+}
+fn default_credential_header() -> String {
+    "X-Vault-Token".into()
+}

@@ -1,0 +1,527 @@
+//! [`PolicyEngine`]: the controller's entry point to policy decisions.
+//!
+//! One wasmtime `Engine` (fuel and epoch interruption on, optionally pooled), one linker,
+//! components cached by sha256, an `InstancePre` per plugin, and the current plugin set
+//! behind a lock that a reload swaps whole. Each decision gets a fresh Store on a blocking
+//! thread, behind a semaphore. The engine must never let a plugin failure escape as a
+//! panic or hang: failures become a fallback or a [`PolicyError`], always reported.
+
+use std::{
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Semaphore;
+use wasmtime::{Engine, component::Linker};
+
+use super::{
+    cache::DecisionCache,
+    config::{EngineConfig, FailureMode, PolicyConfig},
+    credentials::{CredentialSource, NoCredentials},
+    execute::{self, CopyMethodPoint, Point, PskPoint, ServiceTypePoint},
+    http::{HttpTransport, LiveTransport},
+    metrics::{DecisionLabels, FailureLabels, PluginLabels, PolicyMetrics, ReloadLabels},
+    outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
+    plugin::{self, ComponentCache, LoadError, LoadedPlugin},
+    sandbox::{self, HostState},
+    types::*,
+};
+
+/// Largest memory any plugin may be configured with (the pooling allocator's slot size).
+pub const MAX_PLUGIN_MEMORY_MIB: u32 = 512;
+
+/// What the engine is built with besides configuration.
+pub struct EngineOptions {
+    /// Resolves the Secrets named by HTTP grants.
+    pub credentials: Arc<dyn CredentialSource>,
+    /// Sends granted HTTP requests (live, or a replay for `policy test`).
+    pub transport: Arc<dyn HttpTransport>,
+    /// Where decisions are counted.
+    pub metrics: PolicyMetrics,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            credentials: Arc::new(NoCredentials),
+            transport: Arc::new(LiveTransport),
+            metrics: PolicyMetrics::default(),
+        }
+    }
+}
+
+/// One plugin as loaded, for logs, `policy check` and status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PluginInfo {
+    pub point: DecisionPoint,
+    pub name: String,
+    pub sha256: String,
+    pub on_failure: FailureMode,
+}
+
+#[derive(Default)]
+struct PluginSet {
+    copy_method: Option<Arc<LoadedPlugin>>,
+    service_type: Option<Arc<LoadedPlugin>>,
+    psk: Option<Arc<LoadedPlugin>>,
+}
+
+struct Caches {
+    copy_method: DecisionCache<CopyMethodDecision>,
+    service_type: DecisionCache<ServiceTypeDecision>,
+}
+
+/// Drives epoch deadlines: increments the engine's epoch every tick until dropped.
+struct EpochTicker(Arc<AtomicBool>);
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // A plain thread rather than a tokio task: deadlines must hold even when the
+        // async runtime is starved, and the CLI and benchmarks have no runtime of their own.
+        let spawned = std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the policy epoch ticker; deadlines rely on fuel alone");
+        }
+        EpochTicker(stop)
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    components: ComponentCache,
+    set: RwLock<Arc<PluginSet>>,
+    permits: Semaphore,
+    caches: Caches,
+    tick: Duration,
+    options: EngineOptions,
+    last_reload_error: Mutex<Option<String>>,
+    _ticker: EpochTicker,
+}
+
+/// The policy host. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    inner: Arc<Inner>,
+}
+
+fn wasmtime_engine(cfg: &EngineConfig) -> Result<Engine, LoadError> {
+    let mut config = wasmtime::Config::new();
+    config.consume_fuel(true).epoch_interruption(true);
+    if cfg.pooling {
+        let slots = (cfg.max_concurrency as u32).max(1) * 4;
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(32)
+            .max_memory_size((MAX_PLUGIN_MEMORY_MIB as usize) << 20);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config).map_err(|e| LoadError::Invalid {
+        plugin: "(engine)".into(),
+        message: format!("{e:#}"),
+    })
+}
+
+impl PolicyEngine {
+    /// Builds the engine and loads every configured plugin. Any load failure is an error:
+    /// at start-up there is no old set to keep.
+    pub async fn new(config: &PolicyConfig, options: EngineOptions) -> Result<Self, LoadError> {
+        let engine = wasmtime_engine(&config.engine)?;
+        let linker = sandbox::linker(&engine).map_err(|e| LoadError::Invalid {
+            plugin: "(linker)".into(),
+            message: format!("{e:#}"),
+        })?;
+        let entries = config.engine.cache_entries;
+        let inner = Arc::new(Inner {
+            _ticker: EpochTicker::start(engine.clone(), config.engine.epoch_tick),
+            engine,
+            linker,
+            components: ComponentCache::default(),
+            set: RwLock::new(Arc::new(PluginSet::default())),
+            permits: Semaphore::new(config.engine.max_concurrency.max(1)),
+            caches: Caches {
+                copy_method: DecisionCache::new(entries),
+                service_type: DecisionCache::new(entries),
+            },
+            tick: config.engine.epoch_tick,
+            options,
+            last_reload_error: Mutex::new(None),
+        });
+        let this = PolicyEngine { inner };
+        let set = this.build_set(config).await?;
+        this.swap(set);
+        Ok(this)
+    }
+
+    /// The metrics this engine records into.
+    pub fn metrics(&self) -> &PolicyMetrics {
+        &self.inner.options.metrics
+    }
+
+    /// The plugins currently serving decisions.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        let set = self.current();
+        [&set.copy_method, &set.service_type, &set.psk]
+            .into_iter()
+            .flatten()
+            .map(|p| PluginInfo {
+                point: p.point,
+                name: p.name.clone(),
+                sha256: p.sha256.clone(),
+                on_failure: p.on_failure,
+            })
+            .collect()
+    }
+
+    /// Why the last reload was refused, until one succeeds.
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.inner
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Loads and checks a whole new set, then swaps it in atomically. On any failure the
+    /// old set keeps serving and the error says why.
+    pub async fn reload(&self, config: &PolicyConfig) -> Result<Vec<PluginInfo>, LoadError> {
+        let result = self.build_set(config).await;
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics()
+            .reloads
+            .get_or_create(&ReloadLabels {
+                result: label.into(),
+            })
+            .inc();
+        let mut last = self
+            .inner
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(set) => {
+                *last = None;
+                drop(last);
+                self.swap(set);
+                let plugins = self.plugins();
+                tracing::info!(?plugins, "policy plugins reloaded");
+                Ok(plugins)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload refused; the previous plugins keep serving");
+                *last = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_set(&self, config: &PolicyConfig) -> Result<PluginSet, LoadError> {
+        let inner = self.inner.clone();
+        let config = config.clone();
+        // Compilation is CPU-bound: keep it off the async executor.
+        tokio::task::spawn_blocking(move || {
+            let load = |point, cfg: &Option<_>| -> Result<Option<Arc<LoadedPlugin>>, LoadError> {
+                cfg.as_ref()
+                    .map(|c| {
+                        plugin::load(&inner.engine, &inner.linker, &inner.components, point, c)
+                            .map(Arc::new)
+                    })
+                    .transpose()
+            };
+            let set = PluginSet {
+                copy_method: load(DecisionPoint::CopyMethod, &config.copy_method)?,
+                service_type: load(DecisionPoint::ServiceType, &config.service_type)?,
+                psk: load(DecisionPoint::Psk, &config.psk)?,
+            };
+            for p in [&set.copy_method, &set.service_type, &set.psk]
+                .into_iter()
+                .flatten()
+            {
+                if p.limits.memory_mib > MAX_PLUGIN_MEMORY_MIB {
+                    return Err(LoadError::Invalid {
+                        plugin: p.name.clone(),
+                        message: format!("memory_mib above {MAX_PLUGIN_MEMORY_MIB}"),
+                    });
+                }
+            }
+            Ok(set)
+        })
+        .await
+        .map_err(|e| LoadError::Invalid {
+            plugin: "(loader)".into(),
+            message: e.to_string(),
+        })?
+    }
+
+    fn swap(&self, set: PluginSet) {
+        let keep: Vec<String> = [&set.copy_method, &set.service_type, &set.psk]
+            .into_iter()
+            .flatten()
+            .map(|p| p.sha256.clone())
+            .collect();
+        *self.inner.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        self.inner.caches.copy_method.clear();
+        self.inner.caches.service_type.clear();
+        self.inner
+            .components
+            .retain(&keep.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    fn current(&self) -> Arc<PluginSet> {
+        self.inner
+            .set
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Chooses a source's copy method.
+    pub async fn copy_method(
+        &self,
+        input: &CopyMethodInput,
+    ) -> Result<Decided<CopyMethodDecision>, PolicyError> {
+        let plugin = self.current().copy_method.clone();
+        self.decide::<CopyMethodPoint>(plugin, input, Some(&self.inner.caches.copy_method))
+            .await
+    }
+
+    /// Chooses a destination's Service type and annotations.
+    pub async fn service_type(
+        &self,
+        input: &ServiceTypeInput,
+    ) -> Result<Decided<ServiceTypeDecision>, PolicyError> {
+        let plugin = self.current().service_type.clone();
+        self.decide::<ServiceTypePoint>(plugin, input, Some(&self.inner.caches.service_type))
+            .await
+    }
+
+    /// Supplies a replication's key. Never cached: keys must not linger in memory.
+    pub async fn psk(&self, input: &PskInput) -> Result<Decided<PskDecision>, PolicyError> {
+        let plugin = self.current().psk.clone();
+        self.decide::<PskPoint>(plugin, input, None).await
+    }
+
+    async fn decide<P: Point>(
+        &self,
+        plugin: Option<Arc<LoadedPlugin>>,
+        input: &P::Input,
+        cache: Option<&DecisionCache<P::Decision>>,
+    ) -> Result<Decided<P::Decision>, PolicyError> {
+        let point = P::POINT;
+        let metrics = self.metrics();
+        let Some(plugin) = plugin else {
+            metrics
+                .decisions
+                .get_or_create(&labels(point, "none", "builtin"))
+                .inc();
+            return Ok(Decided {
+                decision: P::builtin(input),
+                provenance: provenance(point, None, DecidedBy::BuiltIn),
+            });
+        };
+
+        let start = Instant::now();
+        let cache = cache.filter(|c| plugin.pure && c.enabled());
+        let key = cache.and_then(|_| {
+            DecisionCache::<P::Decision>::key(&plugin.sha256, &plugin.settings_json, input)
+        });
+        if let (Some(cache), Some(key)) = (cache, &key)
+            && let Some(decision) = cache.get(key)
+        {
+            metrics
+                .decisions
+                .get_or_create(&labels(point, &plugin.name, "cached"))
+                .inc();
+            let mut provenance = provenance(point, Some(&plugin), DecidedBy::Cache);
+            provenance.latency = start.elapsed();
+            return Ok(Decided {
+                decision,
+                provenance,
+            });
+        }
+
+        let credential = match &plugin.credential {
+            Some(r) if plugin.http.is_some() => {
+                match self.inner.options.credentials.resolve(r).await {
+                    Ok(value) => Some((r.header.clone(), value)),
+                    Err(e) => {
+                        let failure = Failure {
+                            kind: FailureKind::Credentials,
+                            message: e.to_string(),
+                        };
+                        let prov = provenance(point, Some(&plugin), DecidedBy::Plugin);
+                        return self.failed::<P>(&plugin, input, failure, prov);
+                    }
+                }
+            }
+            _ => None,
+        };
+
+        let wit_input = P::to_wit(input, &plugin.settings_json);
+        let execution = {
+            // The semaphore is never closed, so acquiring only waits.
+            let _permit = self.inner.permits.acquire().await;
+            let inner = self.inner.clone();
+            let run_plugin = plugin.clone();
+            tokio::task::spawn_blocking(move || {
+                execute::run::<P>(
+                    &inner.engine,
+                    &run_plugin,
+                    inner.tick,
+                    inner.options.transport.clone(),
+                    credential,
+                    &wit_input,
+                )
+            })
+            .await
+        };
+        let execution = match execution {
+            Ok(x) => x,
+            Err(e) => execute::Execution {
+                result: Err(Failure {
+                    kind: FailureKind::Internal,
+                    message: format!("the plugin's blocking task failed: {e}"),
+                }),
+                fuel_used: 0,
+                latency: start.elapsed(),
+                denials: Vec::new(),
+            },
+        };
+        let plugin_labels = PluginLabels {
+            point: point.as_str().into(),
+            plugin: plugin.name.clone(),
+        };
+        metrics
+            .latency
+            .get_or_create(&plugin_labels)
+            .observe(execution.latency.as_secs_f64());
+        metrics
+            .fuel
+            .get_or_create(&plugin_labels)
+            .observe(execution.fuel_used as f64);
+
+        let mut prov = provenance(point, Some(&plugin), DecidedBy::Plugin);
+        prov.fuel_used = execution.fuel_used;
+        prov.latency = execution.latency;
+        prov.denials = execution.denials;
+        let validated = execution.result.and_then(|out| {
+            P::validate(out, input).map_err(|e| Failure {
+                kind: FailureKind::InvalidOutput,
+                message: e.to_string(),
+            })
+        });
+        match validated {
+            Ok(decision) => {
+                metrics
+                    .decisions
+                    .get_or_create(&labels(point, &plugin.name, "plugin"))
+                    .inc();
+                if let (Some(cache), Some(key)) = (cache, key) {
+                    cache.put(key, decision.clone());
+                }
+                Ok(Decided {
+                    decision,
+                    provenance: prov,
+                })
+            }
+            Err(failure) => self.failed::<P>(&plugin, input, failure, prov),
+        }
+    }
+
+    fn failed<P: Point>(
+        &self,
+        plugin: &LoadedPlugin,
+        input: &P::Input,
+        failure: Failure,
+        mut prov: Provenance,
+    ) -> Result<Decided<P::Decision>, PolicyError> {
+        let point = P::POINT;
+        let metrics = self.metrics();
+        metrics
+            .failures
+            .get_or_create(&FailureLabels {
+                point: point.as_str().into(),
+                plugin: plugin.name.clone(),
+                kind: failure.kind.as_str().into(),
+            })
+            .inc();
+        tracing::warn!(
+            point = point.as_str(),
+            plugin = %plugin.name,
+            kind = failure.kind.as_str(),
+            message = %failure.message,
+            on_failure = ?plugin.on_failure,
+            "policy plugin failed"
+        );
+        prov.failure = Some(failure.clone());
+        match plugin.on_failure {
+            FailureMode::Fallback => {
+                metrics
+                    .decisions
+                    .get_or_create(&labels(point, &plugin.name, "fallback"))
+                    .inc();
+                prov.decided_by = DecidedBy::Fallback;
+                Ok(Decided {
+                    decision: P::builtin(input),
+                    provenance: prov,
+                })
+            }
+            FailureMode::Fail => {
+                metrics
+                    .decisions
+                    .get_or_create(&labels(point, &plugin.name, "failed"))
+                    .inc();
+                Err(PolicyError::PluginFailed {
+                    point,
+                    plugin: plugin.name.clone(),
+                    failure,
+                    provenance: Box::new(prov),
+                })
+            }
+        }
+    }
+}
+
+fn labels(point: DecisionPoint, plugin: &str, outcome: &str) -> DecisionLabels {
+    DecisionLabels {
+        point: point.as_str().into(),
+        plugin: plugin.into(),
+        outcome: outcome.into(),
+    }
+}
+
+fn provenance(point: DecisionPoint, plugin: Option<&LoadedPlugin>, by: DecidedBy) -> Provenance {
+    Provenance {
+        point,
+        decided_by: by,
+        plugin: plugin.map(|p| p.name.clone()),
+        sha256: plugin.map(|p| p.sha256.clone()),
+        failure: None,
+        fuel_used: 0,
+        latency: Duration::ZERO,
+        denials: Vec::new(),
+    }
+}

@@ -1,0 +1,344 @@
+//! The `ferrosync:policy/http` capability: the gate every plugin request passes, and the
+//! transports behind it (live with ureq, or replay of recorded exchanges for
+//! `policy test`).
+//!
+//! The gate checks the grant and the origin allow-list *before* anything is contacted,
+//! counts requests, injects credentials, and bounds time and response size. It must never
+//! follow a redirect, use a proxy from the environment, or let a plugin set or read the
+//! credential header.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{bindings::http as wit, config::HttpGrant};
+
+/// A request as the transport sees it (credentials already injected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body: Vec<u8>,
+}
+
+/// A response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub body: Vec<u8>,
+}
+
+/// Bounds of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub timeout: Duration,
+    pub max_response_bytes: u64,
+}
+
+/// How a request failed, as told to the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("response too large")]
+    TooLarge,
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl From<HttpError> for wit::Error {
+    fn from(e: HttpError) -> Self {
+        match e {
+            HttpError::Denied(s) => wit::Error::Denied(s),
+            HttpError::Timeout => wit::Error::Timeout,
+            HttpError::TooLarge => wit::Error::TooLarge,
+            HttpError::Transport(s) => wit::Error::Transport(s),
+        }
+    }
+}
+
+/// Sends requests that already passed the gate.
+pub trait HttpTransport: Send + Sync {
+    fn send(&self, req: &HttpRequest, limits: HttpLimits) -> Result<HttpResponse, HttpError>;
+}
+
+/// `scheme://host:port`, lower-cased, with the scheme's default port made explicit.
+pub fn origin_of(url: &str) -> Result<String, String> {
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let scheme = uri
+        .scheme_str()
+        .ok_or("URL has no scheme")?
+        .to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        other => return Err(format!("scheme {other:?} is not http or https")),
+    };
+    let authority = uri.authority().ok_or("URL has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("URLs with user information are refused".into());
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let port = authority.port_u16().unwrap_or(default_port);
+    Ok(format!("{scheme}://{host}:{port}"))
+}
+
+/// The per-decision gate: one per Store.
+pub struct HttpGate {
+    grant: Option<ResolvedGrant>,
+    transport: Arc<dyn HttpTransport>,
+    sent: u32,
+    /// What was refused, for the decision's provenance.
+    pub denials: Vec<String>,
+}
+
+/// A grant with its origins normalised and its credential resolved.
+pub struct ResolvedGrant {
+    allow: Vec<String>,
+    limits: HttpLimits,
+    max_requests: u32,
+    credential: Option<(String, String)>,
+}
+
+impl ResolvedGrant {
+    /// Normalises the allow-list; an origin that does not parse is a configuration error.
+    pub fn new(grant: &HttpGrant, credential: Option<(String, String)>) -> Result<Self, String> {
+        let allow = grant
+            .allow
+            .iter()
+            .map(|o| origin_of(o).map_err(|e| format!("allow-list entry {o:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(ResolvedGrant {
+            allow,
+            limits: HttpLimits {
+                timeout: grant.timeout,
+                max_response_bytes: u64::from(grant.max_response_kib) * 1024,
+            },
+            max_requests: grant.max_requests,
+            credential,
+        })
+    }
+}
+
+impl HttpGate {
+    pub fn new(grant: Option<ResolvedGrant>, transport: Arc<dyn HttpTransport>) -> Self {
+        HttpGate {
+            grant,
+            transport,
+            sent: 0,
+            denials: Vec::new(),
+        }
+    }
+
+    /// Checks, then sends. Denials are recorded and returned to the plugin as errors.
+    pub fn send(&mut self, req: wit::Request) -> Result<wit::Response, wit::Error> {
+        match self.check_and_send(req) {
+            Ok(r) => Ok(r),
+            Err(HttpError::Denied(why)) => {
+                tracing::warn!(%why, "policy plugin HTTP request denied");
+                self.denials.push(why.clone());
+                Err(wit::Error::Denied(why))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn check_and_send(&mut self, req: wit::Request) -> Result<wit::Response, HttpError> {
+        let Some(grant) = &self.grant else {
+            return Err(HttpError::Denied(format!(
+                "no HTTP grant: {} {} refused",
+                req.method, req.url
+            )));
+        };
+        let origin = origin_of(&req.url).map_err(HttpError::Denied)?;
+        if !grant.allow.contains(&origin) {
+            return Err(HttpError::Denied(format!(
+                "origin {origin} is not on the allow-list"
+            )));
+        }
+        if self.sent >= grant.max_requests {
+            return Err(HttpError::Denied(format!(
+                "more than {} requests in one decision",
+                grant.max_requests
+            )));
+        }
+        if req.body.len() as u64 > grant.limits.max_response_bytes {
+            return Err(HttpError::Denied("request body too large".into()));
+        }
+        self.sent += 1;
+        let cred_header = grant.credential.as_ref().map(|(h, _)| h.as_str());
+        let mut headers: Vec<(String, String)> = req
+            .headers
+            .into_iter()
+            .filter(|(k, _)| {
+                // The plugin may neither forge the credential nor steer the connection.
+                !cred_header.is_some_and(|h| k.eq_ignore_ascii_case(h))
+                    && !k.eq_ignore_ascii_case("host")
+                    && !k.eq_ignore_ascii_case("proxy-authorization")
+            })
+            .collect();
+        if let Some((h, v)) = &grant.credential {
+            headers.push((h.clone(), v.clone()));
+        }
+        let out = HttpRequest {
+            method: req.method,
+            url: req.url,
+            headers,
+            body: req.body,
+        };
+        let resp = self.transport.send(&out, grant.limits)?;
+        Ok(wit::Response {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
+        })
+    }
+}
+
+/// The real network, through ureq: no redirects, no proxies, bounded time and size.
+#[derive(Debug, Default)]
+pub struct LiveTransport;
+
+impl HttpTransport for LiveTransport {
+    fn send(&self, req: &HttpRequest, limits: HttpLimits) -> Result<HttpResponse, HttpError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(limits.timeout))
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .into();
+        let mut builder = ureq::http::Request::builder()
+            .method(req.method.as_str())
+            .uri(req.url.as_str());
+        for (k, v) in &req.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let request = builder
+            .body(req.body.clone())
+            .map_err(|e| HttpError::Transport(e.to_string()))?;
+        let response = agent.run(request).map_err(map_ureq)?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response
+            .into_body()
+            .with_config()
+            .limit(limits.max_response_bytes)
+            .read_to_vec()
+            .map_err(map_ureq)?;
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn map_ureq(e: ureq::Error) -> HttpError {
+    match e {
+        ureq::Error::Timeout(_) => HttpError::Timeout,
+        ureq::Error::BodyExceedsLimit(_) => HttpError::TooLarge,
+        other => HttpError::Transport(other.to_string()),
+    }
+}
+
+/// One recorded exchange: the request to expect (method and URL) and the response to give.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exchange {
+    pub method: String,
+    pub url: String,
+    /// The response status.
+    pub status: u16,
+    /// The response body as JSON (most APIs plugins talk to are JSON), or absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
+}
+
+/// Replays recorded exchanges in order; any other request is a transport error. Used by
+/// `policy test`, so bundles with HTTP plugins are tested without a network.
+#[derive(Debug, Default)]
+pub struct ReplayTransport {
+    queue: Mutex<VecDeque<Exchange>>,
+}
+
+impl ReplayTransport {
+    /// Replaces the expected exchanges.
+    pub fn load(&self, exchanges: &[Exchange]) {
+        *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = exchanges.iter().cloned().collect();
+    }
+
+    /// Exchanges that were expected but never requested.
+    pub fn remaining(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl HttpTransport for ReplayTransport {
+    fn send(&self, req: &HttpRequest, _limits: HttpLimits) -> Result<HttpResponse, HttpError> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match queue.front() {
+            Some(x) if x.method.eq_ignore_ascii_case(&req.method) && x.url == req.url => {
+                let x = queue.pop_front().expect("front exists");
+                Ok(HttpResponse {
+                    status: x.status,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: x
+                        .response
+                        .map(|v| serde_json::to_vec(&v).unwrap_or_default())
+                        .unwrap_or_default(),
+                })
+            }
+            Some(x) => Err(HttpError::Transport(format!(
+                "replay expected {} {}, got {} {}",
+                x.method, x.url, req.method, req.url
+            ))),
+            None => Err(HttpError::Transport(format!(
+                "replay has no recorded exchange for {} {}",
+                req.method, req.url
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalised() {
+        assert_eq!(
+            origin_of("http://127.0.0.1:8200/v1/x").unwrap(),
+            "http://127.0.0.1:8200"
+        );
+        assert_eq!(
+            origin_of("HTTPS://Vault.Example/v1").unwrap(),
+            "https://vault.example:443"
+        );
+        assert!(origin_of("ftp://x/").is_err());
+        assert!(origin_of("http://user:pw@host/").is_err());
+        assert!(origin_of("/relative").is_err());
+    }
+}

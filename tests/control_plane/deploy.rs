@@ -1,0 +1,299 @@
+//! `deploy/` renders with the built kubectl's kustomize, applies to the real apiserver,
+//! and its RBAC lets the controller run as its ServiceAccount, and no more.
+
+use std::{io::Write, process::Stdio, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
+    core::v1::{ConfigMap, Namespace, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use kube::{Api, api::PostParams};
+
+use crate::support::{ControlPlane, bins, control_plane, controller::RunningController};
+
+const NS: &str = "ferrosync-system";
+
+fn render(cp: &ControlPlane) -> String {
+    let out = cp
+        .kubectl()
+        .arg("kustomize")
+        .arg(bins::repo_root().join("deploy"))
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn apply(cp: &ControlPlane, manifests: &str) {
+    let mut child = cp
+        .kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=ferrosync-deploy-test",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(manifests.as_bytes())
+        .expect("writing manifests");
+    let out = child.wait_with_output().expect("kubectl apply");
+    assert!(
+        out.status.success(),
+        "apply: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether `client` may do `verb` on `resource` (optionally a subresource or a name).
+async fn can(
+    client: &kube::Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource,
+                namespace: namespace.map(Into::into),
+                name: name.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("access review");
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+#[tokio::test]
+async fn deploy_manifests_apply_and_grant_least_privilege() {
+    let cp = control_plane();
+    apply(cp, &render(cp));
+    let client = cp.client().await;
+
+    Api::<Namespace>::all(client.clone())
+        .get(NS)
+        .await
+        .expect("namespace");
+    Api::<ServiceAccount>::namespaced(client.clone(), NS)
+        .get("ferrosync")
+        .await
+        .expect("service account");
+    Api::<ClusterRole>::all(client.clone())
+        .get("ferrosync-controller")
+        .await
+        .expect("cluster role");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .get("ferrosync-controller")
+        .await
+        .expect("binding");
+    Api::<Role>::namespaced(client.clone(), NS)
+        .get("ferrosync-leader-election")
+        .await
+        .expect("role");
+    Api::<RoleBinding>::namespaced(client.clone(), NS)
+        .get("ferrosync-leader-election")
+        .await
+        .expect("role binding");
+
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NS)
+        .get("ferrosync-controller")
+        .await
+        .expect("deployment");
+    let pod = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let container = &pod.containers[0];
+    assert_eq!(pod.service_account_name.as_deref(), Some("ferrosync"));
+    assert_eq!(
+        pod.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    let security = container
+        .security_context
+        .clone()
+        .expect("container security context");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(
+        probe_path(&container.liveness_probe).as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        probe_path(&container.readiness_probe).as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container.ports.as_ref().map(|p| p[0].container_port),
+        Some(8080)
+    );
+
+    // The generated ConfigMap holds a configuration the controller accepts.
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .expect("list");
+    let config_map = config_maps
+        .items
+        .iter()
+        .find(|cm| {
+            cm.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ferrosync-config-"))
+        })
+        .expect("the generated ferrosync-config ConfigMap");
+    let toml = config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get("config.toml"))
+        .expect("config.toml");
+    let file = cp.dir.join("deploy-config.toml");
+    std::fs::write(&file, toml).expect("writing config");
+    let config = ferrosync::config::Config::load(Some(&file)).expect("deploy config loads");
+    assert_eq!(config.server.listen.port(), 8080);
+
+    // As the ServiceAccount: what the controller needs, and not more.
+    let sa = cp
+        .client_for(&cp.service_account_kubeconfig(NS, "ferrosync"))
+        .await;
+    let volsync = "volsync.backube";
+    for (verb, group, resource, namespace, name) in [
+        ("watch", volsync, "replicationsources", None, None),
+        (
+            "patch",
+            volsync,
+            "replicationdestinations/status",
+            Some("any"),
+            None,
+        ),
+        ("create", "batch", "jobs", Some("any"), None),
+        ("delete", "", "persistentvolumeclaims", Some("any"), None),
+        (
+            "create",
+            "snapshot.storage.k8s.io",
+            "volumesnapshots",
+            Some("any"),
+            None,
+        ),
+        ("get", "", "pods/log", Some("any"), None),
+        ("create", "events.k8s.io", "events", Some("any"), None),
+        ("get", "", "namespaces", None, Some("any")),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some(NS),
+            Some("ferrosync-controller"),
+        ),
+        (
+            "get",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+            Some("serviceexports.multicluster.x-k8s.io"),
+        ),
+    ] {
+        assert!(
+            can(&sa, verb, group, resource, namespace, name).await,
+            "should be allowed: {verb} {group}/{resource}"
+        );
+    }
+    for (verb, group, resource, namespace, name) in [
+        ("delete", volsync, "replicationsources", Some("any"), None),
+        (
+            "create",
+            volsync,
+            "replicationdestinations",
+            Some("any"),
+            None,
+        ),
+        ("create", "", "pods", Some("any"), None),
+        ("update", "", "nodes", None, Some("any")),
+        ("list", "", "namespaces", None, None),
+        ("create", "", "serviceaccounts", Some("any"), None),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some("kube-system"),
+            Some("ferrosync-controller"),
+        ),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some(NS),
+            Some("someone-else"),
+        ),
+        (
+            "list",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+            None,
+        ),
+        (
+            "get",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+            Some("replicationsources.volsync.backube"),
+        ),
+    ] {
+        assert!(
+            !can(&sa, verb, group, resource, namespace, name).await,
+            "should be denied: {verb} {group}/{resource}"
+        );
+    }
+
+    // The controller starts as its ServiceAccount, and nothing it does is forbidden.
+    let sa_kubeconfig = cp.service_account_kubeconfig(NS, "ferrosync");
+    let mut controller = RunningController::start(cp, &sa_kubeconfig, &[]);
+    controller
+        .wait_for_status("/readyz", 200, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let log = controller.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "{log}");
+}

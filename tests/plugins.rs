@@ -1,0 +1,10 @@
+//! The plugin test tier: real components built from `plugins/` in this run (sample and
+//! hostile), the real host, and a real OpenBao server for the vault plugin.
+
+mod plugins {
+    pub mod common;
+    mod golden;
+    mod hostile;
+    mod pins_and_reload;
+    mod vault;
+}

@@ -1,0 +1,192 @@
+//! Shared fixtures: builds the plugins once per run, and builds engines and inputs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use ferrosync::{
+    api::{CopyMethod, ServiceType},
+    policy::{
+        CopyMethodInput, EngineConfig, EngineOptions, FailureMode, Grants, Limits, PluginSpec,
+        PointConfig, PolicyConfig, PolicyEngine, PskInput, PvcInfo, ServiceTypeInput, Side,
+        StorageClassInfo, Topology, credentials::CredentialSource, http::HttpTransport,
+        plugin::sha256_hex,
+    },
+};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The outcome of `scripts/build-plugins.sh`, run once per test binary.
+pub struct Build {
+    pub success: bool,
+    pub output: String,
+}
+
+/// Builds every plugin from source (and checks the sample plugins' pins) once.
+pub fn build() -> &'static Build {
+    static BUILD: OnceLock<Build> = OnceLock::new();
+    BUILD.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/build-plugins.sh"))
+            .output()
+            .expect("run scripts/build-plugins.sh");
+        Build {
+            success: out.status.success(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    })
+}
+
+/// The freshly built component of a plugin package.
+pub fn wasm(package: &str) -> PathBuf {
+    build();
+    let path = root()
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} not built:\n{}",
+        path.display(),
+        build().output
+    );
+    path
+}
+
+pub fn digest(path: &Path) -> String {
+    sha256_hex(&std::fs::read(path).expect("read component"))
+}
+
+/// A spec for a freshly built plugin with the given settings.
+pub fn spec(package: &str, settings: serde_json::Value) -> PluginSpec {
+    let path = wasm(package);
+    PluginSpec {
+        name: package.into(),
+        sha256: digest(&path),
+        wasm: path,
+        settings,
+        limits: Limits::default(),
+        grants: Grants::default(),
+    }
+}
+
+pub fn point(spec: PluginSpec, on_failure: FailureMode) -> Option<PointConfig> {
+    Some(PointConfig {
+        bundle: None,
+        plugin: Some(spec),
+        on_failure,
+        credentials: None,
+    })
+}
+
+/// A config with the shipped multi-cluster bundle for service-type: the "good plugin"
+/// that must keep working next to a hostile one.
+pub fn config_with_good_neighbour() -> PolicyConfig {
+    PolicyConfig {
+        service_type: Some(PointConfig {
+            bundle: Some(root().join("policies/multi-cluster")),
+            plugin: None,
+            on_failure: FailureMode::Fail,
+            credentials: None,
+        }),
+        engine: EngineConfig {
+            epoch_tick: Duration::from_millis(2),
+            ..EngineConfig::default()
+        },
+        ..PolicyConfig::default()
+    }
+}
+
+pub async fn engine(config: &PolicyConfig) -> PolicyEngine {
+    PolicyEngine::new(config, EngineOptions::default())
+        .await
+        .expect("engine loads")
+}
+
+pub async fn engine_with(
+    config: &PolicyConfig,
+    credentials: Arc<dyn CredentialSource>,
+    transport: Option<Arc<dyn HttpTransport>>,
+) -> PolicyEngine {
+    let mut options = EngineOptions {
+        credentials,
+        ..EngineOptions::default()
+    };
+    if let Some(t) = transport {
+        options.transport = t;
+    }
+    PolicyEngine::new(config, options)
+        .await
+        .expect("engine loads")
+}
+
+pub fn copy_input() -> CopyMethodInput {
+    CopyMethodInput {
+        pvc: PvcInfo {
+            name: "data".into(),
+            namespace: "app".into(),
+            capacity: Some("1Gi".into()),
+            access_modes: vec!["ReadWriteOnce".into()],
+            ..Default::default()
+        },
+        storage_class: Some(StorageClassInfo {
+            name: "gp2".into(),
+            provisioner: "ebs.csi.aws.com".into(),
+            parameters: Default::default(),
+        }),
+        requested: Some(CopyMethod::Clone),
+        snapshot_classes: vec!["ebs-snapclass".into()],
+        storage_classes: vec!["gp2".into(), "gp3".into()],
+        clone_failure: None,
+    }
+}
+
+pub fn service_input() -> ServiceTypeInput {
+    ServiceTypeInput {
+        namespace: "dr".into(),
+        name: "db".into(),
+        labels: Default::default(),
+        requested: None,
+        topology: Topology {
+            node_count: 3,
+            provider_id_prefixes: vec!["aws".into()],
+            load_balancer_ingress_seen: true,
+            ..Default::default()
+        },
+    }
+}
+
+pub fn psk_input(side: Side, pair: Option<&str>) -> PskInput {
+    PskInput {
+        side,
+        namespace: "dr".into(),
+        name: "db".into(),
+        labels: Default::default(),
+        annotations: pair
+            .map(|p| [("ferrosync.io/psk-pair".to_owned(), p.to_owned())].into())
+            .unwrap_or_default(),
+        key_secret_name: "volsync-rsync-tls-db".into(),
+        key_secret_exists: false,
+    }
+}
+
+/// The good neighbour still decides, by plugin, after whatever happened next door.
+pub async fn assert_good_neighbour_works(engine: &PolicyEngine) {
+    let d = engine
+        .service_type(&service_input())
+        .await
+        .expect("the good plugin still decides");
+    assert_eq!(d.decision.service_type, ServiceType::LoadBalancer);
+    assert_eq!(
+        d.provenance.plugin.as_deref(),
+        Some("service-type-by-topology")
+    );
+}

@@ -1,0 +1,103 @@
+//! Every sample plugin, rebuilt from source, reproduces its bundle's pin and passes its
+//! bundle's golden table through the same host path as `ferrosync policy test`.
+
+use ferrosync::policy::golden::run_bundle;
+
+use super::common::{build, digest, root, wasm};
+
+#[test]
+fn sample_plugins_reproduce_their_pins() {
+    let b = build();
+    assert!(b.success, "scripts/build-plugins.sh failed:\n{}", b.output);
+    for (bundle, package) in [
+        ("aws-ebs", "copy-method-by-driver"),
+        ("multi-cluster", "service-type-by-topology"),
+        ("vault", "psk-from-vault"),
+    ] {
+        let committed = root().join(format!("policies/{bundle}/{package}.wasm"));
+        assert_eq!(digest(&wasm(package)), digest(&committed), "{bundle}");
+    }
+}
+
+async fn golden(bundle: &str) {
+    assert!(build().success, "{}", build().output);
+    let report = run_bundle(&root().join("policies").join(bundle))
+        .await
+        .expect("bundle loads");
+    for case in &report.cases {
+        assert!(case.passed, "{bundle}/{}: {}", case.name, case.detail);
+        assert!(
+            case.fuel_used > 0,
+            "{bundle}/{}: plugin did not run",
+            case.name
+        );
+    }
+    assert!(
+        report.cases.len() >= 6,
+        "{bundle}: only {} cases",
+        report.cases.len()
+    );
+}
+
+#[tokio::test]
+async fn aws_ebs_golden_table() {
+    golden("aws-ebs").await;
+}
+
+#[tokio::test]
+async fn multi_cluster_golden_table() {
+    golden("multi-cluster").await;
+}
+
+#[tokio::test]
+async fn vault_golden_table_replayed() {
+    golden("vault").await;
+}
+
+#[test]
+fn cli_policy_test_reports_cases_and_exit_code() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
+        .args(["policy", "test"])
+        .arg(root().join("policies/aws-ebs"))
+        .output()
+        .expect("run ferrosync");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok   ebs-clone-becomes-snapshot"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fuel") && stdout.contains("time"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("8/8 cases passed"), "{stdout}");
+
+    // A table whose expectation is wrong fails the command.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["policy.toml", "copy-method-by-driver.wasm"] {
+        std::fs::copy(root().join("policies/aws-ebs").join(f), dir.path().join(f)).unwrap();
+    }
+    let table = std::fs::read_to_string(root().join("policies/aws-ebs/tests.json")).unwrap();
+    std::fs::write(
+        dir.path().join("tests.json"),
+        table.replacen("\"method\": \"Snapshot\"", "\"method\": \"Clone\"", 1),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
+        .args(["policy", "test"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL ebs-clone-becomes-snapshot"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("7/8 cases passed"), "{stdout}");
+}

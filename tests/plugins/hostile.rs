@@ -1,0 +1,377 @@
+//! Hostile plugins, built in this run: each is contained within its limits, the
+//! configured failure mode applies, the reason is reported, and a good plugin next to it
+//! keeps deciding.
+
+use std::{
+    net::TcpListener,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ferrosync::{
+    api::CopyMethod,
+    policy::{
+        DecidedBy, FailureKind, FailureMode, HttpGrant, Limits, PolicyConfig, PolicyError,
+        PskAnswer, Side, credentials::NoCredentials,
+    },
+};
+use serde_json::json;
+
+use super::common::*;
+
+/// An engine serving copy-method with `hostile-copy-method` in `mode`, next to the good
+/// multi-cluster plugin.
+async fn hostile_copy(
+    mode: &str,
+    limits: Limits,
+    on_failure: FailureMode,
+) -> ferrosync::policy::PolicyEngine {
+    let mut s = spec("hostile-copy-method", json!({ "mode": mode }));
+    s.limits = limits;
+    let config = PolicyConfig {
+        copy_method: point(s, on_failure),
+        ..config_with_good_neighbour()
+    };
+    engine(&config).await
+}
+
+fn small() -> Limits {
+    Limits {
+        fuel: 5_000_000,
+        timeout: Duration::from_secs(5),
+        memory_mib: 16,
+    }
+}
+
+/// Falls back to the built-in decision and says why.
+async fn expect_fallback(mode: &str, limits: Limits, kind: FailureKind, says: &str) {
+    let engine = hostile_copy(mode, limits, FailureMode::Fallback).await;
+    let d = engine
+        .copy_method(&copy_input())
+        .await
+        .expect("fallback decides");
+    let failure = d.provenance.failure.clone().expect("failure reported");
+    assert_eq!(failure.kind, kind, "{mode}: {failure}");
+    assert!(failure.message.contains(says), "{mode}: {failure}");
+    assert_eq!(d.provenance.decided_by, DecidedBy::Fallback);
+    // The built-in default: the requested Clone.
+    assert_eq!(d.decision.method, CopyMethod::Clone);
+    assert!(d.decision.reason.starts_with("built-in"));
+    assert!(
+        d.provenance.summary().contains("failed"),
+        "{}",
+        d.provenance.summary()
+    );
+    assert_good_neighbour_works(&engine).await;
+    // The hostile plugin's point still answers on the next decision, too.
+    let again = engine
+        .copy_method(&copy_input())
+        .await
+        .expect("fallback again");
+    assert_eq!(again.provenance.failure.map(|f| f.kind), Some(kind));
+}
+
+/// Fails the decision (the reconcile's Error condition) and says why.
+async fn expect_fail(mode: &str, limits: Limits, kind: FailureKind, says: &str) -> PolicyError {
+    let engine = hostile_copy(mode, limits, FailureMode::Fail).await;
+    let err = engine.copy_method(&copy_input()).await.expect_err("fails");
+    assert_eq!(err.kind(), kind, "{mode}: {err}");
+    assert!(err.to_string().contains(says), "{mode}: {err}");
+    assert_good_neighbour_works(&engine).await;
+    err
+}
+
+#[tokio::test]
+async fn infinite_loop_stopped_by_fuel() {
+    let t = Instant::now();
+    expect_fallback("spin", small(), FailureKind::OutOfFuel, "ran out of fuel").await;
+    expect_fail(
+        "spin",
+        small(),
+        FailureKind::OutOfFuel,
+        "ran out of fuel after 5000000",
+    )
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn infinite_loop_stopped_by_deadline() {
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        timeout: Duration::from_millis(50),
+        memory_mib: 16,
+    };
+    let err = expect_fail("spin", limits, FailureKind::Timeout, "time limit of 50ms").await;
+    let PolicyError::PluginFailed { provenance, .. } = err;
+    assert!(
+        provenance.latency >= Duration::from_millis(50),
+        "{:?}",
+        provenance.latency
+    );
+    assert!(
+        provenance.latency < Duration::from_secs(2),
+        "{:?}",
+        provenance.latency
+    );
+}
+
+#[tokio::test]
+async fn memory_bomb_denied_at_the_limit() {
+    // Fuel high enough that memory, not fuel, is what stops it.
+    let limits = Limits {
+        fuel: 2_000_000_000,
+        ..small()
+    };
+    expect_fallback(
+        "memory",
+        limits,
+        FailureKind::MemoryLimit,
+        "memory limit of 16777216 bytes",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn panic_and_trap_are_contained() {
+    // The panic message reaches the report through the captured stderr.
+    expect_fallback(
+        "panic",
+        small(),
+        FailureKind::Trap,
+        "hostile plugin panics on purpose",
+    )
+    .await;
+    expect_fail("trap", small(), FailureKind::Trap, "trapped").await;
+}
+
+#[tokio::test]
+async fn invalid_names_are_refused() {
+    expect_fallback(
+        "bad-name",
+        small(),
+        FailureKind::InvalidOutput,
+        "not a valid DNS-1123",
+    )
+    .await;
+    expect_fail(
+        "missing-class",
+        small(),
+        FailureKind::InvalidOutput,
+        "StorageClass \"no-such-class\" does not exist",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_annotation_is_refused() {
+    let config = PolicyConfig {
+        service_type: point(
+            spec("hostile-service-type", json!({})),
+            FailureMode::Fallback,
+        ),
+        ..PolicyConfig::default()
+    };
+    let engine = engine(&config).await;
+    let d = engine
+        .service_type(&service_input())
+        .await
+        .expect("fallback");
+    let f = d.provenance.failure.expect("failure");
+    assert_eq!(f.kind, FailureKind::InvalidOutput);
+    assert!(
+        f.message.contains("\"bad key with spaces\" is not a valid"),
+        "{f}"
+    );
+    assert!(d.decision.annotations.is_empty());
+}
+
+#[tokio::test]
+async fn short_key_is_refused_without_leaking_it() {
+    let config = PolicyConfig {
+        psk: point(
+            spec("hostile-psk", json!({ "mode": "short-key" })),
+            FailureMode::Fail,
+        ),
+        ..config_with_good_neighbour()
+    };
+    let engine = engine(&config).await;
+    let err = engine
+        .psk(&psk_input(Side::Destination, None))
+        .await
+        .expect_err("fails");
+    assert_eq!(err.kind(), FailureKind::InvalidOutput);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("16 hex digits; at least 32 (128 bits)"),
+        "{msg}"
+    );
+    assert!(!msg.contains("0123456789abcdef"), "{msg}");
+    assert_good_neighbour_works(&engine).await;
+}
+
+#[tokio::test]
+async fn forbidden_host_is_refused_before_any_connection() {
+    // A listener on the forbidden origin: it must never see a connection.
+    let forbidden = TcpListener::bind("127.0.0.1:0").unwrap();
+    forbidden.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/v1/secret", forbidden.local_addr().unwrap());
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+
+    for grant in [
+        None,
+        Some(HttpGrant {
+            allow: vec![format!("http://{}", allowed.local_addr().unwrap())],
+            timeout: Duration::from_secs(1),
+            max_response_kib: 64,
+            max_requests: 4,
+            credentials: None,
+        }),
+    ] {
+        let has_grant = grant.is_some();
+        let mut s = spec("hostile-psk", json!({ "mode": "http", "url": url }));
+        s.grants.http = grant;
+        let config = PolicyConfig {
+            psk: point(s, FailureMode::Fallback),
+            ..config_with_good_neighbour()
+        };
+        let engine = engine_with(&config, Arc::new(NoCredentials), None).await;
+        let d = engine
+            .psk(&psk_input(Side::Source, None))
+            .await
+            .expect("fallback");
+        let f = d.provenance.failure.clone().expect("failure");
+        assert_eq!(f.kind, FailureKind::PluginError);
+        let why = if has_grant {
+            "is not on the allow-list"
+        } else {
+            "no HTTP grant"
+        };
+        assert!(f.message.contains(why), "{f}");
+        assert_eq!(d.provenance.denials.len(), 1, "{:?}", d.provenance.denials);
+        assert_eq!(d.decision.answer, PskAnswer::GenerateLocally);
+        assert_good_neighbour_works(&engine).await;
+    }
+    assert!(
+        matches!(forbidden.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection reached the forbidden origin"
+    );
+}
+
+#[tokio::test]
+async fn no_file_or_environment_capability() {
+    // SAFETY: a variable the plugin must not see; set before the engine exists.
+    unsafe { std::env::set_var("FERROSYNC_TEST_SECRET", "hunter2") };
+    let engine = hostile_copy("snoop", small(), FailureMode::Fail).await;
+    let d = engine
+        .copy_method(&copy_input())
+        .await
+        .expect("snoop decides");
+    let r = &d.decision.reason;
+    assert!(r.contains("file=error"), "{r}");
+    assert!(r.contains("env=[]"), "{r}");
+    assert!(r.contains("args=[]"), "{r}");
+    assert!(
+        !r.contains("hunter2") && !r.contains("FERROSYNC_TEST_SECRET"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn secure_random_traps_without_the_grant() {
+    let mut s = spec("hostile-psk", json!({ "mode": "random" }));
+    let config = PolicyConfig {
+        psk: point(s.clone(), FailureMode::Fail),
+        ..config_with_good_neighbour()
+    };
+    let engine = engine(&config).await;
+    let err = engine
+        .psk(&psk_input(Side::Destination, None))
+        .await
+        .expect_err("traps");
+    assert_eq!(err.kind(), FailureKind::CapabilityDenied, "{err}");
+    assert!(err.to_string().contains("secure random"), "{err}");
+    assert_good_neighbour_works(&engine).await;
+
+    // Granted, it gets real entropy: two keys differ.
+    s.grants.random = true;
+    let config = PolicyConfig {
+        psk: point(s, FailureMode::Fail),
+        ..PolicyConfig::default()
+    };
+    let granted = super::common::engine(&config).await;
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        match granted
+            .psk(&psk_input(Side::Destination, None))
+            .await
+            .unwrap()
+            .decision
+            .answer
+        {
+            PskAnswer::UseKey(k) => keys.push(k.key_hex().to_owned()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[tokio::test]
+async fn output_of_64_mib_is_contained() {
+    // Within a small memory limit it cannot even be built.
+    expect_fallback(
+        "big-output",
+        small(),
+        FailureKind::MemoryLimit,
+        "memory limit",
+    )
+    .await;
+    // With room to build it, the host refuses it at validation.
+    let roomy = Limits {
+        memory_mib: 200,
+        ..small()
+    };
+    let roomy_fuel = Limits {
+        fuel: 2_000_000_000,
+        ..roomy
+    };
+    expect_fallback(
+        "big-output",
+        roomy_fuel.clone(),
+        FailureKind::InvalidOutput,
+        "reason is 67108864 bytes",
+    )
+    .await;
+    // A 64 MiB error message is truncated before it reaches logs and Events.
+    let err = expect_fail(
+        "big-error",
+        roomy_fuel,
+        FailureKind::PluginError,
+        "(truncated)",
+    )
+    .await;
+    assert!(
+        err.to_string().len() < 2048,
+        "{} bytes",
+        err.to_string().len()
+    );
+}
+
+#[tokio::test]
+async fn failures_are_counted_in_metrics() {
+    let engine = hostile_copy("panic", small(), FailureMode::Fallback).await;
+    let _ = engine.copy_method(&copy_input()).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    engine.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(r#"ferrosync_policy_failures_total{point="copy-method",plugin="hostile-copy-method",kind="trap"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ferrosync_policy_decisions_total{point="copy-method",plugin="hostile-copy-method",outcome="fallback"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("ferrosync_policy_fuel_used_bucket"), "{text}");
+}

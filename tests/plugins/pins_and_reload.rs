@@ -1,0 +1,264 @@
+//! Pins refuse mismatched components; reloads swap in a good new set without a restart
+//! and keep the old set serving when the new one is bad.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use ferrosync::{
+    api::ServiceType,
+    policy::{
+        EngineOptions, FailureMode, LoadError, PointConfig, PolicyConfig, PolicyEngine,
+        reload::spawn_watcher,
+    },
+};
+use serde_json::json;
+
+use super::common::*;
+
+fn copy_bundle(from: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(root().join("policies").join(from)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn set_pin(dir: &Path, pin: &str) {
+    let file = dir.join("policy.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = text.lines().find(|l| l.starts_with("sha256 = ")).unwrap();
+    std::fs::write(&file, text.replace(line, &format!("sha256 = \"{pin}\""))).unwrap();
+}
+
+fn bundle_config(dir: &Path) -> PolicyConfig {
+    PolicyConfig {
+        service_type: Some(PointConfig {
+            bundle: Some(dir.to_owned()),
+            plugin: None,
+            on_failure: FailureMode::Fail,
+            credentials: None,
+        }),
+        ..PolicyConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn wrong_sha256_refuses_to_load_and_says_why() {
+    let mut s = spec("copy-method-by-driver", json!({}));
+    let real = s.sha256.clone();
+    s.sha256 = "ab".repeat(32);
+    let config = PolicyConfig {
+        copy_method: point(s, FailureMode::Fallback),
+        ..PolicyConfig::default()
+    };
+    let err = PolicyEngine::new(&config, EngineOptions::default())
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, LoadError::DigestMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&real) && msg.contains(&"ab".repeat(32)),
+        "{msg}"
+    );
+    assert!(msg.contains("refusing to load"), "{msg}");
+}
+
+#[tokio::test]
+async fn reload_swaps_a_good_bundle_and_keeps_the_old_on_bad_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("multi-cluster");
+    copy_bundle("multi-cluster", &dir);
+    let config = bundle_config(&dir);
+    let engine = engine(&config).await;
+    let decide = || async {
+        let mut input = service_input();
+        input.topology.load_balancer_ingress_seen = false;
+        input.topology.provider_id_prefixes = vec!["hetzner".into()];
+        engine.service_type(&input).await.expect("decides")
+    };
+    let before = decide().await;
+    assert_eq!(before.decision.service_type, ServiceType::ClusterIP);
+    let old_digest = before.provenance.sha256.clone().unwrap();
+
+    // Bad: a component that does not compile, pinned correctly.
+    std::fs::write(
+        dir.join("service-type-by-topology.wasm"),
+        b"\0asm not really",
+    )
+    .unwrap();
+    set_pin(&dir, &digest(&dir.join("service-type-by-topology.wasm")));
+    let err = engine.reload(&config).await.expect_err("refused");
+    assert!(matches!(err, LoadError::Compile { .. }), "{err}");
+    assert!(
+        engine
+            .last_reload_error()
+            .unwrap()
+            .contains("does not compile")
+    );
+    assert_eq!(decide().await.provenance.sha256.unwrap(), old_digest);
+
+    // Bad: the wrong world (a copy-method component in a service-type bundle).
+    std::fs::copy(
+        wasm("copy-method-by-driver"),
+        dir.join("service-type-by-topology.wasm"),
+    )
+    .unwrap();
+    set_pin(&dir, &digest(&wasm("copy-method-by-driver")));
+    let err = engine.reload(&config).await.expect_err("refused");
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+    assert_eq!(decide().await.provenance.sha256.unwrap(), old_digest);
+
+    // Bad: a digest mismatch.
+    copy_bundle("multi-cluster", &dir);
+    set_pin(&dir, &"0".repeat(64));
+    let err = engine.reload(&config).await.expect_err("refused");
+    assert!(matches!(err, LoadError::DigestMismatch { .. }), "{err}");
+    assert_eq!(decide().await.provenance.sha256.unwrap(), old_digest);
+
+    // Good: new settings (hetzner load balancers now trusted) take effect.
+    copy_bundle("multi-cluster", &dir);
+    let file = dir.join("policy.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("[\"aws\", \"gce\", \"azure\"]", "[\"hetzner\"]"),
+    )
+    .unwrap();
+    engine.reload(&config).await.expect("good bundle loads");
+    assert!(engine.last_reload_error().is_none());
+    assert_eq!(
+        decide().await.decision.service_type,
+        ServiceType::LoadBalancer
+    );
+}
+
+#[tokio::test]
+async fn watcher_reloads_changed_files_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("multi-cluster");
+    copy_bundle("multi-cluster", &dir);
+    let config = bundle_config(&dir);
+    let engine = engine(&config).await;
+    let watcher = spawn_watcher(engine.clone(), config.clone(), Duration::from_millis(50));
+    let mut input = service_input();
+    input.topology.load_balancer_ingress_seen = false;
+    input.topology.provider_id_prefixes = vec!["hetzner".into()];
+    assert_eq!(
+        engine
+            .service_type(&input)
+            .await
+            .unwrap()
+            .decision
+            .service_type,
+        ServiceType::ClusterIP
+    );
+
+    // A bad change is refused and reported; the old set keeps serving.
+    set_pin(&dir, &"1".repeat(64));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.last_reload_error().is_none() {
+        assert!(Instant::now() < deadline, "bad bundle never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        engine
+            .service_type(&input)
+            .await
+            .unwrap()
+            .decision
+            .service_type,
+        ServiceType::ClusterIP
+    );
+
+    // A good change takes effect.
+    copy_bundle("multi-cluster", &dir);
+    let file = dir.join("policy.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("[\"aws\", \"gce\", \"azure\"]", "[\"hetzner\"]"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = engine.service_type(&input).await.unwrap();
+        if d.decision.service_type == ServiceType::LoadBalancer {
+            break;
+        }
+        assert!(Instant::now() < deadline, "good bundle never took effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(engine.last_reload_error().is_none());
+    watcher.abort();
+}
+
+#[test]
+fn cli_check_validates_a_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[policy.copy_method]\nbundle = {:?}\non_failure = \"fail\"\n",
+            root().join("policies/aws-ebs")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
+        .args(["policy", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("copy-method: plugin copy-method-by-driver"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("psk: built-in default"), "{stdout}");
+
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[policy.copy_method]\nbundle = \"/nonexistent\"\nsurprise = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
+}
+
+#[test]
+fn cli_eval_answers_what_if() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input.json");
+    std::fs::write(&input, serde_json::to_string(&copy_input()).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
+        .args(["policy", "eval", "copy-method"])
+        .arg(&input)
+        .arg("--bundle")
+        .arg(root().join("policies/aws-ebs"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["decision"]["method"], "Snapshot");
+    assert_eq!(v["provenance"]["decided_by"], "plugin");
+    assert_eq!(v["provenance"]["plugin"], "copy-method-by-driver");
+}
