@@ -29,6 +29,7 @@ pub mod deploy;
 pub mod kubeconfig;
 pub mod pki;
 pub mod process;
+pub mod sim;
 pub mod wait;
 
 // Re-exports for the test binaries; each uses some of them.

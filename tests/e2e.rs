@@ -1,0 +1,15 @@
+//! Tier 5: end to end. The real control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler), the cluster simulators of
+//! `support::sim` in place of a node, storage, load balancers and kube-proxy, and the real
+//! `ferrosync controller` with real movers moving real bytes.
+//!
+//! Everything is started once for this binary; each test works in namespaces of its own.
+
+mod support;
+
+#[path = "e2e/env.rs"]
+mod env;
+#[path = "e2e/fixtures.rs"]
+mod fixtures;
+#[path = "e2e/simulators.rs"]
+mod simulators;

@@ -1,0 +1,62 @@
+//! The shared end-to-end environment: control plane, simulators, images, and one
+//! `ferrosync controller` for the whole binary (it watches every namespace, so two would
+//! fight over the same objects).
+
+use std::sync::OnceLock;
+
+use crate::support::{
+    ControlPlane, Options, control_plane_with,
+    controller::{RunningController, ferrosync_binary},
+    sim::{
+        Cluster,
+        node::images::{self, Image},
+    },
+};
+
+/// The mover image the controller is configured with; the node maps it to the built
+/// `ferrosync` binary at the path the Job's command names.
+pub const MOVER_IMAGE: &str = "ferrosync.test/mover:e2e";
+/// A shell image (the host's /bin/sh), for tests of the simulators themselves.
+pub const SHELL_IMAGE: &str = "ferrosync.test/shell:1";
+/// The Job's backoffLimit in these tests: one retry keeps a failing test short.
+pub const BACKOFF_LIMIT: i32 = 1;
+
+/// Everything a test needs, started on first use.
+pub struct Env {
+    /// The control plane.
+    pub cp: &'static ControlPlane,
+    /// The simulators.
+    pub sim: &'static Cluster,
+    /// The controller.
+    pub controller: &'static RunningController,
+}
+
+/// The environment, started by the first test that asks.
+pub fn env() -> Env {
+    static CONTROLLER: OnceLock<RunningController> = OnceLock::new();
+    let cp = control_plane_with(Options::end_to_end());
+    images::register(
+        MOVER_IMAGE,
+        Image::binary(ferrosync_binary(), ferrosync::resources::job::MOVER_BINARY),
+    );
+    images::register(SHELL_IMAGE, Image::binary("/bin/sh", "/bin/sh"));
+    let sim = Cluster::start(cp);
+    let controller = CONTROLLER.get_or_init(|| {
+        let limit = BACKOFF_LIMIT.to_string();
+        RunningController::start(
+            cp,
+            &cp.kubeconfig,
+            &[
+                ("FERROSYNC_MOVER__IMAGE", MOVER_IMAGE),
+                ("FERROSYNC_MOVER__BACKOFF_LIMIT", &limit),
+                ("FERROSYNC_REQUEUE__POLL", "500ms"),
+                ("FERROSYNC_REQUEUE__IDLE", "10s"),
+            ],
+        )
+    });
+    Env {
+        cp,
+        sim,
+        controller,
+    }
+}

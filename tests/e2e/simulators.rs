@@ -1,0 +1,157 @@
+//! The simulators themselves: a pod really runs as its security context and reports like
+//! a kubelet; storage really provisions, clones, snapshots and restores.
+
+use std::{os::unix::fs::MetadataExt, time::Instant};
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{DynamicObject, PostParams};
+use serde_json::json;
+
+use crate::{
+    env::{SHELL_IMAGE, env},
+    fixtures::{STEP, bound_dir, event, pod, pvc, terminated},
+    support::{
+        sim::storage::{self, snapshot},
+        wait,
+    },
+};
+
+#[tokio::test]
+async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
+    let env = env();
+    let ns = env.cp.namespace("sim-pod").await;
+    let started = Instant::now();
+    // Everything the container observes goes into its termination message.
+    let script = r#"
+        exec 2>&1
+        msg="uid=$(id -u) gid=$(id -g) groups=$(id -G) ip=$POD_IP"
+        touch /rootfs-write 2>/dev/null && msg="$msg root=writable" || msg="$msg root=ro"
+        touch /scratch/x && msg="$msg scratch=rw"
+        msg="$msg key=$(cat /keys/psk.txt) keymode=$(stat -L -c %a:%g /keys/psk.txt)"
+        grep -q CapEff:.0000000000000000 /proc/self/status && msg="$msg caps=none"
+        printf '%s' "$msg" > /dev/termination-log
+        exit 3
+    "#;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "key"}, "stringData": {"psk.txt": "volsync:abc"}
+    }))
+    .expect("secret");
+    ns.api()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    pod("probe", SHELL_IMAGE, &["/bin/sh", "-c", script])
+        .run_as(1234, 2345, 5678)
+        .container_security(
+            json!({"readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]},
+                                   "allowPrivilegeEscalation": false}),
+        )
+        .env_field("POD_IP", "status.podIP")
+        .secret("key", "/keys", 0o600)
+        .memory_dir("scratch", "/scratch")
+        .create(&ns)
+        .await;
+    let pod = terminated(&ns, "probe").await;
+    let status = pod.status.expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let ip = status.pod_ip.clone().expect("podIP");
+    assert!(ip.starts_with("127.100."), "pod IP {ip}");
+    let state = status.container_statuses.expect("container statuses")[0]
+        .state
+        .clone()
+        .and_then(|s| s.terminated)
+        .expect("terminated");
+    assert_eq!(state.exit_code, 3);
+    assert_eq!(
+        state.message.as_deref(),
+        Some(&*format!(
+            "uid=1234 gid=2345 groups=2345 5678 ip={ip} root=ro scratch=rw key=volsync:abc keymode=640:5678 caps=none"
+        ))
+    );
+    eprintln!("sim pod test: {:.1}s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test]
+async fn storage_clones_and_restores_snapshots_with_metadata() {
+    let env = env();
+    let ns = env.cp.namespace("sim-storage").await;
+    pvc("origin").create(&ns).await;
+    let origin = bound_dir(&ns, "origin").await;
+    std::fs::write(origin.join("file"), b"hello").expect("write");
+    std::os::unix::fs::chown(origin.join("file"), Some(4321), Some(4321)).expect("chown");
+
+    pvc("copy").clone_of("origin").create(&ns).await;
+    let copy = bound_dir(&ns, "copy").await;
+    assert_eq!(std::fs::read(copy.join("file")).expect("clone"), b"hello");
+    assert_eq!(
+        std::fs::metadata(copy.join("file")).expect("meta").uid(),
+        4321
+    );
+
+    let vs_api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(ns.client.clone(), &ns.name, &snapshot::snapshots());
+    let vs = DynamicObject::new("snap", &snapshot::snapshots())
+        .data(json!({"spec": {"source": {"persistentVolumeClaimName": "origin"}}}));
+    vs_api
+        .create(&PostParams::default(), &vs)
+        .await
+        .expect("snapshot");
+    wait::until("the snapshot to be ready", STEP, || async {
+        let vs = vs_api.get("snap").await.map_err(|e| e.to_string())?;
+        Ok((vs.data.pointer("/status/readyToUse") == Some(&json!(true))).then_some(vs))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Changes after the snapshot must not show in the restore.
+    std::fs::write(origin.join("file"), b"changed").expect("write");
+    pvc("restored").restore_of("snap").create(&ns).await;
+    let restored = bound_dir(&ns, "restored").await;
+    assert_eq!(
+        std::fs::read(restored.join("file")).expect("restore"),
+        b"hello"
+    );
+
+    // Deleting a claim releases its volume, and the driver removes the data.
+    ns.api::<PersistentVolumeClaim>()
+        .delete("copy", &Default::default())
+        .await
+        .expect("delete");
+    wait::until("the clone's directory to be removed", STEP, || async {
+        Ok((!copy.exists()).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn a_class_that_cannot_clone_leaves_the_clone_pending_with_the_provisioner_event() {
+    let env = env();
+    let ns = env.cp.namespace("sim-noclone").await;
+    pvc("origin")
+        .class(storage::CLASS_NO_CLONE)
+        .create(&ns)
+        .await;
+    bound_dir(&ns, "origin").await;
+    pvc("copy")
+        .class(storage::CLASS_NO_CLONE)
+        .clone_of("origin")
+        .create(&ns)
+        .await;
+    let message = event(&ns.client, &ns.name, "copy", "ProvisioningFailed").await;
+    assert_eq!(
+        message,
+        format!(
+            "failed to provision volume with StorageClass {:?}: CSI driver does not support clone operations: controller CLONE_VOLUME capability is not reported",
+            storage::CLASS_NO_CLONE
+        )
+    );
+    let claim = ns
+        .api::<PersistentVolumeClaim>()
+        .get("copy")
+        .await
+        .expect("claim");
+    assert_eq!(
+        claim.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending")
+    );
+}

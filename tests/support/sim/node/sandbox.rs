@@ -1,0 +1,274 @@
+//! How the node simulator runs one container: a bubblewrap sandbox, entered as root with
+//! no user namespace, in which `setpriv` switches to the container's uid, gid and groups
+//! and only then drops capabilities (dropping them first would make `setresuid` fail).
+//!
+//! The sandbox has its own mount, PID, IPC and UTS namespaces, the container process is
+//! PID 1 (so, as in a real container, SIGTERM is ignored unless it handles it), the root is
+//! an empty tmpfs with the host's /usr (minus /usr/local), /etc and library directories
+//! bound read-only, plus exactly the declared mounts. Not modelled: seccomp, AppArmor or
+//! SELinux, cgroup limits, and the network (containers share the host's loopback; each
+//! pod is told its own 127.x address).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext, SecurityContext};
+
+use super::images::Image;
+
+/// What a container runtime gives a container by default (containerd's default set).
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// The ids and privileges a container's process runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary groups (fsGroup and supplementalGroups).
+    pub groups: Vec<u32>,
+    /// Capabilities in the bounding set, without the `CAP_` prefix. A non-root process
+    /// ends up with none of them effective, as with a real runtime (no ambient caps).
+    pub capabilities: Vec<String>,
+    /// `allowPrivilegeEscalation: false`.
+    pub no_new_privs: bool,
+    /// `readOnlyRootFilesystem: true`.
+    pub read_only_root: bool,
+}
+
+/// Resolves the effective security settings of `container` in a pod with `pod_ctx`, the
+/// way the kubelet and runtime do: the container's settings override the pod's, which
+/// override the image's user. Fails like the kubelet (`CreateContainerConfigError`) when
+/// runAsNonRoot is set and the process would run as root.
+pub fn identity(
+    pod_ctx: Option<&PodSecurityContext>,
+    container: &Container,
+    image: &Image,
+) -> Result<Identity, String> {
+    let ctx = container.security_context.as_ref();
+    let pick = |c: Option<i64>, p: Option<i64>| c.or(p).map(|v| v as u32);
+    let uid = pick(
+        ctx.and_then(|c| c.run_as_user),
+        pod_ctx.and_then(|p| p.run_as_user),
+    )
+    .unwrap_or(image.user.0);
+    let gid = pick(
+        ctx.and_then(|c| c.run_as_group),
+        pod_ctx.and_then(|p| p.run_as_group),
+    )
+    .unwrap_or(image.user.1);
+    let non_root = ctx
+        .and_then(|c| c.run_as_non_root)
+        .or(pod_ctx.and_then(|p| p.run_as_non_root))
+        .unwrap_or(false);
+    if non_root && uid == 0 {
+        return Err("container has runAsNonRoot and image will run as root".into());
+    }
+    let mut groups: Vec<u32> = pod_ctx
+        .and_then(|p| p.fs_group)
+        .into_iter()
+        .chain(
+            pod_ctx
+                .and_then(|p| p.supplemental_groups.clone())
+                .unwrap_or_default(),
+        )
+        .map(|g| g as u32)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    Ok(Identity {
+        uid,
+        gid,
+        groups,
+        capabilities: capabilities(ctx),
+        no_new_privs: ctx.and_then(|c| c.allow_privilege_escalation) == Some(false),
+        read_only_root: ctx.and_then(|c| c.read_only_root_filesystem) == Some(true),
+    })
+}
+
+/// The runtime's default set, minus `drop` (`ALL` drops everything), plus `add`; all of
+/// them for a privileged container.
+fn capabilities(ctx: Option<&SecurityContext>) -> Vec<String> {
+    if ctx.and_then(|c| c.privileged) == Some(true) {
+        return vec!["ALL".into()];
+    }
+    let caps = ctx.and_then(|c| c.capabilities.as_ref());
+    let norm = |c: &String| c.trim_start_matches("CAP_").to_ascii_uppercase();
+    let drop: Vec<String> = caps
+        .and_then(|c| c.drop.as_ref())
+        .map(|d| d.iter().map(norm).collect())
+        .unwrap_or_default();
+    let mut set: Vec<String> = if drop.iter().any(|d| d == "ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    };
+    for add in caps.and_then(|c| c.add.as_ref()).into_iter().flatten() {
+        let add = norm(add);
+        if !set.contains(&add) {
+            set.push(add);
+        }
+    }
+    set
+}
+
+/// A bind mount into the container.
+#[derive(Clone, Debug)]
+pub struct Mount {
+    /// The directory (or file) on this machine.
+    pub host: PathBuf,
+    /// Where it appears in the container.
+    pub path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Everything needed to start one container.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The pod's name, as the container's hostname.
+    pub hostname: String,
+    /// The image.
+    pub image: Image,
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// The environment, complete.
+    pub env: Vec<(String, String)>,
+    /// `workingDir`.
+    pub working_dir: Option<String>,
+    /// The volume mounts.
+    pub mounts: Vec<Mount>,
+    /// The termination-message file on this machine, and its path in the container.
+    pub termination_log: (PathBuf, String),
+    /// Who the process runs as.
+    pub identity: Identity,
+}
+
+/// The `bwrap … setpriv … command` command line.
+pub fn command(launch: &Launch) -> Command {
+    let mut cmd = Command::new("bwrap");
+    cmd.env_clear().envs(launch.env.iter().cloned());
+    cmd.args([
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--as-pid-1",
+    ])
+    .args(["--die-with-parent", "--hostname", &launch.hostname])
+    // bwrap keeps root's capabilities so that setpriv can switch ids; setpriv drops them.
+    .args(["--cap-add", "ALL"]);
+    host_root(&mut cmd);
+    cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+    // An image whose binary is a host tool at its own path is already there.
+    if launch.image.binary != Path::new(&launch.image.path) {
+        bind(&mut cmd, &launch.image.binary, &launch.image.path, true);
+    }
+    let mut mounts = launch.mounts.clone();
+    // Parents before children, so a nested mount is not hidden by its parent's.
+    mounts.sort_by_key(|m| m.path.matches('/').count());
+    for m in &mounts {
+        bind(&mut cmd, &m.host, &m.path, m.read_only);
+    }
+    let (log_host, log_path) = &launch.termination_log;
+    bind(&mut cmd, log_host, log_path, false);
+    if launch.identity.read_only_root {
+        cmd.args(["--remount-ro", "/"]);
+    }
+    cmd.args(["--chdir", launch.working_dir.as_deref().unwrap_or("/")]);
+    cmd.arg("--").args(setpriv(&launch.identity)).arg("--");
+    cmd.args(&launch.argv);
+    cmd
+}
+
+fn setpriv(id: &Identity) -> Vec<String> {
+    let mut args = vec![
+        "/usr/bin/setpriv".to_string(),
+        format!("--reuid={}", id.uid),
+        format!("--regid={}", id.gid),
+    ];
+    if id.groups.is_empty() {
+        args.push("--clear-groups".into());
+    } else {
+        let groups: Vec<String> = id.groups.iter().map(u32::to_string).collect();
+        args.push(format!("--groups={}", groups.join(",")));
+    }
+    let caps = if id.capabilities.iter().any(|c| c == "ALL") {
+        "+all".to_string()
+    } else {
+        std::iter::once("-all".to_string())
+            .chain(
+                id.capabilities
+                    .iter()
+                    .map(|c| format!("+{}", c.to_ascii_lowercase())),
+            )
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    args.push(format!("--bounding-set={caps}"));
+    args.push("--inh-caps=-all".into());
+    if id.no_new_privs {
+        args.push("--no-new-privs".into());
+    }
+    args
+}
+
+fn bind(cmd: &mut Command, host: &Path, path: &str, read_only: bool) {
+    // bwrap would create missing parents 0700, unusable by a non-root container; an
+    // image's directories are 0755.
+    let ancestors: Vec<&Path> = Path::new(path).ancestors().skip(1).collect();
+    for dir in ancestors.into_iter().rev().filter(|d| *d != Path::new("/")) {
+        cmd.args(["--perms", "0755", "--dir"]).arg(dir);
+    }
+    cmd.arg(if read_only { "--ro-bind" } else { "--bind" })
+        .arg(host)
+        .arg(path);
+}
+
+/// The host's system directories, read-only: what dynamically linked tools (rsync,
+/// stunnel, sh) need. /usr/local stays out, so an image's binary can appear there.
+fn host_root(cmd: &mut Command) {
+    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"] {
+        let host = Path::new("/").join(top);
+        if let Ok(target) = std::fs::read_link(&host) {
+            cmd.arg("--symlink").arg(target).arg(&host);
+        } else if host.is_dir() {
+            bind(cmd, &host, &host.to_string_lossy(), true);
+        }
+    }
+    let Ok(entries) = std::fs::read_dir("/usr") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name() == "local" {
+            continue;
+        }
+        let host = entry.path();
+        if let Ok(target) = std::fs::read_link(&host) {
+            cmd.arg("--symlink").arg(target).arg(&host);
+        } else {
+            bind(cmd, &host, &host.to_string_lossy(), true);
+        }
+    }
+}
