@@ -176,19 +176,13 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
         ("create", "events.k8s.io", "events", Some("any"), None),
         ("get", "", "namespaces", None, Some("any")),
         (
-            "update",
+            "patch",
             "coordination.k8s.io",
             "leases",
             Some(NS),
             Some("ferrosync-controller"),
         ),
-        (
-            "get",
-            "apiextensions.k8s.io",
-            "customresourcedefinitions",
-            None,
-            Some("serviceexports.multicluster.x-k8s.io"),
-        ),
+        ("get", "", "serviceaccounts", Some("any"), None),
     ] {
         assert!(
             can(&sa, verb, group, resource, namespace, name).await,
@@ -216,12 +210,13 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
             Some("ferrosync-controller"),
         ),
         (
-            "update",
+            "patch",
             "coordination.k8s.io",
             "leases",
             Some(NS),
             Some("someone-else"),
         ),
+        ("patch", volsync, "replicationsources", Some("any"), None),
         (
             "list",
             "apiextensions.k8s.io",
