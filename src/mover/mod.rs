@@ -68,9 +68,9 @@ const STATS_KEPT: usize = 8;
 pub enum Command {
     /// Run the destination side: a TLS-PSK stunnel server with an rsync daemon per
     /// connection, until the source signals completion.
-    Destination(settings::DestinationArgs),
+    Destination(Box<settings::DestinationArgs>),
     /// Run the source side: push the data through a TLS-PSK stunnel client with rsync.
-    Source(settings::SourceArgs),
+    Source(Box<settings::SourceArgs>),
 }
 
 /// Counters a run accumulates for its summary.

@@ -52,13 +52,16 @@ fn a_wrong_key_fails_authentication_and_writes_nothing() {
     assert!(dest.summary.auth_failure, "{:?}", dest.summary);
 }
 
+/// Breaks one input of both movers.
+type Setup = Box<dyn Fn(&Env)>;
+
 #[test]
 fn bad_key_files_and_missing_data_are_refused_before_any_connection() {
     let env = Env::new();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
-    let cases: [(&str, Box<dyn Fn(&Env)>, i32); 4] = [
+    let cases: [(&str, Setup, i32); 4] = [
         (
             "missing",
             Box::new(|e: &Env| {
