@@ -35,6 +35,7 @@
 //! This module must never log or pass on the command line the pre-shared key, and never
 //! report success for a sync that did not complete.
 
+mod classify;
 mod destination;
 pub mod exit;
 mod keyfile;

@@ -15,13 +15,14 @@ use std::{
     fs,
     os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use tokio::sync::watch;
 
 use super::{
-    Tally,
+    Tally, classify,
+    classify::check,
     exit::{ErrorClass, Failure},
     keyfile, procs,
     rsync_run::{self, Invocation, Report, RunError},
@@ -107,7 +108,7 @@ pub async fn run(
         {
             break;
         }
-        let delay = backoff(args.retry_base_delay, attempt);
+        let delay = classify::backoff(args.retry_base_delay, attempt);
         say::info(
             "source",
             &format!(
@@ -275,47 +276,6 @@ async fn rsync(
     Ok(report)
 }
 
-/// Maps a failed run to an error class: the stunnel client's view first (it knows why a
-/// connection failed), then rsync's exit code.
-fn check(step: &str, report: &Report) -> Result<(), Failure> {
-    if report.succeeded() {
-        return Ok(());
-    }
-    let tls = report.tls;
-    let daemon_refused = report.errors.iter().any(|l| l.starts_with("@ERROR"));
-    let class = if tls.auth_failed {
-        ErrorClass::AuthFailed
-    } else if report.out_of_space {
-        ErrorClass::DestinationFull
-    } else if tls.connect_failed && !tls.connected {
-        ErrorClass::Unreachable
-    } else {
-        match report.code {
-            Some(24) => ErrorClass::FilesVanished,
-            Some(5) if daemon_refused => ErrorClass::RsyncFailed,
-            None | Some(5 | 10 | 12 | 14 | 20 | 21 | 30 | 35) => ErrorClass::ConnectionLost,
-            Some(_) => ErrorClass::RsyncFailed,
-        }
-    };
-    let what = match class {
-        ErrorClass::AuthFailed => "authentication failed: the TLS-PSK handshake was refused, \
-                                   so the source and destination keys differ"
-            .to_owned(),
-        ErrorClass::Unreachable => "destination unreachable".to_owned(),
-        ErrorClass::DestinationFull => "the destination volume is full".to_owned(),
-        _ => match report.code {
-            Some(code) => format!("rsync exited with code {code}"),
-            None => "rsync was killed by a signal".to_owned(),
-        },
-    };
-    let detail = report
-        .errors
-        .last()
-        .map(|l| format!(": {l}"))
-        .unwrap_or_default();
-    Err(Failure::new(class, format!("{step}: {what}{detail}")))
-}
-
 /// Entries directly under the data directory, except `lost+found`, sorted by bytes, each
 /// as `/<name>`: `--files-from` skips entries starting with `#` or `;` as comments, even
 /// with `--from0` (the reference loses such top-level entries), and rsync strips a leading
@@ -362,113 +322,17 @@ fn interrupted() -> Failure {
     )
 }
 
-/// The delay before retry `n` (1-based): `base · 2^(n-1)`.
-pub fn backoff(base: Duration, n: u32) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(n.saturating_sub(1)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_from_the_base() {
-        let d: Vec<_> = (1..=5)
-            .map(|n| backoff(Duration::from_secs(2), n).as_secs())
-            .collect();
-        assert_eq!(d, [2, 4, 8, 16, 32]);
-    }
-
-    #[test]
-    fn classifies_failures_transient_or_permanent() {
-        let report = |code, tls: TlsViewBuilder, err: &str| Report {
-            code,
-            tls: tls.0,
-            errors: vec![err.to_owned()],
-            out_of_space: rsync_out_of_space(err),
-            ..Report::default()
-        };
-        let cases = [
-            (
-                report(Some(12), TlsViewBuilder::auth(), "x"),
-                ErrorClass::AuthFailed,
-            ),
-            (
-                report(Some(12), TlsViewBuilder::refused(), "x"),
-                ErrorClass::Unreachable,
-            ),
-            (
-                report(Some(12), TlsViewBuilder::connected(), "reset"),
-                ErrorClass::ConnectionLost,
-            ),
-            (
-                report(None, TlsViewBuilder::connected(), "x"),
-                ErrorClass::ConnectionLost,
-            ),
-            (
-                report(
-                    Some(11),
-                    TlsViewBuilder::connected(),
-                    "write failed: No space left on device (28)",
-                ),
-                ErrorClass::DestinationFull,
-            ),
-            (
-                report(Some(23), TlsViewBuilder::connected(), "Permission denied"),
-                ErrorClass::RsyncFailed,
-            ),
-            (
-                report(Some(24), TlsViewBuilder::connected(), "vanished"),
-                ErrorClass::FilesVanished,
-            ),
-            (
-                report(
-                    Some(5),
-                    TlsViewBuilder::connected(),
-                    "@ERROR: Unknown module 'data'",
-                ),
-                ErrorClass::RsyncFailed,
-            ),
-        ];
-        for (r, want) in cases {
-            assert_eq!(check("step", &r).expect_err("fails").class, want, "{r:?}");
+    fn top_level_entries_are_slash_prefixed_and_skip_lost_and_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["#hash", ";semi", "lost+found", "b"] {
+            fs::create_dir(dir.path().join(name)).expect("mkdir");
         }
-        assert!(
-            check(
-                "step",
-                &Report {
-                    code: Some(0),
-                    ..Report::default()
-                }
-            )
-            .is_ok()
-        );
-    }
-
-    struct TlsViewBuilder(rsync_run::TlsView);
-    impl TlsViewBuilder {
-        fn auth() -> Self {
-            Self(rsync_run::TlsView {
-                connected: true,
-                auth_failed: true,
-                ..Default::default()
-            })
-        }
-        fn refused() -> Self {
-            Self(rsync_run::TlsView {
-                connect_failed: true,
-                ..Default::default()
-            })
-        }
-        fn connected() -> Self {
-            Self(rsync_run::TlsView {
-                connected: true,
-                ..Default::default()
-            })
-        }
-    }
-
-    fn rsync_out_of_space(line: &str) -> bool {
-        super::super::rsync_out::is_out_of_space(line)
+        let got = top_level_entries(dir.path()).expect("list");
+        assert_eq!(got, [&b"/#hash"[..], b"/;semi", b"/b"]);
     }
 }
