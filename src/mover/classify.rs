@@ -29,6 +29,9 @@ pub fn check(step: &str, report: &Report) -> Result<(), Failure> {
     } else {
         match report.code {
             Some(24) => ErrorClass::FilesVanished,
+            // In a push, exit 11 is a write error on the receiving daemon, whose message
+            // stays in the destination's log: almost always a full volume or quota.
+            Some(11) => ErrorClass::DestinationFull,
             Some(5) if daemon_refused => ErrorClass::RsyncFailed,
             None | Some(5 | 10 | 12 | 14 | 20 | 21 | 30 | 35) => ErrorClass::ConnectionLost,
             Some(_) => ErrorClass::RsyncFailed,
@@ -39,7 +42,9 @@ pub fn check(step: &str, report: &Report) -> Result<(), Failure> {
                                    so the source and destination keys differ"
             .to_owned(),
         ErrorClass::Unreachable => "destination unreachable".to_owned(),
-        ErrorClass::DestinationFull => "the destination volume is full".to_owned(),
+        ErrorClass::DestinationFull => "the destination volume is full (or rejects writes; \
+                                        its mover's log names the error)"
+            .to_owned(),
         _ => match report.code {
             Some(code) => format!("rsync exited with code {code}"),
             None => "rsync was killed by a signal".to_owned(),

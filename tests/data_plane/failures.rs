@@ -251,3 +251,60 @@ fn sigterm_and_the_idle_timeout_end_a_waiting_destination_without_success() {
     done.assert_code(22);
     assert_eq!(done.summary.result, Outcome::Failed);
 }
+
+/// A tiny tmpfs mounted as the destination volume, unmounted on drop.
+struct SmallVolume(std::path::PathBuf);
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_destination_is_a_permanent_failure_named_as_such() {
+    let env = Env::new();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&env.dst)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    let _volume = SmallVolume(env.dst.clone());
+    write(&env.src, b"too-big.bin", &noise(6 << 20, 9));
+    let port = free_port();
+    let _dest = Mover::destination(&env, port).spawn().listening();
+    let source = Mover::source(&env, port)
+        .var("MAX_ATTEMPTS", "3")
+        .run(Duration::from_secs(60));
+    source.assert_code(14);
+    assert_eq!(
+        source.summary.error_class,
+        Some(ErrorClass::DestinationFull)
+    );
+    assert_eq!(source.summary.transient, Some(false));
+    assert_eq!(source.summary.attempts, 1, "a full volume is not retried");
+}
+
+#[test]
+fn sigterm_stops_a_source_mid_transfer_with_a_transient_code() {
+    let env = Env::new();
+    slow_tree(&env);
+    let port = free_port();
+    let dest = Mover::destination(&env, port).spawn().listening();
+    let mut source = Mover::source(&env, port).var("RSYNC_BWLIMIT", "4m").spawn();
+    wait_for_partial_transfer(&mut source, &env.dst);
+    source.signal(Signal::SIGTERM);
+    let source = source.wait(Duration::from_secs(30));
+    source.assert_code(22);
+    assert_eq!(source.summary.error_class, Some(ErrorClass::Interrupted));
+    assert_eq!(source.summary.transient, Some(true));
+    let mut dest = dest;
+    assert!(
+        dest.is_running() && !dest.summary_written(),
+        "{}",
+        dest.log()
+    );
+}
