@@ -35,6 +35,7 @@
 //! This module must never log or pass on the command line the pre-shared key, and never
 //! report success for a sync that did not complete.
 
+mod classify;
 mod destination;
 pub mod exit;
 mod keyfile;
@@ -68,9 +69,9 @@ const STATS_KEPT: usize = 8;
 pub enum Command {
     /// Run the destination side: a TLS-PSK stunnel server with an rsync daemon per
     /// connection, until the source signals completion.
-    Destination(settings::DestinationArgs),
+    Destination(Box<settings::DestinationArgs>),
     /// Run the source side: push the data through a TLS-PSK stunnel client with rsync.
-    Source(settings::SourceArgs),
+    Source(Box<settings::SourceArgs>),
 }
 
 /// Counters a run accumulates for its summary.

@@ -194,7 +194,10 @@ async fn read_stderr(err: impl AsyncRead + Unpin) -> (TlsView, Vec<String>, bool
         out_of_space |= rsync_out::is_out_of_space(&line);
         let keep = if is_stunnel {
             stunnel::is_noteworthy(&line)
-                && !matches!(stunnel::classify(&line), LogEvent::Connected)
+                && !matches!(
+                    stunnel::classify(&line),
+                    LogEvent::Connected | LogEvent::Accepted
+                )
         } else {
             true
         };
