@@ -11,5 +11,11 @@ mod support;
 mod env;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
+#[path = "e2e/replication.rs"]
+mod replication;
 #[path = "e2e/simulators.rs"]
 mod simulators;
+#[path = "e2e/tree.rs"]
+mod tree;
+#[path = "e2e/volsync.rs"]
+mod volsync;

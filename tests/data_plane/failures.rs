@@ -18,20 +18,33 @@ fn a_wrong_key_fails_authentication_and_writes_nothing() {
     env.write_key("keys-src", KEY_B, 0o600);
     let port = free_port();
     let dest = Mover::destination(&env, port).spawn().listening();
-    let source = Mover::source(&env, port).var("MAX_ATTEMPTS", "3").run(Duration::from_secs(60));
+    let source = Mover::source(&env, port)
+        .var("MAX_ATTEMPTS", "3")
+        .run(Duration::from_secs(60));
     source.assert_code(13);
     let s = &source.summary;
     assert_eq!(s.error_class, Some(ErrorClass::AuthFailed));
     assert_eq!(s.transient, Some(false));
     assert!(s.auth_failure);
     assert_eq!(s.attempts, 1, "a permanent failure is not retried");
-    assert!(s.message.as_deref().is_some_and(|m| m.contains("authentication failed")), "{s:?}");
-    assert_eq!(fs::read_dir(&env.dst).expect("read_dir").count(), 0, "destination was written");
+    assert!(
+        s.message
+            .as_deref()
+            .is_some_and(|m| m.contains("authentication failed")),
+        "{s:?}"
+    );
+    assert_eq!(
+        fs::read_dir(&env.dst).expect("read_dir").count(),
+        0,
+        "destination was written"
+    );
 
     let mut dest = dest;
-    dest.wait_until("logged the authentication failure", Duration::from_secs(10), |d| {
-        d.log().contains("authentication failed")
-    });
+    dest.wait_until(
+        "logged the authentication failure",
+        Duration::from_secs(10),
+        |d| d.log().contains("authentication failed"),
+    );
     dest.signal(Signal::SIGTERM);
     let dest = dest.wait(Duration::from_secs(20));
     dest.assert_code(22);
@@ -46,37 +59,64 @@ fn bad_key_files_and_missing_data_are_refused_before_any_connection() {
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
     let cases: [(&str, Box<dyn Fn(&Env)>, i32); 4] = [
-        ("missing", Box::new(|e: &Env| {
-            let _ = fs::remove_file(e.path("keys-src/psk.txt"));
-            let _ = fs::remove_file(e.path("keys-dst/psk.txt"));
-        }), 11),
-        ("world-readable", Box::new(|e: &Env| {
-            e.write_key("keys-src", crate::harness::KEY_A, 0o644);
-            e.write_key("keys-dst", crate::harness::KEY_A, 0o644);
-        }), 11),
-        ("malformed", Box::new(|e: &Env| {
-            e.write_key("keys-src", "volsync:abcdef", 0o600);
-            e.write_key("keys-dst", "no separator at all", 0o600);
-        }), 11),
-        ("no data directory", Box::new(|e: &Env| {
-            e.write_key("keys-src", crate::harness::KEY_A, 0o600);
-            e.write_key("keys-dst", crate::harness::KEY_A, 0o600);
-            fs::remove_dir(&e.src).expect("rmdir");
-            fs::remove_dir(&e.dst).expect("rmdir");
-        }), 12),
+        (
+            "missing",
+            Box::new(|e: &Env| {
+                let _ = fs::remove_file(e.path("keys-src/psk.txt"));
+                let _ = fs::remove_file(e.path("keys-dst/psk.txt"));
+            }),
+            11,
+        ),
+        (
+            "world-readable",
+            Box::new(|e: &Env| {
+                e.write_key("keys-src", crate::harness::KEY_A, 0o644);
+                e.write_key("keys-dst", crate::harness::KEY_A, 0o644);
+            }),
+            11,
+        ),
+        (
+            "malformed",
+            Box::new(|e: &Env| {
+                e.write_key("keys-src", "volsync:abcdef", 0o600);
+                e.write_key("keys-dst", "no separator at all", 0o600);
+            }),
+            11,
+        ),
+        (
+            "no data directory",
+            Box::new(|e: &Env| {
+                e.write_key("keys-src", crate::harness::KEY_A, 0o600);
+                e.write_key("keys-dst", crate::harness::KEY_A, 0o600);
+                fs::remove_dir(&e.src).expect("rmdir");
+                fs::remove_dir(&e.dst).expect("rmdir");
+            }),
+            12,
+        ),
     ];
     for (what, setup, code) in cases {
         setup(&env);
         let source = Mover::source(&env, port).run(Duration::from_secs(20));
         source.assert_code(code);
-        assert!(!source.log.contains("stunnel"), "{what}: source started stunnel:\n{}", source.log);
+        assert!(
+            !source.log.contains("stunnel"),
+            "{what}: source started stunnel:\n{}",
+            source.log
+        );
         let dest = Mover::destination(&env, free_port()).run(Duration::from_secs(20));
         dest.assert_code(code);
-        assert!(!dest.log.contains("listening"), "{what}: destination listened:\n{}", dest.log);
+        assert!(
+            !dest.log.contains("listening"),
+            "{what}: destination listened:\n{}",
+            dest.log
+        );
         assert!(listener.accept().is_err(), "{what}: a connection was made");
         assert_eq!(source.summary.transient, Some(false));
         let message = source.summary.message.clone().unwrap_or_default();
-        assert!(message.contains("psk.txt") || code == 12, "{what}: {message}");
+        assert!(
+            message.contains("psk.txt") || code == 12,
+            "{what}: {message}"
+        );
     }
 }
 
@@ -84,15 +124,24 @@ fn bad_key_files_and_missing_data_are_refused_before_any_connection() {
 fn an_unreachable_destination_ends_after_bounded_retries() {
     let env = Env::new();
     write(&env.src, b"file", b"data\n");
-    let source = Mover::source(&env, free_port()).var("MAX_ATTEMPTS", "3").run(Duration::from_secs(60));
+    let source = Mover::source(&env, free_port())
+        .var("MAX_ATTEMPTS", "3")
+        .run(Duration::from_secs(60));
     source.assert_code(20);
     let s = &source.summary;
     assert_eq!(s.error_class, Some(ErrorClass::Unreachable));
     assert_eq!(s.transient, Some(true));
     assert_eq!(s.attempts, 3);
     let message = s.message.as_deref().unwrap_or_default();
-    assert!(message.contains("unreachable") && message.contains("after 3 attempts"), "{message}");
-    assert!(source.log.contains("Retry 1/3") && source.log.contains("Retry 2/3"), "{}", source.log);
+    assert!(
+        message.contains("unreachable") && message.contains("after 3 attempts"),
+        "{message}"
+    );
+    assert!(
+        source.log.contains("Retry 1/3") && source.log.contains("Retry 2/3"),
+        "{}",
+        source.log
+    );
 }
 
 /// A source tree whose transfer takes seconds when rate-limited.
@@ -123,11 +172,23 @@ fn a_source_killed_mid_transfer_never_makes_the_destination_succeed() {
     let _ = source.child.wait();
 
     // The daemon notices the lost connection and drops its temporary file.
-    dest.wait_until("cleaned up the partial file", Duration::from_secs(30), |_| {
-        !fs::read_dir(&env.dst).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".big.bin."))
-    });
+    dest.wait_until(
+        "cleaned up the partial file",
+        Duration::from_secs(30),
+        |_| {
+            !fs::read_dir(&env.dst)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".big.bin."))
+        },
+    );
     assert!(dest.is_running(), "destination exited:\n{}", dest.log());
-    assert!(!dest.summary_written(), "destination reported a result:\n{}", dest.log());
+    assert!(
+        !dest.summary_written(),
+        "destination reported a result:\n{}",
+        dest.log()
+    );
     assert!(!dest.log().contains("completion signal"), "{}", dest.log());
 
     // A second run against the same destination completes.
@@ -151,7 +212,12 @@ fn a_destination_killed_mid_transfer_is_a_transient_failure_and_a_rerun_complete
     dest.signal_group(Signal::SIGKILL);
     drop(dest);
     let source = source.wait(Duration::from_secs(60));
-    assert!(matches!(source.code, 20 | 21), "code {}; log:\n{}", source.code, source.log);
+    assert!(
+        matches!(source.code, 20 | 21),
+        "code {}; log:\n{}",
+        source.code,
+        source.log
+    );
     assert_eq!(source.summary.transient, Some(true), "{:?}", source.summary);
     assert_eq!(source.summary.result, Outcome::Failed);
 
@@ -162,11 +228,19 @@ fn a_destination_killed_mid_transfer_is_a_transient_failure_and_a_rerun_complete
 #[test]
 fn sigterm_and_the_idle_timeout_end_a_waiting_destination_without_success() {
     let env = Env::new();
-    let dest = Mover::destination(&env, free_port()).var("IDLE_TIMEOUT", "1s").spawn().listening();
+    let dest = Mover::destination(&env, free_port())
+        .var("IDLE_TIMEOUT", "1s")
+        .spawn()
+        .listening();
     let done = dest.wait(Duration::from_secs(20));
     done.assert_code(23);
     assert_eq!(done.summary.error_class, Some(ErrorClass::IdleTimeout));
-    assert!(done.summary.message.as_deref().is_some_and(|m| m.contains("no source connected")));
+    assert!(
+        done.summary
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("no source connected"))
+    );
 
     let dest = Mover::destination(&env, free_port()).spawn().listening();
     dest.signal(Signal::SIGTERM);

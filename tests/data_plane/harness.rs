@@ -99,7 +99,11 @@ impl Mover {
         );
         vars.insert("PRIVILEGED_MOVER".into(), "1".into());
         vars.insert("PROGRESS_INTERVAL".into(), "200ms".into());
-        Self { role, vars, as_user: None }
+        Self {
+            role,
+            vars,
+            as_user: None,
+        }
     }
 
     pub fn destination(env: &Env, port: u16) -> Self {
@@ -175,7 +179,10 @@ impl Mover {
     }
 }
 
-fn collect(pipe: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) -> thread::JoinHandle<()> {
+fn collect(
+    pipe: impl std::io::Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             let mut log = log.lock().expect("log");
@@ -208,7 +215,12 @@ impl Running {
     }
 
     /// Polls until `cond` holds, failing the test with the log after `limit`.
-    pub fn wait_until(&mut self, what: &str, limit: Duration, mut cond: impl FnMut(&mut Self) -> bool) {
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut cond: impl FnMut(&mut Self) -> bool,
+    ) {
         let deadline = Instant::now() + limit;
         while !cond(self) {
             if Instant::now() > deadline {
@@ -216,7 +228,11 @@ impl Running {
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 if !cond(self) {
-                    panic!("{} exited ({status}) before it {what}; log:\n{}", self.role, self.log());
+                    panic!(
+                        "{} exited ({status}) before it {what}; log:\n{}",
+                        self.role,
+                        self.log()
+                    );
                 }
                 return;
             }
@@ -226,7 +242,9 @@ impl Running {
 
     /// Waits until the destination is listening.
     pub fn listening(mut self) -> Self {
-        self.wait_until("listened", Duration::from_secs(20), |r| r.log().contains("listening on"));
+        self.wait_until("listened", Duration::from_secs(20), |r| {
+            r.log().contains("listening on")
+        });
         self
     }
 
@@ -258,7 +276,11 @@ impl Running {
             if Instant::now() > deadline {
                 self.signal_group(Signal::SIGKILL);
                 let _ = self.child.wait();
-                panic!("{} did not exit within {limit:?}; log:\n{}", self.role, self.log());
+                panic!(
+                    "{} did not exit within {limit:?}; log:\n{}",
+                    self.role,
+                    self.log()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         };
@@ -289,7 +311,11 @@ impl Drop for Running {
 
 impl Finished {
     pub fn assert_code(&self, want: i32) -> &Self {
-        assert_eq!(self.code, want, "exit code; log:\n{}\nsummary: {:?}", self.log, self.summary);
+        assert_eq!(
+            self.code, want,
+            "exit code; log:\n{}\nsummary: {:?}",
+            self.log, self.summary
+        );
         self
     }
 }

@@ -3,12 +3,19 @@
 
 use std::fs;
 
-const DOCKERFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/images/mover.Dockerfile");
+const DOCKERFILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/images/mover.Dockerfile"
+);
 
 fn lines() -> Vec<String> {
     let text = fs::read_to_string(DOCKERFILE).expect("mover.Dockerfile");
     // Join continuation lines so each instruction is one line.
-    text.replace("\\\n", " ").lines().map(str::trim).map(str::to_owned).collect()
+    text.replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .map(str::to_owned)
+        .collect()
 }
 
 fn instruction(name: &str) -> Vec<String> {
@@ -24,15 +31,32 @@ fn the_final_stage_is_debian_with_pinned_rsync_and_stunnel() {
     let last = from.last().expect("FROM");
     assert!(last.contains("debian:") && last.contains("-slim"), "{last}");
     let run = instruction("RUN").join("\n");
-    assert!(run.contains("rsync=3.5.0+ds1-0+deb12u1"), "rsync must be pinned: {run}");
-    assert!(run.contains("stunnel4=3:5.68-2+deb12u1"), "stunnel4 must be pinned: {run}");
+    assert!(
+        run.contains("rsync=3.5.0+ds1-0+deb12u1"),
+        "rsync must be pinned: {run}"
+    );
+    assert!(
+        run.contains("stunnel4=3:5.68-2+deb12u1"),
+        "stunnel4 must be pinned: {run}"
+    );
 }
 
 #[test]
 fn the_user_is_non_root_and_the_paths_match_the_movers_defaults() {
     let user = instruction("USER");
-    let user = user.last().expect("USER").split_whitespace().nth(1).expect("uid").to_owned();
-    let uid: u32 = user.split(':').next().expect("uid").parse().expect("numeric USER, for runAsNonRoot");
+    let user = user
+        .last()
+        .expect("USER")
+        .split_whitespace()
+        .nth(1)
+        .expect("uid")
+        .to_owned();
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .expect("uid")
+        .parse()
+        .expect("numeric USER, for runAsNonRoot");
     assert_ne!(uid, 0);
 
     let help = std::process::Command::new(crate::harness::BIN)
@@ -42,19 +66,36 @@ fn the_user_is_non_root_and_the_paths_match_the_movers_defaults() {
         .expect("help");
     let help = String::from_utf8_lossy(&help.stdout);
     let text = lines().join("\n");
-    for (var, default) in [("DATA_DIR", "/data"), ("KEY_DIR", "/keys"), ("TMP_DIR", "/tmp")] {
-        assert!(help.contains(&format!("[env: {var}=")) && help.contains(&format!("[default: {default}]")), "{var}: {help}");
-        assert!(text.contains(default), "the image does not prepare {default}");
+    for (var, default) in [
+        ("DATA_DIR", "/data"),
+        ("KEY_DIR", "/keys"),
+        ("TMP_DIR", "/tmp"),
+    ] {
+        assert!(
+            help.contains(&format!("[env: {var}="))
+                && help.contains(&format!("[default: {default}]")),
+            "{var}: {help}"
+        );
+        assert!(
+            text.contains(default),
+            "the image does not prepare {default}"
+        );
     }
     let copy = instruction("COPY").join("\n");
     assert!(copy.contains("/usr/local/bin/ferrosync"), "{copy}");
     let entry = instruction("ENTRYPOINT").join("\n");
-    assert!(entry.contains("/usr/local/bin/ferrosync") && entry.contains("mover"), "{entry}");
+    assert!(
+        entry.contains("/usr/local/bin/ferrosync") && entry.contains("mover"),
+        "{entry}"
+    );
     // The mover writes only to /tmp (an emptyDir) and /data, so a read-only root works; the
     // image must not need anything else writable.
     let volume = instruction("VOLUME").join(" ");
     for dir in ["/tmp", "/data"] {
         assert!(volume.contains(dir), "VOLUME must declare {dir}: {volume}");
     }
-    assert!(text.contains("/usr/share/rsync/scripts/munge-symlinks"), "keep rsync's helper scripts");
+    assert!(
+        text.contains("/usr/share/rsync/scripts/munge-symlinks"),
+        "keep rsync's helper scripts"
+    );
 }

@@ -123,12 +123,17 @@ fn our_source_completes_a_reference_style_destination() {
         ),
     );
     wait_port(port);
-    Mover::source(&env, port).run(Duration::from_secs(60)).assert_code(0);
+    Mover::source(&env, port)
+        .run(Duration::from_secs(60))
+        .assert_code(0);
 
     // What the reference destination does once `complete` exists.
     assert!(control.join("complete").exists());
     let list = fs::read(control.join("symlink-munging-file")).expect("newline list");
-    let mut paths: Vec<&[u8]> = list.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let mut paths: Vec<&[u8]> = list
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     paths.sort();
     assert_eq!(paths, [&b"abs"[..], b"links/rel"]);
     for path in paths {

@@ -25,7 +25,11 @@ fn full_sync_preserves_contents_metadata_links_and_odd_names() {
     let key_hex = KEY_A.split_once(':').expect("key").1;
     for entry in fs::read_dir("/proc").expect("proc").flatten() {
         if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
-            assert!(!String::from_utf8_lossy(&cmdline).contains(key_hex), "key in argv of {:?}", entry.path());
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(key_hex),
+                "key in argv of {:?}",
+                entry.path()
+            );
         }
     }
     let source = Mover::source(&env, port).run(Duration::from_secs(120));
@@ -35,22 +39,48 @@ fn full_sync_preserves_contents_metadata_links_and_odd_names() {
 
     assert_same(&env.src, &env.dst, Check { owners: true });
     let sparse = fs::metadata(env.dst.join("sparse.img")).expect("stat");
-    assert!(sparse.blocks() * 512 < 4 << 20, "sparse file was filled: {} blocks", sparse.blocks());
+    assert!(
+        sparse.blocks() * 512 < 4 << 20,
+        "sparse file was filled: {} blocks",
+        sparse.blocks()
+    );
 
     let s = &source.summary;
     assert_eq!(s.result, Outcome::Succeeded);
     assert_eq!(s.attempts, 1);
     assert!(s.files_transferred >= 30, "{s:?}");
     assert!(s.stats.iter().any(|l| l.starts_with("sent ")), "{s:?}");
-    assert!(s.stats.iter().any(|l| l.starts_with("total size is ")), "{s:?}");
-    assert!(s.stats.last().is_some_and(|l| l.starts_with("rsync completed in ")), "{s:?}");
+    assert!(
+        s.stats.iter().any(|l| l.starts_with("total size is ")),
+        "{s:?}"
+    );
+    assert!(
+        s.stats
+            .last()
+            .is_some_and(|l| l.starts_with("rsync completed in ")),
+        "{s:?}"
+    );
     for log in [&source.log, &dest.log] {
         assert!(!log.contains(key_hex), "key in log:\n{log}");
     }
-    assert!(source.log.lines().any(|l| l.starts_with("sent ") && l.contains(" received ")));
-    assert!(source.log.lines().any(|l| l.starts_with("rsync completed in ")));
+    assert!(
+        source
+            .log
+            .lines()
+            .any(|l| l.starts_with("sent ") && l.contains(" received "))
+    );
+    assert!(
+        source
+            .log
+            .lines()
+            .any(|l| l.starts_with("rsync completed in "))
+    );
     assert!(dest.log.contains("from a ferrosync source"), "{}", dest.log);
-    assert!(dest.summary.bytes_received >= s.bytes_sent / 2, "{:?}", dest.summary);
+    assert!(
+        dest.summary.bytes_received >= s.bytes_sent / 2,
+        "{:?}",
+        dest.summary
+    );
 }
 
 #[test]
@@ -71,8 +101,14 @@ fn incremental_sync_of_a_one_percent_change_sends_a_fraction_of_the_file() {
     let (source, _) = sync(&env);
     assert_same(&env.src, &env.dst, Check { owners: false });
     let sent = source.summary.bytes_sent as usize;
-    assert!(sent < size / 10, "sent {sent} bytes for a {changed}-byte change in {size} bytes");
-    assert!(sent >= changed / 2, "sent {sent} bytes, less than the change itself?");
+    assert!(
+        sent < size / 10,
+        "sent {sent} bytes for a {changed}-byte change in {size} bytes"
+    );
+    assert!(
+        sent >= changed / 2,
+        "sent {sent} bytes, less than the change itself?"
+    );
     assert_eq!(source.summary.files_transferred, 1, "{:?}", source.summary);
 
     // A run with nothing changed moves almost nothing and keeps the links intact.
@@ -119,6 +155,12 @@ fn an_empty_source_succeeds_and_empties_the_destination() {
     write(&env.dst, b"stale/file", b"left over\n");
     let (source, _) = sync(&env);
     assert_eq!(source.summary.result, Outcome::Succeeded);
-    assert!(source.log.contains("Skipping sync of empty source directory"), "{}", source.log);
+    assert!(
+        source
+            .log
+            .contains("Skipping sync of empty source directory"),
+        "{}",
+        source.log
+    );
     assert_eq!(fs::read_dir(&env.dst).expect("read_dir").count(), 0);
 }

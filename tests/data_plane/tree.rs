@@ -176,12 +176,23 @@ pub struct Check {
 pub fn compare(src: &Path, dst: &Path, check: Check) -> Result<(), String> {
     let a = walk(src);
     let b = walk(dst);
-    let names = |v: &[(Vec<u8>, fs::Metadata)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let names =
+        |v: &[(Vec<u8>, fs::Metadata)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     if names(&a) != names(&b) {
         let (na, nb) = (names(&a), names(&b));
-        let only_a: Vec<_> = na.iter().filter(|n| !nb.contains(n)).map(|n| String::from_utf8_lossy(n).into_owned()).collect();
-        let only_b: Vec<_> = nb.iter().filter(|n| !na.contains(n)).map(|n| String::from_utf8_lossy(n).into_owned()).collect();
-        return Err(format!("entries differ: only in source {only_a:?}, only in destination {only_b:?}"));
+        let only_a: Vec<_> = na
+            .iter()
+            .filter(|n| !nb.contains(n))
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        let only_b: Vec<_> = nb
+            .iter()
+            .filter(|n| !na.contains(n))
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        return Err(format!(
+            "entries differ: only in source {only_a:?}, only in destination {only_b:?}"
+        ));
     }
     let mut diffs = Vec::new();
     let mut inode_a: HashMap<(u64, u64), &[u8]> = HashMap::new();
@@ -193,13 +204,29 @@ pub fn compare(src: &Path, dst: &Path, check: Check) -> Result<(), String> {
                 diffs.push(format!("{shown:?}: {what} {x} != {y}"));
             }
         };
-        differ("type", format!("{:?}", ma.file_type()), format!("{:?}", mb.file_type()));
-        differ("mtime", format!("{}.{:09}", ma.mtime(), ma.mtime_nsec()), format!("{}.{:09}", mb.mtime(), mb.mtime_nsec()));
+        differ(
+            "type",
+            format!("{:?}", ma.file_type()),
+            format!("{:?}", mb.file_type()),
+        );
+        differ(
+            "mtime",
+            format!("{}.{:09}", ma.mtime(), ma.mtime_nsec()),
+            format!("{}.{:09}", mb.mtime(), mb.mtime_nsec()),
+        );
         if !ma.file_type().is_symlink() {
-            differ("mode", format!("{:o}", ma.mode()), format!("{:o}", mb.mode()));
+            differ(
+                "mode",
+                format!("{:o}", ma.mode()),
+                format!("{:o}", mb.mode()),
+            );
         }
         if check.owners {
-            differ("uid:gid", format!("{}:{}", ma.uid(), ma.gid()), format!("{}:{}", mb.uid(), mb.gid()));
+            differ(
+                "uid:gid",
+                format!("{}:{}", ma.uid(), ma.gid()),
+                format!("{}:{}", mb.uid(), mb.gid()),
+            );
         }
         if ma.file_type().is_symlink() {
             let ta = fs::read_link(p(src, name)).expect("readlink");
@@ -213,7 +240,10 @@ pub fn compare(src: &Path, dst: &Path, check: Check) -> Result<(), String> {
             if ma.nlink() > 1 {
                 match inode_a.get(&(ma.dev(), ma.ino())) {
                     Some(first) if dst_ino[first] != mb.ino() => {
-                        diffs.push(format!("{shown:?}: hard link to {:?} lost", String::from_utf8_lossy(first)));
+                        diffs.push(format!(
+                            "{shown:?}: hard link to {:?} lost",
+                            String::from_utf8_lossy(first)
+                        ));
                     }
                     Some(_) => {}
                     None => {
@@ -231,7 +261,10 @@ pub fn compare(src: &Path, dst: &Path, check: Check) -> Result<(), String> {
 }
 
 fn same_contents(a: &Path, b: &Path) -> bool {
-    let (mut fa, mut fb) = (fs::File::open(a).expect("open"), fs::File::open(b).expect("open"));
+    let (mut fa, mut fb) = (
+        fs::File::open(a).expect("open"),
+        fs::File::open(b).expect("open"),
+    );
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
         let na = read_full(&mut fa, &mut ba);

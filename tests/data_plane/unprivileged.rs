@@ -45,6 +45,10 @@ fn an_unprivileged_mover_syncs_what_its_user_can_read() {
     for (rel, meta) in walk(&env.dst) {
         assert_eq!(meta.uid(), UID, "{}", String::from_utf8_lossy(&rel));
     }
-    assert!(source.summary.files_transferred >= 3, "{:?}", source.summary);
+    assert!(
+        source.summary.files_transferred >= 3,
+        "{:?}",
+        source.summary
+    );
     assert!(dest.log.contains("restored 1 symlink"), "{}", dest.log);
 }
