@@ -13,6 +13,8 @@ mod env;
 mod fixtures;
 #[path = "e2e/replication.rs"]
 mod replication;
+#[path = "e2e/security.rs"]
+mod security;
 #[path = "e2e/simulators.rs"]
 mod simulators;
 #[path = "e2e/tree.rs"]

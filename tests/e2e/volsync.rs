@@ -145,3 +145,25 @@ pub async fn privileged_movers(ns: &TestNamespace) {
         .await
         .expect("annotating the namespace");
 }
+
+/// Waits until the source has a mover result from this sync, success or failure.
+pub async fn synced_or_failed(
+    ns: &TestNamespace,
+    name: &str,
+    timeout: std::time::Duration,
+) -> ferrosync::api::MoverStatus {
+    let api: Api<ReplicationSource> = ns.api();
+    wait::until(
+        &format!("source {name} to report a mover result"),
+        timeout,
+        || async {
+            let rs = api.get(name).await.map_err(|e| e.to_string())?;
+            Ok(rs
+                .status
+                .and_then(|s| s.sync.latest_mover_status)
+                .filter(|m| m.result.is_some()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
