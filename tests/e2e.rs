@@ -21,3 +21,5 @@ mod simulators;
 mod tree;
 #[path = "e2e/volsync.rs"]
 mod volsync;
+#[path = "e2e/failures.rs"]
+mod failures;
