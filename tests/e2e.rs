@@ -9,6 +9,8 @@ mod support;
 
 #[path = "e2e/env.rs"]
 mod env;
+#[path = "e2e/failures.rs"]
+mod failures;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
 #[path = "e2e/replication.rs"]
@@ -21,5 +23,3 @@ mod simulators;
 mod tree;
 #[path = "e2e/volsync.rs"]
 mod volsync;
-#[path = "e2e/failures.rs"]
-mod failures;

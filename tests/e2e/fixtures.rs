@@ -201,5 +201,9 @@ pub async fn event(client: &Client, ns: &str, involved: &str, reason: &str) -> S
 /// Every Event in `ns`.
 pub async fn events(client: &Client, ns: &str) -> Result<Vec<Event>, String> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    Ok(api.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items)
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items)
 }

@@ -76,7 +76,7 @@ async fn direct_to_direct_replicates_the_volume_byte_for_byte() {
         Ok(done.then_some(rd))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap_or_else(|e| panic!("{e}\ncontroller log:\n{}", env.controller_tail()));
     let rd_status = rd.status.expect("destination status");
     let image = rd_status.latest_image.expect("latestImage");
     assert_eq!(

@@ -73,10 +73,9 @@ pub fn start(client: Client) {
                 keep
             });
             for f in wanted {
-                if !listeners.contains_key(&f) {
-                    let task = tokio::spawn(serve(f.clone(), pods.clone()));
-                    listeners.insert(f, task);
-                }
+                listeners
+                    .entry(f.clone())
+                    .or_insert_with(|| tokio::spawn(serve(f, pods.clone())));
             }
             next_change(&changed).await;
         }
