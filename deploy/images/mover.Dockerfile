@@ -6,7 +6,7 @@
 # volume at /data, and to the termination-message file the kubelet provides. The key is
 # mounted at /keys/psk.txt (Secret, defaultMode 0400 or 0600).
 
-FROM rust:1.89-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin ferrosync

@@ -14,8 +14,10 @@ use kube::{
 };
 use tracing::warn;
 
-use super::error::Error;
-use crate::{config::Config, resources::meta::PRIVILEGED_MOVERS, telemetry::Metrics};
+use super::{error::Error, topology::TopologyCache};
+use crate::{
+    config::Config, policy::PolicyEngine, resources::meta::PRIVILEGED_MOVERS, telemetry::Metrics,
+};
 
 /// The field manager of every server-side apply ferrosync makes.
 pub const FIELD_MANAGER: &str = "ferrosync";
@@ -28,6 +30,10 @@ pub struct Context {
     pub config: Config,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The policy plugins.
+    pub policy: PolicyEngine,
+    /// The topology summary the service-type policy sees.
+    pub topology: TopologyCache,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
     recent_events: Mutex<HashMap<(String, String, String), Instant>>,
@@ -39,7 +45,7 @@ pub const EVENT_REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 impl Context {
     /// A context for `client` and `config`.
-    pub fn new(client: Client, config: Config, metrics: Metrics) -> Self {
+    pub fn new(client: Client, config: Config, metrics: Metrics, policy: PolicyEngine) -> Self {
         let reporter = Reporter {
             controller: "ferrosync".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -49,6 +55,8 @@ impl Context {
             client,
             config,
             metrics,
+            policy,
+            topology: TopologyCache::default(),
             failures: Mutex::new(HashMap::new()),
             recent_events: Mutex::new(HashMap::new()),
         }

@@ -3,7 +3,7 @@
 //! It provisions (or adopts) the volume, exposes the listener, holds the key, runs one
 //! mover Job per iteration, and publishes `latestImage` only after a Job succeeded.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use k8s_openapi::{
     api::core::v1::{PersistentVolumeClaim, Service},
@@ -16,6 +16,7 @@ use super::{
     apply::{apply, apply_status},
     conditions::Reason,
     context::Context,
+    decisions,
     error::Error,
     image::{self, ImageState},
     iteration::{self, Outcome},
@@ -26,8 +27,7 @@ use super::{
 use crate::{
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
-        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType,
-        VolumeMode,
+        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, VolumeMode,
     },
     resources::{
         Owner, Side,
@@ -98,12 +98,34 @@ async fn step(
 
     ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
         .await?;
-    let key = keys::resolve(ctx, owner, tls.key_secret.as_deref()).await?;
-    let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
     let object = rd.object_ref(&());
+    let key = keys::resolve(
+        ctx,
+        rd,
+        &object,
+        owner,
+        Side::Destination,
+        tls.key_secret.as_deref(),
+        &mut status.sync.policy,
+    )
+    .await?;
+    let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
 
-    let service_type = tls.service_type.unwrap_or(ServiceType::ClusterIP);
-    let annotations: BTreeMap<String, String> = tls.service_annotations.clone().unwrap_or_default();
+    let decided = decisions::service_type(ctx, rd, tls.service_type).await?;
+    decisions::record(
+        ctx,
+        &object,
+        &mut status.sync.policy,
+        &decided.provenance,
+        decided.decision.service_type.as_str().to_string(),
+        &decided.decision.reason,
+    )
+    .await;
+    let service_type = decided.decision.service_type;
+    // The user's serviceAnnotations always win over a plugin's.
+    let annotations = decided
+        .decision
+        .merged_annotations(&tls.service_annotations.clone().unwrap_or_default());
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let svc = apply(
         &svc_api,

@@ -14,6 +14,10 @@ pub enum Error {
     /// Something the object depends on is not there yet; checked again shortly.
     #[error("{0}")]
     NotReady(String),
+    /// A policy point configured to `fail` had a failing plugin; retried, since a reload
+    /// or a transient cause (a deadline, an unreachable vault) may clear it.
+    #[error("{0}")]
+    Policy(String),
 }
 
 impl Error {
@@ -23,6 +27,7 @@ impl Error {
             Error::Kube(_) => "KubeError",
             Error::Invalid(_) => "InvalidSpec",
             Error::NotReady(_) => "NotReady",
+            Error::Policy(_) => "PolicyFailed",
         }
     }
 

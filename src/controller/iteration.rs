@@ -1,7 +1,10 @@
 //! One replication iteration's mover Job, the same on both sides: start it, watch it,
 //! record its result through the trigger machine, remove it.
 
-use k8s_openapi::api::{batch::v1::Job, core::v1::ObjectReference};
+use k8s_openapi::{
+    api::{batch::v1::Job, core::v1::ObjectReference},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
 use kube::Api;
 
 use super::{
@@ -13,7 +16,7 @@ use super::{
     trigger::Decision,
 };
 use crate::{
-    api::{SyncStats, SyncStatus},
+    api::{SyncProgress, SyncStats, SyncStatus},
     resources::{
         job::{MoverJob, mover_job},
         names,
@@ -64,7 +67,17 @@ pub async fn drive(
             .await;
             Ok(Outcome::Started)
         }
-        JobState::Running => Ok(Outcome::Running),
+        JobState::Running => {
+            if let Some(p) = mover_run::progress(&ctx.client, &namespace, &name).await {
+                let count = |n: u64| Some(i64::try_from(n).unwrap_or(i64::MAX));
+                sync.progress = Some(SyncProgress {
+                    bytes_transferred: count(p.bytes),
+                    bytes_per_second: count(p.rate),
+                    observed_at: Some(Time(pass.now)),
+                });
+            }
+            Ok(Outcome::Running)
+        }
         JobState::Succeeded(status) => Ok(Outcome::Succeeded(status)),
         JobState::Failed(report) => {
             let why = report

@@ -6,6 +6,7 @@
 mod apply;
 pub mod conditions;
 mod context;
+mod decisions;
 mod destination;
 mod error;
 mod image;
@@ -19,6 +20,7 @@ mod progress;
 pub mod schedule;
 mod source;
 mod startup;
+mod topology;
 pub mod trigger;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -43,6 +45,10 @@ use tracing::{info, warn};
 use crate::{
     api::{ReplicationDestination, ReplicationSource},
     config::{self, Config},
+    policy::{
+        EngineOptions, PolicyEngine, credentials::KubeCredentials, http::LiveTransport,
+        metrics::PolicyMetrics, reload,
+    },
     telemetry::{self, Health, Metrics, ObjectLabels},
 };
 
@@ -74,6 +80,9 @@ pub enum Error {
     /// Another replica took the Lease; this one stops so that only one reconciles.
     #[error("lost leadership; exiting so only the new leader reconciles")]
     LostLeadership,
+    /// A configured policy plugin or bundle could not be loaded.
+    #[error("loading policy plugins: {0}")]
+    Policy(#[source] crate::policy::LoadError),
     /// No usable kubeconfig or in-cluster credentials.
     #[error("connecting to the Kubernetes API: {0}")]
     Connect(#[source] kube::Error),
@@ -86,11 +95,31 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let health = Health::default();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let policy_metrics = PolicyMetrics::default();
+    policy_metrics.register(&mut registry);
     let (addr, _server) =
         telemetry::serve(config.server.listen, health.clone(), Arc::new(registry)).await?;
     info!(%addr, version = crate::VERSION, "serving /healthz, /readyz and /metrics");
 
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
+    let options = EngineOptions {
+        credentials: Arc::new(KubeCredentials::new(client.clone(), own_namespace())),
+        transport: Arc::new(LiveTransport),
+        metrics: policy_metrics,
+    };
+    let policy = PolicyEngine::new(&config.policy, options)
+        .await
+        .map_err(Error::Policy)?;
+    for plugin in policy.plugins() {
+        info!(point = %plugin.point, plugin = %plugin.name, "policy plugin loaded");
+    }
+    // Bundles mounted from ConfigMaps change under a running controller: reload them,
+    // keeping the loaded set when the new one is invalid.
+    let _reloader = reload::spawn_watcher(
+        policy.clone(),
+        config.policy.clone(),
+        config.policy.engine.reload_interval,
+    );
     tokio::select! {
         () = wait_for_crds(&client, &config) => {
             health.set_ready(true);
@@ -99,7 +128,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         () = shutdown_signal() => return Ok(()),
     }
     let election = config.leader_election.clone();
-    let ctx = Arc::new(Context::new(client.clone(), config, metrics));
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics, policy));
     if !election.enabled {
         run_controllers(ctx).await;
         info!("shutting down");
@@ -276,6 +305,11 @@ async fn wait_for_crds(client: &kube::Client, config: &Config) {
             .min(config.requeue.error_max)
             .max(Duration::from_millis(1));
     }
+}
+
+/// The namespace the controller runs in: where Secrets named by plugin grants live.
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE").unwrap_or_else(|_| leader::DEFAULT_NAMESPACE.into())
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.

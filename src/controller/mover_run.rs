@@ -4,12 +4,12 @@
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, PropagationPolicy},
+    api::{DeleteParams, ListParams, LogParams, PropagationPolicy},
 };
 
 use crate::{
     api::{MoverResult, MoverStatus},
-    mover::summary::Summary,
+    mover::summary::{Progress, Summary},
     resources::job::CONTAINER,
 };
 
@@ -71,6 +71,34 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<(), 
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => Err(err),
+    }
+}
+
+/// The latest progress line of the Job's running mover, through the `pods/log` API (the
+/// apiserver proxies it to the node's kubelet). `None` when there is no running pod or its
+/// log cannot be read: progress is informative, never a reason to fail a pass.
+pub async fn progress(client: &Client, namespace: &str, job: &str) -> Option<Progress> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await
+        .ok()?;
+    let running = list
+        .items
+        .iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))?;
+    let params = LogParams {
+        container: Some(CONTAINER.into()),
+        tail_lines: Some(20),
+        ..LogParams::default()
+    };
+    let name = running.metadata.name.as_deref()?;
+    match pods.logs(name, &params).await {
+        Ok(text) => text.lines().rev().find_map(Progress::parse),
+        Err(err) => {
+            tracing::debug!(pod = name, %err, "reading mover progress failed");
+            None
+        }
     }
 }
 

@@ -36,18 +36,49 @@ pub enum PitState {
     Ready(String),
     /// Still being made; the string says what it waits for.
     Waiting(String),
+    /// This iteration's copy was made by another method and is being replaced: the mover
+    /// Job that used it must go too.
+    Replacing(String),
 }
 
-/// Makes (or finds) the point-in-time copy of `source` for the iteration `iteration`.
+/// The method that made a copy, from its data source.
+fn made_by(pvc: &PersistentVolumeClaim) -> CopyMethod {
+    match pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.data_source.as_ref())
+        .map(|d| d.kind.as_str())
+    {
+        Some("VolumeSnapshot") => CopyMethod::Snapshot,
+        _ => CopyMethod::Clone,
+    }
+}
+
+/// How to make the copy: the decided method and classes (the user's explicit
+/// `storageClassName` and `volumeSnapshotClassName` win over a policy's suggestion).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PitPlan {
+    /// Clone, Snapshot or Direct.
+    pub method: CopyMethod,
+    /// The VolumeSnapshotClass for Snapshot.
+    pub snapshot_class: Option<String>,
+    /// The StorageClass of the copy.
+    pub storage_class: Option<String>,
+}
+
+/// Makes (or finds) the point-in-time copy of `source` for the iteration `iteration`. A
+/// copy of this iteration made by another method (the policy switched, for example after
+/// a failed clone) is replaced.
 pub async fn ensure(
     ctx: &Context,
     owner: &Owner,
     tls: &ReplicationSourceRsyncTLSSpec,
-    method: CopyMethod,
+    plan: &PitPlan,
     source: &PersistentVolumeClaim,
     iteration: &str,
 ) -> Result<PitState, Error> {
     let source_name = source.name_any();
+    let method = plan.method;
     if method == CopyMethod::Direct {
         return Ok(PitState::Ready(source_name));
     }
@@ -56,11 +87,19 @@ pub async fn ensure(
     let snaps: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
 
     if let Some(pvc) = pvcs.get_opt(&name).await? {
-        if is_current(&pvc, iteration) {
+        if is_current(&pvc, iteration) && made_by(&pvc) == method {
             return Ok(PitState::Ready(name));
         }
+        let replacing = is_current(&pvc, iteration);
         delete_stale(&pvcs, &name).await?;
-        return Ok(PitState::Waiting(format!("removing the stale copy {name}")));
+        return Ok(if replacing {
+            PitState::Replacing(format!(
+                "replacing {name} with a copy made by {}",
+                method.as_str()
+            ))
+        } else {
+            PitState::Waiting(format!("removing the stale copy {name}"))
+        });
     }
 
     let data_source = match method {
@@ -78,7 +117,7 @@ pub async fn ensure(
                         owner,
                         name.clone(),
                         &source_name,
-                        tls.volume_snapshot_class_name.clone(),
+                        plan.snapshot_class.clone(),
                         true,
                     );
                     mark(&mut snap, iteration);
@@ -101,7 +140,12 @@ pub async fn ensure(
         }
         _ => (PitSource::Clone(&source_name), None),
     };
-    let shape = shape(tls, source, data_source.1)?;
+    let mut shape = shape(tls, source, data_source.1)?;
+    if tls.storage_class_name.is_none()
+        && let Some(class) = &plan.storage_class
+    {
+        shape.storage_class = Some(class.clone());
+    }
     let mut copy = pvc::source_pit_pvc(owner, &shape, data_source.0);
     mark(&mut copy, iteration);
     create_if_absent(&pvcs, &copy).await?;
@@ -110,7 +154,6 @@ pub async fn ensure(
 
 /// The clone-failure message the provisioner left on the copy, if any: the signal that
 /// the copy-method policy uses to switch to Snapshot.
-#[allow(dead_code)] // wired in with the copy-method policy
 pub async fn clone_failure(ctx: &Context, owner: &Owner) -> Result<Option<String>, Error> {
     let name = names::source_pit(&owner.name);
     let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &owner.namespace);

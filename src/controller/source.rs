@@ -13,18 +13,17 @@ use super::{
     apply::apply_status,
     conditions::Reason,
     context::Context,
+    decisions,
     error::Error,
     iteration::{self, Outcome},
-    keys,
-    pit::{self, PitState},
+    keys, mover_run,
+    pit::{self, PitPlan, PitState},
     plan::{self, Pass},
     progress::{Progress, settle},
 };
 use crate::{
-    api::{
-        CopyMethod, ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus,
-    },
-    resources::{Owner, Side, job::MoverJob, service::RSYNC_TLS_PORT},
+    api::{ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus},
+    resources::{Owner, Side, job::MoverJob, names, service::RSYNC_TLS_PORT},
     telemetry::ObjectLabels,
 };
 
@@ -81,11 +80,19 @@ async fn step(
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Invalid("spec.rsyncTLS.address is required".into()))?;
     let port = tls.port.unwrap_or(RSYNC_TLS_PORT);
-    // The copy-method policy decides an unset method; the built-in default is Clone.
-    let copy_method = tls.copy_method.unwrap_or(CopyMethod::Clone).normalized();
     ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
         .await?;
-    let key = keys::resolve(ctx, owner, tls.key_secret.as_deref()).await?;
+    let object = rs.object_ref(&());
+    let key = keys::resolve(
+        ctx,
+        rs,
+        &object,
+        owner,
+        Side::Source,
+        tls.key_secret.as_deref(),
+        &mut status.sync.policy,
+    )
+    .await?;
     status.rsync_tls = key.generated.then(|| ReplicationSourceRsyncTLSStatus {
         key_secret: Some(key.secret.clone()),
     });
@@ -108,18 +115,44 @@ async fn step(
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
-    let data_pvc = match pit::ensure(
+    // Asked on every pass: decisions are pure functions of their input, cached, and a
+    // clone the driver refused changes the input mid-iteration.
+    let clone_failure = pit::clone_failure(ctx, owner).await?;
+    let decided = decisions::copy_method(ctx, tls.copy_method, &source, clone_failure).await?;
+    let method = decided.decision.method.normalized();
+    decisions::record(
         ctx,
-        owner,
-        tls,
-        copy_method,
-        &source,
-        &plan::iteration_id(&status.sync),
+        &object,
+        &mut status.sync.policy,
+        &decided.provenance,
+        method.as_str().to_string(),
+        &decided.decision.reason,
     )
-    .await?
-    {
+    .await;
+    let pit_plan = PitPlan {
+        method,
+        snapshot_class: tls
+            .volume_snapshot_class_name
+            .clone()
+            .or(decided.decision.volume_snapshot_class),
+        storage_class: decided.decision.storage_class,
+    };
+    let iteration = plan::iteration_id(&status.sync);
+    let data_pvc = match pit::ensure(ctx, owner, tls, &pit_plan, &source, &iteration).await? {
         PitState::Ready(pvc) => pvc,
         PitState::Waiting(what) => {
+            return Ok(
+                Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll).with_message(what),
+            );
+        }
+        PitState::Replacing(what) => {
+            // The mover waited on the old copy; it starts again with the new one.
+            mover_run::delete(
+                &ctx.client,
+                &owner.namespace,
+                &names::job(Side::Source, &owner.name),
+            )
+            .await?;
             return Ok(
                 Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll).with_message(what),
             );
@@ -138,7 +171,6 @@ async fn step(
         privileged,
         destination: Some((address, port)),
     };
-    let object = rs.object_ref(&());
     let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(

@@ -21,7 +21,7 @@ use tokio::{
 
 use super::{
     procs,
-    rsync_out::{self, Itemized, Stats},
+    rsync_out::{self, Stats},
     say,
     stunnel::{self, LogEvent},
     summary::Progress,
@@ -75,8 +75,6 @@ pub struct Report {
     pub code: Option<i32>,
     /// Its statistics.
     pub stats: Stats,
-    /// Itemised symlink changes (`cL`): names as decoded, and as printed.
-    pub symlinks: Vec<(Vec<u8>, Vec<u8>)>,
     /// The stunnel client's view.
     pub tls: TlsView,
     /// The last error lines of rsync and stunnel.
@@ -113,27 +111,23 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
             return Err(RunError::Interrupted);
         }
     };
-    let (stats, symlinks) = out_task.await.unwrap_or_default();
+    let stats = out_task.await.unwrap_or_default();
     let (tls, errors, out_of_space) = err_task.await.unwrap_or_default();
     Ok(Report {
         code: status.and_then(|s| s.code()),
         stats,
-        symlinks,
         tls,
         errors,
         out_of_space,
     })
 }
 
-type Symlinks = Vec<(Vec<u8>, Vec<u8>)>;
-
 async fn read_stdout(
     out: impl AsyncRead + Unpin,
     progress: Option<(Duration, Instant)>,
     print_stats: bool,
-) -> (Stats, Symlinks) {
+) -> Stats {
     let mut stats = Stats::default();
-    let mut symlinks = Vec::new();
     let mut meter = progress.map(|(every, start)| Meter::new(every, start));
     // progress2 rewrites its line with '\r', so both '\r' and '\n' end a line.
     let mut reader = BufReader::with_capacity(64 * 1024, out);
@@ -146,43 +140,22 @@ async fn read_stdout(
         };
         for &b in &buf[..n] {
             if b == b'\n' || b == b'\r' {
-                handle_line(
-                    &line,
-                    &mut stats,
-                    &mut symlinks,
-                    meter.as_mut(),
-                    print_stats,
-                );
+                handle_line(&line, &mut stats, meter.as_mut(), print_stats);
                 line.clear();
             } else {
                 line.push(b);
             }
         }
     }
-    handle_line(
-        &line,
-        &mut stats,
-        &mut symlinks,
-        meter.as_mut(),
-        print_stats,
-    );
-    (stats, symlinks)
+    handle_line(&line, &mut stats, meter.as_mut(), print_stats);
+    stats
 }
 
-fn handle_line(
-    raw: &[u8],
-    stats: &mut Stats,
-    symlinks: &mut Symlinks,
-    meter: Option<&mut Meter>,
-    print_stats: bool,
-) {
+fn handle_line(raw: &[u8], stats: &mut Stats, meter: Option<&mut Meter>, print_stats: bool) {
     if raw.is_empty() {
         return;
     }
-    if let Some(item) = Itemized::parse(raw) {
-        if item.is_symlink_change() {
-            symlinks.push((item.name, raw[12..].to_vec()));
-        }
+    if rsync_out::is_itemized(raw) {
         return;
     }
     let text = String::from_utf8_lossy(raw);

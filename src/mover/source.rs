@@ -148,23 +148,27 @@ async fn attempt_once(
 
     // Pass 1: copy, preserving everything; the root directory itself is left alone.
     let entries = top_level_entries(data)?;
-    let mut links = Vec::new();
-    if entries.is_empty() {
-        say::info("source", "Skipping sync of empty source directory");
-    } else {
-        let list = ctx.work.join("files-from0");
-        fs::write(&list, symlinks::encode_nul_list(&entries)).map_err(internal)?;
+    let copy = (!entries.is_empty()).then(|| {
         let mut args = common_args(ctx);
         args.extend(["-aAHSx", "-r", "--numeric-ids", EXCLUDE].map(OsString::from));
         args.push("--info=stats2,misc2,progress2".into());
         args.extend(ctx.args.compress.rsync_args().iter().map(OsString::from));
         args.push("--from0".into());
-        args.push(flag("--files-from=", &list));
+        args.push(flag("--files-from=", &ctx.work.join("files-from0")));
         args.extend([source_root.clone(), data_url.clone()]);
-        let report = rsync(ctx, term, args, true, tally).await?;
+        args
+    });
+    if let Some(args) = &copy {
+        fs::write(
+            ctx.work.join("files-from0"),
+            symlinks::encode_nul_list(&entries),
+        )
+        .map_err(internal)?;
+        let report = rsync(ctx, term, args.clone(), true, tally).await?;
         check("pass 1 (copy)", &report)?;
         tally.files_transferred = report.stats.files_transferred;
-        links = resolve_links(data, report.symlinks);
+    } else {
+        say::info("source", "Skipping sync of empty source directory");
     }
 
     // Pass 2: deletions only; -r without -a leaves the root directory's attributes alone.
@@ -184,6 +188,20 @@ async fn attempt_once(
     let report = rsync(ctx, term, args, true, tally).await?;
     check("pass 2 (deletions)", &report)?;
     tally.files_deleted = report.stats.files_deleted;
+
+    // Deleting moved the mtimes of the directories it deleted from, and pass 2 cannot set
+    // times without touching the root; a repeat of pass 1 (no data left to send) puts
+    // them back. Only needed when something was deleted.
+    if let Some(args) = copy.filter(|_| report.stats.files_deleted > 0) {
+        let report = rsync(ctx, term, args, false, tally).await?;
+        check("restoring directory times after deletions", &report)?;
+    }
+
+    let data_owned = data.clone();
+    let links = tokio::task::spawn_blocking(move || symlinks::find_all(&data_owned))
+        .await
+        .map_err(internal)?
+        .map_err(|e| Failure::new(ErrorClass::DataDirMissing, format!("listing symlinks: {e}")))?;
 
     // The lists go before `complete`, in a separate connection, so a destination that sees
     // `complete` always finds them whole.
@@ -314,7 +332,10 @@ fn check(step: &str, report: &Report) -> Result<(), Failure> {
     Err(Failure::new(class, format!("{step}: {what}{detail}")))
 }
 
-/// Entries directly under the data directory, except `lost+found`, sorted by bytes.
+/// Entries directly under the data directory, except `lost+found`, sorted by bytes, each
+/// as `./<name>`: `--files-from` skips entries starting with `#` or `;` as comments, even
+/// with `--from0` (the reference loses such top-level entries), and `./` is stripped by
+/// rsync before the name goes on the wire.
 fn top_level_entries(data: &Path) -> Result<Vec<Vec<u8>>, Failure> {
     let read = fs::read_dir(data).map_err(|e| {
         Failure::new(
@@ -326,30 +347,13 @@ fn top_level_entries(data: &Path) -> Result<Vec<Vec<u8>>, Failure> {
     for entry in read {
         let name = entry.map_err(internal)?.file_name();
         if name != "lost+found" {
-            names.push(name.as_bytes().to_vec());
+            let mut entry = b"./".to_vec();
+            entry.extend_from_slice(name.as_bytes());
+            names.push(entry);
         }
     }
     names.sort();
     Ok(names)
-}
-
-/// rsync's output escaping is not fully reversible (a literal `\#012` in a name prints the
-/// same as an escaped newline), so keep whichever reading names a symlink in the source.
-fn resolve_links(data: &Path, found: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
-    let is_link = |name: &[u8]| {
-        fs::symlink_metadata(data.join(std::ffi::OsStr::from_bytes(name)))
-            .is_ok_and(|m| m.file_type().is_symlink())
-    };
-    found
-        .into_iter()
-        .map(|(decoded, raw)| {
-            if !is_link(&decoded) && is_link(&raw) {
-                raw
-            } else {
-                decoded
-            }
-        })
-        .collect()
 }
 
 fn flag(name: &str, path: &Path) -> OsString {

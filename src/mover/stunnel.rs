@@ -75,7 +75,9 @@ pub enum LogEvent {
     HandshakeFailed,
     /// The TCP connection to the peer could not be made.
     ConnectFailed,
-    /// A connection was accepted (server) or made (client).
+    /// A connection was accepted (the server's peer, or the client's local rsync end).
+    Accepted,
+    /// The client's TCP connection to the destination was made.
     Connected,
     /// Nothing we act on.
     Other,
@@ -108,8 +110,10 @@ pub fn classify(line: &str) -> LogEvent {
         || lower.contains("unknown host")
     {
         LogEvent::ConnectFailed
-    } else if lower.contains("accepted connection") || lower.contains("s_connect: connected") {
+    } else if lower.contains("s_connect: connected") {
         LogEvent::Connected
+    } else if lower.contains("accepted connection") {
+        LogEvent::Accepted
     } else {
         LogEvent::Other
     }

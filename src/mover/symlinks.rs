@@ -88,6 +88,46 @@ pub fn decode_list(bytes: &[u8], sep: u8) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Every symlink under `data` that rsync sends (`-x`, `--exclude=lost+found`), relative.
+///
+/// The whole tree is listed, not only the links rsync itemises as changed: a link sent by
+/// an interrupted run is already munged on the destination but unchanged for rsync (which
+/// compares link targets with the prefix stripped), so only a full list restores it.
+pub fn find_all(data: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let root_dev = fs::metadata(data)?.dev();
+    let mut found = Vec::new();
+    let mut stack = vec![Vec::<u8>::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = data.join(OsStr::from_bytes(&rel));
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // Unreadable or vanished directories are rsync's to report, not ours.
+            Err(_) => continue,
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name == "lost+found" {
+                continue;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let mut child = rel.clone();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(name.as_bytes());
+            if meta.file_type().is_symlink() {
+                found.push(child);
+            } else if meta.is_dir() && meta.dev() == root_dev {
+                stack.push(child);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Counts of one un-munging run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {
@@ -189,6 +229,17 @@ mod tests {
             vec![paths[0].clone(), paths[2].clone()]
         );
         assert_eq!(decode_list(&encode_nul_list(&paths), 0), paths);
+    }
+
+    #[test]
+    fn finds_every_link_but_not_in_lost_and_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("a/lost+found")).expect("mkdir");
+        symlink("x", dir.path().join("top")).expect("symlink");
+        symlink("x", dir.path().join("a/in\nner")).expect("symlink");
+        symlink("x", dir.path().join("a/lost+found/hidden")).expect("symlink");
+        let found = find_all(dir.path()).expect("walk");
+        assert_eq!(found, vec![b"a/in\\nner".to_vec(), b"top".to_vec()]);
     }
 
     #[test]

@@ -201,3 +201,71 @@ fn default_credential_key() -> String {
 fn default_credential_header() -> String {
     "X-Vault-Token".into()
 }
+
+#[cfg(test)]
+mod tests {
+    use figment::{
+        Figment,
+        providers::{Format, Toml},
+    };
+
+    use super::*;
+
+    fn parse(toml: &str) -> Result<PolicyConfig, figment::Error> {
+        Figment::from(Toml::string(toml)).extract()
+    }
+
+    #[test]
+    fn default_is_no_plugins() {
+        let c = parse("").unwrap();
+        assert_eq!(c, PolicyConfig::default());
+        assert!(c.copy_method.is_none() && c.service_type.is_none() && c.psk.is_none());
+    }
+
+    #[test]
+    fn full_plugin_entry() {
+        let c = parse(
+            r#"
+            [engine]
+            max_concurrency = 2
+            epoch_tick = "1ms"
+            [psk]
+            on_failure = "fail"
+            credentials = { secret = "vault-token" }
+            [psk.plugin]
+            name = "psk-from-vault"
+            wasm = "/p/psk.wasm"
+            sha256 = "00"
+            settings = { address = "https://vault:8200" }
+            limits = { fuel = 1000, timeout = "2s", memory_mib = 8 }
+            grants = { random = true, http = { allow = ["https://vault:8200"] } }
+            "#,
+        )
+        .unwrap();
+        let psk = c.psk.unwrap();
+        assert_eq!(psk.on_failure, FailureMode::Fail);
+        let cred = psk.credentials.unwrap();
+        assert_eq!((cred.key.as_str(), cred.header.as_str()), ("token", "X-Vault-Token"));
+        let plugin = psk.plugin.unwrap();
+        assert_eq!(plugin.limits.timeout, Duration::from_secs(2));
+        let http = plugin.grants.http.unwrap();
+        assert_eq!(http.timeout, Duration::from_secs(2));
+        assert_eq!(http.max_response_kib, 1024);
+        assert!(plugin.grants.random);
+        assert_eq!(c.engine.max_concurrency, 2);
+        assert_eq!(c.engine.cache_entries, 1024);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        for bad in [
+            "surprise = 1",
+            "[engine]\nthreads = 2",
+            "[copy_method]\nbundel = \"/x\"",
+            "[psk.plugin]\nname = \"x\"\nwasm = \"x\"\nsha256 = \"x\"\ngrants = { network = true }",
+        ] {
+            let err = parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("unknown field"), "{bad}: {err}");
+        }
+    }
+}

@@ -20,7 +20,9 @@ pub fn clone_unsupported(message: &str) -> bool {
 /// class exists.
 pub fn copy_method(input: &CopyMethodInput) -> CopyMethodDecision {
     let requested = match input.requested {
-        None | Some(CopyMethod::None) => CopyMethod::Direct,
+        // Unset: Clone, the built-in default; `None` is the API's deprecated Direct.
+        None => CopyMethod::Clone,
+        Some(CopyMethod::None) => CopyMethod::Direct,
         Some(m) => m,
     };
     let unsupported = input
@@ -41,7 +43,7 @@ pub fn copy_method(input: &CopyMethodInput) -> CopyMethodDecision {
             storage_class: None,
             reason: match input.requested {
                 Some(_) => "built-in: the requested method".into(),
-                None => "built-in: no method requested, so Direct".into(),
+                None => "built-in: no method requested, so Clone".into(),
             },
         },
     }
@@ -98,8 +100,12 @@ mod tests {
         );
         assert_eq!(
             copy_method(&CopyMethodInput::default()).method,
-            CopyMethod::Direct
+            CopyMethod::Clone,
+            "unset means Clone"
         );
+        let mut deprecated = CopyMethodInput::default();
+        deprecated.requested = Some(CopyMethod::None);
+        assert_eq!(copy_method(&deprecated).method, CopyMethod::Direct);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `deploy/` renders with the built kubectl's kustomize, applies to the real apiserver,
 //! and its RBAC lets the controller run as its ServiceAccount, and no more.
 
-use std::{io::Write, process::Stdio, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -11,55 +11,11 @@ use k8s_openapi::api::{
 };
 use kube::{Api, api::PostParams};
 
-use crate::support::{ControlPlane, bins, control_plane, controller::RunningController};
-
-const NS: &str = "ferrosync-system";
-
-fn render(cp: &ControlPlane) -> String {
-    let out = cp
-        .kubectl()
-        .arg("kustomize")
-        .arg(bins::repo_root().join("deploy"))
-        .output()
-        .expect("kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kustomize: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn apply(cp: &ControlPlane, manifests: &str) {
-    let mut child = cp
-        .kubectl()
-        .args([
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=ferrosync-deploy-test",
-            "-f",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(manifests.as_bytes())
-        .expect("writing manifests");
-    let out = child.wait_with_output().expect("kubectl apply");
-    assert!(
-        out.status.success(),
-        "apply: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::support::{
+    control_plane,
+    controller::RunningController,
+    deploy::{NAMESPACE as NS, apply, render},
+};
 
 /// Whether `client` may do `verb` on `resource` (optionally a subresource or a name).
 async fn can(
@@ -220,19 +176,13 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
         ("create", "events.k8s.io", "events", Some("any"), None),
         ("get", "", "namespaces", None, Some("any")),
         (
-            "update",
+            "patch",
             "coordination.k8s.io",
             "leases",
             Some(NS),
             Some("ferrosync-controller"),
         ),
-        (
-            "get",
-            "apiextensions.k8s.io",
-            "customresourcedefinitions",
-            None,
-            Some("serviceexports.multicluster.x-k8s.io"),
-        ),
+        ("get", "", "serviceaccounts", Some("any"), None),
     ] {
         assert!(
             can(&sa, verb, group, resource, namespace, name).await,
@@ -260,12 +210,13 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
             Some("ferrosync-controller"),
         ),
         (
-            "update",
+            "patch",
             "coordination.k8s.io",
             "leases",
             Some(NS),
             Some("someone-else"),
         ),
+        ("patch", volsync, "replicationsources", Some("any"), None),
         (
             "list",
             "apiextensions.k8s.io",

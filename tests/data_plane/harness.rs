@@ -20,7 +20,7 @@ use nix::{
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrosync");
-pub const KEY_A: &str = "volsync:8f1c2a9b3e4d5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff";
+pub const KEY_A: &str = "volsync:8f1c2a9b3e4d5f60718293a4b5c6d7e8f9011223344556677889900aabbccdde";
 pub const KEY_B: &str = "volsync:00112233445566778899aabbccddeeff8f1c2a9b3e4d5f60718293a4b5c6d7e8";
 
 /// One test's directories: a source volume, a destination volume, keys and scratch space.

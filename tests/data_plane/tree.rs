@@ -234,7 +234,7 @@ pub fn compare(src: &Path, dst: &Path, check: Check) -> Result<(), String> {
             differ("target", format!("{ta:?}"), format!("{tb:?}"));
         } else if ma.is_file() {
             differ("size", ma.len().to_string(), mb.len().to_string());
-            if !same_contents(&p(src, name), &p(dst, name)) {
+            if !same_contents(&p(src, name), &p(dst, name), ma.len()) {
                 diffs.push(format!("{shown:?}: contents differ"));
             }
             if ma.nlink() > 1 {
@@ -260,7 +260,10 @@ pub fn compare(src: &Path, dst: &Path, check: Check) -> Result<(), String> {
     }
 }
 
-fn same_contents(a: &Path, b: &Path) -> bool {
+fn same_contents(a: &Path, b: &Path, size: u64) -> bool {
+    if size < 1 << 20 {
+        return fs::read(a).expect("read") == fs::read(b).expect("read");
+    }
     let (mut fa, mut fb) = (
         fs::File::open(a).expect("open"),
         fs::File::open(b).expect("open"),

@@ -13,7 +13,10 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{cluster, support::wait};
+use crate::{
+    cluster,
+    support::{controller::RunningController, deploy, wait},
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -150,4 +153,31 @@ async fn the_audit_log_records_requests_by_user() {
         event["annotations"]["authorization.k8s.io/decision"],
         "forbid"
     );
+}
+
+#[tokio::test]
+async fn the_controller_runs_as_its_service_account() {
+    let cp = cluster();
+    let kubeconfig = deploy::controller_identity(cp);
+    let mut controller = RunningController::start(cp, &kubeconfig, &[]);
+    controller
+        .wait_for_status("/readyz", 200, TIMEOUT)
+        .await
+        .unwrap();
+    // Its requests are audited under its ServiceAccount's name, which is what the
+    // least-privilege check of the end-to-end suite relies on.
+    let user = "system:serviceaccount:ferrosync-system:ferrosync";
+    wait::until(
+        "an audit event of the controller's requests",
+        TIMEOUT,
+        || {
+            let found = cp
+                .audit_events()
+                .iter()
+                .any(|e| e["user"]["username"] == user);
+            async move { Ok(found.then_some(())) }
+        },
+    )
+    .await
+    .unwrap();
 }

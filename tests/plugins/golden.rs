@@ -101,3 +101,28 @@ fn cli_policy_test_reports_cases_and_exit_code() {
     );
     assert!(stdout.contains("7/8 cases passed"), "{stdout}");
 }
+
+#[test]
+fn kustomization_ships_every_bundle_file_under_a_mebibyte() {
+    let text = std::fs::read_to_string(root().join("policies/kustomization.yaml")).unwrap();
+    let k: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let listed: Vec<String> = k["configMapGenerator"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["files"].as_sequence().unwrap().iter())
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    for bundle in ["aws-ebs", "multi-cluster", "vault"] {
+        let dir = root().join("policies").join(bundle);
+        let mut total = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = format!("{bundle}/{}", entry.file_name().to_string_lossy());
+            assert!(listed.contains(&name), "{name} is not in the configMapGenerator");
+            total += entry.metadata().unwrap().len();
+        }
+        // base64 grows binaryData by a third; the ConfigMap must stay under 1 MiB.
+        assert!(total * 4 / 3 < 1 << 20, "{bundle}: {total} bytes");
+    }
+}

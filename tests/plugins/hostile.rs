@@ -146,6 +146,13 @@ async fn panic_and_trap_are_contained() {
 }
 
 #[tokio::test]
+async fn timers_trap_instead_of_parking_the_host() {
+    let t = Instant::now();
+    expect_fail("sleep", small(), FailureKind::CapabilityDenied, "timers").await;
+    assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
 async fn invalid_names_are_refused() {
     expect_fallback(
         "bad-name",

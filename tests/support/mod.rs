@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod components;
 pub mod controller;
 pub mod crds;
+pub mod deploy;
 pub mod kubeconfig;
 pub mod pki;
 pub mod process;

@@ -36,6 +36,8 @@ pgs=""; dirs=""
 while IFS= read -r line; do
   case "$line" in
     "pg "*) pgs="$pgs ${line#pg }" ;;
+    # A group already stopped: forget it, so a reused id is never killed.
+    "unpg "*) pgs=$(echo " $pgs " | sed "s/ ${line#unpg } / /") ;;
     "dir "*) dirs="$dirs
 ${line#dir }" ;;
   esac
@@ -137,9 +139,13 @@ pub fn spawn(mut cmd: Command) -> io::Result<Child> {
 /// Kills a child's whole process group and reaps the child. For children that must stop
 /// before the test binary ends (the watchdog handles the rest).
 pub fn kill_group(child: &mut Child) {
-    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
-    let _ = child.wait();
+    // Only while the leader is unreaped does its id surely still name its group.
+    if let Ok(None) = child.try_wait() {
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait();
+    }
+    tell_watchdog(&format!("unpg {}", child.id()));
 }
 
 /// A free TCP port on 127.0.0.1. The port is released before it is used, so another

@@ -35,6 +35,11 @@ impl Guest for Plugin {
                 }
             }
             "panic" => panic!("hostile plugin panics on purpose"),
+            // A timer would park the host thread beyond any epoch deadline.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(ok("woke up".into()))
+            }
             "trap" => std::process::abort(),
             // An invalid Kubernetes name.
             "bad-name" => Ok(CopyMethodDecision {

@@ -4,27 +4,27 @@
 //! components cached by sha256, an `InstancePre` per plugin, and the current plugin set
 //! behind a lock that a reload swaps whole. Each decision gets a fresh Store on a blocking
 //! thread, behind a semaphore. The engine must never let a plugin failure escape as a
-//! panic or hang: failures become a fallback or a [`PolicyError`], always reported.
+//! panic or hang: failures become a fallback or a `PolicyError`, always reported.
 
 use std::{
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, component::Linker};
 
+mod decide;
+
 use super::{
     cache::DecisionCache,
     config::{EngineConfig, FailureMode, PolicyConfig},
     credentials::{CredentialSource, NoCredentials},
-    execute::{self, CopyMethodPoint, Point, PskPoint, ServiceTypePoint},
     http::{HttpTransport, LiveTransport},
-    metrics::{DecisionLabels, FailureLabels, PluginLabels, PolicyMetrics, ReloadLabels},
-    outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
+    metrics::{PolicyMetrics, ReloadLabels},
     plugin::{self, ComponentCache, LoadError, LoadedPlugin},
     sandbox::{self, HostState},
     types::*,
@@ -296,232 +296,5 @@ impl PolicyEngine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// Chooses a source's copy method.
-    pub async fn copy_method(
-        &self,
-        input: &CopyMethodInput,
-    ) -> Result<Decided<CopyMethodDecision>, PolicyError> {
-        let plugin = self.current().copy_method.clone();
-        self.decide::<CopyMethodPoint>(plugin, input, Some(&self.inner.caches.copy_method))
-            .await
-    }
-
-    /// Chooses a destination's Service type and annotations.
-    pub async fn service_type(
-        &self,
-        input: &ServiceTypeInput,
-    ) -> Result<Decided<ServiceTypeDecision>, PolicyError> {
-        let plugin = self.current().service_type.clone();
-        self.decide::<ServiceTypePoint>(plugin, input, Some(&self.inner.caches.service_type))
-            .await
-    }
-
-    /// Supplies a replication's key. Never cached: keys must not linger in memory.
-    pub async fn psk(&self, input: &PskInput) -> Result<Decided<PskDecision>, PolicyError> {
-        let plugin = self.current().psk.clone();
-        self.decide::<PskPoint>(plugin, input, None).await
-    }
-
-    async fn decide<P: Point>(
-        &self,
-        plugin: Option<Arc<LoadedPlugin>>,
-        input: &P::Input,
-        cache: Option<&DecisionCache<P::Decision>>,
-    ) -> Result<Decided<P::Decision>, PolicyError> {
-        let point = P::POINT;
-        let metrics = self.metrics();
-        let Some(plugin) = plugin else {
-            metrics
-                .decisions
-                .get_or_create(&labels(point, "none", "builtin"))
-                .inc();
-            return Ok(Decided {
-                decision: P::builtin(input),
-                provenance: provenance(point, None, DecidedBy::BuiltIn),
-            });
-        };
-
-        let start = Instant::now();
-        let cache = cache.filter(|c| plugin.pure && c.enabled());
-        let key = cache.and_then(|_| {
-            DecisionCache::<P::Decision>::key(&plugin.sha256, &plugin.settings_json, input)
-        });
-        if let (Some(cache), Some(key)) = (cache, &key)
-            && let Some(decision) = cache.get(key)
-        {
-            metrics
-                .decisions
-                .get_or_create(&labels(point, &plugin.name, "cached"))
-                .inc();
-            let mut provenance = provenance(point, Some(&plugin), DecidedBy::Cache);
-            provenance.latency = start.elapsed();
-            return Ok(Decided {
-                decision,
-                provenance,
-            });
-        }
-
-        let credential = match &plugin.credential {
-            Some(r) if plugin.http.is_some() => {
-                match self.inner.options.credentials.resolve(r).await {
-                    Ok(value) => Some((r.header.clone(), value)),
-                    Err(e) => {
-                        let failure = Failure {
-                            kind: FailureKind::Credentials,
-                            message: e.to_string(),
-                        };
-                        let prov = provenance(point, Some(&plugin), DecidedBy::Plugin);
-                        return self.failed::<P>(&plugin, input, failure, prov);
-                    }
-                }
-            }
-            _ => None,
-        };
-
-        let wit_input = P::to_wit(input, &plugin.settings_json);
-        let execution = {
-            // The semaphore is never closed, so acquiring only waits.
-            let _permit = self.inner.permits.acquire().await;
-            let inner = self.inner.clone();
-            let run_plugin = plugin.clone();
-            tokio::task::spawn_blocking(move || {
-                execute::run::<P>(
-                    &inner.engine,
-                    &run_plugin,
-                    inner.tick,
-                    inner.options.transport.clone(),
-                    credential,
-                    &wit_input,
-                )
-            })
-            .await
-        };
-        let execution = match execution {
-            Ok(x) => x,
-            Err(e) => execute::Execution {
-                result: Err(Failure {
-                    kind: FailureKind::Internal,
-                    message: format!("the plugin's blocking task failed: {e}"),
-                }),
-                fuel_used: 0,
-                latency: start.elapsed(),
-                denials: Vec::new(),
-            },
-        };
-        let plugin_labels = PluginLabels {
-            point: point.as_str().into(),
-            plugin: plugin.name.clone(),
-        };
-        metrics
-            .latency
-            .get_or_create(&plugin_labels)
-            .observe(execution.latency.as_secs_f64());
-        metrics
-            .fuel
-            .get_or_create(&plugin_labels)
-            .observe(execution.fuel_used as f64);
-
-        let mut prov = provenance(point, Some(&plugin), DecidedBy::Plugin);
-        prov.fuel_used = execution.fuel_used;
-        prov.latency = execution.latency;
-        prov.denials = execution.denials;
-        let validated = execution.result.and_then(|out| {
-            P::validate(out, input).map_err(|e| Failure {
-                kind: FailureKind::InvalidOutput,
-                message: e.to_string(),
-            })
-        });
-        match validated {
-            Ok(decision) => {
-                metrics
-                    .decisions
-                    .get_or_create(&labels(point, &plugin.name, "plugin"))
-                    .inc();
-                if let (Some(cache), Some(key)) = (cache, key) {
-                    cache.put(key, decision.clone());
-                }
-                Ok(Decided {
-                    decision,
-                    provenance: prov,
-                })
-            }
-            Err(failure) => self.failed::<P>(&plugin, input, failure, prov),
-        }
-    }
-
-    fn failed<P: Point>(
-        &self,
-        plugin: &LoadedPlugin,
-        input: &P::Input,
-        failure: Failure,
-        mut prov: Provenance,
-    ) -> Result<Decided<P::Decision>, PolicyError> {
-        let point = P::POINT;
-        let metrics = self.metrics();
-        metrics
-            .failures
-            .get_or_create(&FailureLabels {
-                point: point.as_str().into(),
-                plugin: plugin.name.clone(),
-                kind: failure.kind.as_str().into(),
-            })
-            .inc();
-        tracing::warn!(
-            point = point.as_str(),
-            plugin = %plugin.name,
-            kind = failure.kind.as_str(),
-            message = %failure.message,
-            on_failure = ?plugin.on_failure,
-            "policy plugin failed"
-        );
-        prov.failure = Some(failure.clone());
-        match plugin.on_failure {
-            FailureMode::Fallback => {
-                metrics
-                    .decisions
-                    .get_or_create(&labels(point, &plugin.name, "fallback"))
-                    .inc();
-                prov.decided_by = DecidedBy::Fallback;
-                Ok(Decided {
-                    decision: P::builtin(input),
-                    provenance: prov,
-                })
-            }
-            FailureMode::Fail => {
-                metrics
-                    .decisions
-                    .get_or_create(&labels(point, &plugin.name, "failed"))
-                    .inc();
-                Err(PolicyError::PluginFailed {
-                    point,
-                    plugin: plugin.name.clone(),
-                    failure,
-                    provenance: Box::new(prov),
-                })
-            }
-        }
-    }
-}
-
-fn labels(point: DecisionPoint, plugin: &str, outcome: &str) -> DecisionLabels {
-    DecisionLabels {
-        point: point.as_str().into(),
-        plugin: plugin.into(),
-        outcome: outcome.into(),
-    }
-}
-
-fn provenance(point: DecisionPoint, plugin: Option<&LoadedPlugin>, by: DecidedBy) -> Provenance {
-    Provenance {
-        point,
-        decided_by: by,
-        plugin: plugin.map(|p| p.name.clone()),
-        sha256: plugin.map(|p| p.sha256.clone()),
-        failure: None,
-        fuel_used: 0,
-        latency: Duration::ZERO,
-        denials: Vec::new(),
     }
 }

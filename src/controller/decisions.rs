@@ -1,0 +1,187 @@
+//! The three policy decisions as a reconcile makes them: gather the plugin's input from
+//! the cluster, ask the engine, and record who decided what (an Event when it changes,
+//! and `status.policy`, which `kubectl describe` shows).
+
+use k8s_openapi::api::{
+    core::v1::{ObjectReference, PersistentVolumeClaim},
+    storage::v1::StorageClass,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
+};
+
+use super::{context::Context, error::Error};
+use crate::{
+    api::{CopyMethod, PolicyDecision, ServiceType},
+    policy::{
+        CopyMethodDecision, CopyMethodInput, Decided, DecidedBy, PolicyError, Provenance,
+        PskDecision, PskInput, PvcInfo, ServiceTypeDecision, ServiceTypeInput, Side,
+        StorageClassInfo,
+    },
+    resources::pvc,
+};
+
+/// The copy method for a source PVC.
+pub async fn copy_method(
+    ctx: &Context,
+    requested: Option<CopyMethod>,
+    source: &PersistentVolumeClaim,
+    clone_failure: Option<String>,
+) -> Result<Decided<CopyMethodDecision>, Error> {
+    let spec = source.spec.clone().unwrap_or_default();
+    let classes = Api::<StorageClass>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let class = spec
+        .storage_class_name
+        .as_deref()
+        .and_then(|name| classes.iter().find(|c| c.name_any() == name));
+    let provisioner = class.map(|c| c.provisioner.clone());
+    let input = CopyMethodInput {
+        pvc: PvcInfo {
+            name: source.name_any(),
+            namespace: source.namespace().unwrap_or_default(),
+            labels: source.labels().clone(),
+            capacity: pvc::requested_capacity(source).map(|q| q.0),
+            access_modes: spec.access_modes.clone().unwrap_or_default(),
+            volume_mode: spec.volume_mode.clone(),
+        },
+        storage_class: class.map(|c| StorageClassInfo {
+            name: c.name_any(),
+            provisioner: c.provisioner.clone(),
+            parameters: c.parameters.clone().unwrap_or_default(),
+        }),
+        requested,
+        snapshot_classes: snapshot_classes_for(ctx, provisioner.as_deref()).await?,
+        storage_classes: classes.iter().map(|c| c.name_any()).collect(),
+        clone_failure,
+    };
+    ctx.policy.copy_method(&input).await.map_err(policy_failed)
+}
+
+/// The Service type and annotations for a destination.
+pub async fn service_type<K: Resource>(
+    ctx: &Context,
+    obj: &K,
+    requested: Option<ServiceType>,
+) -> Result<Decided<ServiceTypeDecision>, Error> {
+    let input = ServiceTypeInput {
+        namespace: obj.meta().namespace.clone().unwrap_or_default(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+        labels: obj.meta().labels.clone().unwrap_or_default(),
+        requested,
+        topology: ctx.topology.get(&ctx.client).await?,
+    };
+    ctx.policy.service_type(&input).await.map_err(policy_failed)
+}
+
+/// The key for an object without keySecret, asked only while its Secret does not exist.
+pub async fn psk<K: Resource>(
+    ctx: &Context,
+    obj: &K,
+    side: Side,
+    key_secret_name: &str,
+) -> Result<Decided<PskDecision>, Error> {
+    let input = PskInput {
+        side,
+        namespace: obj.meta().namespace.clone().unwrap_or_default(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+        labels: obj.meta().labels.clone().unwrap_or_default(),
+        annotations: obj.meta().annotations.clone().unwrap_or_default(),
+        key_secret_name: key_secret_name.to_string(),
+        key_secret_exists: false,
+    };
+    ctx.policy.psk(&input).await.map_err(policy_failed)
+}
+
+/// Records a decision in `status.policy`, replacing the point's previous entry, and emits
+/// an Event when the decision or its maker changed.
+pub async fn record(
+    ctx: &Context,
+    object: &ObjectReference,
+    policy: &mut Option<Vec<PolicyDecision>>,
+    provenance: &Provenance,
+    value: String,
+    reason: &str,
+) {
+    let entry = PolicyDecision {
+        decision: provenance.point.to_string(),
+        value,
+        decided_by: provenance
+            .plugin
+            .clone()
+            .filter(|_| provenance.decided_by != DecidedBy::Fallback)
+            .unwrap_or_else(|| "built-in".into()),
+        reason: reason.to_string(),
+        fallback: (provenance.decided_by == DecidedBy::Fallback).then_some(true),
+    };
+    let entries = policy.get_or_insert_with(Vec::new);
+    let previous = entries.iter().position(|e| e.decision == entry.decision);
+    let changed = previous.is_none_or(|i| {
+        let old = &entries[i];
+        (old.value.as_str(), old.decided_by.as_str(), old.fallback)
+            != (
+                entry.value.as_str(),
+                entry.decided_by.as_str(),
+                entry.fallback,
+            )
+    });
+    if changed {
+        let warning = provenance.failure.is_some();
+        let reason_tag = if warning {
+            "PolicyFallback"
+        } else {
+            "PolicyDecision"
+        };
+        ctx.event(
+            object,
+            warning,
+            reason_tag,
+            format!("{}: {} ({reason})", provenance.summary(), entry.value),
+        )
+        .await;
+    }
+    match previous {
+        Some(i) => entries[i] = entry,
+        None => entries.push(entry),
+    }
+}
+
+/// VolumeSnapshotClasses whose driver is `provisioner`, by name.
+async fn snapshot_classes_for(
+    ctx: &Context,
+    provisioner: Option<&str>,
+) -> Result<Vec<String>, Error> {
+    let Some(provisioner) = provisioner else {
+        return Ok(Vec::new());
+    };
+    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass");
+    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ApiResource::from_gvk(&gvk));
+    let classes = match api.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        // No snapshot CRDs in this cluster: no classes.
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+        Err(err) => return Err(err.into()),
+    };
+    let mut names: Vec<(bool, String)> = classes
+        .into_iter()
+        .filter(|c| c.data.get("driver").and_then(|d| d.as_str()) == Some(provisioner))
+        .map(|c| {
+            let default = c
+                .annotations()
+                .get("snapshot.storage.kubernetes.io/is-default-class")
+                .map(String::as_str)
+                == Some("true");
+            (!default, c.name_any())
+        })
+        .collect();
+    // The default class first: built-in and plugins alike take the first one.
+    names.sort();
+    Ok(names.into_iter().map(|(_, n)| n).collect())
+}
+
+fn policy_failed(err: PolicyError) -> Error {
+    Error::Policy(err.to_string())
+}

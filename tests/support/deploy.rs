@@ -1,0 +1,75 @@
+//! `deploy/` on a test control plane: rendered with the built kubectl's kustomize and
+//! server-side applied, whole or just the parts the controller's identity needs.
+
+use std::{io::Write, process::Stdio};
+
+use super::{ControlPlane, bins};
+
+/// The controller's namespace and ServiceAccount, as in `deploy/`.
+pub const NAMESPACE: &str = "ferrosync-system";
+/// The controller's ServiceAccount.
+pub const SERVICE_ACCOUNT: &str = "ferrosync";
+
+/// `kubectl kustomize deploy/`.
+pub fn render(cp: &ControlPlane) -> String {
+    let out = cp
+        .kubectl()
+        .arg("kustomize")
+        .arg(bins::repo_root().join("deploy"))
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kustomize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Server-side applies `manifests` (YAML) as admin.
+pub fn apply(cp: &ControlPlane, manifests: &str) {
+    let mut child = cp
+        .kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=ferrosync-test-harness",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(manifests.as_bytes())
+        .expect("writing manifests");
+    let out = child.wait_with_output().expect("kubectl apply");
+    assert!(
+        out.status.success(),
+        "apply: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Applies the namespace, ServiceAccount and RBAC of `deploy/` (not the Deployment: tests
+/// run the controller as a local process) and returns a kubeconfig with the
+/// ServiceAccount's identity, so the controller runs with exactly the deployed rights.
+pub fn controller_identity(cp: &ControlPlane) -> std::path::PathBuf {
+    let dir = bins::repo_root().join("deploy");
+    let mut manifests = String::new();
+    for file in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("deploy manifest");
+        manifests.push_str("---\n");
+        manifests.push_str(&text);
+        manifests.push('\n');
+    }
+    apply(cp, &manifests);
+    cp.service_account_kubeconfig(NAMESPACE, SERVICE_ACCOUNT)
+}
