@@ -9,7 +9,17 @@ mod support;
 
 #[path = "e2e/env.rs"]
 mod env;
+#[path = "e2e/failures.rs"]
+mod failures;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
+#[path = "e2e/replication.rs"]
+mod replication;
+#[path = "e2e/security.rs"]
+mod security;
 #[path = "e2e/simulators.rs"]
 mod simulators;
+#[path = "e2e/tree.rs"]
+mod tree;
+#[path = "e2e/volsync.rs"]
+mod volsync;

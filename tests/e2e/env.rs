@@ -25,9 +25,7 @@ pub const BACKOFF_LIMIT: i32 = 1;
 pub struct Env {
     /// The control plane.
     pub cp: &'static ControlPlane,
-    /// The simulators.
-    pub sim: &'static Cluster,
-    /// The controller.
+    /// The controller (its log helps when a test fails).
     pub controller: &'static RunningController,
 }
 
@@ -40,7 +38,7 @@ pub fn env() -> Env {
         Image::binary(ferrosync_binary(), ferrosync::resources::job::MOVER_BINARY),
     );
     images::register(SHELL_IMAGE, Image::binary("/bin/sh", "/bin/sh"));
-    let sim = Cluster::start(cp);
+    Cluster::start(cp);
     let controller = CONTROLLER.get_or_init(|| {
         let limit = BACKOFF_LIMIT.to_string();
         RunningController::start(
@@ -54,9 +52,14 @@ pub fn env() -> Env {
             ],
         )
     });
-    Env {
-        cp,
-        sim,
-        controller,
+    Env { cp, controller }
+}
+
+impl Env {
+    /// The end of the controller's log, for failure messages.
+    pub fn controller_tail(&self) -> String {
+        let log = self.controller.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 }

@@ -197,3 +197,13 @@ pub async fn event(client: &Client, ns: &str, involved: &str, reason: &str) -> S
     .await
     .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Every Event in `ns`.
+pub async fn events(client: &Client, ns: &str) -> Result<Vec<Event>, String> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items)
+}

@@ -21,12 +21,15 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
     let env = env();
     let ns = env.cp.namespace("sim-pod").await;
     let started = Instant::now();
+    pvc("vol").create(&ns).await;
+    let vol = bound_dir(&ns, "vol").await;
     // Everything the container observes goes into its termination message.
     let script = r#"
         exec 2>&1
         msg="uid=$(id -u) gid=$(id -g) groups=$(id -G) ip=$POD_IP"
         touch /rootfs-write 2>/dev/null && msg="$msg root=writable" || msg="$msg root=ro"
         touch /scratch/x && msg="$msg scratch=rw"
+        echo data > /data/out && msg="$msg data=rw"
         msg="$msg key=$(cat /keys/psk.txt) keymode=$(stat -L -c %a:%g /keys/psk.txt)"
         grep -q CapEff:.0000000000000000 /proc/self/status && msg="$msg caps=none"
         printf '%s' "$msg" > /dev/termination-log
@@ -49,6 +52,7 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
         .env_field("POD_IP", "status.podIP")
         .secret("key", "/keys", 0o600)
         .memory_dir("scratch", "/scratch")
+        .pvc("vol", "/data")
         .create(&ns)
         .await;
     let pod = terminated(&ns, "probe").await;
@@ -65,9 +69,12 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
     assert_eq!(
         state.message.as_deref(),
         Some(&*format!(
-            "uid=1234 gid=2345 groups=2345 5678 ip={ip} root=ro scratch=rw key=volsync:abc keymode=640:5678 caps=none"
+            "uid=1234 gid=2345 groups=2345 5678 ip={ip} root=ro scratch=rw data=rw key=volsync:abc keymode=640:5678 caps=none"
         ))
     );
+    // Files the container writes belong to its uid and gid.
+    let meta = std::fs::metadata(vol.join("out")).expect("the pod wrote into its volume");
+    assert_eq!((meta.uid(), meta.gid()), (1234, 2345));
     eprintln!("sim pod test: {:.1}s", started.elapsed().as_secs_f64());
 }
 

@@ -42,11 +42,12 @@ while IFS= read -r line; do
 ${line#dir }" ;;
   esac
 done
-for pg in $pgs; do kill -KILL -- "-$pg" 2>/dev/null; done
+# No "--": dash's kill rejects it ("Illegal number: -") and would kill nothing.
+for pg in $pgs; do kill -KILL "-$pg" 2>/dev/null; done
 # Wait (bounded) for the groups to die, so nothing writes into a directory being removed.
 for _ in $(seq 50); do
   alive=""
-  for pg in $pgs; do kill -0 -- "-$pg" 2>/dev/null && alive=1; done
+  for pg in $pgs; do kill -0 "-$pg" 2>/dev/null && alive=1; done
   [ -z "$alive" ] && break
   sleep 0.1
 done

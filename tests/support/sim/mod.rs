@@ -2,10 +2,10 @@
 //! real cluster has and this machine cannot run. Each does only its real counterpart's
 //! job, through the API, next to the real kube-controller-manager and kube-scheduler:
 //!
-//! - [`node`]: a kubelet (Node, Lease, pods as sandboxed processes, pod status);
-//! - [`storage`]: a CSI driver with its provisioner and snapshotter sidecars;
-//! - [`loadbalancer`]: a cloud provider's load-balancer controller;
-//! - [`routing`]: kube-proxy.
+//! - `node`: a kubelet (Node, Lease, pods as sandboxed processes, pod status);
+//! - `storage`: a CSI driver with its provisioner and snapshotter sidecars;
+//! - `loadbalancer`: a cloud provider's load-balancer controller;
+//! - `routing`: kube-proxy.
 //!
 //! [`Cluster::start`] starts them once per test binary on a runtime of their own (tests
 //! each have their own runtime, which ends with the test), and they stop when the binary

@@ -1,9 +1,13 @@
 //! The routing simulator: kube-proxy's duty, in its old userspace mode. For every port of
 //! every Service it listens on the ClusterIP (the Service CIDR is loopback, 127.64.0.0/16)
-//! and on each load-balancer ingress IP, and forwards each TCP connection to a ready
-//! endpoint from the Service's EndpointSlices, which the real EndpointSlice controller
-//! fills from pod IPs and readiness. Every address involved is a loopback address, so no
-//! traffic ever leaves the machine.
+//! and on each load-balancer ingress IP, and forwards each TCP connection to a ready pod
+//! behind the Service. Every address involved is a loopback address, so no traffic ever
+//! leaves the machine.
+//!
+//! Endpoints are chosen the way the EndpointSlice controller chooses them (pods matching
+//! the selector, Ready, with an IP; named target ports resolved from container ports), not
+//! read from EndpointSlices: the API rejects loopback endpoint addresses ("may not be in
+//! the loopback range"), so the real controller cannot publish these pods' IPs.
 //!
 //! Not modelled: UDP/SCTP, NodePorts, session affinity, traffic policies, topology hints,
 //! and kube-proxy's reject of connections to Services without endpoints (a connection is
@@ -18,7 +22,10 @@ use std::{
     },
 };
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::{
+    api::core::v1::{Pod, Service, ServicePort},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{reflector::Store, watcher},
@@ -37,7 +44,15 @@ struct Frontend {
     addr: SocketAddr,
     namespace: String,
     service: String,
-    port_name: String,
+    selector: Vec<(String, String)>,
+    target: Target,
+}
+
+/// A Service port's targetPort.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Target {
+    Number(u16),
+    Name(String),
 }
 
 /// Starts the proxy on the current runtime.
@@ -45,7 +60,7 @@ pub fn start(client: Client) {
     let changed = Arc::new(Notify::new());
     let cfg = watcher::Config::default;
     let services = cache(Api::<Service>::all(client.clone()), cfg(), changed.clone());
-    let slices = cache(Api::<EndpointSlice>::all(client), cfg(), changed.clone());
+    let pods = cache(Api::<Pod>::all(client), cfg(), changed.clone());
     tokio::spawn(async move {
         let mut listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
         loop {
@@ -58,10 +73,9 @@ pub fn start(client: Client) {
                 keep
             });
             for f in wanted {
-                if !listeners.contains_key(&f) {
-                    let task = tokio::spawn(serve(f.clone(), slices.clone()));
-                    listeners.insert(f, task);
-                }
+                listeners
+                    .entry(f.clone())
+                    .or_insert_with(|| tokio::spawn(serve(f, pods.clone())));
             }
             next_change(&changed).await;
         }
@@ -72,6 +86,10 @@ fn frontends(services: &Store<Service>) -> Vec<Frontend> {
     let mut out = Vec::new();
     for svc in services.state() {
         let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        // Without a selector, endpoints are someone else's business (not simulated).
+        let Some(selector) = spec.selector.clone().filter(|s| !s.is_empty()) else {
             continue;
         };
         let mut ips: Vec<String> = spec
@@ -104,7 +122,8 @@ fn frontends(services: &Store<Service>) -> Vec<Frontend> {
                     addr: SocketAddr::new(ip, port.port as u16),
                     namespace: svc.namespace().unwrap_or_default(),
                     service: svc.name_any(),
-                    port_name: port.name.clone().unwrap_or_default(),
+                    selector: selector.clone().into_iter().collect(),
+                    target: target(port),
                 });
             }
         }
@@ -112,7 +131,18 @@ fn frontends(services: &Store<Service>) -> Vec<Frontend> {
     out
 }
 
-async fn serve(f: Frontend, slices: Store<EndpointSlice>) {
+fn target(port: &ServicePort) -> Target {
+    match &port.target_port {
+        Some(IntOrString::Int(n)) => Target::Number(*n as u16),
+        Some(IntOrString::String(name)) => match name.parse() {
+            Ok(n) => Target::Number(n),
+            Err(_) => Target::Name(name.clone()),
+        },
+        None => Target::Number(port.port as u16),
+    }
+}
+
+async fn serve(f: Frontend, pods: Store<Pod>) {
     let listener = match TcpListener::bind(f.addr).await {
         Ok(l) => l,
         Err(err) => {
@@ -125,7 +155,7 @@ async fn serve(f: Frontend, slices: Store<EndpointSlice>) {
     };
     let next = Arc::new(AtomicUsize::new(0));
     while let Ok((inbound, _)) = listener.accept().await {
-        let backends = endpoints(&slices, &f);
+        let backends = endpoints(&pods, &f);
         if backends.is_empty() {
             continue; // dropped: closed without a backend
         }
@@ -139,34 +169,39 @@ async fn serve(f: Frontend, slices: Store<EndpointSlice>) {
     }
 }
 
-/// Ready endpoints of the frontend's Service port.
-fn endpoints(slices: &Store<EndpointSlice>, f: &Frontend) -> Vec<SocketAddr> {
+/// Ready pods behind the frontend's Service, with the target port.
+fn endpoints(pods: &Store<Pod>, f: &Frontend) -> Vec<SocketAddr> {
     let mut out = Vec::new();
-    for slice in slices.state() {
-        let owned = slice.namespace().as_deref() == Some(&f.namespace)
-            && slice.labels().get("kubernetes.io/service-name") == Some(&f.service);
-        if !owned {
-            continue;
-        }
-        let Some(port) = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or("") == f.port_name)
-            .and_then(|p| p.port)
+    for pod in pods.state() {
+        let labels = pod.labels();
+        let selected = pod.namespace().as_deref() == Some(&f.namespace)
+            && f.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && pod.metadata.deletion_timestamp.is_none();
+        let status = pod.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let Some(ip) = status
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
         else {
             continue;
         };
-        for ep in &slice.endpoints {
-            // An unset `ready` means ready, per the EndpointSlice API.
-            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                continue;
-            }
-            for addr in &ep.addresses {
-                if let Ok(ip) = addr.parse::<IpAddr>() {
-                    out.push(SocketAddr::new(ip, port as u16));
-                }
-            }
+        if !(selected && ready) {
+            continue;
+        }
+        let port = match &f.target {
+            Target::Number(n) => Some(*n),
+            Target::Name(name) => pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.container_port as u16),
+        };
+        if let Some(port) = port {
+            out.push(SocketAddr::new(ip, port));
         }
     }
     out
