@@ -211,8 +211,8 @@ mod tests {
 
     use super::*;
 
-    fn parse(toml: &str) -> Result<PolicyConfig, figment::Error> {
-        Figment::from(Toml::string(toml)).extract()
+    fn parse(toml: &str) -> Result<PolicyConfig, Box<figment::Error>> {
+        Figment::from(Toml::string(toml)).extract().map_err(Box::new)
     }
 
     #[test]
