@@ -212,7 +212,9 @@ mod tests {
     use super::*;
 
     fn parse(toml: &str) -> Result<PolicyConfig, Box<figment::Error>> {
-        Figment::from(Toml::string(toml)).extract().map_err(Box::new)
+        Figment::from(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)
     }
 
     #[test]

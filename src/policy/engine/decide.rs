@@ -107,11 +107,14 @@ impl PolicyEngine {
 
         let wit_input = P::to_wit(input, &plugin.settings_json);
         let execution = {
-            // The semaphore is never closed, so acquiring only waits.
-            let _permit = self.inner.permits.acquire().await;
+            // The permit moves into the blocking task: if the caller gives up waiting, the
+            // run still counts against the limit until it ends (by fuel or deadline at the
+            // latest). The semaphore is never closed, so acquiring only waits.
+            let permit = self.inner.permits.clone().acquire_owned().await;
             let inner = self.inner.clone();
             let run_plugin = plugin.clone();
             tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 execute::run::<P>(
                     &inner.engine,
                     &run_plugin,

@@ -112,7 +112,7 @@ struct Inner {
     linker: Linker<HostState>,
     components: ComponentCache,
     set: RwLock<Arc<PluginSet>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     caches: Caches,
     tick: Duration,
     options: EngineOptions,
@@ -166,7 +166,7 @@ impl PolicyEngine {
             linker,
             components: ComponentCache::default(),
             set: RwLock::new(Arc::new(PluginSet::default())),
-            permits: Semaphore::new(config.engine.max_concurrency.max(1)),
+            permits: Arc::new(Semaphore::new(config.engine.max_concurrency.max(1))),
             caches: Caches {
                 copy_method: DecisionCache::new(entries),
                 service_type: DecisionCache::new(entries),
