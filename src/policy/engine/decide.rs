@@ -49,6 +49,11 @@ impl PolicyEngine {
         self.decide::<PskPoint>(plugin, input, None).await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(point = P::POINT.as_str(), plugin = plugin.as_ref().map(|p| p.name.as_str()))
+    )]
     async fn decide<P: Point>(
         &self,
         plugin: Option<Arc<LoadedPlugin>>,
