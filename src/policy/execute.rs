@@ -190,7 +190,8 @@ pub(crate) fn run<P: Point>(
         .and_then(|g| ResolvedGrant::new(g, credential).ok());
     let limits = &plugin.limits;
     let memory = (limits.memory_mib as usize).saturating_mul(1 << 20);
-    let state = HostState::new(memory, plugin.random, HttpGate::new(grant, transport));
+    let gate = HttpGate::new(grant, transport, start + limits.timeout);
+    let state = HostState::new(memory, plugin.random, gate);
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     // Fuel is enabled engine-wide, so this cannot fail.

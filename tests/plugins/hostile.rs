@@ -423,3 +423,38 @@ async fn wasm_runs_off_the_executor_with_bounded_concurrency() {
     );
     assert!(ticks >= 10, "the executor was blocked: {ticks} ticks");
 }
+
+#[tokio::test]
+async fn a_silent_server_cannot_hold_a_decision_past_its_deadline() {
+    // Accepts connections (the kernel's backlog) but never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", silent.local_addr().unwrap());
+    let mut s = spec(
+        "hostile-psk",
+        json!({ "mode": "http", "url": format!("{origin}/v1/x") }),
+    );
+    s.limits.timeout = Duration::from_millis(300);
+    s.grants.http = Some(HttpGrant {
+        allow: vec![origin],
+        timeout: Duration::from_secs(30),
+        max_response_kib: 64,
+        max_requests: 4,
+        credentials: None,
+    });
+    let config = PolicyConfig {
+        psk: point(s, FailureMode::Fail),
+        ..PolicyConfig::default()
+    };
+    let engine = engine(&config).await;
+    let start = Instant::now();
+    let err = engine
+        .psk(&psk_input(Side::Source, None))
+        .await
+        .expect_err("fails");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
