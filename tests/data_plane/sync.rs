@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use ferrosync::mover::Outcome;
+use ferrosync::mover::{Outcome, Progress};
 
 use crate::{
     harness::{Env, KEY_A, Mover, free_port, sync},
