@@ -75,6 +75,13 @@ fn full_sync_preserves_contents_metadata_links_and_odd_names() {
             .lines()
             .any(|l| l.starts_with("rsync completed in "))
     );
+    let progress: Vec<_> = source.log.lines().filter_map(Progress::parse).collect();
+    assert!(
+        progress
+            .last()
+            .is_some_and(|p| p.bytes >= 64 << 20 && p.files > 0),
+        "{progress:?}"
+    );
     assert!(dest.log.contains("from a ferrosync source"), "{}", dest.log);
     assert!(
         dest.summary.bytes_received >= s.bytes_sent / 2,
