@@ -10,7 +10,7 @@ use kube::{
 use crate::{
     api::{MoverResult, MoverStatus},
     mover::summary::{Progress, Summary},
-    resources::job::CONTAINER,
+    resources::{Side, job::CONTAINER},
 };
 
 /// The longest `latestMoverStatus.logs` kept in status.
@@ -143,9 +143,13 @@ pub struct MoverReport {
 }
 
 impl MoverReport {
-    /// Bytes the mover sent, for metrics.
-    pub fn bytes(&self) -> u64 {
-        self.summary.as_ref().map_or(0, |s| s.bytes_sent)
+    /// The data bytes this side moved, for metrics: sent by a source, received by a
+    /// destination.
+    pub fn bytes(&self, side: Side) -> u64 {
+        self.summary.as_ref().map_or(0, |s| match side {
+            Side::Source => s.bytes_sent,
+            Side::Destination => s.bytes_received,
+        })
     }
 
     /// Whether the failure was a TLS-PSK authentication failure.
