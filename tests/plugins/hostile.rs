@@ -50,11 +50,10 @@ async fn expect_fallback(mode: &str, limits: Limits, kind: FailureKind, says: &s
     // The built-in default: the requested Clone.
     assert_eq!(d.decision.method, CopyMethod::Clone);
     assert!(d.decision.reason.starts_with("built-in"));
-    assert!(
-        d.provenance.summary().contains("failed"),
-        "{}",
-        d.provenance.summary()
-    );
+    let event = d.provenance.event(&d.decision.reason);
+    assert!(event.warning);
+    assert_eq!(event.reason, kind.event_reason());
+    assert!(event.message.contains("failed"), "{}", event.message);
     assert_good_neighbour_works(&engine).await;
     // The hostile plugin's point still answers on the next decision, too.
     let again = engine
