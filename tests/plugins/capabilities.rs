@@ -171,3 +171,19 @@ async fn a_silent_server_cannot_hold_a_decision_past_its_deadline() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn hashmap_works_without_the_grant_and_is_deterministic() {
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let engine = hostile_copy("hashmap", small(), FailureMode::Fail).await;
+        let d = engine.copy_method(&copy_input()).await.expect("decides");
+        assert!(
+            d.decision.reason.starts_with("order="),
+            "{}",
+            d.decision.reason
+        );
+        orders.push(d.decision.reason);
+    }
+    assert_eq!(orders[0], orders[1]);
+}
