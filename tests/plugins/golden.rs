@@ -119,7 +119,10 @@ fn kustomization_ships_every_bundle_file_under_a_mebibyte() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
             let name = format!("{bundle}/{}", entry.file_name().to_string_lossy());
-            assert!(listed.contains(&name), "{name} is not in the configMapGenerator");
+            assert!(
+                listed.contains(&name),
+                "{name} is not in the configMapGenerator"
+            );
             total += entry.metadata().unwrap().len();
         }
         // base64 grows binaryData by a third; the ConfigMap must stay under 1 MiB.
