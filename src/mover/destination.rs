@@ -75,6 +75,12 @@ pub async fn run(
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&control)
         .map_err(|e| setup(&format!("creating {}: {e}", control.display())))?;
+    if !common.privileged && nix::unistd::geteuid().is_root() {
+        // An unprivileged daemon started by root runs as "nobody" and must still be able
+        // to receive the control files.
+        fs::set_permissions(&control, fs::Permissions::from_mode(0o1777))
+            .map_err(|e| setup(&format!("chmod {}: {e}", control.display())))?;
+    }
     let rsyncd_conf = work.join("rsyncd.conf");
     let rsyncd_log = work.join("rsyncd.log");
     let stunnel_conf = work.join("stunnel.conf");
@@ -103,6 +109,8 @@ pub async fn run(
     let stderr = tunnel.stderr.take().expect("stderr is piped");
     let log_task = tokio::spawn(follow_stunnel(stderr, ready_tx, auth_failures.clone()));
 
+    let tail_offset = Arc::new(AtomicU64::new(0));
+    let tail_task = tokio::spawn(follow_daemon_log(rsyncd_log.clone(), tail_offset.clone()));
     let result = serve(args, &listen, &mut tunnel, &mut ready, term, &control).await;
     let result = match result {
         Ok(()) => finish(&common.data_dir, &control, &mut tunnel).await,
@@ -112,6 +120,8 @@ pub async fn run(
         }
     };
     let _ = log_task.await;
+    tail_task.abort();
+    print_daemon_errors(&rsyncd_log, &tail_offset);
     let (sent, received) = daemon_bytes(&rsyncd_log);
     tally.bytes_sent = sent;
     tally.bytes_received = received;
@@ -292,6 +302,32 @@ async fn follow_stunnel(
         }
         unset
     });
+}
+
+/// Forwards the rsync daemons' error lines (a full volume shows up only there).
+async fn follow_daemon_log(log: std::path::PathBuf, offset: Arc<AtomicU64>) {
+    loop {
+        print_daemon_errors(&log, &offset);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_daemon_errors(log: &Path, offset: &AtomicU64) {
+    let Ok(bytes) = fs::read(log) else { return };
+    let start = usize::try_from(offset.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+    let Some(new) = bytes.get(start..) else {
+        return;
+    };
+    // Only whole lines; a partial last line is read again next time.
+    let Some(end) = new.iter().rposition(|b| *b == b'\n') else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&new[..end]).lines() {
+        if line.contains("rsync: ") || line.contains("rsync error") || line.contains("@ERROR") {
+            say::raw(&format!("rsyncd: {line}"));
+        }
+    }
+    offset.fetch_add(end as u64 + 1, Ordering::Relaxed);
 }
 
 /// Sums what the daemons logged: `sent X bytes  received Y bytes  total size Z`.

@@ -3,9 +3,10 @@
 //! signal.
 //!
 //! Per attempt: pass 1 copies the top-level entries listed NUL-separated (`--from0
-//! --files-from`), preserving everything; pass 2 deletes what the source no longer has;
-//! then `control/symlink-munging-file` (newline list, reference format),
-//! `control/symlink-munging-file0` (NUL list) and finally `control/complete` are uploaded.
+//! --files-from`), preserving everything and deleting inside them; pass 2 deletes
+//! top-level entries the source no longer has; then one connection uploads
+//! `control/symlink-munging-file` (newline list, reference format),
+//! `control/symlink-munging-file0` (NUL list) and `control/complete`.
 //! Transient failures are retried with exponential backoff. This module must never pass
 //! the key on a command line or send `complete` unless both passes succeeded.
 
@@ -14,13 +15,14 @@ use std::{
     fs,
     os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use tokio::sync::watch;
 
 use super::{
-    Tally,
+    Tally, classify,
+    classify::check,
     exit::{ErrorClass, Failure},
     keyfile, procs,
     rsync_run::{self, Invocation, Report, RunError},
@@ -106,7 +108,7 @@ pub async fn run(
         {
             break;
         }
-        let delay = backoff(args.retry_base_delay, attempt);
+        let delay = classify::backoff(args.retry_base_delay, attempt);
         say::info(
             "source",
             &format!(
@@ -146,36 +148,33 @@ async fn attempt_once(
     source_root.push("/");
     let data_url = OsString::from(format!("rsync://{URL_HOST}/{DATA_MODULE}"));
 
-    // Pass 1: copy, preserving everything; the root directory itself is left alone.
+    // Pass 1: copy, preserving everything, and delete inside the listed top-level entries.
+    // The root directory itself is not in the list, so its attributes are left alone.
     let entries = top_level_entries(data)?;
-    let copy = (!entries.is_empty()).then(|| {
+    if entries.is_empty() {
+        say::info("source", "Skipping sync of empty source directory");
+    } else {
+        let list = ctx.work.join("files-from0");
+        fs::write(&list, symlinks::encode_nul_list(&entries)).map_err(internal)?;
         let mut args = common_args(ctx);
-        args.extend(["-aAHSx", "-r", "--numeric-ids", EXCLUDE].map(OsString::from));
+        args.extend(["-aAHSx", "-r", "--delete", "--numeric-ids", EXCLUDE].map(OsString::from));
         args.push("--info=stats2,misc2,progress2".into());
         args.extend(ctx.args.compress.rsync_args().iter().map(OsString::from));
         args.push("--from0".into());
-        args.push(flag("--files-from=", &ctx.work.join("files-from0")));
+        args.push(flag("--files-from=", &list));
         args.extend([source_root.clone(), data_url.clone()]);
-        args
-    });
-    if let Some(args) = &copy {
-        fs::write(
-            ctx.work.join("files-from0"),
-            symlinks::encode_nul_list(&entries),
-        )
-        .map_err(internal)?;
-        let report = rsync(ctx, term, args.clone(), true, tally).await?;
+        let report = rsync(ctx, term, args, true, tally).await?;
         check("pass 1 (copy)", &report)?;
         tally.files_transferred = report.stats.files_transferred;
-    } else {
-        say::info("source", "Skipping sync of empty source directory");
+        tally.files_deleted = report.stats.files_deleted;
     }
 
-    // Pass 2: deletions only; -r without -a leaves the root directory's attributes alone.
+    // Pass 2: deletions of top-level entries only (`-d`: no recursion, as pass 1 already
+    // deleted below them); without -t/-p the root directory's attributes stay untouched.
     let mut args = common_args(ctx);
     args.extend(
         [
-            "-rx",
+            "-dx",
             EXCLUDE,
             "--ignore-existing",
             "--ignore-non-existing",
@@ -187,15 +186,7 @@ async fn attempt_once(
     args.extend([source_root, data_url]);
     let report = rsync(ctx, term, args, true, tally).await?;
     check("pass 2 (deletions)", &report)?;
-    tally.files_deleted = report.stats.files_deleted;
-
-    // Deleting moved the mtimes of the directories it deleted from, and pass 2 cannot set
-    // times without touching the root; a repeat of pass 1 (no data left to send) puts
-    // them back. Only needed when something was deleted.
-    if let Some(args) = copy.filter(|_| report.stats.files_deleted > 0) {
-        let report = rsync(ctx, term, args, false, tally).await?;
-        check("restoring directory times after deletions", &report)?;
-    }
+    tally.files_deleted += report.stats.files_deleted;
 
     let data_owned = data.clone();
     let links = tokio::task::spawn_blocking(move || symlinks::find_all(&data_owned))
@@ -203,8 +194,6 @@ async fn attempt_once(
         .map_err(internal)?
         .map_err(|e| Failure::new(ErrorClass::DataDirMissing, format!("listing symlinks: {e}")))?;
 
-    // The lists go before `complete`, in a separate connection, so a destination that sees
-    // `complete` always finds them whole.
     let upload = ctx.work.join("upload");
     fs::create_dir_all(&upload).map_err(internal)?;
     let (newline_list, left_out) = symlinks::encode_newline_list(&links);
@@ -222,30 +211,26 @@ async fn attempt_once(
         symlinks::encode_nul_list(&links),
     )
     .map_err(internal)?;
-    let control_url = format!("rsync://{URL_HOST}/{CONTROL_MODULE}/");
-    let mut args = common_args(ctx);
-    args.push("--info=stats2".into());
-    args.push(upload.join(symlinks::NEWLINE_LIST).into());
-    args.push(upload.join(symlinks::NUL_LIST).into());
-    args.push(control_url.clone().into());
-    let report = rsync(ctx, term, args, false, tally).await?;
-    check("uploading the symlink lists", &report)?;
-
-    // The completion signal. rsync exits 0 only after the daemon has renamed the file into
-    // place, so success here is the destination's acknowledgement; no sleep is needed.
+    // One connection carries the lists and `complete`. --delay-updates renames them into
+    // place together at the end; our destination reads the lists only once this
+    // connection has closed, and the reference destination waits 5 s after `complete`.
     say::info("source", "Sending shutdown to remote...");
-    let complete = ctx.work.join("complete");
     fs::write(
-        &complete,
+        upload.join("complete"),
         format!("{COMPLETE_MARKER}\nsymlinks={}\n", links.len()),
     )
     .map_err(internal)?;
     let mut args = common_args(ctx);
-    args.push("--info=stats2".into());
-    args.push(complete.into());
-    args.push(format!("{control_url}complete").into());
+    args.extend(["--info=stats2", "--delay-updates"].map(OsString::from));
+    for name in [symlinks::NEWLINE_LIST, symlinks::NUL_LIST, "complete"] {
+        args.push(upload.join(name).into());
+    }
+    args.push(format!("rsync://{URL_HOST}/{CONTROL_MODULE}/").into());
     let report = rsync(ctx, term, args, false, tally).await?;
-    check("sending the completion signal", &report)?;
+    check(
+        "sending the symlink lists and the completion signal",
+        &report,
+    )?;
     say::info("source", "...done");
     Ok(())
 }
@@ -291,51 +276,10 @@ async fn rsync(
     Ok(report)
 }
 
-/// Maps a failed run to an error class: the stunnel client's view first (it knows why a
-/// connection failed), then rsync's exit code.
-fn check(step: &str, report: &Report) -> Result<(), Failure> {
-    if report.succeeded() {
-        return Ok(());
-    }
-    let tls = report.tls;
-    let daemon_refused = report.errors.iter().any(|l| l.starts_with("@ERROR"));
-    let class = if tls.auth_failed {
-        ErrorClass::AuthFailed
-    } else if report.out_of_space {
-        ErrorClass::DestinationFull
-    } else if tls.connect_failed && !tls.connected {
-        ErrorClass::Unreachable
-    } else {
-        match report.code {
-            Some(24) => ErrorClass::FilesVanished,
-            Some(5) if daemon_refused => ErrorClass::RsyncFailed,
-            None | Some(5 | 10 | 12 | 14 | 20 | 21 | 30 | 35) => ErrorClass::ConnectionLost,
-            Some(_) => ErrorClass::RsyncFailed,
-        }
-    };
-    let what = match class {
-        ErrorClass::AuthFailed => "authentication failed: the TLS-PSK handshake was refused, \
-                                   so the source and destination keys differ"
-            .to_owned(),
-        ErrorClass::Unreachable => "destination unreachable".to_owned(),
-        ErrorClass::DestinationFull => "the destination volume is full".to_owned(),
-        _ => match report.code {
-            Some(code) => format!("rsync exited with code {code}"),
-            None => "rsync was killed by a signal".to_owned(),
-        },
-    };
-    let detail = report
-        .errors
-        .last()
-        .map(|l| format!(": {l}"))
-        .unwrap_or_default();
-    Err(Failure::new(class, format!("{step}: {what}{detail}")))
-}
-
 /// Entries directly under the data directory, except `lost+found`, sorted by bytes, each
-/// as `./<name>`: `--files-from` skips entries starting with `#` or `;` as comments, even
-/// with `--from0` (the reference loses such top-level entries), and `./` is stripped by
-/// rsync before the name goes on the wire.
+/// as `/<name>`: `--files-from` skips entries starting with `#` or `;` as comments, even
+/// with `--from0` (the reference loses such top-level entries), and rsync strips a leading
+/// slash from list entries (unlike `./`, which would make it send the root directory).
 fn top_level_entries(data: &Path) -> Result<Vec<Vec<u8>>, Failure> {
     let read = fs::read_dir(data).map_err(|e| {
         Failure::new(
@@ -347,7 +291,7 @@ fn top_level_entries(data: &Path) -> Result<Vec<Vec<u8>>, Failure> {
     for entry in read {
         let name = entry.map_err(internal)?.file_name();
         if name != "lost+found" {
-            let mut entry = b"./".to_vec();
+            let mut entry = b"/".to_vec();
             entry.extend_from_slice(name.as_bytes());
             names.push(entry);
         }
@@ -378,113 +322,17 @@ fn interrupted() -> Failure {
     )
 }
 
-/// The delay before retry `n` (1-based): `base · 2^(n-1)`.
-pub fn backoff(base: Duration, n: u32) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(n.saturating_sub(1)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_from_the_base() {
-        let d: Vec<_> = (1..=5)
-            .map(|n| backoff(Duration::from_secs(2), n).as_secs())
-            .collect();
-        assert_eq!(d, [2, 4, 8, 16, 32]);
-    }
-
-    #[test]
-    fn classifies_failures_transient_or_permanent() {
-        let report = |code, tls: TlsViewBuilder, err: &str| Report {
-            code,
-            tls: tls.0,
-            errors: vec![err.to_owned()],
-            out_of_space: rsync_out_of_space(err),
-            ..Report::default()
-        };
-        let cases = [
-            (
-                report(Some(12), TlsViewBuilder::auth(), "x"),
-                ErrorClass::AuthFailed,
-            ),
-            (
-                report(Some(12), TlsViewBuilder::refused(), "x"),
-                ErrorClass::Unreachable,
-            ),
-            (
-                report(Some(12), TlsViewBuilder::connected(), "reset"),
-                ErrorClass::ConnectionLost,
-            ),
-            (
-                report(None, TlsViewBuilder::connected(), "x"),
-                ErrorClass::ConnectionLost,
-            ),
-            (
-                report(
-                    Some(11),
-                    TlsViewBuilder::connected(),
-                    "write failed: No space left on device (28)",
-                ),
-                ErrorClass::DestinationFull,
-            ),
-            (
-                report(Some(23), TlsViewBuilder::connected(), "Permission denied"),
-                ErrorClass::RsyncFailed,
-            ),
-            (
-                report(Some(24), TlsViewBuilder::connected(), "vanished"),
-                ErrorClass::FilesVanished,
-            ),
-            (
-                report(
-                    Some(5),
-                    TlsViewBuilder::connected(),
-                    "@ERROR: Unknown module 'data'",
-                ),
-                ErrorClass::RsyncFailed,
-            ),
-        ];
-        for (r, want) in cases {
-            assert_eq!(check("step", &r).expect_err("fails").class, want, "{r:?}");
+    fn top_level_entries_are_slash_prefixed_and_skip_lost_and_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["#hash", ";semi", "lost+found", "b"] {
+            fs::create_dir(dir.path().join(name)).expect("mkdir");
         }
-        assert!(
-            check(
-                "step",
-                &Report {
-                    code: Some(0),
-                    ..Report::default()
-                }
-            )
-            .is_ok()
-        );
-    }
-
-    struct TlsViewBuilder(rsync_run::TlsView);
-    impl TlsViewBuilder {
-        fn auth() -> Self {
-            Self(rsync_run::TlsView {
-                connected: true,
-                auth_failed: true,
-                ..Default::default()
-            })
-        }
-        fn refused() -> Self {
-            Self(rsync_run::TlsView {
-                connect_failed: true,
-                ..Default::default()
-            })
-        }
-        fn connected() -> Self {
-            Self(rsync_run::TlsView {
-                connected: true,
-                ..Default::default()
-            })
-        }
-    }
-
-    fn rsync_out_of_space(line: &str) -> bool {
-        super::super::rsync_out::is_out_of_space(line)
+        let got = top_level_entries(dir.path()).expect("list");
+        assert_eq!(got, [&b"/#hash"[..], b"/;semi", b"/b"]);
     }
 }

@@ -60,11 +60,13 @@ pub struct Summary {
     /// One line for people; absent on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Source: rsync's "Total bytes sent" summed over every rsync run, all attempts.
-    /// Destination: bytes its rsync daemons received.
+    /// Source: rsync's "Total bytes sent" summed over every rsync run of every attempt
+    /// (both passes and the control upload): the bytes on the wire before TLS.
+    /// Destination: what its rsync daemons logged as sent.
     #[serde(default)]
     pub bytes_sent: u64,
-    /// Source: rsync's "Total bytes received", summed likewise.
+    /// Source: rsync's "Total bytes received", summed likewise. Destination: what its
+    /// rsync daemons logged as received.
     #[serde(default)]
     pub bytes_received: u64,
     /// Regular files transferred by the copy pass of the last attempt.

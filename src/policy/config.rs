@@ -211,8 +211,10 @@ mod tests {
 
     use super::*;
 
-    fn parse(toml: &str) -> Result<PolicyConfig, figment::Error> {
-        Figment::from(Toml::string(toml)).extract()
+    fn parse(toml: &str) -> Result<PolicyConfig, Box<figment::Error>> {
+        Figment::from(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)
     }
 
     #[test]
@@ -245,7 +247,10 @@ mod tests {
         let psk = c.psk.unwrap();
         assert_eq!(psk.on_failure, FailureMode::Fail);
         let cred = psk.credentials.unwrap();
-        assert_eq!((cred.key.as_str(), cred.header.as_str()), ("token", "X-Vault-Token"));
+        assert_eq!(
+            (cred.key.as_str(), cred.header.as_str()),
+            ("token", "X-Vault-Token")
+        );
         let plugin = psk.plugin.unwrap();
         assert_eq!(plugin.limits.timeout, Duration::from_secs(2));
         let http = plugin.grants.http.unwrap();

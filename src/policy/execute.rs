@@ -182,13 +182,16 @@ pub(crate) fn run<P: Point>(
     credential: Option<(String, String)>,
     input: &P::WitIn,
 ) -> Execution<P::WitOut> {
+    // Latency covers what every decision pays: a fresh Store, instantiation and the call.
+    let start = Instant::now();
     let grant = plugin
         .http
         .as_ref()
         .and_then(|g| ResolvedGrant::new(g, credential).ok());
     let limits = &plugin.limits;
     let memory = (limits.memory_mib as usize).saturating_mul(1 << 20);
-    let state = HostState::new(memory, plugin.random, HttpGate::new(grant, transport));
+    let gate = HttpGate::new(grant, transport, start + limits.timeout);
+    let state = HostState::new(memory, plugin.random, gate);
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     // Fuel is enabled engine-wide, so this cannot fail.
@@ -196,9 +199,7 @@ pub(crate) fn run<P: Point>(
     store.set_epoch_deadline(deadline_ticks(limits.timeout, tick));
     store.epoch_deadline_trap();
 
-    let start = Instant::now();
     let outcome = P::call(&plugin.pre, &mut store, input);
-    let latency = start.elapsed();
     let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
     let denials = std::mem::take(&mut store.data_mut().http.denials);
     let result = match outcome {
@@ -209,6 +210,10 @@ pub(crate) fn run<P: Point>(
         }),
         Err(err) => Err(classify(&err, plugin, fuel_used, store.data().stderr())),
     };
+    // Dropping the Store resets the instance's memory for reuse: part of every decision's
+    // cost, so it is inside the measured time.
+    drop(store);
+    let latency = start.elapsed();
     Execution {
         result,
         fuel_used,

@@ -10,7 +10,7 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,9 @@ pub fn origin_of(url: &str) -> Result<String, String> {
 pub struct HttpGate {
     grant: Option<ResolvedGrant>,
     transport: Arc<dyn HttpTransport>,
+    /// The decision's own deadline: no request may outlive it, since the epoch deadline
+    /// cannot interrupt a host call.
+    deadline: Instant,
     sent: u32,
     /// What was refused, for the decision's provenance.
     pub denials: Vec<String>,
@@ -133,10 +136,15 @@ impl ResolvedGrant {
 }
 
 impl HttpGate {
-    pub fn new(grant: Option<ResolvedGrant>, transport: Arc<dyn HttpTransport>) -> Self {
+    pub fn new(
+        grant: Option<ResolvedGrant>,
+        transport: Arc<dyn HttpTransport>,
+        deadline: Instant,
+    ) -> Self {
         HttpGate {
             grant,
             transport,
+            deadline,
             sent: 0,
             denials: Vec::new(),
         }
@@ -198,7 +206,15 @@ impl HttpGate {
             headers,
             body: req.body,
         };
-        let resp = self.transport.send(&out, grant.limits)?;
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HttpError::Timeout);
+        }
+        let limits = HttpLimits {
+            timeout: grant.limits.timeout.min(left),
+            ..grant.limits
+        };
+        let resp = self.transport.send(&out, limits)?;
         Ok(wit::Response {
             status: resp.status,
             headers: resp.headers,

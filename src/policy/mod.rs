@@ -13,6 +13,21 @@
 //! - `validate`, `defaults`: output validation and the built-in decisions.
 //! - `http`, `credentials`: the HTTP grant and the credentials it injects.
 //! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
+//!
+//! Wiring it into the controller:
+//!
+//! ```text
+//! let metrics = PolicyMetrics::default();
+//! metrics.register(&mut registry);
+//! let engine = PolicyEngine::new(&config.policy, EngineOptions {
+//!     credentials: Arc::new(KubeCredentials::new(client.clone(), controller_namespace)),
+//!     transport: Arc::new(LiveTransport),
+//!     metrics,
+//! }).await?;                       // refuses to start on a bad bundle, and says why
+//! reload::spawn_watcher(engine.clone(), config.policy.clone(),
+//!                       config.policy.engine.reload_interval);
+//! let decided = engine.copy_method(&input).await?;   // Err only for `on_failure = "fail"`
+//! ```
 
 mod bindings;
 mod cache;

@@ -306,3 +306,34 @@ impl PskInput {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_service_annotations_win() {
+        let d = ServiceTypeDecision {
+            service_type: ServiceType::LoadBalancer,
+            annotations: [("a".into(), "plugin".into()), ("b".into(), "plugin".into())].into(),
+            reason: String::new(),
+        };
+        let user: Pairs = [("a".into(), "user".into())].into();
+        let merged = d.merged_annotations(&user);
+        assert_eq!(merged["a"], "user");
+        assert_eq!(merged["b"], "plugin");
+    }
+
+    #[test]
+    fn psk_decision_json_and_debug() {
+        let key = Psk::new("ferrosync", &"ab".repeat(16)).unwrap();
+        let d = PskDecision {
+            answer: PskAnswer::UseKey(key),
+            reason: "r".into(),
+        };
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["answer"], "UseKey");
+        assert_eq!(json["keyHex"], "ab".repeat(16));
+        assert!(!format!("{d:?}").contains(&"ab".repeat(16)));
+    }
+}

@@ -45,12 +45,26 @@ fn a_wrong_key_fails_authentication_and_writes_nothing() {
         Duration::from_secs(10),
         |d| d.log().contains("authentication failed"),
     );
+
+    // The right key under another identity is refused the same way.
+    let hex = crate::harness::KEY_A.split_once(':').expect("key").1;
+    env.write_key("keys-src", &format!("other:{hex}"), 0o600);
+    let source = Mover::source(&env, port)
+        .var("MAX_ATTEMPTS", "3")
+        .run(Duration::from_secs(60));
+    source.assert_code(13);
+    assert_eq!(source.summary.attempts, 1);
+
     dest.signal(Signal::SIGTERM);
     let dest = dest.wait(Duration::from_secs(20));
     dest.assert_code(22);
     assert_eq!(dest.summary.error_class, Some(ErrorClass::Interrupted));
     assert!(dest.summary.auth_failure, "{:?}", dest.summary);
+    assert_eq!(fs::read_dir(&env.dst).expect("read_dir").count(), 0);
 }
+
+/// Breaks one input of both movers.
+type Setup = Box<dyn Fn(&Env)>;
 
 #[test]
 fn bad_key_files_and_missing_data_are_refused_before_any_connection() {
@@ -58,7 +72,7 @@ fn bad_key_files_and_missing_data_are_refused_before_any_connection() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
-    let cases: [(&str, Box<dyn Fn(&Env)>, i32); 4] = [
+    let cases: [(&str, Setup, i32); 4] = [
         (
             "missing",
             Box::new(|e: &Env| {
@@ -247,4 +261,61 @@ fn sigterm_and_the_idle_timeout_end_a_waiting_destination_without_success() {
     let done = dest.wait(Duration::from_secs(20));
     done.assert_code(22);
     assert_eq!(done.summary.result, Outcome::Failed);
+}
+
+/// A tiny tmpfs mounted as the destination volume, unmounted on drop.
+struct SmallVolume(std::path::PathBuf);
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_destination_is_a_permanent_failure_named_as_such() {
+    let env = Env::new();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&env.dst)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    let _volume = SmallVolume(env.dst.clone());
+    write(&env.src, b"too-big.bin", &noise(6 << 20, 9));
+    let port = free_port();
+    let _dest = Mover::destination(&env, port).spawn().listening();
+    let source = Mover::source(&env, port)
+        .var("MAX_ATTEMPTS", "3")
+        .run(Duration::from_secs(60));
+    source.assert_code(14);
+    assert_eq!(
+        source.summary.error_class,
+        Some(ErrorClass::DestinationFull)
+    );
+    assert_eq!(source.summary.transient, Some(false));
+    assert_eq!(source.summary.attempts, 1, "a full volume is not retried");
+}
+
+#[test]
+fn sigterm_stops_a_source_mid_transfer_with_a_transient_code() {
+    let env = Env::new();
+    slow_tree(&env);
+    let port = free_port();
+    let dest = Mover::destination(&env, port).spawn().listening();
+    let mut source = Mover::source(&env, port).var("RSYNC_BWLIMIT", "4m").spawn();
+    wait_for_partial_transfer(&mut source, &env.dst);
+    source.signal(Signal::SIGTERM);
+    let source = source.wait(Duration::from_secs(30));
+    source.assert_code(22);
+    assert_eq!(source.summary.error_class, Some(ErrorClass::Interrupted));
+    assert_eq!(source.summary.transient, Some(true));
+    let mut dest = dest;
+    assert!(
+        dest.is_running() && !dest.summary_written(),
+        "{}",
+        dest.log()
+    );
 }

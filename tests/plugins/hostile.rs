@@ -382,3 +382,79 @@ async fn failures_are_counted_in_metrics() {
     );
     assert!(text.contains("ferrosync_policy_fuel_used_bucket"), "{text}");
 }
+
+#[tokio::test]
+async fn wasm_runs_off_the_executor_with_bounded_concurrency() {
+    let mut s = spec("hostile-copy-method", json!({ "mode": "spin" }));
+    s.limits = Limits {
+        fuel: u64::MAX / 2,
+        timeout: Duration::from_millis(100),
+        memory_mib: 16,
+    };
+    let mut config = PolicyConfig {
+        copy_method: point(s, FailureMode::Fallback),
+        ..config_with_good_neighbour()
+    };
+    config.engine.max_concurrency = 1;
+    let engine = engine(&config).await;
+    let input = copy_input();
+    let start = Instant::now();
+    let spins = futures::future::join_all((0..3).map(|_| engine.copy_method(&input)));
+    // This test's runtime has a single thread: it keeps running other work only if no
+    // plugin runs on it.
+    let other_work = async {
+        let mut ticks = 0;
+        while start.elapsed() < Duration::from_millis(250) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            ticks += 1;
+        }
+        ticks
+    };
+    let (results, ticks) = tokio::join!(spins, other_work);
+    for r in results {
+        let kind = r.expect("fallback").provenance.failure.map(|f| f.kind);
+        assert_eq!(kind, Some(FailureKind::Timeout));
+    }
+    // One at a time: three 100 ms runs cannot finish sooner than 300 ms.
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(ticks >= 10, "the executor was blocked: {ticks} ticks");
+}
+
+#[tokio::test]
+async fn a_silent_server_cannot_hold_a_decision_past_its_deadline() {
+    // Accepts connections (the kernel's backlog) but never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", silent.local_addr().unwrap());
+    let mut s = spec(
+        "hostile-psk",
+        json!({ "mode": "http", "url": format!("{origin}/v1/x") }),
+    );
+    s.limits.timeout = Duration::from_millis(300);
+    s.grants.http = Some(HttpGrant {
+        allow: vec![origin],
+        timeout: Duration::from_secs(30),
+        max_response_kib: 64,
+        max_requests: 4,
+        credentials: None,
+    });
+    let config = PolicyConfig {
+        psk: point(s, FailureMode::Fail),
+        ..PolicyConfig::default()
+    };
+    let engine = engine(&config).await;
+    let start = Instant::now();
+    let err = engine
+        .psk(&psk_input(Side::Source, None))
+        .await
+        .expect_err("fails");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.to_string().contains("timed out"), "{err}");
+}

@@ -97,7 +97,10 @@ impl Guest for Plugin {
             ),
             Method::Clone => (
                 Method::Direct,
-                format!("Direct: {who} {} and has no snapshot class", cannot_clone(&input)),
+                format!(
+                    "Direct: {who} {} and has no snapshot class",
+                    cannot_clone(&input)
+                ),
             ),
             Method::Snapshot if can_snapshot => {
                 (Method::Snapshot, format!("Snapshot: {who} snapshots"))

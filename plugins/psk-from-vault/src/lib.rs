@@ -79,10 +79,18 @@ impl Guest for Plugin {
             return Err(format!("{PAIR_ANNOTATION} {pair:?} is not a valid pair id"));
         }
         let path = format!("{}/{}", s.prefix.trim_matches('/'), pair);
-        let url = format!("{}/v1/{}/data/{}", s.address.trim_end_matches('/'), s.mount, path);
+        let url = format!(
+            "{}/v1/{}/data/{}",
+            s.address.trim_end_matches('/'),
+            s.mount,
+            path
+        );
 
         if let Some(key) = read(&url)? {
-            return Ok(decision(PskAnswer::UseKey(key), format!("key of pair {pair} from vault {path}")));
+            return Ok(decision(
+                PskAnswer::UseKey(key),
+                format!("key of pair {pair} from vault {path}"),
+            ));
         }
         match input.side {
             Side::Source => Ok(decision(
@@ -110,7 +118,9 @@ impl Guest for Plugin {
                             PskAnswer::UseKey(key),
                             format!("key of pair {pair} from vault {path} (stored concurrently)"),
                         )),
-                        None => Err(format!("vault {path}: check-and-set failed but no key is there")),
+                        None => Err(format!(
+                            "vault {path}: check-and-set failed but no key is there"
+                        )),
                     },
                     _ => Err(vault_error("store", &path, status, &resp)),
                 }

@@ -64,7 +64,10 @@ pub fn settings<T: serde::de::DeserializeOwned + Default>(json: &str) -> Result<
 
 /// The value of `key` in labels, annotations or parameters.
 pub fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Builds pairs from string slices, for annotations in a decision.

@@ -24,6 +24,11 @@ use super::{
 
 impl PolicyEngine {
     /// Chooses a source's copy method.
+    ///
+    /// `Ok` carries the decision to use and its provenance: record `provenance.summary()`
+    /// and the decision's `reason` in an Event and the status; when `provenance.failure` is
+    /// set (a fallback), also a Warning Event with `failure.kind.event_reason()`. `Err`
+    /// means the point is configured to `fail`: set the Error condition to its message.
     pub async fn copy_method(
         &self,
         input: &CopyMethodInput,
@@ -33,7 +38,9 @@ impl PolicyEngine {
             .await
     }
 
-    /// Chooses a destination's Service type and annotations.
+    /// Chooses a destination's Service type and annotations; apply them with
+    /// [`ServiceTypeDecision::merged_annotations`], so the user's `serviceAnnotations` win.
+    /// Results as for [`PolicyEngine::copy_method`].
     pub async fn service_type(
         &self,
         input: &ServiceTypeInput,
@@ -43,12 +50,21 @@ impl PolicyEngine {
             .await
     }
 
-    /// Supplies a replication's key. Never cached: keys must not linger in memory.
+    /// Supplies a replication's key. Ask only when the user gave no `keySecret`. A key
+    /// (`UseKey`, or one generated for `GenerateLocally`) goes into the Secret
+    /// `volsync-rsync-tls-<name>`, published in `status.rsyncTLS.keySecret`;
+    /// `NotAvailableYet` is transient: requeue. Never cached: keys must not linger in
+    /// memory. Results as for [`PolicyEngine::copy_method`].
     pub async fn psk(&self, input: &PskInput) -> Result<Decided<PskDecision>, PolicyError> {
         let plugin = self.current().psk.clone();
         self.decide::<PskPoint>(plugin, input, None).await
     }
 
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(point = P::POINT.as_str(), plugin = plugin.as_ref().map(|p| p.name.as_str()))
+    )]
     async fn decide<P: Point>(
         &self,
         plugin: Option<Arc<LoadedPlugin>>,
@@ -107,11 +123,14 @@ impl PolicyEngine {
 
         let wit_input = P::to_wit(input, &plugin.settings_json);
         let execution = {
-            // The semaphore is never closed, so acquiring only waits.
-            let _permit = self.inner.permits.acquire().await;
+            // The permit moves into the blocking task: if the caller gives up waiting, the
+            // run still counts against the limit until it ends (by fuel or deadline at the
+            // latest). The semaphore is never closed, so acquiring only waits.
+            let permit = self.inner.permits.clone().acquire_owned().await;
             let inner = self.inner.clone();
             let run_plugin = plugin.clone();
             tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 execute::run::<P>(
                     &inner.engine,
                     &run_plugin,

@@ -33,6 +33,9 @@ use super::{
 /// Largest memory any plugin may be configured with (the pooling allocator's slot size).
 pub const MAX_PLUGIN_MEMORY_MIB: u32 = 512;
 
+/// Bytes of each pooled linear memory reset with memset instead of madvise.
+const KEEP_RESIDENT: usize = 512 << 10;
+
 /// What the engine is built with besides configuration.
 pub struct EngineOptions {
     /// Resolves the Secrets named by HTTP grants.
@@ -109,7 +112,7 @@ struct Inner {
     linker: Linker<HostState>,
     components: ComponentCache,
     set: RwLock<Arc<PluginSet>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     caches: Caches,
     tick: Duration,
     options: EngineOptions,
@@ -136,7 +139,9 @@ fn wasmtime_engine(cfg: &EngineConfig) -> Result<Engine, LoadError> {
             .max_memories_per_component(4)
             .max_tables_per_component(16)
             .max_core_instances_per_component(32)
-            .max_memory_size((MAX_PLUGIN_MEMORY_MIB as usize) << 20);
+            .max_memory_size((MAX_PLUGIN_MEMORY_MIB as usize) << 20)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     }
     Engine::new(&config).map_err(|e| LoadError::Invalid {
@@ -161,7 +166,7 @@ impl PolicyEngine {
             linker,
             components: ComponentCache::default(),
             set: RwLock::new(Arc::new(PluginSet::default())),
-            permits: Semaphore::new(config.engine.max_concurrency.max(1)),
+            permits: Arc::new(Semaphore::new(config.engine.max_concurrency.max(1))),
             caches: Caches {
                 copy_method: DecisionCache::new(entries),
                 service_type: DecisionCache::new(entries),

@@ -65,7 +65,9 @@ impl Guest for Plugin {
                 let cwd = std::env::current_dir()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|e| format!("error: {e}"));
-                Ok(ok(format!("file={file}; env={env:?}; args={args:?}; cwd={cwd}")))
+                Ok(ok(format!(
+                    "file={file}; env={env:?}; args={args:?}; cwd={cwd}"
+                )))
             }
             // A 64 MiB reason string.
             "big-output" => Ok(ok("x".repeat(64 << 20))),

@@ -22,7 +22,9 @@ impl Guest for Plugin {
             // 64 bits: far below the 128 the host requires.
             "short-key" => key("0123456789abcdef".into()),
             // Secure randomness: traps unless granted.
-            "random" => key(ferrosync_plugin::to_hex(&ferrosync_plugin::random_bytes(32))),
+            "random" => key(ferrosync_plugin::to_hex(&ferrosync_plugin::random_bytes(
+                32,
+            ))),
             // Calls whatever URL the settings name, and reports the outcome as an error.
             "http" => {
                 let url = settings["url"].as_str().unwrap_or("http://127.0.0.1:9/");
