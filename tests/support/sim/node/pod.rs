@@ -91,6 +91,15 @@ async fn start(
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let spec = pod.spec.clone().unwrap_or_default();
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        let failed = waiting_all(
+            &spec.containers,
+            "CreateContainerConfigError",
+            &e.to_string(),
+        );
+        report(&pods, pod, None, &failed, started).await;
+        return None;
+    }
     // Volumes first: until they are ready the pod is ContainerCreating, and retried.
     let prepared = loop {
         if deletion.borrow().is_some() {
