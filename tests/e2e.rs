@@ -23,3 +23,7 @@ mod simulators;
 mod tree;
 #[path = "e2e/volsync.rs"]
 mod volsync;
+#[path = "e2e/lifecycle_examples.rs"]
+mod lifecycle_examples;
+#[path = "e2e/lifecycle_support.rs"]
+mod lifecycle_support;
