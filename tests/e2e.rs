@@ -27,3 +27,7 @@ mod volsync;
 mod lifecycle_examples;
 #[path = "e2e/lifecycle_support.rs"]
 mod lifecycle_support;
+#[path = "e2e/lifecycle_combinations.rs"]
+mod lifecycle_combinations;
+#[path = "e2e/lifecycle_triggers.rs"]
+mod lifecycle_triggers;

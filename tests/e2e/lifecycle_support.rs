@@ -8,7 +8,10 @@ use std::{
     time::Duration,
 };
 
-use ferrosync::api::{ReplicationDestination, ReplicationSource};
+use ferrosync::{
+    api::{ReplicationDestination, ReplicationSource},
+    resources::{Side, names},
+};
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{PersistentVolumeClaim, Pod},
@@ -268,8 +271,8 @@ pub async fn destination_at_rest(
     images: &[&str],
     extra_pvcs: &[&str],
 ) {
-    let dst_pvc = format!("volsync-{name}-dst");
-    let job = format!("volsync-rsync-tls-dst-{name}");
+    let dst_pvc = names::destination_pvc(name);
+    let job = names::job(Side::Destination, name);
     let mut pvcs = vec![dst_pvc.as_str()];
     pvcs.extend_from_slice(extra_pvcs);
     let with_pod = expect(&pvcs, images, &[&job], &[&job]);
@@ -334,4 +337,51 @@ pub fn source_spec(
     let mut tls = json!({"keySecret": format!("{name}-key"), "address": address});
     merge(&mut tls, extra_tls);
     json!({"sourcePVC": pvc, "trigger": trigger, "rsyncTLS": tls})
+}
+
+/// One manual replication of the sample tree from PVC `data` of `src` through source
+/// `name` (with `src_tls` over the key and address); returns the published image once it
+/// has been restored and compared with the source.
+pub async fn replicate_once(
+    dst: &TestNamespace,
+    src: &TestNamespace,
+    name: &str,
+    address: &str,
+    src_tls: Value,
+) -> (PathBuf, String) {
+    let data = sample_volume(src, "data").await;
+    create_rs(
+        src,
+        name,
+        source_spec(name, "data", address, json!({"manual": "first"}), src_tls),
+    )
+    .await;
+    manual_synced(src, name, "first").await;
+    let image = new_image(dst, name, None).await;
+    assert_image_equals(dst, &image, "restored", &data).await;
+    (data, image)
+}
+
+/// The images (VolumeSnapshots labelled as such) a destination has in `ns`.
+pub async fn image_count(ns: &TestNamespace) -> Result<usize, String> {
+    let list = snapshots(ns)
+        .list(&ListParams::default().labels("ferrosync.io/image=true"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .count())
+}
+
+/// The reason of the source's Synchronizing condition.
+pub async fn source_reason(ns: &TestNamespace, name: &str) -> Option<String> {
+    let rs: ReplicationSource = ns.api().get(name).await.ok()?;
+    rs.status?
+        .sync
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == "Synchronizing")
+        .map(|c| c.reason)
 }
