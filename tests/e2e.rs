@@ -13,6 +13,8 @@ mod env;
 mod failures;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
+#[path = "e2e/metrics.rs"]
+mod metrics;
 #[path = "e2e/replication.rs"]
 mod replication;
 #[path = "e2e/security.rs"]

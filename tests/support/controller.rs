@@ -81,6 +81,11 @@ impl RunningController {
         result.map_err(|e| format!("{e}; controller log:\n{}", self.log_text()))
     }
 
+    /// The controller's process id (for resource measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the controller has logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

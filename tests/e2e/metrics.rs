@@ -1,0 +1,107 @@
+//! What a platform team alerts on: the controller's /metrics during a real replication
+//! (the reference's names and labels, ferrosync's own counters), the status figures
+//! `kubectl get` shows, and series removed once their object is deleted.
+
+use std::time::Duration;
+
+use ferrosync::api::ReplicationSource;
+use kube::{Api, api::DeleteParams};
+use serde_json::json;
+
+use crate::{
+    env::env,
+    fixtures::{STEP, bound_dir, pvc},
+    support::wait,
+    tree,
+    volsync::{copy_secret, destination, privileged_movers, published, source, synced},
+};
+
+/// The value of the series `name{labels}` in a Prometheus text exposition.
+fn series(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_and_status_report_a_real_sync_and_forget_deleted_objects() {
+    let env = env();
+    let dst = env.cp.namespace("e2e-mdst").await;
+    let src = env.cp.namespace("e2e-msrc").await;
+    // Privileged, so every sample file (some only their owner may read) is sent.
+    privileged_movers(&dst).await;
+    privileged_movers(&src).await;
+    destination(&dst, "metered", json!({})).await;
+    let (address, key) = published(&dst, "metered").await;
+    copy_secret(&dst, &key, &src, "metered-key").await;
+    pvc("data").create(&src).await;
+    tree::write_sample(&bound_dir(&src, "data").await, (0, 0));
+    source(
+        &src,
+        "metered",
+        "data",
+        json!({"keySecret": "metered-key", "address": address}),
+    )
+    .await;
+    let rs = synced(&src, "metered", Duration::from_secs(120)).await;
+
+    // Status: the last sync's figures, for `kubectl describe`.
+    let stats = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.sync.last_sync_stats.clone())
+        .expect("lastSyncStats");
+    assert!(stats.bytes_sent.unwrap_or(0) > 0, "{stats:?}");
+    assert!(stats.files_transferred.unwrap_or(0) > 0, "{stats:?}");
+
+    let labels = format!(
+        r#"obj_name="metered",obj_namespace="{}",role="source",method="rsync-tls""#,
+        src.name
+    );
+    let metrics = || {
+        env.controller
+            .get("/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let text = metrics();
+    assert_eq!(
+        series(&text, "volsync_volume_out_of_sync", &labels),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "volsync_missed_intervals_total", &labels),
+        Some(0.0)
+    );
+    assert!(series(&text, "volsync_sync_duration_seconds_count", &labels).unwrap_or(0.0) >= 1.0);
+    let bytes = series(&text, "ferrosync_bytes_transferred_total", &labels).unwrap_or(0.0);
+    assert_eq!(
+        bytes,
+        stats.bytes_sent.unwrap_or(0) as f64,
+        "the counter matches the mover's summary"
+    );
+    assert!(
+        text.contains("ferrosync_reconciles_total{kind=\"ReplicationSource\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferrosync_policy_decisions_total{"),
+        "policy decisions are counted"
+    );
+
+    // A deleted object's series go, so its alerts resolve.
+    let rss: Api<ReplicationSource> = src.api();
+    rss.delete("metered", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait::until("the deleted source's series to disappear", STEP, || async {
+        let text = metrics();
+        Ok(series(&text, "volsync_volume_out_of_sync", &labels)
+            .is_none()
+            .then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
