@@ -33,3 +33,5 @@ mod lifecycle_support;
 mod lifecycle_combinations;
 #[path = "e2e/lifecycle_triggers.rs"]
 mod lifecycle_triggers;
+#[path = "e2e/lifecycle_changes.rs"]
+mod lifecycle_changes;

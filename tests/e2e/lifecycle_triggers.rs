@@ -8,6 +8,7 @@ use ferrosync::{
     resources::{Side, names},
 };
 use k8s_openapi::api::{batch::v1::Job, core::v1::PersistentVolumeClaim};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api,
     api::{Patch, PatchParams},
@@ -18,9 +19,41 @@ use crate::lifecycle_support::{
     assert_image_equals, create_rs, holds_for, image_count, manual_synced, new_image, patch_source,
     sample_volume, snapshot_pair, source_reason, source_spec, trigger_manual,
 };
+use crate::support::TestNamespace;
 
 /// Long enough for several reconcile passes (the poll is 500 ms).
 const QUIET: Duration = Duration::from_secs(15);
+
+/// Asserts for [`QUIET`] that source `name` starts no iteration, keeps `last` as its
+/// lastSyncTime and has no mover Job; returns the destination's image count then.
+async fn no_new_sync(
+    src: &TestNamespace,
+    name: &str,
+    last: &Option<Time>,
+    dst: &TestNamespace,
+) -> usize {
+    let rs_api: Api<ReplicationSource> = src.api();
+    let jobs: Api<Job> = src.api();
+    let job = names::job(Side::Source, name);
+    holds_for("no new sync", QUIET, || async {
+        let rs = rs_api.get(name).await.map_err(|e| e.to_string())?;
+        let sync = rs.status.map(|s| s.sync).unwrap_or_default();
+        if sync.last_sync_start_time.is_some() || &sync.last_sync_time != last {
+            return Err(format!("another iteration: {sync:?}"));
+        }
+        if jobs
+            .get_opt(&job)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Err("a mover Job exists".into());
+        }
+        Ok(())
+    })
+    .await;
+    image_count(dst).await.expect("images")
+}
 
 #[tokio::test]
 async fn a_manual_trigger_runs_exactly_one_sync_per_new_value() {
@@ -47,34 +80,11 @@ async fn a_manual_trigger_runs_exactly_one_sync_per_new_value() {
 
     // Nothing more while the value stays; an unrelated edit of the spec changes nothing.
     patch_source(&src, "manual", json!({"rsyncTLS": {"port": 8000}})).await;
-    let src_job = names::job(Side::Source, "manual");
-    let jobs: Api<Job> = src.api();
-    let quiet = |what: &'static str| {
-        let (rs_api, jobs, dst, src_job, first_time) =
-            (&rs_api, &jobs, &dst, &src_job, &first_time);
-        async move {
-            holds_for(what, QUIET, || async move {
-                let rs = rs_api.get("manual").await.map_err(|e| e.to_string())?;
-                let sync = rs.status.map(|s| s.sync).unwrap_or_default();
-                if sync.last_sync_start_time.is_some() {
-                    return Err(format!("an iteration started: {sync:?}"));
-                }
-                if jobs
-                    .get_opt(src_job)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .is_some()
-                {
-                    return Err("a mover Job exists".into());
-                }
-                let _ = first_time;
-                Ok(())
-            })
-            .await;
-            image_count(dst).await.expect("images")
-        }
-    };
-    assert_eq!(quiet("no sync while trigger.manual stays \"one\"").await, 1);
+    assert_eq!(
+        no_new_sync(&src, "manual", &first_time, &dst).await,
+        1,
+        "no sync while trigger.manual stays \"one\""
+    );
     let after_quiet: ReplicationSource = rs_api.get("manual").await.expect("rs");
     assert_eq!(
         after_quiet.status.and_then(|s| s.sync.last_sync_time),
@@ -94,28 +104,7 @@ async fn a_manual_trigger_runs_exactly_one_sync_per_new_value() {
     assert!(second_time > first_time);
     let img2 = new_image(&dst, "manual", Some(&img1)).await;
     assert_image_equals(&dst, &img2, "restore-2", &data).await;
-    let quiet_second = {
-        let first_time = second_time.clone();
-        let (rs_api, jobs, dst, src_job) = (&rs_api, &jobs, &dst, &src_job);
-        holds_for("no second sync for \"two\"", QUIET, || async {
-            let rs = rs_api.get("manual").await.map_err(|e| e.to_string())?;
-            let sync = rs.status.map(|s| s.sync).unwrap_or_default();
-            if sync.last_sync_start_time.is_some() || sync.last_sync_time != first_time {
-                return Err(format!("another iteration: {sync:?}"));
-            }
-            if jobs
-                .get_opt(src_job)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some()
-            {
-                return Err("a mover Job exists".into());
-            }
-            Ok(())
-        })
-        .await;
-        image_count(dst).await.expect("images")
-    };
+    let quiet_second = no_new_sync(&src, "manual", &second_time, &dst).await;
     assert_eq!(quiet_second, 2, "one image per manual value");
     eprintln!("manual trigger: {:.1}s", started.elapsed().as_secs_f64());
 }
