@@ -35,3 +35,5 @@ mod lifecycle_combinations;
 mod lifecycle_triggers;
 #[path = "e2e/lifecycle_changes.rs"]
 mod lifecycle_changes;
+#[path = "e2e/lifecycle_errors.rs"]
+mod lifecycle_errors;
