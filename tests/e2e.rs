@@ -37,3 +37,5 @@ mod lifecycle_triggers;
 mod lifecycle_changes;
 #[path = "e2e/lifecycle_errors.rs"]
 mod lifecycle_errors;
+#[path = "e2e/lifecycle_faults.rs"]
+mod lifecycle_faults;
