@@ -9,6 +9,8 @@ mod support;
 
 #[path = "e2e/env.rs"]
 mod env;
+#[path = "e2e/errors.rs"]
+mod errors;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/fixtures.rs"]

@@ -1,6 +1,7 @@
 # The mover image: the ferrosync binary with rsync and stunnel, for
 # `ferrosync mover source|destination`. Build from the repository root:
 #   docker build -f deploy/images/mover.Dockerfile -t ferrosync-mover .
+# (BuildKit reads mover.Dockerfile.dockerignore next to it: target/ and .git stay out.)
 #
 # Read-only-root friendly: the mover writes only to /tmp (mount an emptyDir there), to the
 # volume at /data, and to the termination-message file the kubelet provides. The key is

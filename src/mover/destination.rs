@@ -75,6 +75,12 @@ pub async fn run(
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&control)
         .map_err(|e| setup(&format!("creating {}: {e}", control.display())))?;
+    if !common.privileged && nix::unistd::geteuid().is_root() {
+        // An unprivileged daemon started by root runs as "nobody" and must still be able
+        // to receive the control files.
+        fs::set_permissions(&control, fs::Permissions::from_mode(0o1777))
+            .map_err(|e| setup(&format!("chmod {}: {e}", control.display())))?;
+    }
     let rsyncd_conf = work.join("rsyncd.conf");
     let rsyncd_log = work.join("rsyncd.log");
     let stunnel_conf = work.join("stunnel.conf");

@@ -32,6 +32,19 @@
 //! unreachable, 21 connection lost, 22 interrupted (SIGTERM), 23 idle timeout, 24 files
 //! vanished. See [`exit::ErrorClass`].
 //!
+//! # Protocol, and where it differs from the reference
+//!
+//! On the wire it is the reference's: TLS 1.3 PSK by stunnel on port 8000, an rsync daemon
+//! per connection with modules `data` and `control`, munged symlinks, `control/complete`.
+//! Our source lists top-level entries NUL-separated as `/<name>` (names starting with `#`
+//! or `;` are not comments), deletes inside them during pass 1 so pass 2 only compares the
+//! top level (`-d`), lists every symlink of the tree (not only those itemised as changed,
+//! which misses links sent by an interrupted run), and uploads the newline list, a
+//! NUL-separated `symlink-munging-file0` and `complete` (holding [`COMPLETE_MARKER`]) in one
+//! connection, with no sleeps. Our destination reads the NUL list when `complete` holds the
+//! marker and the newline list otherwise, waits for open connections to close instead of
+//! sleeping, and restores links natively, keeping their times and their parents' times.
+//!
 //! This module must never log or pass on the command line the pre-shared key, and never
 //! report success for a sync that did not complete.
 

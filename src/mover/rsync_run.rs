@@ -148,6 +148,9 @@ async fn read_stdout(
         }
     }
     handle_line(&line, &mut stats, meter.as_mut(), print_stats);
+    if let Some(meter) = meter.as_mut() {
+        meter.finish();
+    }
     stats
 }
 
@@ -221,6 +224,7 @@ struct Meter {
     every: Duration,
     start: Instant,
     last: Option<(Instant, u64)>,
+    latest: Option<(u64, u8, u64)>,
 }
 
 impl Meter {
@@ -229,16 +233,31 @@ impl Meter {
             every,
             start,
             last: None,
+            latest: None,
+        }
+    }
+
+    /// Prints the final state once the pass ends, so even short passes leave one line.
+    fn finish(&mut self) {
+        if let Some((bytes, percent, files)) = self.latest.take() {
+            self.print(bytes, percent, files);
         }
     }
 
     fn update(&mut self, bytes: u64, percent: u8, files: u64) {
+        let since = self.last.map_or(self.start, |(t, _)| t);
+        if since.elapsed() < self.every {
+            self.latest = Some((bytes, percent, files));
+            return;
+        }
+        self.latest = None;
+        self.print(bytes, percent, files);
+    }
+
+    fn print(&mut self, bytes: u64, percent: u8, files: u64) {
         let now = Instant::now();
         let (since, base) = self.last.unwrap_or((self.start, 0));
         let dt = now.duration_since(since);
-        if dt < self.every {
-            return;
-        }
         let rate = (bytes.saturating_sub(base) as f64 / dt.as_secs_f64().max(1e-3)) as u64;
         self.last = Some((now, bytes));
         say::raw(

@@ -85,8 +85,12 @@ pub enum LogEvent {
 
 /// Classifies a stunnel log line.
 pub fn classify(line: &str) -> LogEvent {
-    const AUTH: [&str; 6] = [
+    // Wrong key: the server fails the PSK binder. Wrong identity: the server finds no PSK,
+    // falls back to certificates it does not have, and the client sees a handshake_failure.
+    const AUTH: [&str; 8] = [
         "binder does not verify",
+        "alert handshake failure",
+        "no suitable signature algorithm",
         "alert illegal parameter",
         "alert decrypt error",
         "bad record mac",
@@ -187,6 +191,10 @@ mod tests {
             ),
             (
                 "LOG3[0]: SSL_connect: ../ssl/record/rec_layer_s3.c:1601: error:0A000417:SSL routines::sslv3 alert illegal parameter",
+                LogEvent::AuthFailed,
+            ),
+            (
+                "LOG3[0]: SSL_connect: ../ssl/record/rec_layer_s3.c:1601: error:0A000410:SSL routines::sslv3 alert handshake failure",
                 LogEvent::AuthFailed,
             ),
             (

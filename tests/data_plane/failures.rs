@@ -45,11 +45,22 @@ fn a_wrong_key_fails_authentication_and_writes_nothing() {
         Duration::from_secs(10),
         |d| d.log().contains("authentication failed"),
     );
+
+    // The right key under another identity is refused the same way.
+    let hex = crate::harness::KEY_A.split_once(':').expect("key").1;
+    env.write_key("keys-src", &format!("other:{hex}"), 0o600);
+    let source = Mover::source(&env, port)
+        .var("MAX_ATTEMPTS", "3")
+        .run(Duration::from_secs(60));
+    source.assert_code(13);
+    assert_eq!(source.summary.attempts, 1);
+
     dest.signal(Signal::SIGTERM);
     let dest = dest.wait(Duration::from_secs(20));
     dest.assert_code(22);
     assert_eq!(dest.summary.error_class, Some(ErrorClass::Interrupted));
     assert!(dest.summary.auth_failure, "{:?}", dest.summary);
+    assert_eq!(fs::read_dir(&env.dst).expect("read_dir").count(), 0);
 }
 
 /// Breaks one input of both movers.

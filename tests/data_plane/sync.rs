@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use ferrosync::mover::Outcome;
+use ferrosync::mover::{Outcome, Progress};
 
 use crate::{
     harness::{Env, KEY_A, Mover, free_port, sync},
@@ -74,6 +74,13 @@ fn full_sync_preserves_contents_metadata_links_and_odd_names() {
             .log
             .lines()
             .any(|l| l.starts_with("rsync completed in "))
+    );
+    let progress: Vec<_> = source.log.lines().filter_map(Progress::parse).collect();
+    assert!(
+        progress
+            .last()
+            .is_some_and(|p| p.bytes >= 64 << 20 && p.files > 0),
+        "{progress:?}"
     );
     assert!(dest.log.contains("from a ferrosync source"), "{}", dest.log);
     assert!(
