@@ -158,6 +158,10 @@ async fn attempt_once(
         fs::write(&list, symlinks::encode_nul_list(&entries)).map_err(internal)?;
         let mut args = common_args(ctx);
         args.extend(["-aAHSx", "-r", "--delete", "--numeric-ids", EXCLUDE].map(OsString::from));
+        // Compare times to the nanosecond: by default rsync treats times within the same
+        // second as equal, so a directory changed by this very transfer (a deletion, a
+        // new entry) kept the transfer's time instead of the source's.
+        args.push("--modify-window=-1".into());
         args.push("--info=stats2,misc2,progress2".into());
         args.extend(ctx.args.compress.rsync_args().iter().map(OsString::from));
         args.push("--from0".into());
