@@ -83,7 +83,7 @@ async fn an_unprivileged_mover_syncs_what_it_can_read_and_reports_the_rest() {
 }
 
 /// The summary should name the file, as rsync's own error line does ("send_files failed to
-/// open ...: Permission denied"); today the mover keeps only rsync's final error line.
+/// open ...: Permission denied"): the summary's `errors` reach `latestMoverStatus.logs`.
 #[tokio::test]
 async fn an_unprivileged_mover_names_the_file_it_could_not_read() {
     let env = env();
