@@ -23,3 +23,5 @@ mod volsync;
 
 #[path = "e2e/lifecycle_own_kill.rs"]
 mod lifecycle_own_kill;
+#[path = "e2e/lifecycle_own_vault.rs"]
+mod lifecycle_own_vault;
