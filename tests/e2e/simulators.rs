@@ -39,6 +39,7 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
         msg="$msg key=$(cat /keys/psk.txt) keymode=$(stat -L -c %a:%g /keys/psk.txt)"
         grep -q CapEff:.0000000000000000 /proc/self/status && msg="$msg caps=none"
         printf '%s' "$msg" > /dev/termination-log
+        echo first-line; echo last-line
         exit 3
     "#;
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
@@ -78,6 +79,17 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
             "uid=1234 gid=2345 groups=2345 5678 ip={ip} root=ro scratch=rw data=rw key=volsync:abc keymode=640:5678 caps=none"
         ))
     );
+    // Its output, through pods/log: the API server asks the node's kubelet endpoint.
+    let params = kube::api::LogParams {
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    let log = ns
+        .api::<Pod>()
+        .logs("probe", &params)
+        .await
+        .expect("pods/log");
+    assert_eq!(log, "last-line\n");
     // Files the container writes belong to its uid and gid.
     let meta = std::fs::metadata(vol.join("out")).expect("the pod wrote into its volume");
     assert_eq!((meta.uid(), meta.gid()), (1234, 2345));
