@@ -4,11 +4,13 @@
 //! scheduler binds to it (the real Job controller makes them) as sandboxed local processes
 //! (`sandbox`), with their volumes (`volumes`), environment (`env`) and images (`images`),
 //! writing pod status like a kubelet (`status`) and completing graceful deletion (`pod`).
+//! Its HTTPS endpoint serves container logs to the API server (`kubelet_api`).
 //! It talks to the API as `system:node:<name>`, so the Node authorizer and NodeRestriction
 //! limit it as they limit a kubelet.
 //!
-//! Not modelled: the kubelet's HTTP API (logs, exec), node status beyond Ready, eviction,
-//! volume attach/detach, static pods, and everything `pod` lists.
+//! Not modelled: node status beyond Ready (no pressure, no resource accounting),
+//! eviction, volume attach/detach, static pods, image pulls, and what `pod`,
+//! `sandbox`, `volumes`, `env` and `kubelet_api` list.
 
 pub mod env;
 pub mod images;
