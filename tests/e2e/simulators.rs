@@ -2,7 +2,7 @@
 //! a kubelet; storage really provisions, clones, snapshots and restores.
 
 use std::{
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     time::{Duration, Instant},
 };
 
@@ -279,5 +279,39 @@ async fn storage_delays_and_failures_are_injected_per_class() {
             .delete(&c, &Default::default())
             .await
             .expect("class cleanup");
+    }
+}
+
+#[tokio::test]
+async fn root_has_only_the_capabilities_it_was_granted() {
+    let env = env();
+    let ns = env.cp.namespace("sim-caps").await;
+    pvc("vol").create(&ns).await;
+    let vol = bound_dir(&ns, "vol").await;
+    std::fs::write(vol.join("private"), "x").expect("write");
+    std::os::unix::fs::chown(vol.join("private"), Some(4321), Some(4321)).expect("chown");
+    std::fs::set_permissions(vol.join("private"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let script = "cat /data/private >/dev/null 2>&1 && r=readable || r=denied; printf %s $r > /dev/termination-log";
+    let caps = [
+        ("none", json!({"drop": ["ALL"]})),
+        ("granted", json!({"drop": ["ALL"], "add": ["DAC_OVERRIDE"]})),
+    ];
+    for (name, capabilities) in &caps {
+        pod(name, SHELL_IMAGE, &["/bin/sh", "-c", script])
+            .container_security(json!({"runAsUser": 0, "capabilities": capabilities}))
+            .pvc("vol", "/data")
+            .create(&ns)
+            .await;
+    }
+    for (name, expected) in [("none", "denied"), ("granted", "readable")] {
+        let pod = terminated(&ns, name).await;
+        let message = pod.status.and_then(|s| s.container_statuses).and_then(|c| {
+            c[0].state
+                .clone()
+                .and_then(|s| s.terminated)
+                .and_then(|t| t.message)
+        });
+        assert_eq!(message.as_deref(), Some(expected), "pod {name}");
     }
 }
