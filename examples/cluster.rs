@@ -2,8 +2,12 @@
 //! It is the same harness the tests use (`tests/support`), so what works here works there.
 //!
 //! ```text
-//! cargo run --example cluster -- [--controllers] [--state-dir DIR] [--service-account NS/NAME]...
+//! cargo run --example cluster -- [--controllers] [--simulators] [--state-dir DIR] [--service-account NS/NAME]...
 //! ```
+//!
+//! `--simulators` (implies `--controllers`) also runs the simulated node, storage, load
+//! balancer and routing of `tests/support/sim`, with the mover image mapped to the built
+//! `ferrosync` binary: the demo's real replication runs on it.
 //!
 //! It writes `<state-dir>/env` (KUBECONFIG, PATH with the built kubectl), one
 //! `<ns>.<name>.kubeconfig` per `--service-account`, then `<state-dir>/ready`, and runs until
@@ -18,6 +22,7 @@ use support::{ControlPlane, Options};
 
 struct Args {
     controllers: bool,
+    simulators: bool,
     state_dir: PathBuf,
     service_accounts: Vec<(String, String)>,
 }
@@ -25,6 +30,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         controllers: false,
+        simulators: false,
         state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
         service_accounts: Vec::new(),
     };
@@ -32,6 +38,10 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = argv.next() {
         match arg.as_str() {
             "--controllers" => args.controllers = true,
+            "--simulators" => {
+                args.controllers = true;
+                args.simulators = true;
+            }
             "--state-dir" => {
                 args.state_dir = argv.next().ok_or("--state-dir needs a directory")?.into()
             }
@@ -97,7 +107,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(err) = write_state(&cp, &args) {
+    // The simulators live as long as the process: they need the control plane for good.
+    let cp: &'static ControlPlane = Box::leak(Box::new(cp));
+    if args.simulators {
+        let mover = support::bins::repo_root().join("target/debug/ferrosync");
+        support::sim::node::images::register(
+            "ghcr.io/ferrosync/ferrosync-mover:0.1.0",
+            support::sim::node::images::Image::binary(mover, "/usr/local/bin/ferrosync"),
+        );
+        let sim = support::sim::Cluster::start(cp);
+        println!("simulators running in {}", sim.dir.display());
+    }
+    if let Err(err) = write_state(cp, &args) {
         eprintln!("cluster: {err}");
         return ExitCode::FAILURE;
     }
@@ -118,7 +139,8 @@ fn main() -> ExitCode {
         }
     });
     let _ = std::fs::remove_file(args.state_dir.join("ready"));
-    drop(cp);
+    // Leaked for the simulators' sake; its processes and files go with this process (the
+    // harness's exit cleanup), as in the tests.
     println!("control plane stopped");
     ExitCode::SUCCESS
 }

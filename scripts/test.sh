@@ -8,9 +8,9 @@ start=$(date +%s)
 
 bash scripts/install-deps.sh
 
-# ==== LEAD: build the policy plugins here, before cargo test ==========================
-# if [ -x scripts/build-plugins.sh ]; then bash scripts/build-plugins.sh; fi
-# ======================================================================================
+# The policy plugins, from source: sample and hostile components for the plugin tier. Fails
+# when a rebuilt sample plugin's digest differs from the pin committed in its bundle.
+bash scripts/build-plugins.sh
 
 # The README's first command, as written (its own state directory and port, so a demo
 # a developer has running is left alone); then stopped.
@@ -24,9 +24,17 @@ echo "scripts/demo.sh works ($(grep -o 'running ([0-9]*s)' "$PWD/target/demo-che
 
 log=$(mktemp)
 trap 'rm -f "$log"; FERROSYNC_STATE_DIR=$demo_state bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+# Every end-to-end binary's apiserver appends its audit events here; the least-privilege
+# check then compares what the controller's ServiceAccount used with deploy/rbac.yaml.
+export FERROSYNC_AUDIT_LOG=$PWD/target/e2e-audit.log
+rm -f "$FERROSYNC_AUDIT_LOG"
 set +e
 cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+if [ $# -eq 0 ]; then
+  cargo test --test rbac_audit -- --ignored 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 set -e
 
 echo "test suite finished in $(( $(date +%s) - start ))s (cargo test exit status $status)"

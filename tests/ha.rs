@@ -28,6 +28,7 @@ use crate::{
     support::{
         Options, control_plane_with,
         controller::{RunningController, ferrosync_binary},
+        deploy,
         sim::{
             Cluster,
             node::images::{self, Image},
@@ -42,18 +43,20 @@ const LEASE: &str = "ferrosync-controller";
 const LEASE_DURATION: Duration = Duration::from_secs(4);
 const RENEW_BEFORE: Duration = Duration::from_secs(1);
 
-fn replica(cp: &'static support::ControlPlane, name: &str, lease_ns: &str) -> RunningController {
+fn replica(cp: &'static support::ControlPlane, name: &str) -> RunningController {
     let duration = format!("{}s", LEASE_DURATION.as_secs());
     let renew = format!("{}s", RENEW_BEFORE.as_secs());
+    // As the ServiceAccount of deploy/: its Role allows exactly the one Lease in its own
+    // namespace.
     RunningController::start(
         cp,
-        &cp.kubeconfig,
+        &deploy::controller_identity(cp),
         &[
             ("POD_NAME", name),
+            ("POD_NAMESPACE", deploy::NAMESPACE),
             ("FERROSYNC_MOVER__IMAGE", MOVER_IMAGE),
             ("FERROSYNC_REQUEUE__POLL", "500ms"),
             ("FERROSYNC_LEADER_ELECTION__ENABLED", "true"),
-            ("FERROSYNC_LEADER_ELECTION__NAMESPACE", lease_ns),
             ("FERROSYNC_LEADER_ELECTION__LEASE_DURATION", &duration),
             ("FERROSYNC_LEADER_ELECTION__RENEW_BEFORE", &renew),
         ],
@@ -78,10 +81,9 @@ async fn the_standby_takes_over_from_a_killed_leader_and_finishes_the_sync() {
         Image::binary(ferrosync_binary(), ferrosync::resources::job::MOVER_BINARY),
     );
     Cluster::start(cp);
-    let lease_ns = cp.namespace("ha-lease").await;
-    let leases: Api<Lease> = lease_ns.api();
-    let mut a = Some(replica(cp, "replica-a", &lease_ns.name));
-    let b = replica(cp, "replica-b", &lease_ns.name);
+    let leases: Api<Lease> = Api::namespaced(cp.client().await, deploy::NAMESPACE);
+    let mut a = Some(replica(cp, "replica-a"));
+    let b = replica(cp, "replica-b");
 
     let first = wait::until("a leader", Duration::from_secs(60), || async {
         Ok(holder(&leases).await)

@@ -65,6 +65,20 @@ impl Context {
     /// Records an Event on `object`. A failure to record is logged, never fatal: events
     /// are for people, and the reconcile must go on without them.
     pub async fn event(&self, object: &ObjectReference, warning: bool, reason: &str, note: String) {
+        self.event_for(object, warning, reason, reason, note).await;
+    }
+
+    /// Like [`Context::event`], with an explicit action. Events with the same reason and
+    /// action are aggregated into one series by the recorder, so distinct decisions of one
+    /// reason (PolicyDecision for each decision point) need distinct actions.
+    pub async fn event_for(
+        &self,
+        object: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let key = (
             object.uid.clone().unwrap_or_default(),
             reason.to_string(),
@@ -87,7 +101,7 @@ impl Context {
             },
             reason: reason.into(),
             note: Some(note),
-            action: reason.into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(err) = self.recorder.publish(&event, object).await {

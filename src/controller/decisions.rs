@@ -135,10 +135,11 @@ pub async fn record(
         } else {
             "PolicyDecision"
         };
-        ctx.event(
+        ctx.event_for(
             object,
             warning,
             reason_tag,
+            provenance.point.as_str(),
             format!("{}: {} ({reason})", provenance.summary(), entry.value),
         )
         .await;

@@ -47,13 +47,17 @@ pub async fn reconcile(
     let owner = Owner::of(rd.as_ref())
         .ok_or_else(|| Error::Invalid("object has no uid or namespace".into()))?;
     let api: Api<ReplicationDestination> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    // The cached object can predate this controller's own last status write (the watch
-    // lags behind a 10 ms requeue). The status is applied whole, so starting from a stale
-    // copy would erase what that write recorded (lastSyncTime, latestImage, lastManualSync).
-    let Some(live) = api.get_opt(&owner.name).await? else {
+    // The watch cache can lag behind our own status write (a Job deletion may trigger the
+    // next pass first); an old status would rerun the finished iteration. Reconcile from
+    // the API server's copy instead.
+    let Some(fresh) = api.get_opt(&owner.name).await? else {
         return Ok(Action::await_change());
     };
-    let mut status = live.status.unwrap_or_default();
+    let rd = Arc::new(fresh);
+    let Some(owner) = Owner::of(rd.as_ref()) else {
+        return Ok(Action::await_change());
+    };
+    let mut status = rd.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     let result = step(&rd, &ctx, &owner, &mut status, now).await;
     let object = rd.object_ref(&());

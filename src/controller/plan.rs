@@ -107,6 +107,9 @@ pub fn runs_mover(decision: &Decision) -> bool {
 /// The condition and requeue for a decision that does not run a mover now.
 pub fn idle_progress(decision: &Decision, requeue: &RequeueConfig, now: Timestamp) -> Progress {
     let reason = match decision.condition.reason {
+        // Not synchronizing because of spec.paused: say so in the reason, not only the
+        // message, so `kubectl get` shows it.
+        _ if decision.action == (Action::Paused { in_progress: false }) => Reason::Paused,
         trigger::Reason::SyncInProgress => Reason::SyncInProgress,
         trigger::Reason::WaitingForSchedule => Reason::WaitingForSchedule,
         trigger::Reason::WaitingForManual => Reason::WaitingForManual,
@@ -174,6 +177,31 @@ mod tests {
         assert!(
             sync.last_sync_start_time.as_ref().map(|t| t.0)
                 > sync.last_sync_time.as_ref().map(|t| t.0)
+        );
+    }
+
+    #[test]
+    fn a_paused_object_shows_the_paused_reason() {
+        let trigger = Trigger {
+            schedule: None,
+            manual: Some("once".into()),
+        };
+        let mut sync = SyncStatus::default();
+        let p = Pass {
+            trigger: Some(&trigger),
+            paused: true,
+            now: at(0, 0),
+        };
+        let d = decide(p, &mut sync).expect("decides");
+        assert_eq!(d.action, Action::Paused { in_progress: false });
+        let defaults = crate::config::Config::load(None).expect("defaults").requeue;
+        let progress = idle_progress(&d, &defaults, at(0, 0));
+        assert_eq!(progress.reason, Reason::Paused);
+        assert!(
+            progress
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("paused"))
         );
     }
 

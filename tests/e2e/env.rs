@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use crate::support::{
-    ControlPlane, Options, control_plane_with,
+    ControlPlane, Options, control_plane_with, deploy,
     controller::{RunningController, ferrosync_binary},
     sim::{
         Cluster,
@@ -41,10 +41,14 @@ pub fn env() -> Env {
     Cluster::start(cp);
     let controller = CONTROLLER.get_or_init(|| {
         let limit = BACKOFF_LIMIT.to_string();
+        // As its own ServiceAccount, bound by deploy/'s RBAC: the suite proves those rights
+        // suffice, and the audit log shows which it uses.
+        let identity = deploy::controller_identity(cp);
         RunningController::start(
             cp,
-            &cp.kubeconfig,
+            &identity,
             &[
+                ("POD_NAMESPACE", deploy::NAMESPACE),
                 ("FERROSYNC_MOVER__IMAGE", MOVER_IMAGE),
                 ("FERROSYNC_MOVER__BACKOFF_LIMIT", &limit),
                 ("FERROSYNC_REQUEUE__POLL", "500ms"),

@@ -132,7 +132,12 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             server: format!("https://127.0.0.1:{}", ports.apiserver),
             kubeconfig: dir.join("admin.kubeconfig"),
-            audit_log: options.audit_policy.as_ref().map(|_| dir.join("audit.log")),
+            // FERROSYNC_AUDIT_LOG collects the audit events of every end-to-end binary in one
+            // file, for the least-privilege check that runs after them (scripts/test.sh).
+            audit_log: options.audit_policy.as_ref().map(|_| {
+                std::env::var_os("FERROSYNC_AUDIT_LOG")
+                    .map_or_else(|| dir.join("audit.log"), PathBuf::from)
+            }),
             version: String::new(),
             started_in: Duration::ZERO,
             bin_dir,

@@ -1,0 +1,25 @@
+//! Tier 5, the issue-6 lifecycle tests that need a controller of their own: the controller
+//! killed during iterations, and policy bundles (aws-ebs, vault) in its configuration.
+//! Same control plane options and simulators as `e2e`, but no shared controller; the
+//! tests run one at a time (`env::SERIAL`).
+
+mod support;
+
+#[allow(dead_code)]
+#[path = "e2e/lifecycle_own_env.rs"]
+mod env;
+#[allow(dead_code)]
+#[path = "e2e/fixtures.rs"]
+mod fixtures;
+#[allow(dead_code)]
+#[path = "e2e/lifecycle_support.rs"]
+mod lifecycle_support;
+#[allow(dead_code)]
+#[path = "e2e/tree.rs"]
+mod tree;
+#[allow(dead_code)]
+#[path = "e2e/volsync.rs"]
+mod volsync;
+
+#[path = "e2e/lifecycle_own_kill.rs"]
+mod lifecycle_own_kill;

@@ -1,0 +1,116 @@
+//! Least privilege, proven: the (resource, verb) pairs the controller's ServiceAccount used
+//! across the end-to-end suite, read from the apiserver's audit log, against the rules in
+//! `deploy/rbac.yaml`. It fails when the controller was ever forbidden something, and when
+//! the RBAC grants a verb the controller never used.
+//!
+//! `scripts/test.sh` runs the suite with `FERROSYNC_AUDIT_LOG` set, then this (ignored by
+//! a plain `cargo test`, since it needs that log).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde::Deserialize;
+use serde_json::Value;
+
+const USER: &str = "system:serviceaccount:ferrosync-system:ferrosync";
+
+/// `group/resource[/subresource]` and a verb.
+type Use = (String, String);
+
+#[derive(Deserialize)]
+struct RoleDoc {
+    kind: String,
+    #[serde(default)]
+    rules: Vec<PolicyRule>,
+}
+
+fn granted() -> BTreeSet<Use> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).expect("deploy/rbac.yaml");
+    let mut out = BTreeSet::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let Ok(role) = RoleDoc::deserialize(doc) else { continue };
+        if !role.kind.ends_with("Role") {
+            continue;
+        }
+        for rule in role.rules {
+            for group in rule.api_groups.unwrap_or_default() {
+                for resource in rule.resources.clone().unwrap_or_default() {
+                    for verb in &rule.verbs {
+                        out.insert((format!("{group}/{resource}"), verb.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the controller did, and what it was refused.
+fn used(events: &[Value]) -> (BTreeSet<Use>, Vec<String>) {
+    let mut used = BTreeSet::new();
+    let mut forbidden = Vec::new();
+    for e in events.iter().filter(|e| e["user"]["username"] == USER) {
+        let object = &e["objectRef"];
+        let Some(resource) = object["resource"].as_str() else { continue };
+        let group = object["apiGroup"].as_str().unwrap_or("");
+        let resource = match object["subresource"].as_str() {
+            Some(sub) => format!("{group}/{resource}/{sub}"),
+            None => format!("{group}/{resource}"),
+        };
+        let verb = e["verb"].as_str().unwrap_or("").to_string();
+        let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
+        if code == 403 {
+            forbidden.push(format!("{verb} {resource}: {}", e["responseStatus"]["message"]));
+            continue;
+        }
+        // Server-side apply that creates an object is a patch answered 201, and the
+        // apiserver authorises it as create too.
+        if verb == "patch" && code == 201 {
+            used.insert((resource.clone(), "create".to_string()));
+        }
+        used.insert((resource, verb));
+    }
+    (used, forbidden)
+}
+
+#[test]
+#[ignore = "needs the audit log of an end-to-end run: scripts/test.sh runs it"]
+fn the_controller_uses_every_granted_verb_and_nothing_is_forbidden() {
+    let path = std::env::var("FERROSYNC_AUDIT_LOG").expect("FERROSYNC_AUDIT_LOG names the end-to-end audit log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let events: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let (used, forbidden) = used(&events);
+    assert!(!used.is_empty(), "no request by {USER} in {path}: did the suite run the controller as its ServiceAccount?");
+    assert!(forbidden.is_empty(), "the controller was forbidden:\n{}", forbidden.join("\n"));
+
+    let granted = granted();
+    let unused: Vec<&Use> = granted.iter().filter(|g| !used.contains(*g)).collect();
+    let mut report = BTreeMap::new();
+    for (resource, verb) in &used {
+        report.entry(resource.clone()).or_insert_with(Vec::new).push(verb.clone());
+    }
+    eprintln!("verbs the controller used: {report:#?}");
+    assert!(
+        unused.is_empty(),
+        "deploy/rbac.yaml grants verbs the controller never used across the suite: {unused:?}"
+    );
+    // Everything used was granted (otherwise the apiserver would have said 403 above).
+    let ungranted: Vec<&Use> = used.iter().filter(|u| !granted.contains(*u)).collect();
+    assert!(ungranted.is_empty(), "used but not granted (wildcards?): {ungranted:?}");
+}
+
+#[test]
+fn the_checker_reads_rules_and_audit_events() {
+    let granted = granted();
+    assert!(granted.contains(&("batch/jobs".to_string(), "delete".to_string())), "{granted:?}");
+    let events = vec![
+        serde_json::json!({"user": {"username": USER}, "verb": "patch", "objectRef": {"resource": "jobs", "apiGroup": "batch"}, "responseStatus": {"code": 201}}),
+        serde_json::json!({"user": {"username": USER}, "verb": "get", "objectRef": {"resource": "pods", "subresource": "log"}, "responseStatus": {"code": 403, "message": "no"}}),
+        serde_json::json!({"user": {"username": "admin"}, "verb": "delete", "objectRef": {"resource": "pods"}, "responseStatus": {"code": 200}}),
+    ];
+    let (used, forbidden) = used(&events);
+    assert!(used.contains(&("batch/jobs".to_string(), "create".to_string())), "an apply that created counts as create");
+    assert!(used.contains(&("batch/jobs".to_string(), "patch".to_string())));
+    assert_eq!(forbidden.len(), 1);
+    assert_eq!(used.len(), 2, "other users are not the controller");
+}
