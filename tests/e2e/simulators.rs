@@ -2,7 +2,7 @@
 //! a kubelet; storage really provisions, clones, snapshots and restores.
 
 use std::{
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     time::{Duration, Instant},
 };
 
@@ -39,6 +39,7 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
         msg="$msg key=$(cat /keys/psk.txt) keymode=$(stat -L -c %a:%g /keys/psk.txt)"
         grep -q CapEff:.0000000000000000 /proc/self/status && msg="$msg caps=none"
         printf '%s' "$msg" > /dev/termination-log
+        echo first-line; echo last-line
         exit 3
     "#;
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
@@ -78,6 +79,17 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
             "uid=1234 gid=2345 groups=2345 5678 ip={ip} root=ro scratch=rw data=rw key=volsync:abc keymode=640:5678 caps=none"
         ))
     );
+    // Its output, through pods/log: the API server asks the node's kubelet endpoint.
+    let params = kube::api::LogParams {
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    let log = ns
+        .api::<Pod>()
+        .logs("probe", &params)
+        .await
+        .expect("pods/log");
+    assert_eq!(log, "last-line\n");
     // Files the container writes belong to its uid and gid.
     let meta = std::fs::metadata(vol.join("out")).expect("the pod wrote into its volume");
     assert_eq!((meta.uid(), meta.gid()), (1234, 2345));
@@ -267,5 +279,39 @@ async fn storage_delays_and_failures_are_injected_per_class() {
             .delete(&c, &Default::default())
             .await
             .expect("class cleanup");
+    }
+}
+
+#[tokio::test]
+async fn root_has_only_the_capabilities_it_was_granted() {
+    let env = env();
+    let ns = env.cp.namespace("sim-caps").await;
+    pvc("vol").create(&ns).await;
+    let vol = bound_dir(&ns, "vol").await;
+    std::fs::write(vol.join("private"), "x").expect("write");
+    std::os::unix::fs::chown(vol.join("private"), Some(4321), Some(4321)).expect("chown");
+    std::fs::set_permissions(vol.join("private"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let script = "cat /data/private >/dev/null 2>&1 && r=readable || r=denied; printf %s $r > /dev/termination-log";
+    let caps = [
+        ("none", json!({"drop": ["ALL"]})),
+        ("granted", json!({"drop": ["ALL"], "add": ["DAC_OVERRIDE"]})),
+    ];
+    for (name, capabilities) in &caps {
+        pod(name, SHELL_IMAGE, &["/bin/sh", "-c", script])
+            .container_security(json!({"runAsUser": 0, "capabilities": capabilities}))
+            .pvc("vol", "/data")
+            .create(&ns)
+            .await;
+    }
+    for (name, expected) in [("none", "denied"), ("granted", "readable")] {
+        let pod = terminated(&ns, name).await;
+        let message = pod.status.and_then(|s| s.container_statuses).and_then(|c| {
+            c[0].state
+                .clone()
+                .and_then(|s| s.terminated)
+                .and_then(|t| t.message)
+        });
+        assert_eq!(message.as_deref(), Some(expected), "pod {name}");
     }
 }
