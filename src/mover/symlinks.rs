@@ -200,7 +200,12 @@ fn unmunge_one(root: &Path, rel: &Path) -> Result<bool, SymlinkError> {
     }
     fs::rename(&tmp, &path).map_err(io_err)?;
     set_times(&path, &link_meta, UtimensatFlags::NoFollowSymlink).map_err(io_err)?;
-    set_times(parent, &parent_meta, UtimensatFlags::FollowSymlink).map_err(io_err)?;
+    // A non-root mover cannot set the times of a directory it does not own (the volume's
+    // root, typically); rsync could not set them either, so there is nothing to restore.
+    match set_times(parent, &parent_meta, UtimensatFlags::FollowSymlink) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => {}
+        other => other.map_err(io_err)?,
+    }
     Ok(true)
 }
 

@@ -147,7 +147,6 @@ async fn direct_to_direct_through_a_load_balancer() {
 /// What users get without the privileged-movers annotation: both movers run as 65532, so
 /// the data must be that uid's to arrive with its owner.
 #[tokio::test]
-#[ignore = "mover: restoring a symlink sets the volume root's times, EPERM when a non-root mover does not own it"]
 async fn direct_to_direct_with_unprivileged_movers() {
     let env = env();
     let dst = env.cp.namespace("unpriv-dst").await;

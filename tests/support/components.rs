@@ -33,9 +33,8 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
-    // Service → ready Pod addresses, which the routing simulator follows.
-    "endpoints-controller",
-    "endpointslice-controller",
+    // No endpoints/endpointslice controllers: pod addresses here are loopback, which the
+    // apiserver refuses in endpoints, so the routing simulator selects pods itself.
     // the controller's own Deployment, when the demo runs it in-cluster.
     "deployment-controller",
     "replicaset-controller",
