@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     // The simulators live as long as the process: they need the control plane for good.
     let cp: &'static ControlPlane = Box::leak(Box::new(cp));
     if args.simulators {
-        let mover = support::bins::repo_root().join("target/debug/ferrosync");
+        let mover = support::bins::cargo_target_dir().join("debug/ferrosync");
         support::sim::node::images::register(
             "ghcr.io/ferrosync/ferrosync-mover:0.1.0",
             support::sim::node::images::Image::binary(mover, "/usr/local/bin/ferrosync"),

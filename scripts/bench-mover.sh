@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin ferrosync
-exec python3 scripts/bench_mover.py --bin target/debug/ferrosync "$@"
+exec python3 scripts/bench_mover.py --bin "${CARGO_TARGET_DIR:-target}/debug/ferrosync" "$@"

@@ -21,7 +21,7 @@ cargo_home=${CARGO_HOME:-$HOME/.cargo}
 # A 64 KiB stack (instead of 1 MiB) keeps the pages a decision touches few and close
 # together, so the host can reset them cheaply between decisions.
 export RUSTFLAGS="--remap-path-prefix=$root/plugins=/plugins --remap-path-prefix=$cargo_home=/cargo -C debuginfo=0 -C link-arg=-zstack-size=65536"
-export CARGO_TARGET_DIR="$root/plugins/target"
+export CARGO_TARGET_DIR="${FERROSYNC_PLUGINS_TARGET_DIR:-$root/plugins/target}"
 export SOURCE_DATE_EPOCH=0
 
 packages=(copy-method-by-driver service-type-by-topology psk-from-vault plugin-template

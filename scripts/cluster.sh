@@ -33,7 +33,7 @@ case "${1:-}" in
     rm -f "$state/ready"
     cargo build --quiet --example cluster
     # setsid: the control plane outlives this shell, and a Ctrl-C here does not reach it.
-    setsid target/debug/examples/cluster --state-dir "$state" "$@" >"$state/cluster.log" 2>&1 </dev/null &
+    setsid "${CARGO_TARGET_DIR:-target}/debug/examples/cluster" --state-dir "$state" "$@" >"$state/cluster.log" 2>&1 </dev/null &
     echo $! >"$state/cluster.pid"
     for _ in $(seq 1200); do
       [ -f "$state/ready" ] && break

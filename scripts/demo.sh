@@ -44,7 +44,7 @@ KUBECONFIG="$state/ferrosync-system.ferrosync.kubeconfig" \
 POD_NAMESPACE=ferrosync-system \
 FERROSYNC_SERVER__LISTEN="127.0.0.1:$port" \
 FERROSYNC_REQUEUE__POLL=1s \
-  setsid target/debug/ferrosync controller >"$state/controller.log" 2>&1 </dev/null &
+  setsid "${CARGO_TARGET_DIR:-target}/debug/ferrosync" controller >"$state/controller.log" 2>&1 </dev/null &
 echo $! >"$state/controller.pid"
 wait_for "the controller to be ready" 60 sh -c "curl -sf http://127.0.0.1:$port/readyz" >/dev/null
 echo "controller ready on http://127.0.0.1:$port (as system:serviceaccount:ferrosync-system:ferrosync)"

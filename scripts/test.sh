@@ -8,6 +8,13 @@ start=$(date +%s)
 
 bash scripts/install-deps.sh
 
+# CI runs on a fresh clone: keep cargo's build products between runs outside it (by
+# path, so one profile's artifacts are simply reused), like the Go binaries in ~/.cache.
+if [ "${CI:-}" = true ]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ferrosync/cargo-target}
+  export FERROSYNC_PLUGINS_TARGET_DIR=${FERROSYNC_PLUGINS_TARGET_DIR:-$HOME/.cache/ferrosync/plugins-target}
+fi
+
 # The policy plugins, from source: sample and hostile components for the plugin tier. Fails
 # when a rebuilt sample plugin's digest differs from the pin committed in its bundle.
 bash scripts/build-plugins.sh

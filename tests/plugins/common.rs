@@ -49,8 +49,12 @@ pub fn build() -> &'static Build {
 /// The freshly built component of a plugin package.
 pub fn wasm(package: &str) -> PathBuf {
     build();
-    let path = root()
-        .join("plugins/target/wasm32-wasip2/release")
+    // FERROSYNC_PLUGINS_TARGET_DIR: where scripts/build-plugins.sh builds (CI keeps it
+    // outside the clone).
+    let target = std::env::var_os("FERROSYNC_PLUGINS_TARGET_DIR")
+        .map_or_else(|| root().join("plugins/target"), PathBuf::from);
+    let path = target
+        .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(
         path.exists(),

@@ -20,6 +20,12 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (CI keeps it outside the clone), else
+/// `target/` in the repository.
+pub fn cargo_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+}
+
 /// The directory with `etcd`, `k8s` and its multicall links (`kube-apiserver`,
 /// `kube-controller-manager`, `kube-scheduler`, `kubectl`). `FERROSYNC_K8S_BIN_DIR`
 /// overrides it; otherwise `build-binaries.sh` builds what is missing (minutes, once).

@@ -102,6 +102,6 @@ impl Drop for RunningController {
 pub fn ferrosync_binary() -> PathBuf {
     match option_env!("CARGO_BIN_EXE_ferrosync") {
         Some(path) => PathBuf::from(path),
-        None => super::bins::repo_root().join("target/debug/ferrosync"),
+        None => super::bins::cargo_target_dir().join("debug/ferrosync"),
     }
 }
