@@ -84,6 +84,9 @@ pub struct MoverConfig {
     pub image: String,
     /// The Job's backoffLimit: retries of a failed mover Pod.
     pub backoff_limit: i32,
+    /// How often a running mover logs its progress.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
 }
 
 /// How soon objects are looked at again.

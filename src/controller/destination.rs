@@ -192,6 +192,7 @@ async fn step(
         side: Side::Destination,
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
+        progress_interval: ctx.config.mover.progress_interval,
         pvc: &pvc_name,
         key_secret: &key.secret,
         options: &tls.mover,

@@ -175,6 +175,7 @@ async fn step(
         side: Side::Source,
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
+        progress_interval: ctx.config.mover.progress_interval,
         pvc: &data_pvc,
         key_secret: &key.secret,
         options: &tls.mover,

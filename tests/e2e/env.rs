@@ -52,6 +52,7 @@ pub fn env() -> Env {
                 ("FERROSYNC_MOVER__IMAGE", MOVER_IMAGE),
                 ("FERROSYNC_MOVER__BACKOFF_LIMIT", &limit),
                 ("FERROSYNC_REQUEUE__POLL", "500ms"),
+                ("FERROSYNC_MOVER__PROGRESS_INTERVAL", "500ms"),
                 ("FERROSYNC_REQUEUE__IDLE", "10s"),
             ],
         )

@@ -105,3 +105,65 @@ async fn metrics_and_status_report_a_real_sync_and_forget_deleted_objects() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[tokio::test]
+async fn progress_is_reported_while_a_sync_runs_and_cleared_after() {
+    let env = env();
+    let dst = env.cp.namespace("e2e-pdst").await;
+    let src = env.cp.namespace("e2e-psrc").await;
+    privileged_movers(&dst).await;
+    privileged_movers(&src).await;
+    destination(&dst, "progress", json!({})).await;
+    let (address, key) = published(&dst, "progress").await;
+    copy_secret(&dst, &key, &src, "progress-key").await;
+    pvc("data").create(&src).await;
+    let data = bound_dir(&src, "data").await;
+    // Big enough that the copy pass outlives a few progress lines.
+    let mut big = std::fs::File::create(data.join("big.bin")).expect("big file");
+    std::io::copy(
+        &mut std::io::Read::take(
+            std::fs::File::open("/dev/urandom").expect("urandom"),
+            512 << 20,
+        ),
+        &mut big,
+    )
+    .expect("writing");
+    source(
+        &src,
+        "progress",
+        "data",
+        json!({"keySecret": "progress-key", "address": address}),
+    )
+    .await;
+
+    // Read through pods/log from the running mover into status.progress.
+    let rss: Api<ReplicationSource> = src.api();
+    let seen = wait::until(
+        "status.progress while the mover runs",
+        Duration::from_secs(120),
+        || async {
+            let rs = rss.get("progress").await.map_err(|e| e.to_string())?;
+            let progress = rs.status.and_then(|s| s.sync.progress);
+            Ok(progress.filter(|p| p.bytes_transferred.unwrap_or(0) > 0))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
+    assert!(seen.bytes_per_second.unwrap_or(0) > 0, "{seen:?}");
+    assert!(seen.observed_at.is_some());
+
+    let rs = synced(&src, "progress", Duration::from_secs(180)).await;
+    let status = rs.status.expect("status");
+    assert!(
+        status.sync.progress.is_none(),
+        "progress is cleared when the iteration ends"
+    );
+    assert!(
+        status
+            .sync
+            .last_sync_stats
+            .and_then(|s| s.bytes_sent)
+            .unwrap_or(0)
+            >= 512 << 20
+    );
+}

@@ -57,6 +57,8 @@ pub struct MoverJob<'a> {
     pub privileged: bool,
     /// Source only: the destination's address and port.
     pub destination: Option<(&'a str, i32)>,
+    /// How often the mover logs its progress.
+    pub progress_interval: std::time::Duration,
 }
 
 /// Builds the Job.
@@ -159,6 +161,10 @@ fn container(job: &MoverJob<'_>) -> Container {
             value: None,
         },
     ];
+    env.push(env_var(
+        "PROGRESS_INTERVAL",
+        &humantime::format_duration(job.progress_interval).to_string(),
+    ));
     if let Some((address, port)) = job.destination {
         env.push(env_var("DESTINATION_ADDRESS", address));
         env.push(env_var("DESTINATION_PORT", &port.to_string()));

@@ -15,6 +15,7 @@ fn build(side: Side, privileged: bool, options: &MoverOptions) -> Job {
         options,
         privileged,
         destination: (side == Side::Source).then_some(("10.0.0.1", 8000)),
+        progress_interval: std::time::Duration::from_secs(3),
     })
 }
 
@@ -121,6 +122,7 @@ fn volumes_and_mounts_match_the_reference() {
     let env = env_of(&job);
     assert_eq!(env["DESTINATION_ADDRESS"].as_deref(), Some("10.0.0.1"));
     assert_eq!(env["DESTINATION_PORT"].as_deref(), Some("8000"));
+    assert_eq!(env["PROGRESS_INTERVAL"].as_deref(), Some("3s"));
 }
 
 #[test]
