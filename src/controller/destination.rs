@@ -13,16 +13,16 @@ use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
 use super::{
-    apply::{apply, apply_status},
+    apply::apply,
     conditions::Reason,
     context::Context,
     decisions,
     error::Error,
     image::{self, ImageState},
     iteration::{self, Outcome},
-    keys,
+    keys, pass,
     plan::{self, Pass},
-    progress::{Progress, settle},
+    progress::Progress,
 };
 use crate::{
     api::{
@@ -44,40 +44,7 @@ pub async fn reconcile(
     rd: Arc<ReplicationDestination>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let owner = Owner::of(rd.as_ref())
-        .ok_or_else(|| Error::Invalid("object has no uid or namespace".into()))?;
-    let api: Api<ReplicationDestination> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    // The watch cache can lag behind our own status write (a Job deletion may trigger the
-    // next pass first); an old status would rerun the finished iteration. Reconcile from
-    // the API server's copy instead.
-    let Some(fresh) = api.get_opt(&owner.name).await? else {
-        return Ok(Action::await_change());
-    };
-    let rd = Arc::new(fresh);
-    let Some(owner) = Owner::of(rd.as_ref()) else {
-        return Ok(Action::await_change());
-    };
-    let mut status = rd.status.clone().unwrap_or_default();
-    let now = Timestamp::now();
-    let result = step(&rd, &ctx, &owner, &mut status, now).await;
-    let object = rd.object_ref(&());
-    let generation = rd.meta().generation;
-    ctx.metrics.observe_reconcile(
-        "ReplicationDestination",
-        result.as_ref().err().map(Error::reason),
-    );
-    let requeue = settle(
-        &ctx,
-        &object,
-        &mut status.sync.conditions,
-        result,
-        generation,
-        now,
-    )
-    .await?;
-    apply_status(&api, &owner.name, &status).await?;
-    ctx.reset_backoff(&format!("{}/{}", owner.namespace, owner.name));
-    Ok(Action::requeue(requeue))
+    pass::run(rd, ctx, step).await
 }
 
 async fn step(

@@ -14,6 +14,7 @@ mod iteration;
 mod keys;
 mod leader;
 mod mover_run;
+mod pass;
 mod pit;
 mod plan;
 mod progress;

@@ -10,16 +10,15 @@ use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
 use super::{
-    apply::apply_status,
     conditions::Reason,
     context::Context,
     decisions,
     error::Error,
     iteration::{self, Outcome},
-    keys, mover_run,
+    keys, mover_run, pass,
     pit::{self, PitPlan, PitState},
     plan::{self, Pass},
-    progress::{Progress, settle},
+    progress::Progress,
 };
 use crate::{
     api::{ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus},
@@ -30,40 +29,7 @@ use crate::{
 /// Reconciles one ReplicationSource.
 #[instrument(skip_all, fields(namespace = rs.namespace().unwrap_or_default(), name = rs.name_any()))]
 pub async fn reconcile(rs: Arc<ReplicationSource>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let owner = Owner::of(rs.as_ref())
-        .ok_or_else(|| Error::Invalid("object has no uid or namespace".into()))?;
-    let api: Api<ReplicationSource> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    // The watch cache can lag behind our own status write (a Job deletion may trigger the
-    // next pass first); an old status would rerun the finished iteration. Reconcile from
-    // the API server's copy instead.
-    let Some(fresh) = api.get_opt(&owner.name).await? else {
-        return Ok(Action::await_change());
-    };
-    let rs = Arc::new(fresh);
-    let Some(owner) = Owner::of(rs.as_ref()) else {
-        return Ok(Action::await_change());
-    };
-    let mut status = rs.status.clone().unwrap_or_default();
-    let now = Timestamp::now();
-    let result = step(&rs, &ctx, &owner, &mut status, now).await;
-    let object = rs.object_ref(&());
-    let generation = rs.meta().generation;
-    ctx.metrics.observe_reconcile(
-        "ReplicationSource",
-        result.as_ref().err().map(Error::reason),
-    );
-    let requeue = settle(
-        &ctx,
-        &object,
-        &mut status.sync.conditions,
-        result,
-        generation,
-        now,
-    )
-    .await?;
-    apply_status(&api, &owner.name, &status).await?;
-    ctx.reset_backoff(&format!("{}/{}", owner.namespace, owner.name));
-    Ok(Action::requeue(requeue))
+    pass::run(rs, ctx, step).await
 }
 
 async fn step(

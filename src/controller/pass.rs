@@ -1,0 +1,103 @@
+//! One reconcile pass, the same for both kinds: read the object fresh, run the kind's
+//! step, turn its result into the Synchronizing condition, write the status, requeue.
+
+use std::{fmt::Debug, sync::Arc};
+
+use k8s_openapi::{NamespaceResourceScope, jiff::Timestamp};
+use kube::{Api, Resource, runtime::controller::Action};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{
+    apply::apply_status,
+    context::Context,
+    error::Error,
+    progress::{Progress, settle},
+};
+use crate::{
+    api::{
+        ReplicationDestination, ReplicationDestinationStatus, ReplicationSource,
+        ReplicationSourceStatus, SyncStatus,
+    },
+    resources::Owner,
+};
+
+/// What the shared pass needs of a reconciled kind.
+pub trait Replicated:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind's status.
+    type Status: Default + Clone + Serialize + Send;
+    /// The kind's name, for metrics.
+    const KIND: &'static str;
+    /// The stored status.
+    fn stored_status(&self) -> Option<&Self::Status>;
+    /// The fields both kinds share.
+    fn sync(status: &mut Self::Status) -> &mut SyncStatus;
+}
+
+impl Replicated for ReplicationSource {
+    type Status = ReplicationSourceStatus;
+    const KIND: &'static str = "ReplicationSource";
+    fn stored_status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn sync(status: &mut Self::Status) -> &mut SyncStatus {
+        &mut status.sync
+    }
+}
+
+impl Replicated for ReplicationDestination {
+    type Status = ReplicationDestinationStatus;
+    const KIND: &'static str = "ReplicationDestination";
+    fn stored_status(&self) -> Option<&Self::Status> {
+        self.status.as_ref()
+    }
+    fn sync(status: &mut Self::Status) -> &mut SyncStatus {
+        &mut status.sync
+    }
+}
+
+/// Runs one pass of `step` over `obj`.
+pub async fn run<K: Replicated>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    step: impl AsyncFnOnce(&K, &Context, &Owner, &mut K::Status, Timestamp) -> Result<Progress, Error>,
+) -> Result<Action, Error> {
+    let owner = Owner::of(obj.as_ref())
+        .ok_or_else(|| Error::Invalid("object has no uid or namespace".into()))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    // The watch cache can lag behind our own status write (a Job deletion may trigger the
+    // next pass first), and the status is applied whole: an old copy would rerun a finished
+    // iteration or erase what the last pass recorded. Reconcile from the API server's copy.
+    let Some(fresh) = api.get_opt(&owner.name).await? else {
+        return Ok(Action::await_change());
+    };
+    let Some(owner) = Owner::of(&fresh) else {
+        return Ok(Action::await_change());
+    };
+    let mut status = fresh.stored_status().cloned().unwrap_or_default();
+    let now = Timestamp::now();
+    let result = step(&fresh, &ctx, &owner, &mut status, now).await;
+    ctx.metrics
+        .observe_reconcile(K::KIND, result.as_ref().err().map(Error::reason));
+    let object = fresh.object_ref(&());
+    let generation = fresh.meta().generation;
+    let requeue = settle(
+        &ctx,
+        &object,
+        &mut K::sync(&mut status).conditions,
+        result,
+        generation,
+        now,
+    )
+    .await?;
+    apply_status(&api, &owner.name, &status).await?;
+    ctx.reset_backoff(&format!("{}/{}", owner.namespace, owner.name));
+    Ok(Action::requeue(requeue))
+}
