@@ -3,7 +3,10 @@
 //! Secret it names is fixed.
 
 use ferrosync::api::{ReplicationDestination, ReplicationSource};
-use k8s_openapi::api::{batch::v1::Job, core::v1::Secret};
+use k8s_openapi::{
+    api::{batch::v1::Job, core::v1::Secret},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
 use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
@@ -18,17 +21,25 @@ use crate::{
 };
 
 /// Waits until `name`'s Synchronizing condition is an Error whose message contains `text`.
-async fn error_on_destination(ns: &TestNamespace, name: &str, text: &str) -> String {
-    let api: Api<ReplicationDestination> = ns.api();
+async fn error_on<K>(
+    ns: &TestNamespace,
+    name: &str,
+    text: &str,
+    conditions: impl Fn(K) -> Vec<Condition>,
+) -> String
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = ns.api();
     wait::until(
         &format!("{name}: an Error naming {text:?}"),
         STEP,
         || async {
-            let rd = api.get(name).await.map_err(|e| e.to_string())?;
-            let cond = rd
-                .status
-                .and_then(|s| s.sync.conditions)
-                .unwrap_or_default()
+            let obj = api.get(name).await.map_err(|e| e.to_string())?;
+            let cond = conditions(obj)
                 .into_iter()
                 .find(|c| c.type_ == "Synchronizing");
             Ok(cond
@@ -40,26 +51,22 @@ async fn error_on_destination(ns: &TestNamespace, name: &str, text: &str) -> Str
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn error_on_source(ns: &TestNamespace, name: &str, text: &str) -> String {
-    let api: Api<ReplicationSource> = ns.api();
-    wait::until(
-        &format!("{name}: an Error naming {text:?}"),
-        STEP,
-        || async {
-            let rs = api.get(name).await.map_err(|e| e.to_string())?;
-            let cond = rs
-                .status
-                .and_then(|s| s.sync.conditions)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|c| c.type_ == "Synchronizing");
-            Ok(cond
-                .filter(|c| c.reason == "Error" && c.message.contains(text))
-                .map(|c| c.message))
-        },
-    )
+async fn error_on_destination(ns: &TestNamespace, name: &str, text: &str) -> String {
+    error_on(ns, name, text, |rd: ReplicationDestination| {
+        rd.status
+            .and_then(|s| s.sync.conditions)
+            .unwrap_or_default()
+    })
     .await
-    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn error_on_source(ns: &TestNamespace, name: &str, text: &str) -> String {
+    error_on(ns, name, text, |rs: ReplicationSource| {
+        rs.status
+            .and_then(|s| s.sync.conditions)
+            .unwrap_or_default()
+    })
+    .await
 }
 
 async fn no_jobs(ns: &TestNamespace) {
