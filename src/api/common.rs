@@ -188,9 +188,14 @@ pub struct SyncStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncStats {
-    /// bytesSent is what the mover put on the wire (rsync's sent bytes, all passes).
+    /// bytesSent is what this side's mover put on the wire (rsync's sent bytes, all
+    /// passes): the data, on a source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_sent: Option<i64>,
+    /// bytesReceived is what this side's mover took off the wire: the data, on a
+    /// destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<i64>,
     /// filesTransferred is the number of regular files rsync transferred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_transferred: Option<i64>,

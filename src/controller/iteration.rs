@@ -113,11 +113,12 @@ pub async fn complete(
     let started = sync.last_sync_start_time.as_ref().map_or(pass.now, |t| t.0);
     let seconds = pass.now.duration_since(started).as_secs_f64().max(0.0);
     let labels = ObjectLabels::new(&job.owner.namespace, &job.owner.name, job.side.as_str());
-    ctx.metrics.observe_sync(&labels, seconds, mover.bytes());
+    ctx.metrics.observe_sync(&labels, seconds, mover.bytes(job.side));
     if let Some(summary) = &mover.summary {
         let count = |n: u64| Some(i64::try_from(n).unwrap_or(i64::MAX));
         sync.last_sync_stats = Some(SyncStats {
             bytes_sent: count(summary.bytes_sent),
+            bytes_received: count(summary.bytes_received),
             files_transferred: count(summary.files_transferred),
             files_deleted: count(summary.files_deleted),
         });

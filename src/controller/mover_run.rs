@@ -10,7 +10,7 @@ use kube::{
 use crate::{
     api::{MoverResult, MoverStatus},
     mover::summary::{Progress, Summary},
-    resources::job::CONTAINER,
+    resources::{Side, job::CONTAINER},
 };
 
 /// The longest `latestMoverStatus.logs` kept in status.
@@ -143,9 +143,13 @@ pub struct MoverReport {
 }
 
 impl MoverReport {
-    /// Bytes the mover sent, for metrics.
-    pub fn bytes(&self) -> u64 {
-        self.summary.as_ref().map_or(0, |s| s.bytes_sent)
+    /// The data bytes this side moved, for metrics: sent by a source, received by a
+    /// destination.
+    pub fn bytes(&self, side: Side) -> u64 {
+        self.summary.as_ref().map_or(0, |s| match side {
+            Side::Source => s.bytes_sent,
+            Side::Destination => s.bytes_received,
+        })
     }
 
     /// Whether the failure was a TLS-PSK authentication failure.
@@ -173,20 +177,36 @@ pub fn mover_report(result: MoverResult, message: Option<&str>) -> MoverReport {
 }
 
 /// The human part of a summary: the error (named as an authentication failure when it
-/// was one), then the rsync statistics lines.
+/// was one), the per-file errors (the files rsync could not transfer) as far as they fit
+/// in [`MAX_LOGS`] beside the rest, then the rsync statistics lines.
 fn summary_logs(summary: &Summary) -> String {
-    let mut lines: Vec<String> = Vec::new();
+    let mut head: Vec<String> = Vec::new();
     if summary.auth_failure {
-        lines.push("authentication failed: the source and destination keys differ".into());
+        head.push("authentication failed: the source and destination keys differ".into());
     }
     if let Some(message) = &summary.message {
         match summary.error_class {
-            Some(class) => lines.push(format!("{class:?}: {message}")),
-            None => lines.push(message.clone()),
+            Some(class) => head.push(format!("{class:?}: {message}")),
+            None => head.push(message.clone()),
         }
     }
-    lines.extend(summary.stats.iter().cloned());
-    lines.join("\n")
+    let fixed: usize = head.iter().chain(&summary.stats).map(|l| l.len() + 1).sum();
+    // Room for a "… more" line, so the statistics lines are never cut off by the errors.
+    let mut room = MAX_LOGS.saturating_sub(fixed + 40);
+    let mut omitted = summary.errors_omitted;
+    for (i, line) in summary.errors.iter().enumerate() {
+        if line.len() + 1 > room {
+            omitted += (summary.errors.len() - i) as u64;
+            break;
+        }
+        room -= line.len() + 1;
+        head.push(line.clone());
+    }
+    if omitted > 0 {
+        head.push(format!("… and {omitted} more file error(s)"));
+    }
+    head.extend(summary.stats.iter().cloned());
+    head.join("\n")
 }
 
 fn truncate(mut text: String, max: usize) -> String {
@@ -224,6 +244,8 @@ mod tests {
             attempts: 1,
             duration_seconds: 0.5,
             stats: vec!["sent 10 bytes  received 20 bytes".into()],
+            errors: Vec::new(),
+            errors_omitted: 0,
         }
     }
 
@@ -235,6 +257,31 @@ mod tests {
         let logs = report.status.logs.expect("logs");
         assert!(logs.starts_with("authentication failed"), "{logs}");
         assert!(logs.contains("AuthFailed: TLS handshake refused"), "{logs}");
+        assert!(logs.ends_with("sent 10 bytes  received 20 bytes"), "{logs}");
+    }
+
+    #[test]
+    fn per_file_errors_are_named_without_crowding_out_the_statistics() {
+        let mut s = summary(false);
+        s.error_class = Some(ErrorClass::RsyncFailed);
+        s.message = Some("pass 1 (copy): rsync exited with code 23".into());
+        s.errors = (0..20)
+            .map(|i| {
+                format!(
+                    "rsync: [sender] send_files failed to open \"f{i}-{}\"",
+                    "x".repeat(120)
+                )
+            })
+            .collect();
+        s.errors_omitted = 3;
+        let json = serde_json::to_string(&s).expect("ser");
+        let logs = mover_report(MoverResult::Failed, Some(&json))
+            .status
+            .logs
+            .expect("logs");
+        assert!(logs.len() <= MAX_LOGS, "{}", logs.len());
+        assert!(logs.contains("failed to open \"f0-"), "{logs}");
+        assert!(logs.contains("more file error(s)"), "{logs}");
         assert!(logs.ends_with("sent 10 bytes  received 20 bytes"), "{logs}");
     }
 

@@ -50,11 +50,18 @@ pub fn check(step: &str, report: &Report) -> Result<(), Failure> {
             None => "rsync was killed by a signal".to_owned(),
         },
     };
-    let detail = report
-        .errors
-        .last()
-        .map(|l| format!(": {l}"))
-        .unwrap_or_default();
+    // rsync's last line only says "see previous errors"; name the first file instead.
+    let detail = match report.file_errors.first() {
+        Some(first) => format!(
+            ": {} file error(s), the first: {first}",
+            report.file_error_count
+        ),
+        None => report
+            .errors
+            .last()
+            .map(|l| format!(": {l}"))
+            .unwrap_or_default(),
+    };
     Err(Failure::new(class, format!("{step}: {what}{detail}")))
 }
 

@@ -97,6 +97,9 @@ pub(crate) struct Tally {
     attempts: u32,
     auth_failure: bool,
     stats: Vec<String>,
+    /// Per-file errors of the last attempt, and how many were not kept.
+    file_errors: Vec<String>,
+    file_errors_omitted: u64,
 }
 
 impl Tally {
@@ -146,6 +149,8 @@ pub async fn run(cmd: Command) -> ExitCode {
         attempts: tally.attempts,
         duration_seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         stats: tally.stats,
+        errors: tally.file_errors,
+        errors_omitted: tally.file_errors_omitted,
     };
     match &result {
         Ok(()) => say::info(name, "succeeded"),

@@ -103,6 +103,38 @@ pub fn is_out_of_space(line: &str) -> bool {
     line.contains("No space left on device") || line.contains("Disk quota exceeded")
 }
 
+/// Whether an rsync stderr line reports a problem with one file or directory: rsync's
+/// error lines that quote a name (`rsync: [sender] send_files failed to open "x":
+/// Permission denied (13)`, `opendir "d" failed`, `... (in data)`) and `file has vanished:`.
+/// Connection errors quote no name, and `rsync error:` is the final exit-code line.
+pub fn is_file_error(line: &str) -> bool {
+    let rsync_error = line.starts_with("rsync: ")
+        || line.starts_with("rsync warning: ") && !line.contains("(code ");
+    (rsync_error || line.starts_with("file has vanished: ")) && line.contains('"')
+}
+
+/// Removes the source directory from quoted names, so a line names paths relative to the
+/// volume (`"/data/dir/x"` becomes `"dir/x"`), as the controller's users know them.
+pub fn relative_names(line: &str, prefixes: &[String]) -> String {
+    let mut out = line.to_owned();
+    for prefix in prefixes.iter().filter(|p| !p.is_empty()) {
+        out = out.replace(&format!("\"{prefix}"), "\"");
+    }
+    out
+}
+
+/// Cuts a line to at most `max` bytes on a character boundary, marking the cut with `…`.
+pub fn bounded(line: &str, max: usize) -> String {
+    if line.len() <= max {
+        return line.to_owned();
+    }
+    let mut cut = max.saturating_sub('…'.len_utf8());
+    while cut > 0 && !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &line[..cut])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +182,30 @@ mod tests {
         assert!(is_itemized(b"<f.st...... big.bin"));
         assert!(!is_itemized(b"sent 1 bytes  received 2 bytes"));
         assert!(!is_itemized(b"total size is 7  speedup is 0.04"));
+    }
+
+    #[test]
+    fn recognises_per_file_errors_and_makes_their_names_relative() {
+        let open = "rsync: [sender] send_files failed to open \"/data/dir/secret\": \
+                    Permission denied (13)";
+        assert!(is_file_error(open));
+        assert!(is_file_error(
+            "rsync: [sender] opendir \"/data/locked\" failed: Permission denied (13)"
+        ));
+        assert!(is_file_error("file has vanished: \"/data/tmp/x\""));
+        assert!(!is_file_error(
+            "rsync error: some files/attrs were not transferred (see previous errors) \
+             (code 23) at main.c(1338) [sender=3.2.7]"
+        ));
+        assert!(!is_file_error(
+            "rsync: connection unexpectedly closed (0 bytes received so far) [sender]"
+        ));
+        assert_eq!(
+            relative_names(open, &["/data/".to_owned()]),
+            "rsync: [sender] send_files failed to open \"dir/secret\": Permission denied (13)"
+        );
+        assert_eq!(bounded("abcdef", 6), "abcdef");
+        assert_eq!(bounded("abcdéf", 6), "abc…");
+        assert!(bounded(&"é".repeat(100), 15).len() <= 15);
     }
 }

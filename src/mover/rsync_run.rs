@@ -29,6 +29,12 @@ use super::{
 
 /// How many error lines of one run are kept for messages and the summary.
 const ERROR_TAIL: usize = 12;
+/// How many per-file error lines of one run are kept for the summary: the first ones, since
+/// later ones are often consequences; the rest are only counted.
+pub const FILE_ERRORS_KEPT: usize = 20;
+/// Per-file error lines are cut to this many bytes, so 20 of them stay well within the
+/// 4 KiB termination message.
+const FILE_ERROR_MAX: usize = 160;
 
 /// Why an rsync run could not be carried out at all.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,9 @@ pub struct Invocation {
     pub progress: Option<(Duration, Instant)>,
     /// Print the statistics lines (the control uploads stay quiet).
     pub print_stats: bool,
+    /// Prefixes rsync puts in front of names in its error lines (the source directory as
+    /// given to it), removed so per-file errors name paths relative to the volume.
+    pub strip_prefixes: Vec<String>,
 }
 
 /// What the TLS client said during one run.
@@ -81,6 +90,11 @@ pub struct Report {
     pub errors: Vec<String>,
     /// The receiver reported ENOSPC or EDQUOT.
     pub out_of_space: bool,
+    /// The first [`FILE_ERRORS_KEPT`] per-file error lines (`send_files failed to open
+    /// "dir/name": Permission denied (13)`), names relative to the volume, each bounded.
+    pub file_errors: Vec<String>,
+    /// How many per-file error lines there were in all.
+    pub file_error_count: u64,
 }
 
 impl Report {
@@ -103,7 +117,7 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let out_task = tokio::spawn(read_stdout(stdout, inv.progress, inv.print_stats));
-    let err_task = tokio::spawn(read_stderr(stderr));
+    let err_task = tokio::spawn(read_stderr(stderr, inv.strip_prefixes));
     let status = tokio::select! {
         status = child.wait() => status.ok(),
         _ = term.wait_for(|t| *t) => {
@@ -112,13 +126,15 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
         }
     };
     let stats = out_task.await.unwrap_or_default();
-    let (tls, errors, out_of_space) = err_task.await.unwrap_or_default();
+    let err = err_task.await.unwrap_or_default();
     Ok(Report {
         code: status.and_then(|s| s.code()),
         stats,
-        tls,
-        errors,
-        out_of_space,
+        tls: err.tls,
+        errors: err.errors,
+        out_of_space: err.out_of_space,
+        file_errors: err.file_errors,
+        file_error_count: err.file_error_count,
     })
 }
 
@@ -176,10 +192,22 @@ fn handle_line(raw: &[u8], stats: &mut Stats, meter: Option<&mut Meter>, print_s
     }
 }
 
-async fn read_stderr(err: impl AsyncRead + Unpin) -> (TlsView, Vec<String>, bool) {
+/// What rsync's stderr (with the stunnel client's log) said during one run.
+#[derive(Debug, Default)]
+struct StderrView {
+    tls: TlsView,
+    errors: Vec<String>,
+    out_of_space: bool,
+    file_errors: Vec<String>,
+    file_error_count: u64,
+}
+
+async fn read_stderr(err: impl AsyncRead + Unpin, strip_prefixes: Vec<String>) -> StderrView {
     let mut tls = TlsView::default();
     let mut errors = Vec::new();
     let mut out_of_space = false;
+    let mut file_errors = Vec::new();
+    let mut file_error_count = 0;
     let mut lines = BufReader::new(err).split(b'\n');
     while let Ok(Some(raw)) = lines.next_segment().await {
         let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
@@ -195,6 +223,13 @@ async fn read_stderr(err: impl AsyncRead + Unpin) -> (TlsView, Vec<String>, bool
             _ => {}
         }
         out_of_space |= rsync_out::is_out_of_space(&line);
+        if !is_stunnel && rsync_out::is_file_error(&line) {
+            file_error_count += 1;
+            if file_errors.len() < FILE_ERRORS_KEPT {
+                let relative = rsync_out::relative_names(&line, &strip_prefixes);
+                file_errors.push(rsync_out::bounded(&relative, FILE_ERROR_MAX));
+            }
+        }
         let keep = if is_stunnel {
             stunnel::is_noteworthy(&line)
                 && !matches!(
@@ -216,7 +251,13 @@ async fn read_stderr(err: impl AsyncRead + Unpin) -> (TlsView, Vec<String>, bool
             errors.push(line);
         }
     }
-    (tls, errors, out_of_space)
+    StderrView {
+        tls,
+        errors,
+        out_of_space,
+        file_errors,
+        file_error_count,
+    }
 }
 
 /// Turns progress2 updates into [`Progress`] lines, at most one per interval.

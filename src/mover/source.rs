@@ -46,6 +46,9 @@ struct Ctx<'a> {
     connect_prog: String,
     work: PathBuf,
     start: Instant,
+    /// How rsync may spell the data directory in its error lines (as given, and resolved:
+    /// it prints its working directory), each with a trailing slash.
+    data_prefixes: Vec<String>,
 }
 
 /// Runs the source side; counters go into `tally`.
@@ -92,6 +95,7 @@ pub async fn run(
         connect_prog: format!("'{}' '{}'", stunnel_bin.display(), conf.display()),
         work: work.path().to_owned(),
         start,
+        data_prefixes: data_prefixes(&common.data_dir),
     };
 
     say::info("source", &format!("syncing data to {endpoint} ..."));
@@ -144,6 +148,9 @@ async fn attempt_once(
     tally: &mut Tally,
 ) -> Result<(), Failure> {
     let data = &ctx.args.common.data_dir;
+    // The summary names the files the last attempt could not transfer.
+    tally.file_errors.clear();
+    tally.file_errors_omitted = 0;
     let mut source_root = data.as_os_str().to_owned();
     source_root.push("/");
     let data_url = OsString::from(format!("rsync://{URL_HOST}/{DATA_MODULE}"));
@@ -263,6 +270,7 @@ async fn rsync(
         args,
         progress: print_stats.then_some((ctx.args.common.progress_interval, ctx.start)),
         print_stats,
+        strip_prefixes: ctx.data_prefixes.clone(),
     };
     let report = match rsync_run::run(inv, term).await {
         Ok(report) => report,
@@ -274,10 +282,35 @@ async fn rsync(
     tally.bytes_sent += report.stats.bytes_sent;
     tally.bytes_received += report.stats.bytes_received;
     tally.auth_failure |= report.tls.auth_failed;
+    let room = rsync_run::FILE_ERRORS_KEPT.saturating_sub(tally.file_errors.len());
+    let kept = report.file_errors.len().min(room);
+    tally
+        .file_errors
+        .extend(report.file_errors.iter().take(kept).cloned());
+    tally.file_errors_omitted += report.file_error_count.saturating_sub(kept as u64);
     if print_stats {
         tally.push_stats(&report.stats.lines);
     }
     Ok(report)
+}
+
+/// The data directory as rsync may print it in front of names: as given and resolved
+/// (rsync's sender reports `<its working directory>/<name>`), with a trailing slash.
+fn data_prefixes(data: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in [Some(data.to_owned()), fs::canonicalize(data).ok()]
+        .into_iter()
+        .flatten()
+    {
+        let text = dir.to_string_lossy();
+        let prefix = format!("{}/", text.trim_end_matches('/'));
+        if prefix != "/" && !out.contains(&prefix) {
+            out.push(prefix);
+        }
+    }
+    // Longest first, so a resolved path that extends the given one is removed whole.
+    out.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    out
 }
 
 /// Entries directly under the data directory, except `lost+found`, sorted by bytes, each

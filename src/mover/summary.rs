@@ -84,11 +84,25 @@ pub struct Summary {
     /// `rsync completed in <N>s`), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stats: Vec<String>,
+    /// Source: rsync's per-file error lines of the last attempt (`rsync: [sender]
+    /// send_files failed to open "dir/name": Permission denied (13)`), names relative to
+    /// the volume, the first few only, each bounded; so a failed sync says which files it
+    /// could not transfer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// How many per-file error lines were left out of `errors`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors_omitted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Summary {
-    /// Serialises within [`MAX_SUMMARY_BYTES`], dropping the oldest stats lines and then
-    /// shortening the message if needed.
+    /// Serialises within [`MAX_SUMMARY_BYTES`], dropping the last per-file errors (down to
+    /// one, counting them in `errorsOmitted`), then the oldest stats lines, then shortening
+    /// the message if needed.
     pub fn to_bounded_json(&self) -> String {
         let mut s = self.clone();
         loop {
@@ -96,12 +110,19 @@ impl Summary {
             if json.len() <= MAX_SUMMARY_BYTES {
                 return json;
             }
-            if !s.stats.is_empty() {
+            if s.errors.len() > 1 {
+                s.errors.pop();
+                s.errors_omitted += 1;
+            } else if !s.stats.is_empty() {
                 s.stats.remove(0);
             } else if let Some(msg) = s.message.as_mut().filter(|m| m.len() > 64) {
                 let keep = floor_char_boundary(msg, msg.len() / 2);
                 msg.truncate(keep);
                 msg.push('…');
+            } else if let Some(line) = s.errors.first_mut().filter(|l| l.len() > 64) {
+                let keep = floor_char_boundary(line, line.len() / 2);
+                line.truncate(keep);
+                line.push('…');
             } else {
                 return json;
             }
@@ -190,6 +211,8 @@ mod tests {
             attempts: 1,
             duration_seconds: 0.5,
             stats: vec!["sent 1 bytes  received 2 bytes  6.00 bytes/sec".into()],
+            errors: Vec::new(),
+            errors_omitted: 0,
         }
     }
 
@@ -212,6 +235,37 @@ mod tests {
         let json = s.to_bounded_json();
         assert!(json.len() <= MAX_SUMMARY_BYTES, "{}", json.len());
         assert!(serde_json::from_str::<Summary>(&json).is_ok());
+    }
+
+    #[test]
+    fn per_file_errors_fit_and_are_dropped_first_when_too_many() {
+        let mut s = failed();
+        let line = |i: usize| {
+            format!(
+                "rsync: [sender] send_files failed to open \"dir/{}-{i}\": Permission denied (13)",
+                "x".repeat(100)
+            )
+        };
+        s.errors = (0..20).map(line).collect();
+        s.errors_omitted = 5;
+        let json = s.to_bounded_json();
+        assert!(json.len() <= MAX_SUMMARY_BYTES, "{}", json.len());
+        let back: Summary = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back.errors.len() as u64 + back.errors_omitted, 25);
+        assert_eq!(back.errors[0], line(0), "the first error is kept");
+        assert_eq!(back.stats, s.stats, "stats are kept while errors can go");
+
+        s.errors = vec!["é".repeat(3000)];
+        s.errors_omitted = 0;
+        let json = s.to_bounded_json();
+        assert!(json.len() <= MAX_SUMMARY_BYTES, "{}", json.len());
+        assert_eq!(
+            serde_json::from_str::<Summary>(&json)
+                .expect("parses")
+                .errors
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -256,3 +256,28 @@ fn classify(err: &wasmtime::Error, plugin: &LoadedPlugin, fuel: u64, stderr: Str
         message: truncate(message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_covers_the_timeout() {
+        let tick = Duration::from_millis(5);
+        assert_eq!(deadline_ticks(Duration::from_millis(250), tick), 51);
+        assert_eq!(deadline_ticks(Duration::from_millis(1), tick), 2);
+        assert_eq!(
+            deadline_ticks(Duration::from_secs(1), Duration::ZERO),
+            1_000_000_001
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_char_boundaries() {
+        let s = "é".repeat(MAX_REASON_BYTES);
+        let t = truncate(s);
+        assert!(t.len() <= MAX_REASON_BYTES + 20);
+        assert!(t.ends_with("(truncated)"));
+        assert_eq!(truncate("short".into()), "short");
+    }
+}

@@ -50,7 +50,7 @@ pub mod validate;
 pub use cli::{Command, run};
 pub use config::*;
 pub use engine::{EngineOptions, MAX_PLUGIN_MEMORY_MIB, PluginInfo, PolicyEngine};
-pub use outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance};
+pub use outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, PolicyEvent, Provenance};
 pub use plugin::LoadError;
 pub use sandbox::STDERR_CAPACITY;
 pub use types::*;

@@ -144,6 +144,35 @@ impl Provenance {
     }
 }
 
+/// The Kubernetes Event the controller records for a decision or a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyEvent {
+    /// A Warning (a plugin failed) rather than Normal.
+    pub warning: bool,
+    /// The Event reason: `PolicyDecision`, or the failure's `PolicyPlugin...` reason.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Provenance {
+    /// The Event for a decision whose own reason is `decision_reason`.
+    pub fn event(&self, decision_reason: &str) -> PolicyEvent {
+        let message = format!("{}: {decision_reason}", self.summary());
+        match &self.failure {
+            Some(f) => PolicyEvent {
+                warning: true,
+                reason: f.kind.event_reason(),
+                message,
+            },
+            None => PolicyEvent {
+                warning: false,
+                reason: "PolicyDecision",
+                message,
+            },
+        }
+    }
+}
+
 /// A decision with its provenance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decided<D> {
@@ -169,6 +198,15 @@ impl PolicyError {
     pub fn kind(&self) -> FailureKind {
         match self {
             PolicyError::PluginFailed { failure, .. } => failure.kind,
+        }
+    }
+
+    /// The Warning Event to record with the Error condition.
+    pub fn event(&self) -> PolicyEvent {
+        PolicyEvent {
+            warning: true,
+            reason: self.kind().event_reason(),
+            message: self.to_string(),
         }
     }
 }

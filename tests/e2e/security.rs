@@ -83,9 +83,8 @@ async fn an_unprivileged_mover_syncs_what_it_can_read_and_reports_the_rest() {
 }
 
 /// The summary should name the file, as rsync's own error line does ("send_files failed to
-/// open ...: Permission denied"); today the mover keeps only rsync's final error line.
+/// open ...: Permission denied"): the summary's `errors` reach `latestMoverStatus.logs`.
 #[tokio::test]
-#[ignore = "mover: per-file rsync errors are not in the termination-message summary"]
 async fn an_unprivileged_mover_names_the_file_it_could_not_read() {
     let env = env();
     let dst = env.cp.namespace("sec-name-dst").await;

@@ -1,10 +1,16 @@
 //! The simulators themselves: a pod really runs as its security context and reports like
 //! a kubelet; storage really provisions, clones, snapshots and restores.
 
-use std::{os::unix::fs::MetadataExt, time::Instant};
+use std::{
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    time::{Duration, Instant},
+};
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{DynamicObject, PostParams};
+use k8s_openapi::api::{
+    core::v1::{PersistentVolumeClaim, Pod},
+    storage::v1::StorageClass,
+};
+use kube::api::{DeleteParams, DynamicObject, PostParams};
 use serde_json::json;
 
 use crate::{
@@ -33,6 +39,7 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
         msg="$msg key=$(cat /keys/psk.txt) keymode=$(stat -L -c %a:%g /keys/psk.txt)"
         grep -q CapEff:.0000000000000000 /proc/self/status && msg="$msg caps=none"
         printf '%s' "$msg" > /dev/termination-log
+        echo first-line; echo last-line
         exit 3
     "#;
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
@@ -72,6 +79,17 @@ async fn pod_runs_as_its_security_context_and_reports_like_a_kubelet() {
             "uid=1234 gid=2345 groups=2345 5678 ip={ip} root=ro scratch=rw data=rw key=volsync:abc keymode=640:5678 caps=none"
         ))
     );
+    // Its output, through pods/log: the API server asks the node's kubelet endpoint.
+    let params = kube::api::LogParams {
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    let log = ns
+        .api::<Pod>()
+        .logs("probe", &params)
+        .await
+        .expect("pods/log");
+    assert_eq!(log, "last-line\n");
     // Files the container writes belong to its uid and gid.
     let meta = std::fs::metadata(vol.join("out")).expect("the pod wrote into its volume");
     assert_eq!((meta.uid(), meta.gid()), (1234, 2345));
@@ -161,4 +179,139 @@ async fn a_class_that_cannot_clone_leaves_the_clone_pending_with_the_provisioner
         claim.status.and_then(|s| s.phase).as_deref(),
         Some("Pending")
     );
+}
+
+#[tokio::test]
+async fn graceful_deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
+    let env = env();
+    let ns = env.cp.namespace("sim-delete").await;
+    // PID 1 with a handler exits on SIGTERM; PID 1 without one ignores it, as in a
+    // container, and is killed when the grace period is over.
+    let handles = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
+    let ignores = "while :; do sleep 0.1; done";
+    for (name, script) in [("handles", handles), ("ignores", ignores)] {
+        pod(name, SHELL_IMAGE, &["/bin/sh", "-c", script])
+            .create(&ns)
+            .await;
+    }
+    let pods = ns.api::<Pod>();
+    for name in ["handles", "ignores"] {
+        wait::until(&format!("pod {name} to run"), STEP, || async {
+            let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+            let phase = pod.status.and_then(|s| s.phase);
+            Ok((phase.as_deref() == Some("Running")).then_some(()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let grace = 3;
+    let params = DeleteParams {
+        grace_period_seconds: Some(grace),
+        ..DeleteParams::default()
+    };
+    let started = Instant::now();
+    for name in ["handles", "ignores"] {
+        pods.delete(name, &params).await.expect("delete");
+    }
+    let gone = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            wait::until(&format!("pod {name} to be gone"), STEP, || async {
+                Ok(pods
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                    .then_some(()))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            started.elapsed()
+        }
+    };
+    let (handled, ignored) = tokio::join!(gone("handles"), gone("ignores"));
+    assert!(
+        handled < Duration::from_secs(grace as u64),
+        "SIGTERM ended it: {handled:?}"
+    );
+    assert!(
+        ignored >= Duration::from_secs(grace as u64),
+        "killed only after the grace period: {ignored:?}"
+    );
+}
+
+#[tokio::test]
+async fn storage_delays_and_failures_are_injected_per_class() {
+    let env = env();
+    let ns = env.cp.namespace("sim-inject").await;
+    let class = |name: &str, params: serde_json::Value| -> StorageClass {
+        serde_json::from_value(json!({
+            "metadata": {"name": name}, "provisioner": storage::DRIVER, "parameters": params,
+        }))
+        .expect("class")
+    };
+    let classes: kube::Api<StorageClass> = kube::Api::all(ns.client.clone());
+    let (slow, broken) = (format!("{}-slow", ns.name), format!("{}-broken", ns.name));
+    for c in [
+        class(&slow, json!({ storage::PARAM_PROVISION_DELAY: "3s" })),
+        class(&broken, json!({ storage::PARAM_FAIL: "out of capacity" })),
+    ] {
+        classes
+            .create(&PostParams::default(), &c)
+            .await
+            .expect("class");
+    }
+    let started = Instant::now();
+    pvc("slow").class(&slow).create(&ns).await;
+    pvc("broken").class(&broken).create(&ns).await;
+    bound_dir(&ns, "slow").await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "bound only after the delay"
+    );
+    let message = event(&ns.client, &ns.name, "broken", "ProvisioningFailed").await;
+    assert_eq!(
+        message,
+        format!("failed to provision volume with StorageClass {broken:?}: out of capacity")
+    );
+    for c in [slow, broken] {
+        classes
+            .delete(&c, &Default::default())
+            .await
+            .expect("class cleanup");
+    }
+}
+
+#[tokio::test]
+async fn root_has_only_the_capabilities_it_was_granted() {
+    let env = env();
+    let ns = env.cp.namespace("sim-caps").await;
+    pvc("vol").create(&ns).await;
+    let vol = bound_dir(&ns, "vol").await;
+    std::fs::write(vol.join("private"), "x").expect("write");
+    std::os::unix::fs::chown(vol.join("private"), Some(4321), Some(4321)).expect("chown");
+    std::fs::set_permissions(vol.join("private"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let script = "cat /data/private >/dev/null 2>&1 && r=readable || r=denied; printf %s $r > /dev/termination-log";
+    let caps = [
+        ("none", json!({"drop": ["ALL"]})),
+        ("granted", json!({"drop": ["ALL"], "add": ["DAC_OVERRIDE"]})),
+    ];
+    for (name, capabilities) in &caps {
+        pod(name, SHELL_IMAGE, &["/bin/sh", "-c", script])
+            .container_security(json!({"runAsUser": 0, "capabilities": capabilities}))
+            .pvc("vol", "/data")
+            .create(&ns)
+            .await;
+    }
+    for (name, expected) in [("none", "denied"), ("granted", "readable")] {
+        let pod = terminated(&ns, name).await;
+        let message = pod.status.and_then(|s| s.container_statuses).and_then(|c| {
+            c[0].state
+                .clone()
+                .and_then(|s| s.terminated)
+                .and_then(|t| t.message)
+        });
+        assert_eq!(message.as_deref(), Some(expected), "pod {name}");
+    }
 }

@@ -189,4 +189,12 @@ pub async fn assert_good_neighbour_works(engine: &PolicyEngine) {
         d.provenance.plugin.as_deref(),
         Some("service-type-by-topology")
     );
+    let event = d.provenance.event(&d.decision.reason);
+    assert!(!event.warning);
+    assert_eq!(event.reason, "PolicyDecision");
+    assert!(
+        event.message.contains("plugin service-type-by-topology"),
+        "{}",
+        event.message
+    );
 }

@@ -2,18 +2,11 @@
 //! configured failure mode applies, the reason is reported, and a good plugin next to it
 //! keeps deciding.
 
-use std::{
-    net::TcpListener,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use ferrosync::{
     api::CopyMethod,
-    policy::{
-        DecidedBy, FailureKind, FailureMode, HttpGrant, Limits, PolicyConfig, PolicyError,
-        PskAnswer, Side, credentials::NoCredentials,
-    },
+    policy::{DecidedBy, FailureKind, FailureMode, Limits, PolicyConfig, PolicyError, Side},
 };
 use serde_json::json;
 
@@ -21,7 +14,7 @@ use super::common::*;
 
 /// An engine serving copy-method with `hostile-copy-method` in `mode`, next to the good
 /// multi-cluster plugin.
-async fn hostile_copy(
+pub(super) async fn hostile_copy(
     mode: &str,
     limits: Limits,
     on_failure: FailureMode,
@@ -35,7 +28,7 @@ async fn hostile_copy(
     engine(&config).await
 }
 
-fn small() -> Limits {
+pub(super) fn small() -> Limits {
     Limits {
         fuel: 5_000_000,
         timeout: Duration::from_secs(5),
@@ -57,11 +50,10 @@ async fn expect_fallback(mode: &str, limits: Limits, kind: FailureKind, says: &s
     // The built-in default: the requested Clone.
     assert_eq!(d.decision.method, CopyMethod::Clone);
     assert!(d.decision.reason.starts_with("built-in"));
-    assert!(
-        d.provenance.summary().contains("failed"),
-        "{}",
-        d.provenance.summary()
-    );
+    let event = d.provenance.event(&d.decision.reason);
+    assert!(event.warning);
+    assert_eq!(event.reason, kind.event_reason());
+    assert!(event.message.contains("failed"), "{}", event.message);
     assert_good_neighbour_works(&engine).await;
     // The hostile plugin's point still answers on the next decision, too.
     let again = engine
@@ -72,7 +64,12 @@ async fn expect_fallback(mode: &str, limits: Limits, kind: FailureKind, says: &s
 }
 
 /// Fails the decision (the reconcile's Error condition) and says why.
-async fn expect_fail(mode: &str, limits: Limits, kind: FailureKind, says: &str) -> PolicyError {
+pub(super) async fn expect_fail(
+    mode: &str,
+    limits: Limits,
+    kind: FailureKind,
+    says: &str,
+) -> PolicyError {
     let engine = hostile_copy(mode, limits, FailureMode::Fail).await;
     let err = engine.copy_method(&copy_input()).await.expect_err("fails");
     assert_eq!(err.kind(), kind, "{mode}: {err}");
@@ -146,13 +143,6 @@ async fn panic_and_trap_are_contained() {
 }
 
 #[tokio::test]
-async fn timers_trap_instead_of_parking_the_host() {
-    let t = Instant::now();
-    expect_fail("sleep", small(), FailureKind::CapabilityDenied, "timers").await;
-    assert!(t.elapsed() < Duration::from_secs(30));
-}
-
-#[tokio::test]
 async fn invalid_names_are_refused() {
     expect_fallback(
         "bad-name",
@@ -215,112 +205,6 @@ async fn short_key_is_refused_without_leaking_it() {
     );
     assert!(!msg.contains("0123456789abcdef"), "{msg}");
     assert_good_neighbour_works(&engine).await;
-}
-
-#[tokio::test]
-async fn forbidden_host_is_refused_before_any_connection() {
-    // A listener on the forbidden origin: it must never see a connection.
-    let forbidden = TcpListener::bind("127.0.0.1:0").unwrap();
-    forbidden.set_nonblocking(true).unwrap();
-    let url = format!("http://{}/v1/secret", forbidden.local_addr().unwrap());
-    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
-
-    for grant in [
-        None,
-        Some(HttpGrant {
-            allow: vec![format!("http://{}", allowed.local_addr().unwrap())],
-            timeout: Duration::from_secs(1),
-            max_response_kib: 64,
-            max_requests: 4,
-            credentials: None,
-        }),
-    ] {
-        let has_grant = grant.is_some();
-        let mut s = spec("hostile-psk", json!({ "mode": "http", "url": url }));
-        s.grants.http = grant;
-        let config = PolicyConfig {
-            psk: point(s, FailureMode::Fallback),
-            ..config_with_good_neighbour()
-        };
-        let engine = engine_with(&config, Arc::new(NoCredentials), None).await;
-        let d = engine
-            .psk(&psk_input(Side::Source, None))
-            .await
-            .expect("fallback");
-        let f = d.provenance.failure.clone().expect("failure");
-        assert_eq!(f.kind, FailureKind::PluginError);
-        let why = if has_grant {
-            "is not on the allow-list"
-        } else {
-            "no HTTP grant"
-        };
-        assert!(f.message.contains(why), "{f}");
-        assert_eq!(d.provenance.denials.len(), 1, "{:?}", d.provenance.denials);
-        assert_eq!(d.decision.answer, PskAnswer::GenerateLocally);
-        assert_good_neighbour_works(&engine).await;
-    }
-    assert!(
-        matches!(forbidden.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-        "a connection reached the forbidden origin"
-    );
-}
-
-#[tokio::test]
-async fn no_file_or_environment_capability() {
-    // SAFETY: a variable the plugin must not see; set before the engine exists.
-    unsafe { std::env::set_var("FERROSYNC_TEST_SECRET", "hunter2") };
-    let engine = hostile_copy("snoop", small(), FailureMode::Fail).await;
-    let d = engine
-        .copy_method(&copy_input())
-        .await
-        .expect("snoop decides");
-    let r = &d.decision.reason;
-    assert!(r.contains("file=error"), "{r}");
-    assert!(r.contains("env=[]"), "{r}");
-    assert!(r.contains("args=[]"), "{r}");
-    assert!(
-        !r.contains("hunter2") && !r.contains("FERROSYNC_TEST_SECRET"),
-        "{r}"
-    );
-}
-
-#[tokio::test]
-async fn secure_random_traps_without_the_grant() {
-    let mut s = spec("hostile-psk", json!({ "mode": "random" }));
-    let config = PolicyConfig {
-        psk: point(s.clone(), FailureMode::Fail),
-        ..config_with_good_neighbour()
-    };
-    let engine = engine(&config).await;
-    let err = engine
-        .psk(&psk_input(Side::Destination, None))
-        .await
-        .expect_err("traps");
-    assert_eq!(err.kind(), FailureKind::CapabilityDenied, "{err}");
-    assert!(err.to_string().contains("secure random"), "{err}");
-    assert_good_neighbour_works(&engine).await;
-
-    // Granted, it gets real entropy: two keys differ.
-    s.grants.random = true;
-    let config = PolicyConfig {
-        psk: point(s, FailureMode::Fail),
-        ..PolicyConfig::default()
-    };
-    let granted = super::common::engine(&config).await;
-    let mut keys = Vec::new();
-    for _ in 0..2 {
-        match granted
-            .psk(&psk_input(Side::Destination, None))
-            .await
-            .unwrap()
-            .decision
-            .answer
-        {
-            PskAnswer::UseKey(k) => keys.push(k.key_hex().to_owned()),
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_ne!(keys[0], keys[1]);
 }
 
 #[tokio::test]
@@ -421,40 +305,6 @@ async fn wasm_runs_off_the_executor_with_bounded_concurrency() {
         "{:?}",
         start.elapsed()
     );
-    assert!(ticks >= 10, "the executor was blocked: {ticks} ticks");
-}
-
-#[tokio::test]
-async fn a_silent_server_cannot_hold_a_decision_past_its_deadline() {
-    // Accepts connections (the kernel's backlog) but never answers.
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = format!("http://{}", silent.local_addr().unwrap());
-    let mut s = spec(
-        "hostile-psk",
-        json!({ "mode": "http", "url": format!("{origin}/v1/x") }),
-    );
-    s.limits.timeout = Duration::from_millis(300);
-    s.grants.http = Some(HttpGrant {
-        allow: vec![origin],
-        timeout: Duration::from_secs(30),
-        max_response_kib: 64,
-        max_requests: 4,
-        credentials: None,
-    });
-    let config = PolicyConfig {
-        psk: point(s, FailureMode::Fail),
-        ..PolicyConfig::default()
-    };
-    let engine = engine(&config).await;
-    let start = Instant::now();
-    let err = engine
-        .psk(&psk_input(Side::Source, None))
-        .await
-        .expect_err("fails");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(err.to_string().contains("timed out"), "{err}");
+    // Blocked by wasm it would tick once or twice; free, about 25 times (fewer under load).
+    assert!(ticks >= 5, "the executor was blocked: {ticks} ticks");
 }

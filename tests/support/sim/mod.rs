@@ -110,7 +110,20 @@ async fn launch(
     storage::start(admin.clone(), dir.join("storage")).await?;
     loadbalancer::start(admin.clone());
     routing::start(admin.clone());
-    node::start(node_client, NODE, &cp.version, dir.join("pods")).await?;
+    let cert = cp.pki.serving_cert(
+        &format!("kubelet-{NODE}"),
+        NODE,
+        &["IP:127.0.0.1", &format!("DNS:{NODE}")],
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("the kubelet endpoint: {e}"))?;
+    let endpoint = node::Endpoint {
+        listener,
+        cert: cert.cert,
+        key: cert.key,
+    };
+    node::start(node_client, NODE, &cp.version, dir.join("pods"), endpoint).await?;
     // Schedulable once the node-lifecycle controller has seen it Ready and lifted the
     // `not-ready` taint that admission puts on every new Node.
     let nodes: kube::Api<Node> = kube::Api::all(admin);

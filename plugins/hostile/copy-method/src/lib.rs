@@ -69,6 +69,13 @@ impl Guest for Plugin {
                     "file={file}; env={env:?}; args={args:?}; cwd={cwd}"
                 )))
             }
+            // Not hostile: std's HashMap seeds itself from wasi:random/insecure-seed, which
+            // stays available (and deterministic) without the randomness grant.
+            "hashmap" => {
+                let map: std::collections::HashMap<u32, u32> = (0..16).map(|i| (i, i)).collect();
+                let order: Vec<String> = map.keys().map(|k| k.to_string()).collect();
+                Ok(ok(format!("order={}", order.join(","))))
+            }
             // A 64 MiB reason string.
             "big-output" => Ok(ok("x".repeat(64 << 20))),
             // A 64 MiB error string.

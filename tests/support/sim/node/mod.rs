@@ -4,14 +4,17 @@
 //! scheduler binds to it (the real Job controller makes them) as sandboxed local processes
 //! (`sandbox`), with their volumes (`volumes`), environment (`env`) and images (`images`),
 //! writing pod status like a kubelet (`status`) and completing graceful deletion (`pod`).
+//! Its HTTPS endpoint serves container logs to the API server (`kubelet_api`).
 //! It talks to the API as `system:node:<name>`, so the Node authorizer and NodeRestriction
 //! limit it as they limit a kubelet.
 //!
-//! Not modelled: the kubelet's HTTP API (logs, exec), node status beyond Ready, eviction,
-//! volume attach/detach, static pods, and everything `pod` lists.
+//! Not modelled: node status beyond Ready (no pressure, no resource accounting),
+//! eviction, volume attach/detach, static pods, image pulls, and what `pod`,
+//! `sandbox`, `volumes`, `env` and `kubelet_api` list.
 
 pub mod env;
 pub mod images;
+pub mod kubelet_api;
 pub mod pod;
 pub mod sandbox;
 pub mod status;
@@ -38,10 +41,33 @@ const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// The Lease's duration (the kubelet's default).
 const LEASE_SECONDS: i32 = 40;
 
-/// Registers node `name` and keeps it alive; runs its pods under `dir`. Returns once the
-/// Node is registered; the rest runs in the background on the current runtime.
-pub async fn start(client: Client, name: &str, version: &str, dir: PathBuf) -> Result<(), String> {
-    register(&client, name, version).await?;
+/// The kubelet endpoint's listener and serving certificate (PEM files).
+pub struct Endpoint {
+    /// Bound on 127.0.0.1.
+    pub listener: tokio::net::TcpListener,
+    /// Certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+/// Registers node `name` and keeps it alive; runs its pods under `dir` and serves their
+/// logs on `endpoint`. Returns once the Node is registered; the rest runs in the
+/// background on the current runtime.
+pub async fn start(
+    client: Client,
+    name: &str,
+    version: &str,
+    dir: PathBuf,
+    endpoint: Endpoint,
+) -> Result<(), String> {
+    let port = endpoint
+        .listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .port();
+    kubelet_api::serve(endpoint.listener, &endpoint.cert, &endpoint.key)?;
+    register(&client, name, version, port).await?;
     let (c, n) = (client.clone(), name.to_string());
     tokio::spawn(async move {
         loop {
@@ -56,7 +82,7 @@ pub async fn start(client: Client, name: &str, version: &str, dir: PathBuf) -> R
     Ok(())
 }
 
-async fn register(client: &Client, name: &str, version: &str) -> Result<(), String> {
+async fn register(client: &Client, name: &str, version: &str, port: u16) -> Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "metadata": {
@@ -89,8 +115,9 @@ async fn register(client: &Client, name: &str, version: &str) -> Result<(), Stri
             condition("PIDPressure", false, "KubeletHasSufficientPID"),
             condition("Ready", true, "KubeletReady"),
         ],
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        // No Hostname address: the API server would prefer it and fail to resolve it.
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": name, "systemUUID": name, "bootID": name,
             "kernelVersion": "", "osImage": "ferrosync node simulator",

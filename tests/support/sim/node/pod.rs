@@ -23,7 +23,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::sync::watch;
 
 use super::{
-    images,
+    images, kubelet_api,
     sandbox::{self, Launch, Mount},
     status::{self, Container, ContainerState},
     volumes,
@@ -48,6 +48,7 @@ pub async fn run(client: Client, pod: Pod, dir: PathBuf, mut deletion: Deletion)
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let started = status::now();
     let mut reported = Vec::new();
+    kubelet_api::register(&ns, &name, &dir);
     let outcome = start(&client, &pod, &dir, &mut deletion, &started, &mut reported).await;
     if let Some((ip, running)) = outcome {
         let finished = wait(running, &mut deletion).await;
@@ -66,6 +67,7 @@ pub async fn run(client: Client, pod: Pod, dir: PathBuf, mut deletion: Deletion)
         ..DeleteParams::default()
     };
     let _ = pods.delete(&name, &params).await;
+    kubelet_api::forget(&ns, &name);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -91,6 +93,15 @@ async fn start(
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let spec = pod.spec.clone().unwrap_or_default();
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        let failed = waiting_all(
+            &spec.containers,
+            "CreateContainerConfigError",
+            &e.to_string(),
+        );
+        report(&pods, pod, None, &failed, started).await;
+        return None;
+    }
     // Volumes first: until they are ready the pod is ContainerCreating, and retried.
     let prepared = loop {
         if deletion.borrow().is_some() {
