@@ -41,3 +41,5 @@ mod lifecycle_changes;
 mod lifecycle_errors;
 #[path = "e2e/lifecycle_faults.rs"]
 mod lifecycle_faults;
+#[path = "e2e/lifecycle_images.rs"]
+mod lifecycle_images;

@@ -7,6 +7,7 @@ use std::{path::PathBuf, sync::Mutex};
 use crate::support::{
     ControlPlane, Options, control_plane_with,
     controller::{RunningController, ferrosync_binary},
+    deploy,
     sim::{
         Cluster,
         node::images::{self, Image},
@@ -50,16 +51,19 @@ impl Env {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// Starts a controller with the e2e settings and `extra` environment.
+    /// Starts a controller with the e2e settings and `extra` environment, as its
+    /// ServiceAccount with deploy/'s RBAC (in namespace [`deploy::NAMESPACE`]).
     pub fn controller(&self, extra: &[(&str, &str)]) -> RunningController {
+        let identity = deploy::controller_identity(self.cp);
         let mut vars = vec![
+            ("POD_NAMESPACE", deploy::NAMESPACE),
             ("FERROSYNC_MOVER__IMAGE", MOVER_IMAGE),
             ("FERROSYNC_MOVER__BACKOFF_LIMIT", "1"),
             ("FERROSYNC_REQUEUE__POLL", "500ms"),
             ("FERROSYNC_REQUEUE__IDLE", "10s"),
         ];
         vars.extend_from_slice(extra);
-        let controller = RunningController::start(self.cp, &self.cp.kubeconfig, &vars);
+        let controller = RunningController::start(self.cp, &identity, &vars);
         *LOG.lock().expect("log path") = Some(controller.log.clone());
         controller
     }

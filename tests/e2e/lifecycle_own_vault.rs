@@ -22,7 +22,7 @@ use crate::{
     lifecycle_support::{
         assert_image_equals, create_rd, manual_synced, new_image, patch_source, sample_volume,
     },
-    support::{sim::storage::snapshot, wait},
+    support::{deploy, sim::storage::snapshot, wait},
 };
 
 const ROOT_TOKEN: &str = "ferrosync-lifecycle-root";
@@ -111,18 +111,6 @@ async fn vault_pairs_namespaces_without_copying_a_secret() {
     let env = env();
     let bao = Bao::start().await;
     let bundle = bundle_for(&bao.addr);
-    // The controller's own namespace holds the token Secret the bundle names.
-    let system = env.cp.namespace("lc-vault-system").await;
-    let token: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ferrosync-vault-token"},
-        "stringData": {"token": ROOT_TOKEN},
-    }))
-    .expect("secret");
-    system
-        .api::<Secret>()
-        .create(&PostParams::default(), &token)
-        .await
-        .expect("token secret");
     let config = env.cp.dir.join("lifecycle-vault.toml");
     std::fs::write(
         &config,
@@ -132,11 +120,18 @@ async fn vault_pairs_namespaces_without_copying_a_secret() {
         ),
     )
     .expect("config");
-    let controller = env.controller(&[
-        ("FERROSYNC_CONFIG", &config.to_string_lossy()),
-        ("POD_NAMESPACE", &system.name),
-    ]);
-
+    let controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
+    // The controller's own namespace holds the token Secret the bundle names.
+    let token: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ferrosync-vault-token", "namespace": deploy::NAMESPACE},
+        "stringData": {"token": ROOT_TOKEN},
+    }))
+    .expect("secret");
+    let admin = env.cp.client().await;
+    Api::<Secret>::namespaced(admin, deploy::NAMESPACE)
+        .create(&PostParams::default(), &token)
+        .await
+        .expect("token secret");
     let dst = env.cp.namespace("lc-vault-dst").await;
     let src = env.cp.namespace("lc-vault-src").await;
     crate::volsync::privileged_movers(&dst).await;
