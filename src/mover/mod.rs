@@ -32,6 +32,11 @@
 //! unreachable, 21 connection lost, 22 interrupted (SIGTERM), 23 idle timeout, 24 files
 //! vanished. See [`exit::ErrorClass`].
 //!
+//! A file rsync could not transfer (exit 23, e.g. unreadable by an unprivileged mover) is
+//! named in the summary's `errors`: rsync's per-file error lines of the last attempt, the
+//! first 20, paths relative to the volume, each cut to 160 bytes, the rest counted in
+//! `errorsOmitted`; the controller puts them in `latestMoverStatus.logs`.
+//!
 //! # Protocol, and where it differs from the reference
 //!
 //! On the wire it is the reference's: TLS 1.3 PSK by stunnel on port 8000, an rsync daemon

@@ -223,7 +223,9 @@ async fn read_stderr(err: impl AsyncRead + Unpin, strip_prefixes: Vec<String>) -
             _ => {}
         }
         out_of_space |= rsync_out::is_out_of_space(&line);
-        if !is_stunnel && rsync_out::is_file_error(&line) {
+        // Not gated on `is_stunnel`: that guess looks for " LOG", which a file name may hold;
+        // stunnel's lines start with a date or '[', never "rsync: ".
+        if rsync_out::is_file_error(&line) {
             file_error_count += 1;
             if file_errors.len() < FILE_ERRORS_KEPT {
                 let relative = rsync_out::relative_names(&line, &strip_prefixes);
