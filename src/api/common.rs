@@ -179,7 +179,8 @@ pub struct SyncStatus {
     pub policy: Option<Vec<PolicyDecision>>,
     /// conditions describe the object's state. The Synchronizing condition is True while an
     /// iteration runs, and False with a reason (WaitingForSchedule, WaitingForManual,
-    /// CleaningUp, Error) otherwise.
+    /// Paused, Waiting (for a PVC or a key that is expected to appear), CleaningUp, or
+    /// Error, which needs a person) otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Condition>>,
 }

@@ -21,6 +21,9 @@ pub enum Reason {
     WaitingForManual,
     /// Paused by `spec.paused` (ferrosync's own reason; the reference shows none).
     Paused,
+    /// Waiting for something that is expected to appear by itself: a PVC, a key another
+    /// cluster has not stored yet (ferrosync's own reason, so alerts on Error stay quiet).
+    Waiting,
     /// Temporary objects are being removed.
     CleaningUp,
     /// Something is wrong; the message says what.
@@ -35,6 +38,7 @@ impl Reason {
             Reason::WaitingForSchedule => "WaitingForSchedule",
             Reason::WaitingForManual => "WaitingForManual",
             Reason::Paused => "Paused",
+            Reason::Waiting => "Waiting",
             Reason::CleaningUp => "CleaningUp",
             Reason::Error => "Error",
         }
@@ -47,6 +51,7 @@ impl Reason {
             Reason::WaitingForSchedule => "Waiting for next scheduled synchronization",
             Reason::WaitingForManual => "Waiting for manual trigger",
             Reason::Paused => "Paused: spec.paused is true",
+            Reason::Waiting => "Waiting",
             Reason::CleaningUp => "Cleaning up",
             Reason::Error => "Error",
         }

@@ -26,7 +26,7 @@ impl Error {
         match self {
             Error::Kube(_) => "KubeError",
             Error::Invalid(_) => "InvalidSpec",
-            Error::NotReady(_) => "NotReady",
+            Error::NotReady(_) => "Waiting",
             Error::Policy(_) => "PolicyFailed",
         }
     }

@@ -57,15 +57,24 @@ pub async fn settle(
         Err(Error::Kube(err)) => return Err(Error::Kube(err)),
         Err(err) => {
             let message = err.to_string();
+            // A wait is news, not a fault: a Normal Event and the Waiting reason, so that
+            // alerts on reason=Error fire only for what needs a person.
+            let waiting = matches!(err, Error::NotReady(_));
             if synchronizing(conditions).is_none_or(|c| c.message != message) {
-                ctx.event(object, true, err.reason(), message.clone()).await;
+                ctx.event(object, !waiting, err.reason(), message.clone())
+                    .await;
             }
             let requeue = if err.is_permanent() {
                 ctx.config.requeue.idle
             } else {
                 ctx.config.requeue.poll
             };
-            Progress::new(Reason::Error, requeue).with_message(message)
+            let reason = if waiting {
+                Reason::Waiting
+            } else {
+                Reason::Error
+            };
+            Progress::new(reason, requeue).with_message(message)
         }
     };
     set_synchronizing(

@@ -174,3 +174,40 @@ async fn unsupported_and_invalid_specs_are_reported() {
     error_on_source(&ns, "nopvc", "keySecret").await;
     no_jobs(&ns).await;
 }
+
+#[tokio::test]
+async fn a_missing_source_pvc_is_a_wait_not_an_error_and_ends_when_it_appears() {
+    let env = env();
+    let ns = env.cp.namespace("wait-pvc").await;
+    source(&ns, "early", "later", json!({"address": "127.0.0.1"})).await;
+    let api: Api<ReplicationSource> = ns.api();
+    let reason = |rs: ReplicationSource| {
+        rs.status
+            .and_then(|s| s.sync.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Synchronizing")
+    };
+    let cond = wait::until("a Waiting condition", STEP, || async {
+        let rs = api.get("early").await.map_err(|e| e.to_string())?;
+        Ok(reason(rs).filter(|c| c.reason == "Waiting"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cond.message.contains("\"later\" does not exist"),
+        "{cond:?}"
+    );
+    assert_eq!(cond.status, "False");
+    no_jobs(&ns).await;
+
+    crate::fixtures::pvc("later").create(&ns).await;
+    wait::until("the wait to end", STEP, || async {
+        let rs = api.get("early").await.map_err(|e| e.to_string())?;
+        Ok(reason(rs)
+            .filter(|c| c.reason == "SyncInProgress")
+            .map(|_| ()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
