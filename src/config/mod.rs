@@ -39,6 +39,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Mover Jobs.
     pub mover: MoverConfig,
+    /// How much reconciling runs at once.
+    pub reconcile: ReconcileConfig,
     /// Requeue intervals.
     pub requeue: RequeueConfig,
     /// Leader election among replicas.
@@ -87,6 +89,14 @@ pub struct MoverConfig {
     /// How often a running mover logs its progress.
     #[serde(with = "humantime_serde")]
     pub progress_interval: Duration,
+}
+
+/// How much reconciling runs at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Reconciles of each kind at once (at least 1).
+    pub concurrency: u16,
 }
 
 /// How soon objects are looked at again.
@@ -169,6 +179,9 @@ impl Config {
         if self.mover.backoff_limit < 0 {
             return invalid("mover.backoff_limit must be 0 or more");
         }
+        if self.reconcile.concurrency == 0 {
+            return invalid("reconcile.concurrency must be at least 1");
+        }
         let le = &self.leader_election;
         if le.enabled && (le.renew_before.as_secs() < 1 || le.renew_before >= le.lease_duration) {
             return invalid(
@@ -194,7 +207,15 @@ impl Config {
 }
 
 /// The top-level sections; see [`Config`].
-const SECTIONS: &[&str] = &["server", "log", "mover", "requeue", "leader", "policy"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "log",
+    "mover",
+    "reconcile",
+    "requeue",
+    "leader",
+    "policy",
+];
 
 #[cfg(test)]
 mod tests;

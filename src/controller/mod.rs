@@ -35,7 +35,7 @@ use kube::{
     Api, ResourceExt,
     runtime::{
         Controller,
-        controller::Action,
+        controller::{self, Action},
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -159,10 +159,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
 pub async fn run_controllers(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let watcher = watcher::Config::default();
+    let limits = controller::Config::default().concurrency(ctx.config.reconcile.concurrency);
     let destinations = Controller::new(
         Api::<ReplicationDestination>::all(client.clone()),
         watcher.clone(),
-    );
+    )
+    .with_config(limits.clone());
     let rd_store = destinations.store();
     let rd_store_for_secrets = rd_store.clone();
     let destinations = destinations
@@ -191,7 +193,8 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     let sources = Controller::new(
         Api::<ReplicationSource>::all(client.clone()),
         watcher.clone(),
-    );
+    )
+    .with_config(limits);
     let rs_store = sources.store();
     let sweep = tokio::spawn(sweep_metrics(
         ctx.clone(),
