@@ -25,10 +25,16 @@ struct RoleDoc {
 }
 
 fn granted() -> BTreeSet<Use> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/base/rbac.yaml")).expect("deploy/rbac.yaml");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/base/rbac.yaml"
+    ))
+    .expect("deploy/rbac.yaml");
     let mut out = BTreeSet::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let Ok(role) = RoleDoc::deserialize(doc) else { continue };
+        let Ok(role) = RoleDoc::deserialize(doc) else {
+            continue;
+        };
         if !role.kind.ends_with("Role") {
             continue;
         }
@@ -51,7 +57,9 @@ fn used(events: &[Value]) -> (BTreeSet<Use>, Vec<String>) {
     let mut forbidden = Vec::new();
     for e in events.iter().filter(|e| e["user"]["username"] == USER) {
         let object = &e["objectRef"];
-        let Some(resource) = object["resource"].as_str() else { continue };
+        let Some(resource) = object["resource"].as_str() else {
+            continue;
+        };
         let group = object["apiGroup"].as_str().unwrap_or("");
         let resource = match object["subresource"].as_str() {
             Some(sub) => format!("{group}/{resource}/{sub}"),
@@ -60,7 +68,10 @@ fn used(events: &[Value]) -> (BTreeSet<Use>, Vec<String>) {
         let verb = e["verb"].as_str().unwrap_or("").to_string();
         let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
         if code == 403 {
-            forbidden.push(format!("{verb} {resource}: {}", e["responseStatus"]["message"]));
+            forbidden.push(format!(
+                "{verb} {resource}: {}",
+                e["responseStatus"]["message"]
+            ));
             continue;
         }
         // Server-side apply that creates an object is a patch answered 201, and the
@@ -73,21 +84,65 @@ fn used(events: &[Value]) -> (BTreeSet<Use>, Vec<String>) {
     (used, forbidden)
 }
 
+/// The events of `path` and of any rotated files beside it (`<stem>-<time>.log`), should
+/// an apiserver have rotated it despite `--audit-log-maxsize`.
+fn read_log_and_rotations(path: &std::path::Path) -> Vec<Value> {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("{stem}-")) && n.ends_with(".log"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.push(path.to_path_buf());
+    let mut events = Vec::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        events.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok()),
+        );
+    }
+    events
+}
+
 #[test]
 #[ignore = "needs the audit log of an end-to-end run: scripts/test.sh runs it"]
 fn the_controller_uses_every_granted_verb_and_nothing_is_forbidden() {
-    let path = std::env::var("FERROSYNC_AUDIT_LOG").expect("FERROSYNC_AUDIT_LOG names the end-to-end audit log");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let events: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let path = std::env::var("FERROSYNC_AUDIT_LOG")
+        .expect("FERROSYNC_AUDIT_LOG names the end-to-end audit log");
+    let events = read_log_and_rotations(std::path::Path::new(&path));
     let (used, forbidden) = used(&events);
-    assert!(!used.is_empty(), "no request by {USER} in {path}: did the suite run the controller as its ServiceAccount?");
-    assert!(forbidden.is_empty(), "the controller was forbidden:\n{}", forbidden.join("\n"));
+    assert!(
+        !used.is_empty(),
+        "no request by {USER} in {path}: did the suite run the controller as its ServiceAccount?"
+    );
+    assert!(
+        forbidden.is_empty(),
+        "the controller was forbidden:\n{}",
+        forbidden.join("\n")
+    );
 
     let granted = granted();
     let unused: Vec<&Use> = granted.iter().filter(|g| !used.contains(*g)).collect();
     let mut report = BTreeMap::new();
     for (resource, verb) in &used {
-        report.entry(resource.clone()).or_insert_with(Vec::new).push(verb.clone());
+        report
+            .entry(resource.clone())
+            .or_insert_with(Vec::new)
+            .push(verb.clone());
     }
     eprintln!("verbs the controller used: {report:#?}");
     assert!(
@@ -96,20 +151,29 @@ fn the_controller_uses_every_granted_verb_and_nothing_is_forbidden() {
     );
     // Everything used was granted (otherwise the apiserver would have said 403 above).
     let ungranted: Vec<&Use> = used.iter().filter(|u| !granted.contains(*u)).collect();
-    assert!(ungranted.is_empty(), "used but not granted (wildcards?): {ungranted:?}");
+    assert!(
+        ungranted.is_empty(),
+        "used but not granted (wildcards?): {ungranted:?}"
+    );
 }
 
 #[test]
 fn the_checker_reads_rules_and_audit_events() {
     let granted = granted();
-    assert!(granted.contains(&("batch/jobs".to_string(), "delete".to_string())), "{granted:?}");
+    assert!(
+        granted.contains(&("batch/jobs".to_string(), "delete".to_string())),
+        "{granted:?}"
+    );
     let events = vec![
         serde_json::json!({"user": {"username": USER}, "verb": "patch", "objectRef": {"resource": "jobs", "apiGroup": "batch"}, "responseStatus": {"code": 201}}),
         serde_json::json!({"user": {"username": USER}, "verb": "get", "objectRef": {"resource": "pods", "subresource": "log"}, "responseStatus": {"code": 403, "message": "no"}}),
         serde_json::json!({"user": {"username": "admin"}, "verb": "delete", "objectRef": {"resource": "pods"}, "responseStatus": {"code": 200}}),
     ];
     let (used, forbidden) = used(&events);
-    assert!(used.contains(&("batch/jobs".to_string(), "create".to_string())), "an apply that created counts as create");
+    assert!(
+        used.contains(&("batch/jobs".to_string(), "create".to_string())),
+        "an apply that created counts as create"
+    );
     assert!(used.contains(&("batch/jobs".to_string(), "patch".to_string())));
     assert_eq!(forbidden.len(), 1);
     assert_eq!(used.len(), 2, "other users are not the controller");

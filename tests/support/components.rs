@@ -125,6 +125,9 @@ pub fn apiserver(
         cmd.arg(format!("--audit-policy-file={}", audit.policy.display()))
             .arg(format!("--audit-log-path={}", audit.log.display()))
             .arg("--audit-log-format=json")
+            // Never rotate: the default rotates at 100 MB, and the least-privilege check
+            // reads one file holding every end-to-end binary's events.
+            .arg("--audit-log-maxsize=1000000")
             // Written before the response, so a test that has its answer can read the event.
             .arg("--audit-log-mode=blocking");
     }
