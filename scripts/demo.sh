@@ -36,8 +36,8 @@ wait_for() {
   done
 }
 
-say "The controller's namespace, ServiceAccount and least-privilege RBAC, from deploy/"
-step kubectl apply --server-side -f deploy/namespace.yaml -f deploy/serviceaccount.yaml -f deploy/rbac.yaml
+say "The controller's namespace, ServiceAccount and least-privilege RBAC, from deploy/base/"
+step kubectl apply --server-side -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml -f deploy/base/rbac.yaml
 
 port=${FERROSYNC_DEMO_PORT:-18080}
 KUBECONFIG="$state/ferrosync-system.ferrosync.kubeconfig" \

@@ -25,7 +25,7 @@ echo "scripts/demo.sh works ($(grep -o 'running ([0-9]*s)' "$PWD/target/demo-che
 log=$(mktemp)
 trap 'rm -f "$log"; FERROSYNC_STATE_DIR=$demo_state bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 # Every end-to-end binary's apiserver appends its audit events here; the least-privilege
-# check then compares what the controller's ServiceAccount used with deploy/rbac.yaml.
+# check then compares what the controller's ServiceAccount used with deploy/base/rbac.yaml.
 export FERROSYNC_AUDIT_LOG=$PWD/target/e2e-audit.log
 rm -f "$FERROSYNC_AUDIT_LOG"
 set +e

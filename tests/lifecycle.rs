@@ -21,5 +21,9 @@ mod tree;
 #[path = "e2e/volsync.rs"]
 mod volsync;
 
+#[path = "e2e/lifecycle_own_aws_ebs.rs"]
+mod lifecycle_own_aws_ebs;
 #[path = "e2e/lifecycle_own_kill.rs"]
 mod lifecycle_own_kill;
+#[path = "e2e/lifecycle_own_vault.rs"]
+mod lifecycle_own_vault;

@@ -1,6 +1,6 @@
 //! Least privilege, proven: the (resource, verb) pairs the controller's ServiceAccount used
 //! across the end-to-end suite, read from the apiserver's audit log, against the rules in
-//! `deploy/rbac.yaml`. It fails when the controller was ever forbidden something, and when
+//! `deploy/base/rbac.yaml`. It fails when the controller was ever forbidden something, and when
 //! the RBAC grants a verb the controller never used.
 //!
 //! `scripts/test.sh` runs the suite with `FERROSYNC_AUDIT_LOG` set, then this (ignored by
@@ -25,7 +25,7 @@ struct RoleDoc {
 }
 
 fn granted() -> BTreeSet<Use> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).expect("deploy/rbac.yaml");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/base/rbac.yaml")).expect("deploy/rbac.yaml");
     let mut out = BTreeSet::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let Ok(role) = RoleDoc::deserialize(doc) else { continue };
@@ -92,7 +92,7 @@ fn the_controller_uses_every_granted_verb_and_nothing_is_forbidden() {
     eprintln!("verbs the controller used: {report:#?}");
     assert!(
         unused.is_empty(),
-        "deploy/rbac.yaml grants verbs the controller never used across the suite: {unused:?}"
+        "deploy/base/rbac.yaml grants verbs the controller never used across the suite: {unused:?}"
     );
     // Everything used was granted (otherwise the apiserver would have said 403 above).
     let ungranted: Vec<&Use> = used.iter().filter(|u| !granted.contains(*u)).collect();

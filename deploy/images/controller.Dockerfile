@@ -4,7 +4,7 @@
 #
 # Read-only-root friendly: the controller writes nothing to disk. Its configuration is a
 # ConfigMap mounted at /etc/ferrosync (deploy/), policy bundles are ConfigMaps mounted
-# under /etc/ferrosync/policies (deploy/policies/).
+# under /etc/ferrosync-policies (deploy/policies/).
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

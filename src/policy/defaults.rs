@@ -103,8 +103,10 @@ mod tests {
             CopyMethod::Clone,
             "unset means Clone"
         );
-        let mut deprecated = CopyMethodInput::default();
-        deprecated.requested = Some(CopyMethod::None);
+        let deprecated = CopyMethodInput {
+            requested: Some(CopyMethod::None),
+            ..Default::default()
+        };
         assert_eq!(copy_method(&deprecated).method, CopyMethod::Direct);
     }
 

@@ -248,3 +248,104 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
     let log = controller.log_text();
     assert!(!log.to_lowercase().contains("forbidden"), "{log}");
 }
+
+/// The aws-ebs overlay: the base plus the bundle as a ConfigMap (the component as
+/// binaryData), mounted into the controller, and a configuration that enables it. The
+/// mounted files, as the kubelet would lay them out, load in the real policy engine.
+#[tokio::test]
+async fn the_policy_overlay_mounts_a_loadable_bundle_and_enables_it() {
+    let cp = control_plane();
+    // Into a namespace of its own, so the base install of the test above is not disturbed.
+    let ns = cp.namespace("overlay").await;
+    let rendered = crate::support::deploy::render_dir(cp, "deploy/overlays/aws-ebs").replace(
+        &format!("namespace: {NS}"),
+        &format!("namespace: {}", ns.name),
+    );
+    apply(cp, &rendered);
+    let client = ns.client.clone();
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
+        .list(&Default::default())
+        .await
+        .expect("list");
+    let find = |prefix: &str| {
+        config_maps
+            .items
+            .iter()
+            .filter(|cm| {
+                cm.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .max_by_key(|cm| cm.metadata.creation_timestamp.clone().map(|t| t.0))
+            .cloned()
+            .unwrap_or_else(|| panic!("a ConfigMap {prefix}*"))
+    };
+    let bundle = find("ferrosync-policy-aws-ebs-");
+    let wasm = bundle
+        .binary_data
+        .as_ref()
+        .and_then(|b| b.get("copy-method-by-driver.wasm"))
+        .expect("the component as binaryData");
+    assert!(wasm.0.starts_with(b"\0asm"), "a wasm component");
+    assert!(wasm.0.len() < 1 << 20, "binaryData stays under 1 MiB");
+
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .get("ferrosync-controller")
+        .await
+        .expect("deployment");
+    let pod = deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let mounted = pod
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|v| v.config_map.map(|c| c.name));
+    assert!(
+        pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/etc/ferrosync-policies/aws-ebs"),
+        "the bundle is mounted"
+    );
+    assert_eq!(
+        mounted.as_deref(),
+        bundle.metadata.name.as_deref(),
+        "the Deployment mounts the generated (hashed) ConfigMap"
+    );
+
+    // Lay the ConfigMap out as files and load the overlay's configuration against them.
+    let dir = cp.dir.join("overlay-bundle");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (name, text) in bundle.data.iter().flatten() {
+        std::fs::write(dir.join(name), text).expect("file");
+    }
+    std::fs::write(dir.join("copy-method-by-driver.wasm"), &wasm.0).expect("wasm");
+    let config_toml = find("ferrosync-config-")
+        .data
+        .and_then(|d| d.get("config.toml").cloned())
+        .expect("config.toml");
+    assert!(
+        config_toml.contains("/etc/ferrosync-policies/aws-ebs"),
+        "{config_toml}"
+    );
+    let file = cp.dir.join("overlay-config.toml");
+    std::fs::write(
+        &file,
+        config_toml.replace("/etc/ferrosync-policies/aws-ebs", &dir.to_string_lossy()),
+    )
+    .expect("config");
+    let config =
+        ferrosync::config::Config::load(Some(&file)).expect("the overlay's configuration loads");
+    let engine = ferrosync::policy::PolicyEngine::new(&config.policy, Default::default())
+        .await
+        .expect("the bundle loads");
+    let plugins = engine.plugins();
+    assert_eq!(plugins.len(), 1, "{plugins:?}");
+    assert_eq!(plugins[0].name, "copy-method-by-driver");
+}

