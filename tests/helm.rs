@@ -400,7 +400,7 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_a_real_apiserver() {
     let ns = "ferrosync-helm";
     let install = [
         "install", "ferrosync", chart, "--namespace", ns, "--create-namespace",
-        "--kubeconfig", &kubeconfig,
+        "--kubeconfig", kubeconfig.as_str(),
     ];
     helm(&install);
 
@@ -471,7 +471,7 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_a_real_apiserver() {
     };
     let before = checksum(&deployment).expect("checksum annotation");
     helm(&[
-        "upgrade", "ferrosync", chart, "--namespace", ns, "--kubeconfig", &kubeconfig,
+        "upgrade", "ferrosync", chart, "--namespace", ns, "--kubeconfig", kubeconfig.as_str(),
         "--reuse-values", "--set", "log.level=debug",
     ]);
     let after = deployments.get("ferrosync-controller").await.expect("Deployment");
@@ -481,7 +481,7 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_a_real_apiserver() {
 
     // Uninstalling removes the controller and keeps the CRDs, so no replication object
     // (and no reference to data) is deleted with it.
-    helm(&["uninstall", "ferrosync", "--namespace", ns, "--kubeconfig", &kubeconfig, "--wait"]);
+    helm(&["uninstall", "ferrosync", "--namespace", ns, "--kubeconfig", kubeconfig.as_str(), "--wait"]);
     assert!(
         deployments.get_opt("ferrosync-controller").await.expect("get").is_none(),
         "the Deployment is gone"

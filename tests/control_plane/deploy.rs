@@ -148,6 +148,15 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
     std::fs::write(&file, toml).expect("writing config");
     let config = ferrosync::config::Config::load(Some(&file)).expect("deploy config loads");
     assert_eq!(config.server.listen.port(), 8080);
+    assert!(config.metrics.secure, "deployed /metrics is HTTPS and authenticated");
+    assert_eq!(
+        container
+            .ports
+            .as_ref()
+            .and_then(|p| p.iter().find(|p| p.name.as_deref() == Some("https")))
+            .map(|p| p.container_port),
+        Some(config.metrics.listen.port() as i32)
+    );
 
     // As the ServiceAccount: what the controller needs, and not more.
     let sa = cp
