@@ -118,7 +118,7 @@ impl WindowedSummary {
         let head = &self.ring[self.head];
         let quantiles = objectives
             .iter()
-            .map(|&q| (q, head.quantile(q).ok().flatten().unwrap_or(f64::NAN)))
+            .map(|&q| (q, nearest_rank(head, q)))
             .collect();
         SummarySnapshot {
             quantiles,
@@ -126,6 +126,27 @@ impl WindowedSummary {
             count: self.count,
         }
     }
+}
+
+/// The `q` quantile of `sketch` by nearest rank (the `ceil(q·n)`-th smallest value), as
+/// client_golang's summary reports it: with few observations 0.9 and 0.99 are the slowest
+/// sync, as in VolSync's documented example. DDSketch itself answers rank `floor(q·(n-1))`
+/// (the second smallest of three for 0.9), so `q` is translated to that convention. NaN
+/// when the sketch is empty.
+fn nearest_rank(sketch: &DDSketch, q: f64) -> f64 {
+    let n = sketch.count();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let q = if n == 1 {
+        q
+    } else {
+        // 0-based nearest rank, then the DDSketch quantile whose floor lands on it (the
+        // half step keeps float error from falling one rank short).
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        ((rank as f64 + 0.5) / (n - 1) as f64).min(1.0)
+    };
+    sketch.quantile(q).ok().flatten().unwrap_or(f64::NAN)
 }
 
 /// Labels written as `name="value"` pairs, in this order.
@@ -315,6 +336,26 @@ mod tests {
         s.observe(2.0, start + Duration::from_secs(1_000_000));
         let snap = s.snapshot(&[0.5], start + Duration::from_secs(1_000_000));
         assert!(close(snap.quantiles[0].1, 2.0));
+    }
+
+    #[test]
+    fn few_observations_give_nearest_rank_quantiles_as_client_golang() {
+        let start = Instant::now();
+        let mut s = WindowedSummary::new(DAY, start);
+        // VolSync's documented example: three syncs; 0.5 is the middle one, 0.9 and 0.99
+        // the slowest.
+        for v in [11.5, 9.8, 12.0] {
+            s.observe(v, start);
+        }
+        let snap = s.snapshot(OBJECTIVES, start);
+        assert!(close(snap.quantiles[0].1, 11.5), "{snap:?}");
+        assert!(close(snap.quantiles[1].1, 12.0), "{snap:?}");
+        assert!(close(snap.quantiles[2].1, 12.0), "{snap:?}");
+        // One observation is every quantile.
+        let mut one = WindowedSummary::new(DAY, start);
+        one.observe(3.0, start);
+        let snap = one.snapshot(OBJECTIVES, start);
+        assert!(snap.quantiles.iter().all(|(_, v)| close(*v, 3.0)), "{snap:?}");
     }
 
     #[test]
