@@ -207,8 +207,8 @@ impl<L: LabelPairs + Clone + Eq + Hash> SummaryFamily<L> {
 
     /// Writes the family in the text exposition format (Prometheus and OpenMetrics agree
     /// on summaries): `# HELP`, `# TYPE … summary`, then per series one line per
-    /// quantile, `_sum` and `_count`. The two header lines come even without series, as
-    /// prometheus-client writes them for its own families.
+    /// quantile, `_sum` and `_count`. Nothing without series, as prometheus-client does
+    /// for its own families.
     pub fn encode(&self, out: &mut String) -> fmt::Result {
         self.encode_at(out, Instant::now())
     }
@@ -216,6 +216,9 @@ impl<L: LabelPairs + Clone + Eq + Hash> SummaryFamily<L> {
     /// [`Self::encode`] as of `now`.
     pub fn encode_at(&self, out: &mut String, now: Instant) -> fmt::Result {
         let mut series = self.lock();
+        if series.is_empty() {
+            return Ok(());
+        }
         let name = self.name;
         writeln!(out, "# HELP {name} {}", self.help)?;
         writeln!(out, "# TYPE {name} summary")?;
@@ -373,8 +376,7 @@ mod tests {
         let family = SummaryFamily::new("x_seconds", "Some help", OBJECTIVES, DAY);
         let mut out = String::new();
         family.encode(&mut out).unwrap();
-        assert_eq!(out, "# HELP x_seconds Some help\n# TYPE x_seconds summary\n");
-        out.clear();
+        assert_eq!(out, "", "no series, no lines");
         let now = Instant::now();
         family.observe_at(&L("b\"q"), 2.0, now);
         family.observe_at(&L("a"), 4.0, now);
