@@ -147,13 +147,16 @@ extraConfig: |
     let container = &pod["containers"][0];
     assert_eq!(container["image"], "registry.example/ferrosync:9.9.9");
     assert_eq!(container["imagePullPolicy"], "Always");
-    assert_eq!(pod["imagePullSecrets"], json!([{"name": "controller-pull"}]));
+    assert_eq!(
+        pod["imagePullSecrets"],
+        json!([{"name": "controller-pull"}])
+    );
     assert_eq!(container["resources"]["limits"]["memory"], "1Gi");
     assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
     assert_eq!(pod["tolerations"][0]["value"], "storage");
     assert_eq!(
-        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            ["nodeSelectorTerms"][0]["matchExpressions"][0]["key"],
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
         "zone"
     );
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
@@ -178,7 +181,10 @@ extraConfig: |
         .filter_map(|o| o["metadata"]["name"].as_str())
         .filter(|n| n.starts_with("ferrosync-policy-"))
         .collect();
-    assert_eq!(bundles, ["ferrosync-policy-aws-ebs", "ferrosync-policy-vault"]);
+    assert_eq!(
+        bundles,
+        ["ferrosync-policy-aws-ebs", "ferrosync-policy-vault"]
+    );
     let monitor = find(&objects, "ServiceMonitor", "ferrosync-controller");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
 
@@ -239,7 +245,9 @@ fn kustomize(cp: &support::ControlPlane, dir: &str) -> Vec<Value> {
 /// kustomize's ConfigMap name without its content hash.
 fn unhashed(name: &str) -> String {
     match name.rsplit_once('-') {
-        Some((stem, hash)) if hash.len() == 10 && hash.chars().all(|c| c.is_ascii_alphanumeric()) => {
+        Some((stem, hash))
+            if hash.len() == 10 && hash.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
             stem.to_string()
         }
         _ => name.to_string(),
@@ -256,7 +264,10 @@ fn normalized(object: &Value) -> Value {
                 map.remove(*label);
             }
             if map.is_empty() {
-                o["metadata"].as_object_mut().expect("metadata").remove(field);
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("metadata")
+                    .remove(field);
             }
         }
     }
@@ -266,7 +277,10 @@ fn normalized(object: &Value) -> Value {
         if let Some(map) = o["metadata"]["labels"].as_object_mut() {
             map.remove("app.kubernetes.io/part-of");
             if map.is_empty() {
-                o["metadata"].as_object_mut().expect("metadata").remove("labels");
+                o["metadata"]
+                    .as_object_mut()
+                    .expect("metadata")
+                    .remove("labels");
             }
         }
     }
@@ -279,7 +293,10 @@ fn normalized(object: &Value) -> Value {
         if let Some(map) = template["annotations"].as_object_mut() {
             map.remove("checksum/config");
             if map.is_empty() {
-                template.as_object_mut().expect("metadata").remove("annotations");
+                template
+                    .as_object_mut()
+                    .expect("metadata")
+                    .remove("annotations");
             }
         }
         for volume in o["spec"]["template"]["spec"]["volumes"]
@@ -375,10 +392,15 @@ fn kustomize_and_the_chart_render_the_same_objects() {
         "objects of deploy/ the chart lacks"
     );
     let only_chart: Vec<_> = h.keys().filter(|key| !k.contains_key(*key)).collect();
-    assert!(only_chart.is_empty(), "objects the chart adds: {only_chart:?}");
+    assert!(
+        only_chart.is_empty(),
+        "objects the chart adds: {only_chart:?}"
+    );
     let mut compared = 0;
     for (key, kustomize_object) in &k {
-        let Some(chart_object) = h.get(key) else { continue };
+        let Some(chart_object) = h.get(key) else {
+            continue;
+        };
         compared += 1;
         if key == &("ConfigMap".to_string(), "ferrosync-config".to_string()) {
             // Same configuration, however the TOML is laid out.
@@ -446,16 +468,25 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_a_real_apiserver() {
     let client = cp.client().await;
     // The monitoring kinds, so the chart's ServiceMonitor and PrometheusRule install.
     let files = bins::monitoring_crd_files().unwrap_or_else(|e| panic!("{e}"));
-    crds::install(&client, &crds::load(&files).unwrap_or_else(|e| panic!("{e}")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    crds::install(
+        &client,
+        &crds::load(&files).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let kubeconfig = cp.kubeconfig.to_str().expect("utf-8").to_string();
     let chart = chart();
     let chart = chart.to_str().expect("utf-8");
     let ns = "ferrosync-helm";
     let install = [
-        "install", "ferrosync", chart, "--namespace", ns, "--create-namespace",
-        "--kubeconfig", kubeconfig.as_str(),
+        "install",
+        "ferrosync",
+        chart,
+        "--namespace",
+        ns,
+        "--create-namespace",
+        "--kubeconfig",
+        kubeconfig.as_str(),
     ];
     helm(&install);
 
@@ -484,7 +515,11 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_a_real_apiserver() {
             .any(|r| r.resources.as_deref() == Some(&["tokenreviews".to_string()][..])),
         "the controller's rules come from deploy/base/rbac.yaml"
     );
-    for name in ["ferrosync-view", "ferrosync-edit", "ferrosync-metrics-reader"] {
+    for name in [
+        "ferrosync-view",
+        "ferrosync-edit",
+        "ferrosync-metrics-reader",
+    ] {
         Api::<ClusterRole>::all(client.clone())
             .get(name)
             .await
@@ -526,19 +561,42 @@ async fn the_chart_installs_upgrades_and_uninstalls_on_a_real_apiserver() {
     };
     let before = checksum(&deployment).expect("checksum annotation");
     helm(&[
-        "upgrade", "ferrosync", chart, "--namespace", ns, "--kubeconfig", kubeconfig.as_str(),
-        "--reuse-values", "--set", "log.level=debug",
+        "upgrade",
+        "ferrosync",
+        chart,
+        "--namespace",
+        ns,
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--reuse-values",
+        "--set",
+        "log.level=debug",
     ]);
-    let after = deployments.get("ferrosync-controller").await.expect("Deployment");
+    let after = deployments
+        .get("ferrosync-controller")
+        .await
+        .expect("Deployment");
     assert_ne!(checksum(&after).expect("checksum"), before);
     let config = config_maps.get("ferrosync-config").await.expect("config");
     assert!(config.data.unwrap_or_default()["config.toml"].contains(r#"level = "debug""#));
 
     // Uninstalling removes the controller and keeps the CRDs, so no replication object
     // (and no reference to data) is deleted with it.
-    helm(&["uninstall", "ferrosync", "--namespace", ns, "--kubeconfig", kubeconfig.as_str(), "--wait"]);
+    helm(&[
+        "uninstall",
+        "ferrosync",
+        "--namespace",
+        ns,
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--wait",
+    ]);
     assert!(
-        deployments.get_opt("ferrosync-controller").await.expect("get").is_none(),
+        deployments
+            .get_opt("ferrosync-controller")
+            .await
+            .expect("get")
+            .is_none(),
         "the Deployment is gone"
     );
     assert!(

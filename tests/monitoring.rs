@@ -85,11 +85,11 @@ fn exposed_series() -> BTreeSet<String> {
 /// The `volsync_*` / `ferrosync_*` metric names a PromQL expression uses.
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let re = regex_lite::Regex::new(r"\b(?:volsync|ferrosync)_[a-zA-Z0-9_]+").expect("regex");
-    let mut names: BTreeSet<String> = re
-        .find_iter(expr)
-        .map(|m| m.as_str().to_string())
-        .collect();
-    if regex_lite::Regex::new(r"\bup\s*\{").expect("regex").is_match(expr) {
+    let mut names: BTreeSet<String> = re.find_iter(expr).map(|m| m.as_str().to_string()).collect();
+    if regex_lite::Regex::new(r"\bup\s*\{")
+        .expect("regex")
+        .is_match(expr)
+    {
         names.insert("up".into());
     }
     names
@@ -145,7 +145,10 @@ fn the_dashboard_is_valid_json_and_queries_only_exposed_metrics() {
     let mut used = BTreeSet::new();
     for query in &queries {
         let names = metric_names(query);
-        assert!(!names.is_empty(), "query {query:?} names no ferrosync metric");
+        assert!(
+            !names.is_empty(),
+            "query {query:?} names no ferrosync metric"
+        );
         for name in names {
             assert!(
                 exposed.contains(&name),
@@ -181,7 +184,10 @@ fn alert_rules_query_only_exposed_metrics() {
         let names = metric_names(expr);
         assert!(!names.is_empty(), "{alert}: {expr}");
         for name in names {
-            assert!(exposed.contains(&name), "{alert} queries {name}, never exposed");
+            assert!(
+                exposed.contains(&name),
+                "{alert} queries {name}, never exposed"
+            );
         }
     }
 }
@@ -252,9 +258,12 @@ async fn monitoring_objects_apply_to_a_real_apiserver() {
     let cp = support::control_plane();
     let client = cp.client().await;
     let files = bins::monitoring_crd_files().unwrap_or_else(|e| panic!("{e}"));
-    crds::install(&client, &crds::load(&files).unwrap_or_else(|e| panic!("{e}")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    crds::install(
+        &client,
+        &crds::load(&files).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let namespace = std::fs::read_to_string(bins::repo_root().join("deploy/base/namespace.yaml"))
         .expect("namespace.yaml");
     deploy::apply(cp, &namespace);
@@ -265,13 +274,26 @@ async fn monitoring_objects_apply_to_a_real_apiserver() {
     let monitors: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         ns,
-        &dynamic("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
+        &dynamic(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+            "servicemonitors",
+        ),
     );
-    let monitor = monitors.get("ferrosync-controller").await.expect("ServiceMonitor");
+    let monitor = monitors
+        .get("ferrosync-controller")
+        .await
+        .expect("ServiceMonitor");
     let rules: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         ns,
-        &dynamic("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules"),
+        &dynamic(
+            "monitoring.coreos.com",
+            "v1",
+            "PrometheusRule",
+            "prometheusrules",
+        ),
     );
     let rule = rules.get("ferrosync").await.expect("PrometheusRule");
     let mut stored: Vec<&str> = rule.data["spec"]["groups"][0]["rules"]
@@ -287,8 +309,7 @@ async fn monitoring_objects_apply_to_a_real_apiserver() {
     );
 
     // The ServiceMonitor selects the metrics Service, whose port is the Deployment's.
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(client.clone(), ns);
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
     let service = services
         .get("ferrosync-controller-metrics")
         .await
@@ -320,14 +341,20 @@ async fn monitoring_objects_apply_to_a_real_apiserver() {
     let pod = deployment.spec.expect("spec").template;
     let pod_labels = pod.metadata.and_then(|m| m.labels).unwrap_or_default();
     for (k, v) in spec.selector.expect("selector") {
-        assert_eq!(pod_labels.get(&k), Some(&v), "the Service selects the pods by {k}");
+        assert_eq!(
+            pod_labels.get(&k),
+            Some(&v),
+            "the Service selects the pods by {k}"
+        );
     }
     let container_port = pod.spec.expect("pod spec").containers[0]
         .ports
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .find(|p| Some(p.name.clone().unwrap_or_default()) == port.target_port.as_ref().map(target_name))
+        .find(|p| {
+            Some(p.name.clone().unwrap_or_default()) == port.target_port.as_ref().map(target_name)
+        })
         .expect("the container has the Service's target port");
     assert_eq!(container_port.container_port, 8443);
 

@@ -146,7 +146,10 @@ mod tests {
             Some("system:serviceaccount:mon:prometheus")
         );
         assert_eq!(spec.uid.as_deref(), Some("u1"));
-        assert_eq!(spec.groups, Some(vec!["system:serviceaccounts".to_string()]));
+        assert_eq!(
+            spec.groups,
+            Some(vec!["system:serviceaccounts".to_string()])
+        );
         assert_eq!(spec.extra, Some(extra));
         let attrs = spec.non_resource_attributes.expect("non-resource");
         assert_eq!(

@@ -276,7 +276,10 @@ mod tests {
         assert!(text.contains(r#"volsync_sync_duration_seconds_count{obj_name="b",obj_namespace="ns",role="destination",method="rsync-tls"} 1"#));
         assert!(text.contains("# TYPE ferrosync_sync_duration_seconds histogram\n"));
         assert!(text.contains("ferrosync_bytes_transferred_total{obj_name=\"b\",obj_namespace=\"ns\",role=\"destination\",method=\"rsync-tls\"} 1024"));
-        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with EOF: {text}");
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics ends with EOF: {text}"
+        );
 
         let now = k8s_openapi::jiff::Timestamp::now();
         metrics.observe_schedule(&a, Some("*/5 * * * *"), now);
@@ -286,7 +289,10 @@ mod tests {
         assert!(text.contains(r#"ferrosync_sync_interval_seconds{obj_name="b",obj_namespace="ns",role="destination",method="rsync-tls"} 86400.0"#), "{text}");
         metrics.observe_schedule(&b, None, now);
         let text = exposition.encode().expect("encodes");
-        assert!(!text.contains(r#"ferrosync_sync_interval_seconds{obj_name="b""#), "{text}");
+        assert!(
+            !text.contains(r#"ferrosync_sync_interval_seconds{obj_name="b""#),
+            "{text}"
+        );
 
         assert_eq!(metrics.forget(&HashSet::from([b.clone()])), 1);
         let text = exposition.encode().expect("encodes");

@@ -358,7 +358,10 @@ mod tests {
         let mut one = WindowedSummary::new(DAY, start);
         one.observe(3.0, start);
         let snap = one.snapshot(OBJECTIVES, start);
-        assert!(snap.quantiles.iter().all(|(_, v)| close(*v, 3.0)), "{snap:?}");
+        assert!(
+            snap.quantiles.iter().all(|(_, v)| close(*v, 3.0)),
+            "{snap:?}"
+        );
     }
 
     #[test]

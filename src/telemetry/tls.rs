@@ -30,7 +30,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Only one of the two files is configured.
-    #[error("metrics.cert_file and metrics.key_file must be set together (or neither, for a self-signed certificate)")]
+    #[error(
+        "metrics.cert_file and metrics.key_file must be set together (or neither, for a self-signed certificate)"
+    )]
     HalfConfigured,
     /// A PEM file is unreadable or holds no certificate / key.
     #[error("reading {path}: {reason}")]

@@ -62,8 +62,14 @@ async fn kubectl_explain_prints_our_docs() {
 async fn kubectl_explain_describes_the_kinds() {
     let cp = control_plane();
     for (kind, start) in [
-        ("replicationsource", "A ReplicationSource replicates one PersistentVolumeClaim"),
-        ("replicationdestination", "A ReplicationDestination receives a replicated volume"),
+        (
+            "replicationsource",
+            "A ReplicationSource replicates one PersistentVolumeClaim",
+        ),
+        (
+            "replicationdestination",
+            "A ReplicationDestination receives a replicated volume",
+        ),
     ] {
         let text = wait::until(
             &format!("kubectl explain {kind} to describe the kind"),

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::{
     env::env,
-    support::deploy,
     fixtures::{STEP, bound_dir, pvc},
+    support::deploy,
     support::wait,
     tree,
     volsync::{copy_secret, destination, privileged_movers, published, source, synced},
@@ -84,25 +84,45 @@ async fn metrics_and_status_report_a_real_sync_and_forget_deleted_objects() {
         Some(0.0)
     );
     // VolSync's types, so `quantile=` queries and `rate(..._total)` work unchanged.
-    assert_eq!(family_type(&text, "volsync_sync_duration_seconds"), Some("summary"), "{text}");
-    assert_eq!(family_type(&text, "volsync_missed_intervals"), Some("counter"));
-    assert_eq!(family_type(&text, "volsync_volume_out_of_sync"), Some("gauge"));
-    assert_eq!(family_type(&text, "ferrosync_sync_duration_seconds"), Some("histogram"));
+    assert_eq!(
+        family_type(&text, "volsync_sync_duration_seconds"),
+        Some("summary"),
+        "{text}"
+    );
+    assert_eq!(
+        family_type(&text, "volsync_missed_intervals"),
+        Some("counter")
+    );
+    assert_eq!(
+        family_type(&text, "volsync_volume_out_of_sync"),
+        Some("gauge")
+    );
+    assert_eq!(
+        family_type(&text, "ferrosync_sync_duration_seconds"),
+        Some("histogram")
+    );
     let count = series(&text, "volsync_sync_duration_seconds_count", &labels).unwrap_or(0.0);
     let sum = series(&text, "volsync_sync_duration_seconds_sum", &labels).unwrap_or(0.0);
     assert!(count >= 1.0 && sum > 0.0, "{text}");
     let quantiles: Vec<f64> = ["0.5", "0.9", "0.99"]
         .iter()
         .map(|q| {
-            series(&text, "volsync_sync_duration_seconds", &format!(r#"{labels},quantile="{q}""#))
-                .unwrap_or_else(|| panic!("quantile {q} of the 24-hour window: {text}"))
+            series(
+                &text,
+                "volsync_sync_duration_seconds",
+                &format!(r#"{labels},quantile="{q}""#),
+            )
+            .unwrap_or_else(|| panic!("quantile {q} of the 24-hour window: {text}"))
         })
         .collect();
     // Ordered, positive, and consistent with the sum: the largest quantile is at least the
     // mean and at most the sum (within the sketch's 1 %).
     assert!(quantiles[0] > 0.0, "{quantiles:?}");
     assert!(quantiles.windows(2).all(|w| w[0] <= w[1]), "{quantiles:?}");
-    assert!(quantiles[2] >= sum / count * 0.99, "{quantiles:?} sum {sum} count {count}");
+    assert!(
+        quantiles[2] >= sum / count * 0.99,
+        "{quantiles:?} sum {sum} count {count}"
+    );
     assert!(quantiles[2] <= sum * 1.01, "{quantiles:?} sum {sum}");
     assert_eq!(
         series(&text, "ferrosync_sync_duration_seconds_count", &labels),
@@ -214,18 +234,28 @@ async fn metrics_need_a_token_allowed_to_get_the_metrics_url() {
     assert_eq!(code, 401, "{body}");
     assert!(!body.contains("volsync_"), "{body}");
     // A token the apiserver does not know: 401.
-    let (code, _) = env.controller.get_metrics(Some("not-a-token")).expect("answers");
+    let (code, _) = env
+        .controller
+        .get_metrics(Some("not-a-token"))
+        .expect("answers");
     assert_eq!(code, 401);
     // A real ServiceAccount without `get` on the non-resource URL /metrics: 403.
     let nobody = deploy::service_account_token(env.cp, deploy::NAMESPACE, "metrics-nobody", false);
     let (code, body) = env.controller.get_metrics(Some(&nobody)).expect("answers");
     assert_eq!(code, 403, "{body}");
-    assert!(body.contains("metrics-nobody"), "the refusal names the user: {body}");
+    assert!(
+        body.contains("metrics-nobody"),
+        "the refusal names the user: {body}"
+    );
     // Bound to the shipped ferrosync-metrics-reader ClusterRole: 200 and the metrics.
-    let reader = deploy::service_account_token(env.cp, deploy::NAMESPACE, "metrics-reader-sa", true);
+    let reader =
+        deploy::service_account_token(env.cp, deploy::NAMESPACE, "metrics-reader-sa", true);
     let (code, body) = env.controller.get_metrics(Some(&reader)).expect("answers");
     assert_eq!(code, 200, "{body}");
-    assert!(body.ends_with("# EOF\n"), "an OpenMetrics exposition: {body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "an OpenMetrics exposition: {body}"
+    );
     // The probes stay plain HTTP for the kubelet.
     assert_eq!(env.controller.get("/healthz").map(|(c, _)| c), Some(200));
 }

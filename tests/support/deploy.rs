@@ -86,13 +86,21 @@ pub const METRICS_READER: &str = "ferrosync-metrics-reader";
 /// [`METRICS_READER`]).
 pub fn user_roles(cp: &ControlPlane) {
     let path = bins::repo_root().join("deploy/base/user-roles.yaml");
-    apply(cp, &std::fs::read_to_string(path).expect("deploy/base/user-roles.yaml"));
+    apply(
+        cp,
+        &std::fs::read_to_string(path).expect("deploy/base/user-roles.yaml"),
+    );
 }
 
 /// Creates ServiceAccount `namespace/name` (bound to [`METRICS_READER`] when `reader`) and
 /// returns a bearer token for it from the TokenRequest API, as a Prometheus pod's
 /// projected token would be.
-pub fn service_account_token(cp: &ControlPlane, namespace: &str, name: &str, reader: bool) -> String {
+pub fn service_account_token(
+    cp: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    reader: bool,
+) -> String {
     let mut manifests = format!(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
     );
@@ -115,5 +123,8 @@ pub fn service_account_token(cp: &ControlPlane, namespace: &str, name: &str, rea
         "kubectl create token: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }
