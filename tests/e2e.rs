@@ -41,5 +41,7 @@ mod security;
 mod simulators;
 #[path = "e2e/tree.rs"]
 mod tree;
+#[path = "e2e/user_roles.rs"]
+mod user_roles;
 #[path = "e2e/volsync.rs"]
 mod volsync;
