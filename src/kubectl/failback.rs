@@ -318,7 +318,7 @@ async fn report(site: &Site, pvc: &str, rs: &crate::api::ReplicationSource) -> R
         .and_then(|c| c.get("storage").map(|q| q.0.clone()))
         .unwrap_or_else(|| "?".into());
     println!(
-        "reverse sync done: {} sent for a volume of {size}",
+        "reverse sync done: {sent} bytes ({}) sent for a volume of {size}",
         indicatif::HumanBytes(sent.max(0) as u64)
     );
     Ok(())

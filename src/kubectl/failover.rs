@@ -34,12 +34,24 @@ pub struct Args {
     pub timeout: Duration,
 }
 
-fn in_progress(rd: &ReplicationDestination) -> bool {
-    rd.status
-        .as_ref()
-        .and_then(|s| s.sync.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Synchronizing"))
-        .is_some_and(|c| c.reason == "SyncInProgress")
+fn synchronizing_reason(sync: Option<&crate::api::SyncStatus>) -> Option<&str> {
+    sync?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Synchronizing")
+        .map(|c| c.reason.as_str())
+}
+
+/// Pure: whether an open iteration of this destination has received data, which it may
+/// have written only in part.
+pub fn partially_written(rd: &ReplicationDestination) -> bool {
+    let sync = rd.status.as_ref().map(|s| &s.sync);
+    synchronizing_reason(sync) == Some("SyncInProgress")
+        && sync
+            .and_then(|s| s.progress.as_ref())
+            .and_then(|p| p.bytes_transferred)
+            .is_some_and(|b| b > 0)
 }
 
 fn last_sync(rd: &ReplicationDestination) -> Option<Timestamp> {
@@ -113,13 +125,28 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let rd = destination(&dest, &args.name).await?;
     promotion(&rd)?;
 
-    if in_progress(&rd) && !args.now {
+    // A destination without a trigger is "in progress" whenever it listens, so whether a
+    // transfer is in flight is the source's to say, when its site answers.
+    let busy = match &source {
+        Some(site) => site
+            .get_opt(&site.sources(), &args.name)
+            .await?
+            .is_some_and(|rs| {
+                synchronizing_reason(rs.status.as_ref().map(|s| &s.sync)) == Some("SyncInProgress")
+            }),
+        None => false,
+    };
+    if busy && !args.now {
         let before = last_sync(&rd);
         eprintln!("a sync is in flight; letting it finish (--now abandons it)");
-        wait::until("the in-flight sync to finish", args.timeout, || async {
-            let rd = destination(&dest, &args.name).await?;
-            Ok((last_sync(&rd) != before || !in_progress(&rd)).then_some(()))
-        })
+        wait::until(
+            "the in-flight sync to be published",
+            args.timeout,
+            || async {
+                let rd = destination(&dest, &args.name).await?;
+                Ok((last_sync(&rd) != before).then_some(()))
+            },
+        )
         .await?;
     }
 
@@ -150,8 +177,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let rd = destination(&dest, &args.name).await?;
     let promoted = match promotion(&rd)? {
         Promotion::Direct { pvc } => {
-            // An open iteration may have written part of a transfer into the volume.
-            if in_progress(&rd) {
+            // An open iteration that received data may have written part of a transfer.
+            if partially_written(&rd) {
                 return Err(Error::Conflict(format!(
                     "a sync into PVC {pvc} began and did not finish, so it may hold partial data; refusing to promote it. \
                      Resume the pair to let the sync complete, then fail over again"
@@ -277,6 +304,44 @@ mod tests {
         assert_eq!(
             promotion(&rd(Some("PersistentVolumeClaim"))).unwrap(),
             Promotion::Direct { pvc: "img".into() }
+        );
+    }
+
+    #[test]
+    fn only_an_open_iteration_that_received_data_is_partial() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let mut listening = rd(Some("PersistentVolumeClaim"));
+        let status = listening.status.as_mut().unwrap();
+        status.sync.conditions = Some(vec![Condition {
+            type_: "Synchronizing".into(),
+            reason: "SyncInProgress".into(),
+            message: String::new(),
+            status: "True".into(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }]);
+        assert!(
+            !partially_written(&listening),
+            "listening, nothing received"
+        );
+        let mut receiving = listening.clone();
+        receiving.status.as_mut().unwrap().sync.progress = Some(crate::api::SyncProgress {
+            bytes_transferred: Some(4096),
+            ..Default::default()
+        });
+        assert!(partially_written(&receiving));
+        let mut done = receiving.clone();
+        done.status
+            .as_mut()
+            .unwrap()
+            .sync
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .reason = "WaitingForManual".into();
+        assert!(
+            !partially_written(&done),
+            "a finished iteration is complete"
         );
     }
 

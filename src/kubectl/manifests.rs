@@ -74,17 +74,13 @@ pub fn destination(spec: &PairSpec) -> Value {
     if !spec.access_modes.is_empty() {
         rsync_tls["accessModes"] = json!(spec.access_modes);
     }
-    let mut object = json!({
+    json!({
         "apiVersion": "volsync.backube/v1alpha1",
         "kind": "ReplicationDestination",
         "metadata": metadata(&spec.name, &spec.dest_namespace, &spec.name,
             BTreeMap::from([(keys::SOURCE_PVC, spec.source_pvc.as_str())])),
         "spec": { "rsyncTLS": rsync_tls },
-    });
-    if let Some(t) = trigger(spec).filter(|_| spec.manual.is_some()) {
-        object["spec"]["trigger"] = t;
-    }
-    object
+    })
 }
 
 /// The ReplicationSource, for the source site. Its key Secret is referenced, never inlined.

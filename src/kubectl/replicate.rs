@@ -41,6 +41,10 @@ pub struct Args {
     /// A cron schedule for the source (unset: sync continuously).
     #[arg(long)]
     pub schedule: Option<String>,
+    /// Sync once now and then only on `kubectl ferrosync sync` (a manual trigger with this
+    /// value), instead of a schedule.
+    #[arg(long, conflicts_with = "schedule")]
+    pub manual: Option<String>,
     /// The recovery point objective ("15m"); `status` marks pairs beyond it.
     #[arg(long)]
     pub rpo: Option<String>,
@@ -110,7 +114,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         dest_storage_class: args.dest_storage_class.clone(),
         service_type: Some(args.service_type.clone()),
         schedule: args.schedule.clone(),
-        manual: None,
+        manual: args.manual.clone(),
         key_secret: Some(default_key_secret(&args.name)),
         address: args.address.clone(),
         rpo: args.rpo.clone(),
