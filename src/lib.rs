@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod kubectl;
 pub mod mover;
 pub mod policy;
 pub mod resources;
