@@ -60,6 +60,10 @@ pub struct DestinationArgs {
     /// Give up when no source has connected for this long (`0s` or unset: wait forever).
     #[arg(long, env = "IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
+    /// Cap on the bytes a source may put in the control module (which lives in memory):
+    /// a byte count, or with a `Ki`, `Mi` or `Gi` suffix.
+    #[arg(long, env = "CONTROL_LIMIT", default_value = "256Mi", value_parser = super::control::parse_limit)]
+    pub control_limit: u64,
 }
 
 /// Settings of `ferrosync mover source`.
