@@ -31,8 +31,9 @@ pub const CONTROL_FILES: [&str; 3] = [
 ];
 /// How long a connection may stay open before the gate admits it to a transfer.
 pub const GREETING_LIMIT: Duration = Duration::from_secs(30);
-/// Entries measured at most; more means someone is flooding the directory.
-const MAX_ENTRIES: usize = 10_000;
+/// Entries measured at most: a source writes three files (and rsync a temporary directory
+/// and files for them); more means someone is flooding the directory.
+const MAX_ENTRIES: usize = 64;
 
 /// Why the control directory is over its bounds.
 #[derive(Debug, thiserror::Error)]

@@ -347,7 +347,11 @@ fn print_daemon_errors(log: &Path, offset: &AtomicU64) {
         return;
     };
     for line in String::from_utf8_lossy(&new[..end]).lines() {
-        if line.contains("rsync: ") || line.contains("rsync error") || line.contains("@ERROR") {
+        if line.contains("rsync: ")
+            || line.contains("rsync error")
+            || line.contains("@ERROR")
+            || line.contains(session::BUSY_MESSAGE)
+        {
             say::raw(&format!("rsyncd: {line}"));
         }
     }
