@@ -167,8 +167,9 @@ proptest! {
     }
 
     #[test]
-    fn state_files_round_trip(owner in any::<bool>(), claimed in any::<bool>(), seen in any::<u64>(), active in any::<Option<u32>>()) {
-        let s = State { owner: owner.then(Token::generate), claimed, seen, active };
+    fn state_files_round_trip(owner in any::<bool>(), claimed in any::<bool>(), seen in any::<u64>(), active in any::<Option<u32>>(), revoked in 0usize..5) {
+        let revoked = (0..revoked).map(|_| Token::generate()).collect();
+        let s = State { owner: owner.then(Token::generate), claimed, seen, active, revoked };
         prop_assert_eq!(State::parse(&s.render()), s);
     }
 

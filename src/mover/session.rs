@@ -14,8 +14,10 @@
 //!
 //! - one transfer at a time: a connection waits (bounded) while another transfer runs;
 //! - the first source with a token owns the run; connections with another token, or none,
-//!   are refused while the owner is active, and after it has been idle for
-//!   [`SESSION_IDLE`] another source may take over (a crashed source must not block forever);
+//!   are refused while the owner is active; after the owner's last transfer failed, or it
+//!   has been idle for [`SESSION_IDLE`], another source may take over (a crashed source
+//!   must not block forever), and the old owner's token is then refused for the rest of the
+//!   run: its earlier passes are no longer what the volume holds;
 //! - once any token has been seen, connections without one (the reference protocol) are
 //!   refused for the rest of the run: they could otherwise complete someone else's half
 //!   transfer;
@@ -38,9 +40,14 @@ use rand::RngExt as _;
 pub const TOKEN_OPTION_PREFIX: &str = "--suffix=.ferrosync-session-";
 /// The line of `complete` that names the session.
 const COMPLETE_SESSION_KEY: &str = "session=";
-/// How long an owner may stay away between its connections before another source may take
-/// over: longer than a source's retry backoff (2 s doubling, 5 attempts: 30 s in all).
-pub const SESSION_IDLE: Duration = Duration::from_secs(120);
+/// How long an owner may stay away after a successful transfer before another source may
+/// take over: longer than a source's retry backoff (2 s doubling: at most 16 s between
+/// attempts). After a failed transfer the owner holds no lease at all: a crashed source's
+/// successor gets in at once, and a source that lost a connection gets its run back unless
+/// another source took it meanwhile.
+pub const SESSION_IDLE: Duration = Duration::from_secs(60);
+/// Tokens remembered as taken over (a run rarely sees more than two sources).
+const REVOKED_KEPT: usize = 16;
 /// How long a connection waits for the running transfer to end before it is refused.
 pub const QUEUE_LIMIT: Duration = Duration::from_secs(20);
 /// How often a waiting connection looks again.
@@ -122,6 +129,8 @@ pub struct State {
     pub seen: u64,
     /// The daemon (pid) whose transfer is running.
     pub active: Option<u32>,
+    /// Owners whose run another source took over: refused from then on.
+    pub revoked: Vec<Token>,
 }
 
 impl State {
@@ -138,6 +147,13 @@ impl State {
                 "claimed" => state.claimed = value == "1",
                 "seen" => state.seen = value.parse().unwrap_or(0),
                 "active" => state.active = value.parse().ok(),
+                "revoked" => {
+                    state.revoked = value
+                        .split(',')
+                        .filter_map(|t| Token::parse(t).ok())
+                        .take(REVOKED_KEPT)
+                        .collect();
+                }
                 _ => {}
             }
         }
@@ -147,11 +163,16 @@ impl State {
     /// The state file's text.
     pub fn render(&self) -> String {
         format!(
-            "owner={}\nclaimed={}\nseen={}\nactive={}\n",
+            "owner={}\nclaimed={}\nseen={}\nactive={}\nrevoked={}\n",
             self.owner.as_ref().map_or("", |t| t.0.as_str()),
             u8::from(self.claimed),
             self.seen,
             self.active.map(|p| p.to_string()).unwrap_or_default(),
+            self.revoked
+                .iter()
+                .map(|t| t.0.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
         )
     }
 }
@@ -171,6 +192,12 @@ pub enum Refusal {
     /// The running transfer did not end within the queue limit.
     #[error("{BUSY_MESSAGE}: another transfer is still running; try again later")]
     Queue,
+    /// Another source took this source's run over; its earlier passes do not count.
+    #[error(
+        "{BUSY_MESSAGE}: another source took this source's session over; \
+         a new sync must start from the beginning"
+    )]
+    TakenOver,
 }
 
 /// What the gate does with a connection.
@@ -185,7 +212,8 @@ pub enum Decision {
 }
 
 /// Decides on a connection from daemon `pid` presenting `token`, at `now` (Unix seconds);
-/// `active_alive` tells whether the daemon in `state.active` still runs.
+/// `active_alive` tells whether the daemon in `state.active` still runs. While a transfer
+/// runs, everyone waits: it may end the owner's lease (a failed transfer does).
 pub fn decide(
     state: &State,
     token: Option<&Token>,
@@ -193,41 +221,47 @@ pub fn decide(
     now: u64,
     active_alive: bool,
 ) -> Decision {
-    let busy = state.active.is_some() && active_alive;
-    let owner = state
+    if state.active.is_some() && active_alive {
+        return Decision::Wait;
+    }
+    if token.is_some_and(|t| state.revoked.contains(t)) {
+        return Decision::Refuse(Refusal::TakenOver);
+    }
+    let live_owner = state
         .owner
         .as_ref()
-        .filter(|_| busy || now.saturating_sub(state.seen) < SESSION_IDLE.as_secs());
+        .filter(|_| now.saturating_sub(state.seen) < SESSION_IDLE.as_secs());
     let admitted = |owner: Option<Token>| {
+        let mut revoked = state.revoked.clone();
+        if let Some(old) = state.owner.as_ref().filter(|o| Some(*o) != owner.as_ref()) {
+            revoked.push(old.clone());
+            let excess = revoked.len().saturating_sub(REVOKED_KEPT);
+            revoked.drain(..excess);
+        }
         Decision::Admit(State {
             claimed: state.claimed || owner.is_some(),
             owner,
             seen: now,
             active: Some(pid),
+            revoked,
         })
     };
-    match (owner, token) {
-        (Some(owner), Some(t)) if owner == t => {
-            if busy {
-                Decision::Wait
-            } else {
-                admitted(Some(t.clone()))
-            }
-        }
+    match (live_owner, token) {
+        (Some(owner), Some(t)) if owner == t => admitted(Some(t.clone())),
         (Some(_), _) => Decision::Refuse(Refusal::OtherSession),
-        (None, _) if busy => Decision::Wait,
         (None, Some(t)) => admitted(Some(t.clone())),
         (None, None) if state.claimed => Decision::Refuse(Refusal::NoToken),
         (None, None) => admitted(None),
     }
 }
 
-/// The state after daemon `pid`'s transfer ended at `now`.
-pub fn finished(state: &State, pid: u32, now: u64) -> State {
+/// The state after daemon `pid`'s transfer ended at `now`, successfully or not. A failed
+/// transfer ends the owner's lease at once.
+pub fn finished(state: &State, pid: u32, now: u64, succeeded: bool) -> State {
     let mut next = state.clone();
     if next.active == Some(pid) {
         next.active = None;
-        next.seen = now;
+        next.seen = if succeeded { now } else { 0 };
     }
     next
 }
@@ -370,9 +404,12 @@ pub async fn gate(args: &GateArgs) -> u8 {
         return 1;
     };
     let result = match args.phase {
-        Phase::Post => store
-            .update(|s| (Some(finished(s, pid, unix_now())), ()))
-            .map(|()| 0),
+        Phase::Post => {
+            let succeeded = std::env::var("RSYNC_EXIT_STATUS").is_ok_and(|v| v.trim() == "0");
+            store
+                .update(|s| (Some(finished(s, pid, unix_now(), succeeded)), ()))
+                .map(|()| 0)
+        }
         Phase::Pre => {
             let server_args: Vec<String> = (0..64)
                 .map_while(|n| std::env::var(format!("RSYNC_ARG{n}")).ok())
@@ -456,11 +493,12 @@ mod tests {
             claimed: true,
             seen: 42,
             active: Some(7),
+            revoked: vec![token('b'), token('c')],
         };
         assert_eq!(State::parse(&s.render()), s);
         assert_eq!(State::parse(""), State::default());
         assert_eq!(
-            State::parse("owner=zz\nseen=x\nactive=-1\nnoise\n=\n"),
+            State::parse("owner=zz\nseen=x\nactive=-1\nrevoked=,zz,\nnoise\n=\n"),
             State::default()
         );
     }
@@ -473,43 +511,54 @@ mod tests {
         };
         assert_eq!(s.owner, Some(a.clone()));
         assert!(s.claimed);
-        // While A transfers: A's next connection waits, B and token-less ones are refused.
-        assert_eq!(decide(&s, Some(&a), 11, 101, true), Decision::Wait);
-        assert_eq!(
-            decide(&s, Some(&b), 12, 101, true),
-            Decision::Refuse(Refusal::OtherSession)
-        );
-        assert_eq!(
-            decide(&s, None, 12, 101, true),
-            Decision::Refuse(Refusal::OtherSession)
-        );
-        // Between A's connections: A goes on, B is still refused.
-        let s = finished(&s, 10, 105);
+        // While A transfers, everyone waits: one transfer at a time.
+        for t in [Some(&a), Some(&b), None] {
+            assert_eq!(decide(&s, t, 11, 101, true), Decision::Wait);
+        }
+        // Between A's connections: A goes on, B and token-less ones are refused.
+        let s = finished(&s, 10, 105, true);
         assert_eq!(s.active, None);
         assert!(matches!(decide(&s, Some(&a), 13, 106, false), Decision::Admit(_)));
         assert_eq!(
             decide(&s, Some(&b), 13, 106, false),
             Decision::Refuse(Refusal::OtherSession)
         );
-        // A vanished: after the idle limit B takes over; token-less stays refused.
+        assert_eq!(
+            decide(&s, None, 13, 106, false),
+            Decision::Refuse(Refusal::OtherSession)
+        );
+        // A stayed away: B takes over, A is refused from then on, token-less too.
         let later = 105 + SESSION_IDLE.as_secs();
-        let Decision::Admit(s2) = decide(&s, Some(&b), 14, later, false) else {
-            panic!("B could not take over an abandoned run");
-        };
-        assert_eq!(s2.owner, Some(b));
         assert_eq!(
             decide(&s, None, 14, later, false),
             Decision::Refuse(Refusal::NoToken)
         );
-        // A transfer that is still running keeps its session alive however long it takes.
-        let running = State {
-            active: Some(10),
-            ..s.clone()
+        let Decision::Admit(s2) = decide(&s, Some(&b), 14, later, false) else {
+            panic!("B could not take over an abandoned run");
         };
+        assert_eq!(s2.owner, Some(b.clone()));
+        assert_eq!(s2.revoked, vec![a.clone()]);
+        let s2 = finished(&s2, 14, later, true);
         assert_eq!(
-            decide(&running, Some(&token('c')), 15, later * 10, true),
-            Decision::Refuse(Refusal::OtherSession)
+            decide(&s2, Some(&a), 15, later * 10, false),
+            Decision::Refuse(Refusal::TakenOver)
         );
+    }
+
+    #[test]
+    fn a_failed_transfer_ends_the_lease_at_once() {
+        let (a, b) = (token('a'), token('b'));
+        let Decision::Admit(s) = decide(&State::default(), Some(&a), 10, 100, false) else {
+            panic!("refused");
+        };
+        let failed = finished(&s, 10, 101, false);
+        // A can come back if nobody else came...
+        assert!(matches!(
+            decide(&failed, Some(&a), 11, 102, false),
+            Decision::Admit(State { revoked, .. }) if revoked.is_empty()
+        ));
+        // ...and B gets in at once otherwise.
+        assert!(matches!(decide(&failed, Some(&b), 11, 102, false), Decision::Admit(_)));
     }
 
     #[test]
@@ -524,11 +573,11 @@ mod tests {
         assert!(matches!(decide(&s, None, 11, 100, false), Decision::Admit(_)));
         // A token takes the run over once nothing runs.
         assert!(matches!(
-            decide(&finished(&s, 10, 101), Some(&token('a')), 11, 101, false),
+            decide(&finished(&s, 10, 101, true), Some(&token('a')), 11, 101, false),
             Decision::Admit(State { claimed: true, .. })
         ));
         // Someone else's post-xfer does not clear the running transfer.
-        assert_eq!(finished(&s, 99, 200), s);
+        assert_eq!(finished(&s, 99, 200, true), s);
     }
 
     #[test]
@@ -549,7 +598,7 @@ mod tests {
         // Owner gone idle but claimed: still only the owner's complete.
         let orphan = State {
             owner: None,
-            ..owned
+            ..owned.clone()
         };
         assert!(check_complete(&orphan, ours.as_bytes()).is_err());
         assert_eq!(check_complete(&State::default(), b"anything"), Ok(()));

@@ -132,20 +132,20 @@ fn a_second_source_with_the_same_key_cannot_complete_or_mix_into_another_sources
         )
         .var("MAX_ATTEMPTS", "2")
         .run(Duration::from_secs(60));
+    // B waited while A transferred, was refused, and gave up as "try again later" (or,
+    // had A finished meanwhile, found no destination).
     assert_ne!(b.code, 0, "B completed during A's sync:\n{}", b.log);
     assert_eq!(b.summary.transient, Some(true), "{:?}", b.summary);
-    assert!(
-        b.summary
-            .message
-            .as_deref()
-            .is_some_and(|m| m.contains("serves another source's session")),
-        "{:?}",
-        b.summary
-    );
 
     a.wait(Duration::from_secs(120)).assert_code(0);
     let dest = dest.wait(Duration::from_secs(30));
     dest.assert_code(0);
+    assert!(
+        dest.log.contains("another source's session is in progress"),
+        "{}",
+        dest.log
+    );
+    assert_eq!(dest.log.matches("completion signal received").count(), 1);
     assert_same(&env.src, &env.dst, Check { owners: true });
 }
 
@@ -154,7 +154,7 @@ fn a_foreign_complete_mid_transfer_is_refused_and_the_sync_still_completes() {
     let env = Env::new();
     slow_tree(&env.src);
     let port = free_port();
-    let mut dest = Mover::destination(&env, port).spawn().listening();
+    let dest = Mover::destination(&env, port).spawn().listening();
     let mut a = Mover::source(&env, port)
         .var("RSYNC_BWLIMIT", "3m")
         .spawn();
@@ -180,26 +180,17 @@ fn a_foreign_complete_mid_transfer_is_refused_and_the_sync_still_completes() {
             "@control/complete",
         ],
     ] {
+        // Refused: rsync's "requested action not supported" (exit 4) from the gate, or,
+        // had A completed while this one waited its turn, no destination at all.
         let out = raw.rsync(&args);
-        // rsync's "requested action not supported": the gate refused the transfer.
-        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+        assert!(!out.status.success(), "accepted: {}", text(&out));
     }
-    dest.wait_until("logged the refusals", Duration::from_secs(10), |d| {
-        d.log()
-            .matches("another source's session is in progress")
-            .count()
-            >= 2
-    });
-    assert!(
-        !dest.log().contains("completion signal received"),
-        "{}",
-        dest.log()
-    );
-    assert!(dest.is_running());
 
     a.wait(Duration::from_secs(120)).assert_code(0);
     let dest = dest.wait(Duration::from_secs(30));
     dest.assert_code(0);
+    assert!(dest.log.contains("ferrosync destination busy"), "{}", dest.log);
+    assert_eq!(dest.log.matches("completion signal received").count(), 1);
     assert_same(&env.src, &env.dst, Check { owners: true });
 }
 
