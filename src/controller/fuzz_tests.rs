@@ -127,7 +127,7 @@ proptest! {
         (i, name, token) in bad_field(),
         fields in (good_field(0), good_field(1), good_field(2), good_field(3), good_field(4)),
     ) {
-        let mut parts = vec![fields.0, fields.1, fields.2, fields.3, fields.4];
+        let mut parts = [fields.0, fields.1, fields.2, fields.3, fields.4];
         parts[i] = token.clone();
         let expr = parts.join(" ");
         let err = Schedule::parse(&expr).expect_err("a bad field is refused").to_string();

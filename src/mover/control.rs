@@ -235,8 +235,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("complete"), vec![0u8; 1000]).expect("write");
         fs::create_dir(dir.path().join(".~tmp~")).expect("mkdir");
-        fs::write(dir.path().join(".~tmp~/symlink-munging-file0"), vec![0u8; 5000])
-            .expect("write");
+        fs::write(
+            dir.path().join(".~tmp~/symlink-munging-file0"),
+            vec![0u8; 5000],
+        )
+        .expect("write");
         let big = tempfile::tempdir().expect("tempdir");
         fs::write(big.path().join("huge"), vec![0u8; 1 << 20]).expect("write");
         std::os::unix::fs::symlink(big.path(), dir.path().join("link")).expect("symlink");
@@ -244,7 +247,10 @@ mod tests {
         assert!((6000..6000 + 8192 + 200).contains(&used), "{used}");
         assert_eq!(check(dir.path(), 1 << 20).expect("under"), used);
         let err = check(dir.path(), 5999).expect_err("over");
-        assert!(err.to_string().contains("over its limit of 5999 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("over its limit of 5999 bytes"),
+            "{err}"
+        );
         assert!(err.to_string().contains("CONTROL_LIMIT"), "{err}");
     }
 
@@ -267,7 +273,10 @@ mod tests {
         assert_eq!(g.overdue(&[1, 2, 3], Some(2), t1, limit), vec![1]);
         // A pid that went away and came back (reuse) starts over.
         assert!(g.overdue(&[3], None, t1, limit).is_empty());
-        assert!(g.overdue(&[1], None, t1 + Duration::from_secs(1), limit).is_empty());
+        assert!(
+            g.overdue(&[1], None, t1 + Duration::from_secs(1), limit)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -276,7 +285,15 @@ mod tests {
         assert_eq!(parse_limit("256Mi"), Ok(256 << 20));
         assert_eq!(parse_limit("2Gi"), Ok(2 << 30));
         assert_eq!(parse_limit("4Ki"), Ok(4096));
-        for bad in ["", "0", "-1", "1.5Mi", "10MB", "99999999999999999999Gi", "Mi"] {
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "1.5Mi",
+            "10MB",
+            "99999999999999999999Gi",
+            "Mi",
+        ] {
             let err = parse_limit(bad).expect_err(bad);
             assert!(err.contains("positive byte count"), "{err}");
         }

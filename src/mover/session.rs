@@ -334,8 +334,8 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        let _lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| SessionError::Io {
+        let _lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| SessionError::Io {
                 path: lock_path.clone(),
                 source: e.into(),
             })?;
@@ -431,13 +431,7 @@ async fn admit(store: &Store, token: Option<&Token>, pid: u32) -> Result<u8, Ses
     let deadline = tokio::time::Instant::now() + QUEUE_LIMIT;
     loop {
         let decision = store.update(|s| {
-            let d = decide(
-                s,
-                token,
-                pid,
-                unix_now(),
-                s.active.is_some_and(alive),
-            );
+            let d = decide(s, token, pid, unix_now(), s.active.is_some_and(alive));
             match d {
                 Decision::Admit(next) => (Some(next), Decision::Admit(State::default())),
                 other => (None, other),
@@ -518,7 +512,10 @@ mod tests {
         // Between A's connections: A goes on, B and token-less ones are refused.
         let s = finished(&s, 10, 105, true);
         assert_eq!(s.active, None);
-        assert!(matches!(decide(&s, Some(&a), 13, 106, false), Decision::Admit(_)));
+        assert!(matches!(
+            decide(&s, Some(&a), 13, 106, false),
+            Decision::Admit(_)
+        ));
         assert_eq!(
             decide(&s, Some(&b), 13, 106, false),
             Decision::Refuse(Refusal::OtherSession)
@@ -558,7 +555,10 @@ mod tests {
             Decision::Admit(State { revoked, .. }) if revoked.is_empty()
         ));
         // ...and B gets in at once otherwise.
-        assert!(matches!(decide(&failed, Some(&b), 11, 102, false), Decision::Admit(_)));
+        assert!(matches!(
+            decide(&failed, Some(&b), 11, 102, false),
+            Decision::Admit(_)
+        ));
     }
 
     #[test]
@@ -570,10 +570,19 @@ mod tests {
         assert!(!s.claimed);
         assert_eq!(decide(&s, None, 11, 100, true), Decision::Wait);
         // A dead daemon does not hold the queue.
-        assert!(matches!(decide(&s, None, 11, 100, false), Decision::Admit(_)));
+        assert!(matches!(
+            decide(&s, None, 11, 100, false),
+            Decision::Admit(_)
+        ));
         // A token takes the run over once nothing runs.
         assert!(matches!(
-            decide(&finished(&s, 10, 101, true), Some(&token('a')), 11, 101, false),
+            decide(
+                &finished(&s, 10, 101, true),
+                Some(&token('a')),
+                11,
+                101,
+                false
+            ),
             Decision::Admit(State { claimed: true, .. })
         ));
         // Someone else's post-xfer does not clear the running transfer.
@@ -593,7 +602,10 @@ mod tests {
         let theirs = format!("ferrosync-complete v1\n{}", token('b').complete_line());
         for bad in [theirs.as_bytes(), b"", b"\xff\xfe", b"session=\n"] {
             let err = check_complete(&owned, bad).expect_err("foreign complete");
-            assert!(err.to_string().contains("does not name the session"), "{err}");
+            assert!(
+                err.to_string().contains("does not name the session"),
+                "{err}"
+            );
         }
         // Owner gone idle but claimed: still only the owner's complete.
         let orphan = State {

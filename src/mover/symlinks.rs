@@ -318,8 +318,8 @@ mod tests {
         fs::write(dir.path().join("f").join(&old_name), b"user data").expect("write");
         fs::create_dir(dir.path().join("d").join(&old_name)).expect("mkdir");
 
-        let counts = unmunge_all(dir.path(), &[b"f/link".to_vec(), b"d/link".to_vec()])
-            .expect("unmunge");
+        let counts =
+            unmunge_all(dir.path(), &[b"f/link".to_vec(), b"d/link".to_vec()]).expect("unmunge");
         assert_eq!(counts.restored, 2);
         assert_eq!(
             fs::read(dir.path().join("f").join(&old_name)).expect("file kept"),
@@ -334,7 +334,9 @@ mod tests {
             let leftovers: Vec<_> = fs::read_dir(dir.path().join(sub))
                 .expect("read_dir")
                 .map(|e| e.expect("entry").file_name())
-                .filter(|n| n.to_string_lossy().starts_with(".ferrosync-unmunge.") && *n != *old_name)
+                .filter(|n| {
+                    n.to_string_lossy().starts_with(".ferrosync-unmunge.") && *n != *old_name
+                })
                 .collect();
             assert!(leftovers.is_empty(), "temporary links left: {leftovers:?}");
         }

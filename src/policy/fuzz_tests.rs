@@ -32,7 +32,11 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn reason() -> impl Strategy<Value = String> {
-    prop_oneof![".{0,200}", ".{1020,1100}", "[\\x00-\\x1f\\u{202e}\\u{200b}a]{0,50}"]
+    prop_oneof![
+        ".{0,200}",
+        ".{1020,1100}",
+        "[\\x00-\\x1f\\u{202e}\\u{200b}a]{0,50}"
+    ]
 }
 
 fn method() -> impl Strategy<Value = wit::Method> {

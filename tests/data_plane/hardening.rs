@@ -117,9 +117,7 @@ fn a_second_source_with_the_same_key_cannot_complete_or_mix_into_another_sources
     write(&src_b, b"shared", b"from B, which must not win\n");
     let port = free_port();
     let dest = Mover::destination(&env, port).spawn().listening();
-    let mut a = Mover::source(&env, port)
-        .var("RSYNC_BWLIMIT", "3m")
-        .spawn();
+    let mut a = Mover::source(&env, port).var("RSYNC_BWLIMIT", "3m").spawn();
     wait_for_partial(&mut a, &env.dst);
 
     // B runs to its end while A's first pass is in flight.
@@ -155,9 +153,7 @@ fn a_foreign_complete_mid_transfer_is_refused_and_the_sync_still_completes() {
     slow_tree(&env.src);
     let port = free_port();
     let dest = Mover::destination(&env, port).spawn().listening();
-    let mut a = Mover::source(&env, port)
-        .var("RSYNC_BWLIMIT", "3m")
-        .spawn();
+    let mut a = Mover::source(&env, port).var("RSYNC_BWLIMIT", "3m").spawn();
     wait_for_partial(&mut a, &env.dst);
 
     // A hostile key holder sends `complete` (with and without a made-up session), as
@@ -189,7 +185,11 @@ fn a_foreign_complete_mid_transfer_is_refused_and_the_sync_still_completes() {
     a.wait(Duration::from_secs(120)).assert_code(0);
     let dest = dest.wait(Duration::from_secs(30));
     dest.assert_code(0);
-    assert!(dest.log.contains("ferrosync destination busy"), "{}", dest.log);
+    assert!(
+        dest.log.contains("ferrosync destination busy"),
+        "{}",
+        dest.log
+    );
     assert_eq!(dest.log.matches("completion signal received").count(), 1);
     assert_same(&env.src, &env.dst, Check { owners: true });
 }
@@ -219,7 +219,11 @@ fn the_control_module_takes_only_its_files_is_write_only_and_is_capped() {
     // Nothing can be read back from it.
     let pulled = env.tmp("pulled");
     let out = raw.rsync(&["-r", "@control/", &pulled.display().to_string()]);
-    assert!(!out.status.success(), "control was readable: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "control was readable: {}",
+        text(&out)
+    );
     assert!(dest.is_running(), "{}", dest.log());
 
     // A list far over the cap ends the run and frees the memory.
@@ -323,8 +327,16 @@ fn links_restored_by_an_earlier_run_never_lead_a_later_run_out_of_the_volume() {
         // Through the links as directories, with and without keep-dirlinks.
         &["-r", "-K", &up, "@data/"],
         &["-r", &up, "@data/"],
-        &["-r", "--relative", &format!("{}/./abs-dir/pwned", hostile.display()), "@data/"],
-        &[&format!("{}/abs-dir/pwned", hostile.display()), "@data/abs-dir/"],
+        &[
+            "-r",
+            "--relative",
+            &format!("{}/./abs-dir/pwned", hostile.display()),
+            "@data/",
+        ],
+        &[
+            &format!("{}/abs-dir/pwned", hostile.display()),
+            "@data/abs-dir/",
+        ],
         // Reading through them.
         &["-rL", "@data/", &down],
         &["-r", "--copy-unsafe-links", "@data/", &down],
