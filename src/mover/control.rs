@@ -29,8 +29,6 @@ pub const CONTROL_FILES: [&str; 3] = [
     super::symlinks::NEWLINE_LIST,
     super::symlinks::NUL_LIST,
 ];
-/// How long a connection may stay open before the gate admits it to a transfer.
-pub const GREETING_LIMIT: Duration = Duration::from_secs(30);
 /// Entries measured at most: a source writes three files (and rsync a temporary directory
 /// and files for them); more means someone is flooding the directory.
 const MAX_ENTRIES: usize = 64;
@@ -135,17 +133,25 @@ pub struct Watch {
     limit: u64,
     store: Store,
     greeting: Greeting,
+    greeting_limit: Duration,
     last_greeting_check: Instant,
 }
 
 impl Watch {
-    /// Watches `dir` against `limit`, with the gate's state in `store`.
-    pub fn new(dir: impl Into<PathBuf>, limit: u64, store: Store) -> Self {
+    /// Watches `dir` against `limit`, with the gate's state in `store`; connections that
+    /// start no transfer within `greeting_limit` are closed.
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        limit: u64,
+        store: Store,
+        greeting_limit: Duration,
+    ) -> Self {
         Self {
             dir: dir.into(),
             limit,
             store,
             greeting: Greeting::default(),
+            greeting_limit,
             last_greeting_check: Instant::now(),
         }
     }
@@ -167,15 +173,16 @@ impl Watch {
         if self.last_greeting_check.elapsed() >= GREETING_POLL {
             self.last_greeting_check = Instant::now();
             let admitted = self.store.read().ok().and_then(|s| s.active);
-            for pid in self
-                .greeting
-                .overdue(&daemons(), admitted, Instant::now(), GREETING_LIMIT)
+            for pid in
+                self.greeting
+                    .overdue(&daemons(), admitted, Instant::now(), self.greeting_limit)
             {
                 say::info(
                     "destination",
                     &format!(
-                        "closing a connection that started no transfer within {}s",
-                        GREETING_LIMIT.as_secs()
+                        "closing a connection that started no transfer within {} \
+                         (GREETING_TIMEOUT)",
+                        humantime::format_duration(self.greeting_limit)
                     ),
                 );
                 procs::signal(pid, nix::sys::signal::Signal::SIGTERM);

@@ -133,7 +133,7 @@ pub async fn run(
 
     let tail_offset = Arc::new(AtomicU64::new(0));
     let tail_task = tokio::spawn(follow_daemon_log(rsyncd_log.clone(), tail_offset.clone()));
-    let mut watch = control::Watch::new(&control, args.control_limit, store);
+    let mut watch = control::Watch::new(&control, args.control_limit, store, args.greeting_timeout);
     let result = serve(args, &listen, &mut tunnel, &mut ready, term, &mut watch).await;
     let result = match result {
         Ok(()) => finish(&common.data_dir, &control, &mut tunnel).await,

@@ -17,7 +17,9 @@
 //! Destination: `--listen-address` `LISTEN_ADDRESS`, else `--pod-ip` `POD_IP`, else all
 //! addresses (`::`, or `0.0.0.0` without IPv6); `--listen-port` `LISTEN_PORT` (default
 //! 8000); `--idle-timeout` `IDLE_TIMEOUT` (unset or `0s`: wait forever); `--control-limit`
-//! `CONTROL_LIMIT` (default `256Mi`): the most bytes the control module may hold.
+//! `CONTROL_LIMIT` (default `256Mi`): the most bytes the control module may hold;
+//! `--greeting-timeout` `GREETING_TIMEOUT` (default `30s`): how long a connection may stay
+//! open without starting a transfer.
 //!
 //! Source: `--destination-address` `DESTINATION_ADDRESS` (required), `--destination-port`
 //! `DESTINATION_PORT` (default 8000), `--max-attempts` `MAX_ATTEMPTS` (default 5),

@@ -64,6 +64,10 @@ pub struct DestinationArgs {
     /// a byte count, or with a `Ki`, `Mi` or `Gi` suffix.
     #[arg(long, env = "CONTROL_LIMIT", default_value = "256Mi", value_parser = super::control::parse_limit)]
     pub control_limit: u64,
+    /// How long a connection may stay open without starting a transfer (rsync's daemon
+    /// waits forever for a client to name its module).
+    #[arg(long, env = "GREETING_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub greeting_timeout: Duration,
 }
 
 /// Settings of `ferrosync mover source`.

@@ -365,3 +365,29 @@ fn links_restored_by_an_earlier_run_never_lead_a_later_run_out_of_the_volume() {
     dest.signal(Signal::SIGTERM);
     dest.wait(Duration::from_secs(20)).assert_code(22);
 }
+
+#[test]
+fn a_connection_that_never_starts_a_transfer_is_closed_and_the_idle_timeout_still_ends_the_run() {
+    let env = Env::new();
+    let port = free_port();
+    let dest = Mover::destination(&env, port)
+        .var("GREETING_TIMEOUT", "1s")
+        .var("IDLE_TIMEOUT", "3s")
+        .spawn()
+        .listening();
+    // A key holder completes the TLS handshake and then says nothing, holding the
+    // connection open: the rsync daemon alone would wait for it forever, and so would the
+    // idle timeout, which only counted time without connections.
+    let raw = Raw::connect(&env, port);
+    let silent = std::net::TcpStream::connect(("127.0.0.1", raw.port)).expect("connect");
+    let dest = dest.wait(Duration::from_secs(60));
+    drop(silent);
+    dest.assert_code(23);
+    assert_eq!(dest.summary.error_class, Some(ErrorClass::IdleTimeout));
+    assert!(
+        dest.log
+            .contains("closing a connection that started no transfer within 1s"),
+        "{}",
+        dest.log
+    );
+}
