@@ -293,4 +293,24 @@ mod tests {
         );
         assert!(d(&["--privileged", "1"]).common.privileged);
     }
+
+    #[test]
+    fn control_bounds_default_to_256_mib_and_30s_and_bad_values_are_named() {
+        let d = Dst::parse_from(["x"]).args;
+        assert_eq!(d.control_limit, 256 << 20);
+        assert_eq!(d.greeting_timeout, Duration::from_secs(30));
+        let d = Dst::parse_from(["x", "--control-limit", "1Mi", "--greeting-timeout", "2s"]).args;
+        assert_eq!(
+            (d.control_limit, d.greeting_timeout.as_secs()),
+            (1 << 20, 2)
+        );
+        let err = Dst::try_parse_from(["x", "--control-limit", "lots"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("--control-limit") && err.contains("positive byte count"),
+            "{err}"
+        );
+    }
 }
