@@ -20,7 +20,7 @@ use super::{
     error::Error,
     image::{self, ImageState},
     iteration::{self, Outcome},
-    keys, pass,
+    keys, mover_pod, pass,
     plan::{self, Pass},
     progress::Progress,
 };
@@ -28,10 +28,12 @@ use crate::{
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
         ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, VolumeMode,
+        validate_mover_volumes,
     },
     resources::{
         Owner, Side,
-        job::MoverJob,
+        job::{MoverExtras, MoverJob},
+        names,
         pvc::{self, VolumeShape},
         service,
     },
@@ -75,6 +77,8 @@ async fn step(
 
     ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
         .await?;
+    validate_mover_volumes(tls.mover.mover_volumes.as_deref().unwrap_or_default())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let object = rd.object_ref(&());
     let key = keys::resolve(
         ctx,
@@ -154,12 +158,38 @@ async fn step(
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
+    let debug = mover_pod::debug_requested(rd);
+    let job_name = names::job(Side::Destination, &owner.name);
+    if mover_pod::replace_if_mode_changed(ctx, &owner.namespace, &job_name, debug).await? {
+        return Ok(
+            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+                .with_message("replacing the mover: its debug mode changed"),
+        );
+    }
+    // A user's destinationPVC may be mounted by an application: go to its node.
+    let placement = match &tls.destination_pvc {
+        Some(name) => match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &owner.namespace)
+            .get_opt(name)
+            .await?
+        {
+            Some(pvc) => mover_pod::placement(ctx, &pvc).await?,
+            None => None,
+        },
+        None => None,
+    };
+    let extras = MoverExtras {
+        debug,
+        read_only_data: false,
+        placement,
+        image_pull_secrets: Vec::new(),
+    };
     let job = MoverJob {
         owner,
         side: Side::Destination,
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
         progress_interval: ctx.config.mover.progress_interval,
+        extras,
         pvc: &pvc_name,
         key_secret: &key.secret,
         options: &tls.mover,
@@ -167,6 +197,12 @@ async fn step(
         destination: None,
     };
     let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
+        Outcome::Started | Outcome::Running if debug => {
+            return Ok(mover_pod::debug_running(ctx, &job_name));
+        }
+        Outcome::Succeeded(_) if debug => {
+            return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
+        }
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(
                 Reason::SyncInProgress,
@@ -219,6 +255,8 @@ async fn step(
             image::delete_temp_pvc(ctx, owner, &pvc_name).await?;
         }
     }
+    // What VolSync marked for cleanup before a takeover goes now, as it would have.
+    super::cleanup::sweep(ctx, owner, &[&pvc_name, &image.name]).await?;
     let next = iteration::complete(ctx, &job, &mut status.sync, mover, pass).await?;
     // Without a trigger the destination opens the next listener right away.
     Ok(plan::idle_progress(&next, &ctx.config.requeue, now))

@@ -4,8 +4,10 @@
 //! reconcile logic lives in submodules and never blocks the probe endpoint.
 
 mod apply;
+mod cleanup;
 pub mod conditions;
 mod context;
+mod copy_trigger;
 mod decisions;
 mod destination;
 mod error;
@@ -13,6 +15,7 @@ mod image;
 mod iteration;
 mod keys;
 mod leader;
+mod mover_pod;
 mod mover_run;
 mod pass;
 mod pit;
