@@ -43,3 +43,11 @@ mod lifecycle_errors;
 mod lifecycle_faults;
 #[path = "e2e/lifecycle_images.rs"]
 mod lifecycle_images;
+#[path = "e2e/behaviours_support.rs"]
+mod behaviours_support;
+#[path = "e2e/behaviours_mover.rs"]
+mod behaviours_mover;
+#[path = "e2e/behaviours_copy.rs"]
+mod behaviours_copy;
+#[path = "e2e/behaviours_nodeport.rs"]
+mod behaviours_nodeport;

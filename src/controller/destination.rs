@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::{
-    api::core::v1::{PersistentVolumeClaim, Service},
+    api::core::v1::{Node, PersistentVolumeClaim, Service},
     jiff::Timestamp,
 };
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
@@ -27,7 +27,8 @@ use super::{
 use crate::{
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
-        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, VolumeMode,
+        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType,
+        VolumeMode,
         validate_mover_volumes,
     },
     resources::{
@@ -92,34 +93,50 @@ async fn step(
     .await?;
     let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
 
-    let decided = decisions::service_type(ctx, rd, tls.service_type).await?;
-    decisions::record(
-        ctx,
-        &object,
-        &mut status.sync.policy,
-        &decided.provenance,
-        decided.decision.service_type.as_str().to_string(),
-        &decided.decision.reason,
-    )
-    .await;
-    let service_type = decided.decision.service_type;
-    // The user's serviceAnnotations always win over a plugin's.
-    let annotations = decided
-        .decision
-        .merged_annotations(&tls.service_annotations.clone().unwrap_or_default());
+    let user_annotations = tls.service_annotations.clone().unwrap_or_default();
+    let (service_type, annotations) = if tls.service_type == Some(ServiceType::NodePort) {
+        // The policy contract knows ClusterIP and LoadBalancer only: a NodePort the user
+        // asked for is taken as asked.
+        (ServiceType::NodePort, user_annotations)
+    } else {
+        let decided = decisions::service_type(ctx, rd, tls.service_type).await?;
+        decisions::record(
+            ctx,
+            &object,
+            &mut status.sync.policy,
+            &decided.provenance,
+            decided.decision.service_type.as_str().to_string(),
+            &decided.decision.reason,
+        )
+        .await;
+        // The user's serviceAnnotations always win over a plugin's.
+        let merged = decided.decision.merged_annotations(&user_annotations);
+        (decided.decision.service_type, merged)
+    };
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let svc = apply(
         &svc_api,
         &service::destination_service(owner, service_type, annotations),
     )
     .await?;
-    let address = service::service_address(&svc);
-    let published = status.rsync_tls.as_ref().and_then(|s| s.address.clone());
+    let endpoint = if service_type == ServiceType::NodePort {
+        let nodes = Api::<Node>::all(ctx.client.clone())
+            .list(&Default::default())
+            .await?;
+        service::endpoint(&svc, &nodes.items)
+    } else {
+        service::endpoint(&svc, &[])
+    };
+    let published = status
+        .rsync_tls
+        .as_ref()
+        .and_then(|s| Some((s.address.clone()?, s.port.unwrap_or(service::RSYNC_TLS_PORT))));
     status.rsync_tls = Some(ReplicationDestinationRsyncTLSStatus {
-        address: address.clone(),
+        address: endpoint.as_ref().map(|e| e.0.clone()),
         key_secret: Some(key.secret.clone()),
+        port: endpoint.as_ref().map(|e| e.1),
     });
-    let Some(address) = address else {
+    let Some((address, port)) = endpoint else {
         ctx.event(
             &object,
             true,
@@ -135,14 +152,15 @@ async fn step(
                 .with_message("Waiting for the Service address"),
         );
     };
-    if published.as_deref() != Some(address.as_str()) {
-        ctx.event(
-            &object,
-            false,
-            "ServiceAddressAssigned",
-            format!("listening at {address}"),
-        )
-        .await;
+    if published.as_ref() != Some(&(address.clone(), port)) {
+        let note = if port == service::RSYNC_TLS_PORT {
+            format!("listening at {address}")
+        } else {
+            format!(
+                "listening at {address} port {port}: set the source's spec.rsyncTLS.port to {port}"
+            )
+        };
+        ctx.event(&object, false, "ServiceAddressAssigned", note).await;
     }
 
     let pass = Pass {
@@ -181,7 +199,7 @@ async fn step(
         debug,
         read_only_data: false,
         placement,
-        image_pull_secrets: Vec::new(),
+        image_pull_secrets: super::pull_secrets::ensure(ctx, &owner.namespace).await?,
     };
     let job = MoverJob {
         owner,

@@ -21,6 +21,7 @@ mod pass;
 mod pit;
 mod plan;
 mod progress;
+mod pull_secrets;
 pub mod schedule;
 mod source;
 mod startup;
@@ -315,7 +316,7 @@ async fn wait_for_crds(client: &kube::Client, config: &Config) {
 }
 
 /// The namespace the controller runs in: where Secrets named by plugin grants live.
-fn own_namespace() -> String {
+pub(crate) fn own_namespace() -> String {
     std::env::var("POD_NAMESPACE").unwrap_or_else(|_| leader::DEFAULT_NAMESPACE.into())
 }
 

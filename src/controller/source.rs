@@ -197,7 +197,7 @@ async fn step(
             CopyMethod::Direct => mover_pod::placement(ctx, &source).await?,
             _ => None,
         },
-        image_pull_secrets: Vec::new(),
+        image_pull_secrets: super::pull_secrets::ensure(ctx, &owner.namespace).await?,
     };
     let job = MoverJob {
         owner,
