@@ -51,3 +51,5 @@ mod behaviours_mover;
 mod behaviours_copy;
 #[path = "e2e/behaviours_nodeport.rs"]
 mod behaviours_nodeport;
+#[path = "e2e/behaviours_populator.rs"]
+mod behaviours_populator;

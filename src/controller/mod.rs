@@ -20,6 +20,7 @@ mod mover_run;
 mod pass;
 mod pit;
 mod plan;
+mod populator;
 mod progress;
 mod pull_secrets;
 pub mod schedule;
@@ -33,7 +34,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use futures::StreamExt;
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{Secret, Service},
+    core::v1::{PersistentVolumeClaim, Secret, Service},
 };
 use kube::{
     Api, ResourceExt,
@@ -217,9 +218,23 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             })
         })
         .graceful_shutdown_on(shutdown_signal())
-        .run(source::reconcile, error_policy, ctx)
+        .run(source::reconcile, error_policy, ctx.clone())
         .for_each(|res| async move { log_result("ReplicationSource", res) });
-    tokio::join!(destinations, sources);
+    // The volume populator: PVCs whose dataSourceRef names a ReplicationDestination, and
+    // the prime PVCs it makes for them.
+    let populated = Controller::new(
+        Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(controller::Config::default().concurrency(ctx.config.reconcile.concurrency))
+    .owns(
+        Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
+        watcher::Config::default().labels(crate::resources::populator::PRIME_FOR),
+    )
+    .graceful_shutdown_on(shutdown_signal())
+    .run(populator::reconcile, error_policy, ctx)
+    .for_each(|res| async move { log_result("PersistentVolumeClaim", res) });
+    tokio::join!(destinations, sources, populated);
     sweep.abort();
 }
 

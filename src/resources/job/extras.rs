@@ -160,3 +160,163 @@ fn read_only_data(pod: &mut PodSpec) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, SecretVolumeSource};
+
+    use super::*;
+    use crate::{
+        api::{MoverVolume, MoverVolumeSource},
+        resources::{
+            Side,
+            job::{MoverJob, mover_job},
+            meta::fixtures::owner,
+        },
+    };
+
+    fn build(options: &MoverOptions, extras: MoverExtras) -> Job {
+        let owner = owner("ReplicationSource", "db");
+        mover_job(&MoverJob {
+            owner: &owner,
+            side: Side::Source,
+            image: "mover:1",
+            backoff_limit: 2,
+            pvc: "data",
+            key_secret: "keys",
+            options,
+            privileged: false,
+            destination: Some(("10.0.0.1", 8000)),
+            progress_interval: std::time::Duration::from_secs(3),
+            extras,
+        })
+    }
+
+    fn pod(job: &Job) -> &PodSpec {
+        job.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+    }
+
+    fn toleration(key: &str) -> Toleration {
+        Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            ..Toleration::default()
+        }
+    }
+
+    #[test]
+    fn without_extras_the_pod_is_unchanged() {
+        let job = build(&MoverOptions::default(), MoverExtras::default());
+        let pod = pod(&job);
+        assert_eq!(pod.tolerations, None);
+        assert_eq!(pod.node_selector, None);
+        assert_eq!(pod.image_pull_secrets, None);
+        assert_eq!(pod.volumes.as_ref().map(Vec::len), Some(3));
+        assert!(!is_debug_job(&job));
+    }
+
+    #[test]
+    fn mover_volumes_are_mounted_under_mnt() {
+        let options = MoverOptions {
+            mover_volumes: Some(vec![
+                MoverVolume {
+                    mount_path: "repo".into(),
+                    volume_source: MoverVolumeSource {
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                            claim_name: "repo-pvc".into(),
+                            read_only: Some(true),
+                        }),
+                        ..Default::default()
+                    },
+                },
+                MoverVolume {
+                    mount_path: "creds".into(),
+                    volume_source: MoverVolumeSource {
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some("creds".into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..MoverOptions::default()
+        };
+        let job = build(&options, MoverExtras::default());
+        let pod = pod(&job);
+        let volumes = pod.volumes.clone().unwrap_or_default();
+        let repo = volumes.iter().find(|v| v.name == "mover-volume-0").expect("repo");
+        assert_eq!(
+            repo.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()),
+            Some("repo-pvc")
+        );
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
+        let at = |name: &str| mounts.iter().find(|m| m.name == name).cloned().expect(name);
+        assert_eq!(at("mover-volume-0").mount_path, "/mnt/repo");
+        assert_eq!(at("mover-volume-0").read_only, Some(true));
+        assert_eq!(at("mover-volume-1").mount_path, "/mnt/creds");
+        assert_eq!(at("mover-volume-1").read_only, None);
+    }
+
+    #[test]
+    fn placement_pins_the_node_and_merges_tolerations_once() {
+        let options = MoverOptions {
+            mover_tolerations: Some(vec![toleration("user"), toleration("app")]),
+            ..MoverOptions::default()
+        };
+        let extras = MoverExtras {
+            placement: Some(Placement {
+                node: "node-7".into(),
+                tolerations: vec![toleration("app"), toleration("node-only")],
+            }),
+            ..MoverExtras::default()
+        };
+        let job = build(&options, extras);
+        let pod = pod(&job);
+        assert_eq!(pod.node_selector.as_ref().map(|s| s[HOSTNAME_LABEL].as_str()), Some("node-7"));
+        let keys: Vec<_> = pod
+            .tolerations
+            .iter()
+            .flatten()
+            .filter_map(|t| t.key.clone())
+            .collect();
+        assert_eq!(keys, ["user", "app", "node-only"]);
+    }
+
+    #[test]
+    fn read_only_data_debug_and_pull_secrets() {
+        let extras = MoverExtras {
+            debug: true,
+            read_only_data: true,
+            image_pull_secrets: vec!["volsync-pull-abc".into()],
+            ..MoverExtras::default()
+        };
+        let job = build(&MoverOptions::default(), extras);
+        assert!(is_debug_job(&job));
+        let pod = pod(&job);
+        let data = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == DATA_VOLUME)
+            .and_then(|v| v.persistent_volume_claim.clone())
+            .expect("data");
+        assert_eq!(data.read_only, Some(true));
+        let c = &pod.containers[0];
+        let mount = c.volume_mounts.iter().flatten().find(|m| m.name == DATA_VOLUME).expect("mount");
+        assert_eq!(mount.read_only, Some(true));
+        assert!(
+            c.env
+                .iter()
+                .flatten()
+                .any(|e| e.name == DEBUG_ENV && e.value.as_deref() == Some("1"))
+        );
+        assert_eq!(
+            pod.image_pull_secrets.clone().unwrap_or_default()[0].name,
+            "volsync-pull-abc"
+        );
+    }
+}
