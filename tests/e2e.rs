@@ -7,6 +7,16 @@
 
 mod support;
 
+#[path = "e2e/behaviours_copy.rs"]
+mod behaviours_copy;
+#[path = "e2e/behaviours_mover.rs"]
+mod behaviours_mover;
+#[path = "e2e/behaviours_nodeport.rs"]
+mod behaviours_nodeport;
+#[path = "e2e/behaviours_populator.rs"]
+mod behaviours_populator;
+#[path = "e2e/behaviours_support.rs"]
+mod behaviours_support;
 #[path = "e2e/env.rs"]
 mod env;
 #[path = "e2e/errors.rs"]
@@ -15,6 +25,22 @@ mod errors;
 mod failures;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
+#[path = "e2e/lifecycle_changes.rs"]
+mod lifecycle_changes;
+#[path = "e2e/lifecycle_combinations.rs"]
+mod lifecycle_combinations;
+#[path = "e2e/lifecycle_errors.rs"]
+mod lifecycle_errors;
+#[path = "e2e/lifecycle_examples.rs"]
+mod lifecycle_examples;
+#[path = "e2e/lifecycle_faults.rs"]
+mod lifecycle_faults;
+#[path = "e2e/lifecycle_images.rs"]
+mod lifecycle_images;
+#[path = "e2e/lifecycle_support.rs"]
+mod lifecycle_support;
+#[path = "e2e/lifecycle_triggers.rs"]
+mod lifecycle_triggers;
 #[path = "e2e/metrics.rs"]
 mod metrics;
 #[path = "e2e/replication.rs"]
@@ -27,29 +53,3 @@ mod simulators;
 mod tree;
 #[path = "e2e/volsync.rs"]
 mod volsync;
-#[path = "e2e/lifecycle_examples.rs"]
-mod lifecycle_examples;
-#[path = "e2e/lifecycle_support.rs"]
-mod lifecycle_support;
-#[path = "e2e/lifecycle_combinations.rs"]
-mod lifecycle_combinations;
-#[path = "e2e/lifecycle_triggers.rs"]
-mod lifecycle_triggers;
-#[path = "e2e/lifecycle_changes.rs"]
-mod lifecycle_changes;
-#[path = "e2e/lifecycle_errors.rs"]
-mod lifecycle_errors;
-#[path = "e2e/lifecycle_faults.rs"]
-mod lifecycle_faults;
-#[path = "e2e/lifecycle_images.rs"]
-mod lifecycle_images;
-#[path = "e2e/behaviours_support.rs"]
-mod behaviours_support;
-#[path = "e2e/behaviours_mover.rs"]
-mod behaviours_mover;
-#[path = "e2e/behaviours_copy.rs"]
-mod behaviours_copy;
-#[path = "e2e/behaviours_nodeport.rs"]
-mod behaviours_nodeport;
-#[path = "e2e/behaviours_populator.rs"]
-mod behaviours_populator;

@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn plain_names_pass_and_escapes_fail() {
-        assert_eq!(validate_mover_volumes(&[secret("repo"), secret("creds")]), Ok(()));
+        assert_eq!(
+            validate_mover_volumes(&[secret("repo"), secret("creds")]),
+            Ok(())
+        );
         for bad in ["", ".", "..", "a/b", "/etc", "../x"] {
             assert!(
                 matches!(

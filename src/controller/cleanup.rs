@@ -30,13 +30,8 @@ pub struct Swept {
 
 impl Swept {
     /// How many objects were still there.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.pvcs.len() + self.snapshots.len()
-    }
-
-    /// Whether nothing was left.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -108,6 +103,9 @@ mod tests {
         assert!(doomed(&plain, &[], false));
         assert!(!doomed(&plain, &["tmp"], false));
         assert!(!doomed(&protected, &[], true), "a protected snapshot stays");
-        assert!(doomed(&protected, &[], false), "the label only protects snapshots");
+        assert!(
+            doomed(&protected, &[], false),
+            "the label only protects snapshots"
+        );
     }
 }

@@ -69,12 +69,23 @@ pub fn uses_copy_trigger(annotations: &BTreeMap<String, String>) -> bool {
 
 /// The handshake before the copy of `iteration` is made, from the PVC's annotations.
 pub fn gate(annotations: &BTreeMap<String, String>, iteration: &str, now: Timestamp) -> Gate {
-    let get = |k: &str| annotations.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let get = |k: &str| {
+        annotations
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
     if !uses_copy_trigger(annotations) || get(TRIGGERED_ITERATION) == Some(iteration) {
         return Gate::Proceed(Changes::new());
     }
     // Whole seconds, RFC 3339, as VolSync writes it.
-    let stamp = || Some(Timestamp::from_second(now.as_second()).unwrap_or(now).to_string());
+    let stamp = || {
+        Some(
+            Timestamp::from_second(now.as_second())
+                .unwrap_or(now)
+                .to_string(),
+        )
+    };
     if get(LATEST_COPY_STATUS) != Some(WAITING) {
         return Gate::Wait {
             changes: Changes::from([
@@ -129,7 +140,11 @@ pub fn after_copy(annotations: &BTreeMap<String, String>, iteration: &str) -> Ch
 
 /// Writes annotation changes to the PVC with a merge patch of its annotations only (the
 /// PVC is the user's: nothing else of it is touched).
-pub async fn patch(api: &Api<PersistentVolumeClaim>, pvc: &str, changes: &Changes) -> Result<(), Error> {
+pub async fn patch(
+    api: &Api<PersistentVolumeClaim>,
+    pvc: &str,
+    changes: &Changes,
+) -> Result<(), Error> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -151,7 +166,10 @@ mod tests {
     use super::*;
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn at(secs: i64) -> Timestamp {
@@ -189,7 +207,10 @@ mod tests {
         // Still waiting, nothing to write, not overdue yet.
         assert_eq!(
             gate(&a, "it1", at(60)),
-            Gate::Wait { changes: Changes::new(), overdue: None }
+            Gate::Wait {
+                changes: Changes::new(),
+                overdue: None
+            }
         );
         // The user triggers: InProgress, the timestamp goes.
         a.insert(COPY_TRIGGER.into(), "trigger-1".into());
@@ -227,11 +248,17 @@ mod tests {
         ]);
         assert_eq!(
             gate(&a, "it", at(600)),
-            Gate::Wait { changes: Changes::new(), overdue: None }
+            Gate::Wait {
+                changes: Changes::new(),
+                overdue: None
+            }
         );
         assert_eq!(
             gate(&a, "it", at(601)),
-            Gate::Wait { changes: Changes::new(), overdue: Some(Duration::from_secs(601)) }
+            Gate::Wait {
+                changes: Changes::new(),
+                overdue: Some(Duration::from_secs(601))
+            }
         );
         // A missing or unreadable timestamp is restarted, not treated as overdue.
         let mut b = a.clone();
@@ -239,6 +266,9 @@ mod tests {
         let Gate::Wait { changes, overdue } = gate(&b, "it", at(5)) else {
             panic!("waits")
         };
-        assert_eq!((changes[WAITING_SINCE].clone(), overdue), (Some(at(5).to_string()), None));
+        assert_eq!(
+            (changes[WAITING_SINCE].clone(), overdue),
+            (Some(at(5).to_string()), None)
+        );
     }
 }

@@ -28,8 +28,7 @@ use crate::{
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
         ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType,
-        VolumeMode,
-        validate_mover_volumes,
+        VolumeMode, validate_mover_volumes,
     },
     resources::{
         Owner, Side,
@@ -127,10 +126,12 @@ async fn step(
     } else {
         service::endpoint(&svc, &[])
     };
-    let published = status
-        .rsync_tls
-        .as_ref()
-        .and_then(|s| Some((s.address.clone()?, s.port.unwrap_or(service::RSYNC_TLS_PORT))));
+    let published = status.rsync_tls.as_ref().and_then(|s| {
+        Some((
+            s.address.clone()?,
+            s.port.unwrap_or(service::RSYNC_TLS_PORT),
+        ))
+    });
     status.rsync_tls = Some(ReplicationDestinationRsyncTLSStatus {
         address: endpoint.as_ref().map(|e| e.0.clone()),
         key_secret: Some(key.secret.clone()),
@@ -160,7 +161,8 @@ async fn step(
                 "listening at {address} port {port}: set the source's spec.rsyncTLS.port to {port}"
             )
         };
-        ctx.event(&object, false, "ServiceAddressAssigned", note).await;
+        ctx.event(&object, false, "ServiceAddressAssigned", note)
+            .await;
     }
 
     let pass = Pass {
@@ -186,13 +188,15 @@ async fn step(
     }
     // A user's destinationPVC may be mounted by an application: go to its node.
     let placement = match &tls.destination_pvc {
-        Some(name) => match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &owner.namespace)
-            .get_opt(name)
-            .await?
-        {
-            Some(pvc) => mover_pod::placement(ctx, &pvc).await?,
-            None => None,
-        },
+        Some(name) => {
+            match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &owner.namespace)
+                .get_opt(name)
+                .await?
+            {
+                Some(pvc) => mover_pod::placement(ctx, &pvc).await?,
+                None => None,
+            }
+        }
         None => None,
     };
     let extras = MoverExtras {

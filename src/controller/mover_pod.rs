@@ -61,13 +61,19 @@ pub fn single_node(modes: &[String]) -> bool {
 pub fn placement_among(claim: &str, pods: &[Pod]) -> Option<Placement> {
     let uses = |p: &&Pod| {
         p.spec.as_ref().is_some_and(|s| {
-            s.volumes
-                .iter()
-                .flatten()
-                .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim))
+            s.volumes.iter().flatten().any(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == claim)
+            })
         })
     };
-    let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    let phase = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default()
+    };
     let ours = |p: &Pod| {
         p.metadata
             .labels
@@ -149,8 +155,10 @@ pub async fn debug_finished(
         ),
     )
     .await;
-    Ok(Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
-        .with_message("the debug mover exited; a new one starts while the annotation is set"))
+    Ok(
+        Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+            .with_message("the debug mover exited; a new one starts while the annotation is set"),
+    )
 }
 
 /// The condition of a pass whose mover runs in debug mode.
@@ -205,7 +213,10 @@ mod tests {
             pod("app", "data", "n3", "Pending", false),
         ];
         assert_eq!(placement_among("data", &pods).expect("placed").node, "n3");
-        assert_eq!(placement_among("data", &pods[..1]).expect("placed").node, "n0");
+        assert_eq!(
+            placement_among("data", &pods[..1]).expect("placed").node,
+            "n0"
+        );
         assert_eq!(placement_among("nobody", &pods), None);
         let unscheduled = pod("app", "data", "", "Pending", false);
         assert_eq!(placement_among("data", &[unscheduled]), None);
@@ -228,7 +239,8 @@ mod tests {
         let mut rs = ReplicationSource::new("s", Default::default());
         assert!(!debug_requested(&rs));
         for (value, on) in [("", true), ("true", true), ("false", false), ("No", false)] {
-            rs.metadata.annotations = Some([(ENABLE_DEBUG_MOVER.to_string(), value.to_string())].into());
+            rs.metadata.annotations =
+                Some([(ENABLE_DEBUG_MOVER.to_string(), value.to_string())].into());
             assert_eq!(debug_requested(&rs), on, "{value:?}");
         }
     }

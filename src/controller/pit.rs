@@ -18,8 +18,7 @@ use super::{apply::create_if_absent, context::Context, error::Error};
 use crate::{
     api::{AccessMode, CopyMethod, ReplicationSourceRsyncTLSSpec},
     resources::{
-        Owner,
-        names,
+        Owner, names,
         pvc::{self, PitSource, VolumeShape},
         snapshot::{self, VolumeSnapshot},
     },
@@ -171,7 +170,7 @@ pub async fn clone_failure(ctx: &Context, owner: &Owner) -> Result<Option<String
 /// Requests deletion of this owner's temporary PVCs and snapshots (marked by ferrosync
 /// or, before a takeover, by VolSync); returns how many were still there.
 pub async fn cleanup(ctx: &Context, owner: &Owner) -> Result<usize, Error> {
-    Ok(super::cleanup::sweep(ctx, owner, &[]).await?.len())
+    Ok(super::cleanup::sweep(ctx, owner, &[]).await?.count())
 }
 
 fn shape(

@@ -32,7 +32,10 @@ use crate::{
 
 /// Reconciles one PVC (any PVC; only those naming a ReplicationDestination are acted on).
 #[instrument(skip_all, fields(namespace = pvc.namespace().unwrap_or_default(), name = pvc.name_any()))]
-pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    pvc: Arc<PersistentVolumeClaim>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let Some(rd_name) = destination_of(&pvc) else {
         return Ok(Action::await_change());
     };
@@ -61,8 +64,13 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         if prime_pvc.meta().deletion_timestamp.is_none() {
             pvcs.delete(&prime_pvc.name_any(), &DeleteParams::background())
                 .await?;
-            ctx.event(&object, false, "VolSyncPopulatorFinished", "Populator finished".into())
-                .await;
+            ctx.event(
+                &object,
+                false,
+                "VolSyncPopulatorFinished",
+                "Populator finished".into(),
+            )
+            .await;
         }
         return Ok(Action::await_change());
     }
@@ -76,8 +84,11 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
         None => {
             let rds: Api<ReplicationDestination> = Api::namespaced(ctx.client.clone(), &ns);
             let Some(rd) = rds.get_opt(rd_name).await? else {
-                let note = format!("Unable to populate volume: ReplicationDestination {rd_name} not found");
-                ctx.event(&object, true, "VolSyncPopulatorError", note).await;
+                let note = format!(
+                    "Unable to populate volume: ReplicationDestination {rd_name} not found"
+                );
+                ctx.event(&object, true, "VolSyncPopulatorError", note)
+                    .await;
                 return Ok(Action::requeue(ctx.config.requeue.idle));
             };
             let Some(image) = rd.status.and_then(|s| s.latest_image) else {
@@ -88,7 +99,8 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
                 let note = format!(
                     "Unable to populate volume: the latestImage of ReplicationDestination {rd_name} is not a VolumeSnapshot (its copyMethod must be Snapshot)"
                 );
-                ctx.event(&object, true, "VolSyncPopulatorError", note).await;
+                ctx.event(&object, true, "VolSyncPopulatorError", note)
+                    .await;
                 return Ok(Action::requeue(ctx.config.requeue.idle));
             }
             // Retention must not delete the snapshot while the prime is restored from it.
@@ -160,7 +172,10 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Re
 
 /// The node a WaitForFirstConsumer claim was scheduled to: `Some(Some(node))`, or
 /// `Some(None)` for an Immediate class (no node needed), or `None` while it waits.
-async fn selected_node(ctx: &Context, pvc: &PersistentVolumeClaim) -> Result<Option<Option<String>>, Error> {
+async fn selected_node(
+    ctx: &Context,
+    pvc: &PersistentVolumeClaim,
+) -> Result<Option<Option<String>>, Error> {
     let Some(class) = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()) else {
         return Ok(Some(None));
     };

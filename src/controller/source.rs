@@ -3,7 +3,7 @@
 //! It resolves the key, picks the data to send (Direct: the source PVC itself), runs one
 //! mover Job per iteration against the destination's address, and records the result.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use k8s_openapi::{api::core::v1::PersistentVolumeClaim, jiff::Timestamp};
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
@@ -12,10 +12,10 @@ use tracing::instrument;
 use super::{
     conditions::Reason,
     context::Context,
+    copy_trigger::{self, Gate},
     decisions,
     error::Error,
     iteration::{self, Outcome},
-    copy_trigger::{self, Gate},
     keys, mover_pod, mover_run, pass,
     pit::{self, PitPlan, PitState},
     plan::{self, Pass},
@@ -298,10 +298,11 @@ async fn copy_trigger_gate(
                 "waiting for a new {} on PVC {pvc} before making its copy",
                 copy_trigger::COPY_TRIGGER
             );
-            if let Some(waited) = overdue {
+            if overdue.is_some() {
+                // The same words on every pass, so the Event is not repeated each time.
                 message = format!(
                     "timed out after {} {message}; still waiting",
-                    humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                    humantime::format_duration(copy_trigger::TIMEOUT)
                 );
                 ctx.event(object, true, "CopyTriggerTimeout", message.clone())
                     .await;
@@ -311,7 +312,8 @@ async fn copy_trigger_gate(
                 });
             }
             Ok(Some(
-                Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll).with_message(message),
+                Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+                    .with_message(message),
             ))
         }
     }

@@ -26,7 +26,9 @@ pub fn destination_of(pvc: &PersistentVolumeClaim) -> Option<&str> {
     (r.api_group.as_deref() == Some(crate::api::GROUP)
         && r.kind == "ReplicationDestination"
         && !r.name.is_empty()
-        && r.namespace.as_deref().is_none_or(|ns| Some(ns) == pvc.metadata.namespace.as_deref()))
+        && r.namespace
+            .as_deref()
+            .is_none_or(|ns| Some(ns) == pvc.metadata.namespace.as_deref()))
     .then_some(r.name.as_str())
 }
 
@@ -38,7 +40,11 @@ pub fn prime_name(uid: &str) -> String {
 /// The prime PVC for `pvc`: its size, modes, class and mode, restored from VolumeSnapshot
 /// `snapshot`, owned by `pvc` (so it goes with it), with the selected node of a
 /// WaitForFirstConsumer claim.
-pub fn prime(pvc: &PersistentVolumeClaim, snapshot: &str, selected_node: Option<&str>) -> PersistentVolumeClaim {
+pub fn prime(
+    pvc: &PersistentVolumeClaim,
+    snapshot: &str,
+    selected_node: Option<&str>,
+) -> PersistentVolumeClaim {
     let spec = pvc.spec.clone().unwrap_or_default();
     let uid = pvc.metadata.uid.clone().unwrap_or_default();
     let name = pvc.metadata.name.clone().unwrap_or_default();
@@ -65,8 +71,8 @@ pub fn prime(pvc: &PersistentVolumeClaim, snapshot: &str, selected_node: Option<
         (MANAGED_BY.to_string(), "ferrosync".to_string()),
         (OWNER_UID.to_string(), uid.clone()),
     ]));
-    prime.metadata.annotations = selected_node
-        .map(|n| BTreeMap::from([(SELECTED_NODE.to_string(), n.to_string())]));
+    prime.metadata.annotations =
+        selected_node.map(|n| BTreeMap::from([(SELECTED_NODE.to_string(), n.to_string())]));
     prime.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "v1".into(),
         kind: "PersistentVolumeClaim".into(),
@@ -96,7 +102,9 @@ mod tests {
 
     #[test]
     fn only_a_replication_destination_of_volsync_is_ours() {
-        let rd = claim(json!({"apiGroup": "volsync.backube", "kind": "ReplicationDestination", "name": "d"}));
+        let rd = claim(
+            json!({"apiGroup": "volsync.backube", "kind": "ReplicationDestination", "name": "d"}),
+        );
         assert_eq!(destination_of(&rd), Some("d"));
         for other in [
             json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "s"}),
@@ -109,16 +117,24 @@ mod tests {
 
     #[test]
     fn the_prime_restores_the_snapshot_in_the_claims_shape_and_belongs_to_it() {
-        let pvc = claim(json!({"apiGroup": "volsync.backube", "kind": "ReplicationDestination", "name": "d"}));
+        let pvc = claim(
+            json!({"apiGroup": "volsync.backube", "kind": "ReplicationDestination", "name": "d"}),
+        );
         let p = prime(&pvc, "volsync-d-dst-20260101000000", Some("node-a"));
         assert_eq!(p.metadata.name.as_deref(), Some("vs-prime-u-1"));
         let spec = p.spec.expect("spec");
         assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
         assert_eq!(spec.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
         let source = spec.data_source_ref.expect("source");
-        assert_eq!((source.kind.as_str(), source.name.as_str()), ("VolumeSnapshot", "volsync-d-dst-20260101000000"));
+        assert_eq!(
+            (source.kind.as_str(), source.name.as_str()),
+            ("VolumeSnapshot", "volsync-d-dst-20260101000000")
+        );
         assert_eq!(p.metadata.labels.expect("labels")[PRIME_FOR], "restored");
-        assert_eq!(p.metadata.annotations.expect("annotations")[SELECTED_NODE], "node-a");
+        assert_eq!(
+            p.metadata.annotations.expect("annotations")[SELECTED_NODE],
+            "node-a"
+        );
         assert_eq!(p.metadata.owner_references.expect("owner")[0].uid, "u-1");
     }
 }

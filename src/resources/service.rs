@@ -192,14 +192,27 @@ mod tests {
             BTreeMap::new(),
         );
         let nodes = [
-            node("b", true, &[("InternalIP", "10.0.0.2"), ("ExternalIP", "203.0.113.2")]),
+            node(
+                "b",
+                true,
+                &[("InternalIP", "10.0.0.2"), ("ExternalIP", "203.0.113.2")],
+            ),
             node("a", true, &[("InternalIP", "10.0.0.1")]),
             node("0", false, &[("ExternalIP", "203.0.113.9")]),
         ];
         assert_eq!(endpoint(&svc, &nodes), None, "no node port allocated yet");
-        svc.spec.as_mut().expect("spec").ports.as_mut().expect("ports")[0].node_port = Some(31234);
+        svc.spec
+            .as_mut()
+            .expect("spec")
+            .ports
+            .as_mut()
+            .expect("ports")[0]
+            .node_port = Some(31234);
         assert_eq!(endpoint(&svc, &nodes), Some(("203.0.113.2".into(), 31234)));
-        assert_eq!(endpoint(&svc, &nodes[1..]), Some(("10.0.0.1".into(), 31234)));
+        assert_eq!(
+            endpoint(&svc, &nodes[1..]),
+            Some(("10.0.0.1".into(), 31234))
+        );
         assert_eq!(endpoint(&svc, &nodes[2..]), None, "no Ready node");
         let mut cluster = destination_service(
             &owner("ReplicationDestination", "db"),
@@ -207,7 +220,10 @@ mod tests {
             BTreeMap::new(),
         );
         cluster.spec.as_mut().expect("spec").cluster_ip = Some("10.96.0.12".into());
-        assert_eq!(endpoint(&cluster, &nodes), Some(("10.96.0.12".into(), 8000)));
+        assert_eq!(
+            endpoint(&cluster, &nodes),
+            Some(("10.96.0.12".into(), 8000))
+        );
     }
 
     #[test]

@@ -6,9 +6,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use ferrosync::api::{MoverResult, ReplicationSource};
-use k8s_openapi::{
-    api::core::v1::PersistentVolumeClaim, jiff::Timestamp,
-};
+use k8s_openapi::{api::core::v1::PersistentVolumeClaim, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     api::{DynamicObject, Patch, PatchParams, PostParams},
@@ -49,10 +47,14 @@ async fn annotate(ns: &TestNamespace, claim: &str, values: Value) {
 
 /// Waits until the PVC's latest-copy-status is `status`; returns its annotations.
 async fn copy_status(ns: &TestNamespace, claim: &str, status: &str) -> BTreeMap<String, String> {
-    wait::until(&format!("latest-copy-status {status}"), STEP * 2, || async {
-        let a = annotations(ns, claim).await?;
-        Ok((a.get(STATUS).map(String::as_str) == Some(status)).then_some(a))
-    })
+    wait::until(
+        &format!("latest-copy-status {status}"),
+        STEP * 2,
+        || async {
+            let a = annotations(ns, claim).await?;
+            Ok((a.get(STATUS).map(String::as_str) == Some(status)).then_some(a))
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", env().controller_tail(), ns.dump()))
 }
@@ -61,17 +63,27 @@ async fn copy_status(ns: &TestNamespace, claim: &str, status: &str) -> BTreeMap<
 async fn holds_back(src: &TestNamespace, name: &str, last_manual: Option<&str>) {
     let copy = format!("volsync-{name}-src");
     let rss: Api<ReplicationSource> = src.api();
-    holds_for("no copy before the trigger", Duration::from_secs(4), || async {
-        if src.api::<PersistentVolumeClaim>().get_opt(&copy).await.map_err(|e| e.to_string())?.is_some() {
-            return Err(format!("{copy} was made"));
-        }
-        let rs = rss.get(name).await.map_err(|e| e.to_string())?;
-        let manual = rs.status.and_then(|s| s.sync.last_manual_sync);
-        if manual.as_deref() != last_manual {
-            return Err(format!("a sync was recorded: {manual:?}"));
-        }
-        Ok(())
-    })
+    holds_for(
+        "no copy before the trigger",
+        Duration::from_secs(4),
+        || async {
+            if src
+                .api::<PersistentVolumeClaim>()
+                .get_opt(&copy)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                return Err(format!("{copy} was made"));
+            }
+            let rs = rss.get(name).await.map_err(|e| e.to_string())?;
+            let manual = rs.status.and_then(|s| s.sync.last_manual_sync);
+            if manual.as_deref() != last_manual {
+                return Err(format!("a sync was recorded: {manual:?}"));
+            }
+            Ok(())
+        },
+    )
     .await;
 }
 
@@ -83,14 +95,23 @@ async fn the_copy_trigger_handshake_waits_proceeds_completes_and_times_out() {
     create_rs(
         &src,
         "ct",
-        source_spec("ct", "data", &address, json!({"manual": "first"}), json!({"copyMethod": "Clone"})),
+        source_spec(
+            "ct",
+            "data",
+            &address,
+            json!({"manual": "first"}),
+            json!({"copyMethod": "Clone"}),
+        ),
     )
     .await;
 
     // Iteration 1 waits before copying, and says since when.
     let a = copy_status(&src, "data", "WaitingForTrigger").await;
     let since: Timestamp = a[SINCE].parse().expect("an RFC 3339 waiting-since");
-    assert!(Timestamp::now().duration_since(since).as_secs() < 120, "{since}");
+    assert!(
+        Timestamp::now().duration_since(since).as_secs() < 120,
+        "{since}"
+    );
     let note = event(&src.client, &src.name, "ct", "WaitingForCopyTrigger").await;
     assert!(note.contains(TRIGGER), "{note}");
     holds_back(&src, "ct", None).await;
@@ -99,7 +120,10 @@ async fn the_copy_trigger_handshake_waits_proceeds_completes_and_times_out() {
     annotate(&src, "data", json!({TRIGGER: "trigger-1"})).await;
     let a = copy_status(&src, "data", "Completed").await;
     assert_eq!(a.get(LATEST).map(String::as_str), Some("trigger-1"));
-    assert!(!a.contains_key(SINCE), "waiting-since goes once the wait is over");
+    assert!(
+        !a.contains_key(SINCE),
+        "waiting-since goes once the wait is over"
+    );
     event(&src.client, &src.name, "ct", "CopyTriggered").await;
     event(&src.client, &src.name, "ct", "CopyCompleted").await;
     manual_synced(&src, "ct", "first").await;
@@ -126,7 +150,10 @@ async fn the_copy_trigger_handshake_waits_proceeds_completes_and_times_out() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()));
-    assert!(logs.contains("timed out") && logs.contains(TRIGGER), "{logs}");
+    assert!(
+        logs.contains("timed out") && logs.contains(TRIGGER),
+        "{logs}"
+    );
     let warning = event(&src.client, &src.name, "ct", "CopyTriggerTimeout").await;
     assert!(warning.contains("still waiting"), "{warning}");
     holds_back(&src, "ct", Some("first")).await;
@@ -137,7 +164,10 @@ async fn the_copy_trigger_handshake_waits_proceeds_completes_and_times_out() {
     assert_eq!(mover.and_then(|m| m.result), Some(MoverResult::Successful));
     let a = annotations(&src, "data").await.expect("annotations");
     assert_eq!(
-        (a.get(STATUS).map(String::as_str), a.get(LATEST).map(String::as_str)),
+        (
+            a.get(STATUS).map(String::as_str),
+            a.get(LATEST).map(String::as_str)
+        ),
         (Some("Completed"), Some("trigger-2"))
     );
 }
@@ -149,7 +179,13 @@ async fn the_copy_trigger_handshake_waits_proceeds_completes_and_times_out() {
 async fn objects_with_volsyncs_cleanup_label_are_swept_with_ferrosyncs() {
     let (_dst, src, address) = snapshot_pair("vsc", "vsc", 1, json!({})).await;
     sample_volume(&src, "data").await;
-    let mut spec = source_spec("vsc", "data", &address, json!({"manual": "first"}), json!({"copyMethod": "Snapshot", "volumeSnapshotClassName": SNAPSHOT_CLASS}));
+    let mut spec = source_spec(
+        "vsc",
+        "data",
+        &address,
+        json!({"manual": "first"}),
+        json!({"copyMethod": "Snapshot", "volumeSnapshotClassName": SNAPSHOT_CLASS}),
+    );
     spec["paused"] = json!(true);
     let rs = create_rs(&src, "vsc", spec).await;
     let uid = rs.uid().expect("uid");
@@ -161,19 +197,27 @@ async fn objects_with_volsyncs_cleanup_label_are_swept_with_ferrosyncs() {
     let pvcs: Api<PersistentVolumeClaim> = src.api();
     for (name, labels) in [
         ("volsync-leftover", mark(json!({}))),
-        ("someone-elses", json!({"volsync.backube/cleanup": "another-uid"})),
+        (
+            "someone-elses",
+            json!({"volsync.backube/cleanup": "another-uid"}),
+        ),
     ] {
         let claim: PersistentVolumeClaim = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": labels},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
         }))
         .expect("pvc");
-        pvcs.create(&PostParams::default(), &claim).await.expect("creating pvc");
+        pvcs.create(&PostParams::default(), &claim)
+            .await
+            .expect("creating pvc");
     }
     let snaps = snapshots(&src);
     for (name, labels) in [
         ("volsync-leftover-snap", mark(json!({}))),
-        ("volsync-kept-snap", mark(json!({"volsync.backube/do-not-delete": "true"}))),
+        (
+            "volsync-kept-snap",
+            mark(json!({"volsync.backube/do-not-delete": "true"})),
+        ),
     ] {
         let snap: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
@@ -182,23 +226,40 @@ async fn objects_with_volsyncs_cleanup_label_are_swept_with_ferrosyncs() {
                      "source": {"persistentVolumeClaimName": "data"}},
         }))
         .expect("snapshot");
-        snaps.create(&PostParams::default(), &snap).await.expect("creating snapshot");
+        snaps
+            .create(&PostParams::default(), &snap)
+            .await
+            .expect("creating snapshot");
     }
     crate::lifecycle_support::patch_source(&src, "vsc", json!({"paused": false})).await;
     manual_synced(&src, "vsc", "first").await;
     wait::until("the marked objects to be gone", STEP, || async {
-        let pvc_left = pvcs.get_opt("volsync-leftover").await.map_err(|e| e.to_string())?;
-        let snap_left = snaps.get_opt("volsync-leftover-snap").await.map_err(|e| e.to_string())?;
+        let pvc_left = pvcs
+            .get_opt("volsync-leftover")
+            .await
+            .map_err(|e| e.to_string())?;
+        let snap_left = snaps
+            .get_opt("volsync-leftover-snap")
+            .await
+            .map_err(|e| e.to_string())?;
         Ok((pvc_left.is_none() && snap_left.is_none()).then_some(()))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", src.dump()));
-    assert!(pvcs.get_opt("someone-elses").await.expect("get").is_some(), "another owner's object stays");
+    assert!(
+        pvcs.get_opt("someone-elses").await.expect("get").is_some(),
+        "another owner's object stays"
+    );
     let kept = snaps.get_opt("volsync-kept-snap").await.expect("get");
     assert!(
         kept.is_some_and(|s| s.metadata.deletion_timestamp.is_none()),
         "a do-not-delete snapshot stays"
     );
     // ferrosync's own copy carried both marks and went the same way.
-    assert!(pvcs.get_opt("volsync-vsc-src").await.expect("get").is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+    assert!(
+        pvcs.get_opt("volsync-vsc-src")
+            .await
+            .expect("get")
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+    );
 }

@@ -42,8 +42,11 @@ fn mover_volumes() -> serde_json::Value {
 async fn extra_volumes(ns: &TestNamespace) {
     secret(ns, "extra-creds", json!({"token": "s3cr3t-token"})).await;
     pvc("repo").create(ns).await;
-    fs::write(bound_dir(ns, "repo").await.join("marker.txt"), "from the repo PVC\n")
-        .expect("writing into the repo PVC");
+    fs::write(
+        bound_dir(ns, "repo").await.join("marker.txt"),
+        "from the repo PVC\n",
+    )
+    .expect("writing into the repo PVC");
 }
 
 #[tokio::test]
@@ -61,9 +64,17 @@ async fn a_destination_mover_sees_its_mover_volumes_under_mnt() {
         fs::read_to_string(root.join("mnt/repo/marker.txt")).expect("the PVC's file"),
         "from the repo PVC\n"
     );
-    assert_eq!(mounted_read_only(&dst, &pod, "/mnt/creds"), Some(true), "Secrets are read-only");
+    assert_eq!(
+        mounted_read_only(&dst, &pod, "/mnt/creds"),
+        Some(true),
+        "Secrets are read-only"
+    );
     assert_eq!(mounted_read_only(&dst, &pod, "/mnt/repo"), Some(false));
-    assert_eq!(mounted_read_only(&dst, &pod, "/data"), Some(false), "a destination writes");
+    assert_eq!(
+        mounted_read_only(&dst, &pod, "/data"),
+        Some(false),
+        "a destination writes"
+    );
 }
 
 #[tokio::test]
@@ -75,7 +86,10 @@ async fn a_mover_volume_outside_mnt_is_refused_with_a_clear_condition() {
     let api: Api<ReplicationDestination> = dst.api();
     let message = wait::until("the Error condition", STEP, || async {
         let rd = api.get("bad").await.map_err(|e| e.to_string())?;
-        let cond = rd.status.and_then(|s| s.sync.conditions).unwrap_or_default();
+        let cond = rd
+            .status
+            .and_then(|s| s.sync.conditions)
+            .unwrap_or_default();
         Ok(cond
             .into_iter()
             .find(|c| c.type_ == "Synchronizing" && c.reason == "Error")
@@ -89,7 +103,11 @@ async fn a_mover_volume_outside_mnt_is_refused_with_a_clear_condition() {
     );
     let jobs = dst.api::<k8s_openapi::api::batch::v1::Job>();
     assert!(
-        jobs.list(&Default::default()).await.expect("jobs").items.is_empty(),
+        jobs.list(&Default::default())
+            .await
+            .expect("jobs")
+            .items
+            .is_empty(),
         "no mover starts"
     );
 }
@@ -108,7 +126,10 @@ async fn a_debug_mover_of_a_read_only_source_moves_nothing_until_the_annotation_
     let (address, key) = published(&dst, "dbg").await;
     copy_secret(&dst, &key, &src, "dbg-key").await;
     extra_volumes(&src).await;
-    pvc("data").access_modes(&["ReadOnlyMany"]).create(&src).await;
+    pvc("data")
+        .access_modes(&["ReadOnlyMany"])
+        .create(&src)
+        .await;
     let data = bound_dir(&src, "data").await;
     tree::write_sample(&data, OWNER);
 
@@ -121,10 +142,16 @@ async fn a_debug_mover_of_a_read_only_source_moves_nothing_until_the_annotation_
     }))
     .expect("source fixture");
     let rss: Api<ReplicationSource> = src.api();
-    rss.create(&PostParams::default(), &rs).await.expect("creating source");
+    rss.create(&PostParams::default(), &rs)
+        .await
+        .expect("creating source");
 
     let (pod, root) = running_mover(&src, Side::Source, "dbg").await;
-    assert_eq!(mounted_read_only(&src, &pod, "/data"), Some(true), "ReadOnlyMany is read-only");
+    assert_eq!(
+        mounted_read_only(&src, &pod, "/data"),
+        Some(true),
+        "ReadOnlyMany is read-only"
+    );
     assert!(root.join("data").read_dir().expect("data visible").count() > 0);
     assert_eq!(
         fs::read_to_string(root.join("mnt/creds/token")).expect("mover volume"),
@@ -133,21 +160,32 @@ async fn a_debug_mover_of_a_read_only_source_moves_nothing_until_the_annotation_
     let marker = root.join("tmp/exit-debug-if-removed");
     assert!(marker.exists(), "the debug mover waits on its marker");
     let dst_dir = claim_dir(&dst, "volsync-dbg-dst").await;
-    holds_for("the debug mover moves nothing", Duration::from_secs(5), || async {
-        let rs = rss.get("dbg").await.map_err(|e| e.to_string())?;
-        let sync = rs.status.map(|s| s.sync).unwrap_or_default();
-        if sync.last_sync_time.is_some() {
-            return Err(format!("a sync was recorded: {sync:?}"));
-        }
-        let arrived = fs::read_dir(&dst_dir).map_err(|e| e.to_string())?.count();
-        if arrived > 0 {
-            return Err(format!("{arrived} entries arrived"));
-        }
-        Ok(())
-    })
+    holds_for(
+        "the debug mover moves nothing",
+        Duration::from_secs(5),
+        || async {
+            let rs = rss.get("dbg").await.map_err(|e| e.to_string())?;
+            let sync = rs.status.map(|s| s.sync).unwrap_or_default();
+            if sync.last_sync_time.is_some() {
+                return Err(format!("a sync was recorded: {sync:?}"));
+            }
+            let arrived = fs::read_dir(&dst_dir).map_err(|e| e.to_string())?.count();
+            if arrived > 0 {
+                return Err(format!("{arrived} entries arrived"));
+            }
+            Ok(())
+        },
+    )
     .await;
     let cond = crate::volsync::synchronizing(
-        rss.get("dbg").await.expect("source").status.expect("status").sync.conditions.as_ref(),
+        rss.get("dbg")
+            .await
+            .expect("source")
+            .status
+            .expect("status")
+            .sync
+            .conditions
+            .as_ref(),
     );
     assert!(cond.message.contains("debug mover"), "{cond:?}");
 
@@ -162,13 +200,19 @@ async fn a_debug_mover_of_a_read_only_source_moves_nothing_until_the_annotation_
     rss.patch(
         "dbg",
         &PatchParams::default(),
-        &Patch::Merge(&json!({"metadata": {"annotations": {"volsync.backube/enable-debug-mover": null}}})),
+        &Patch::Merge(
+            &json!({"metadata": {"annotations": {"volsync.backube/enable-debug-mover": null}}}),
+        ),
     )
     .await
     .expect("removing the annotation");
     let rs = manual_synced(&src, "dbg", "first").await;
     let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
-    assert_eq!(mover.as_ref().and_then(|m| m.result), Some(MoverResult::Successful), "{mover:?}");
+    assert_eq!(
+        mover.as_ref().and_then(|m| m.result),
+        Some(MoverResult::Successful),
+        "{mover:?}"
+    );
     let rds: Api<ReplicationDestination> = dst.api();
     wait::until("the destination to publish", STEP * 2, || async {
         let rd = rds.get("dbg").await.map_err(|e| e.to_string())?;
@@ -195,7 +239,8 @@ async fn mover_tolerations_affinity_labels_resources_identity_and_account_apply(
     let affinity = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{"matchExpressions": [
             {"key": "kubernetes.io/hostname", "operator": "In", "values": [SECOND_NODE]}]}]}}});
-    let toleration = json!([{"key": SECOND_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]);
+    let toleration =
+        json!([{"key": SECOND_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]);
     destination(
         &dst,
         "opts",
@@ -211,31 +256,55 @@ async fn mover_tolerations_affinity_labels_resources_identity_and_account_apply(
     .await;
     let (pod, root) = running_mover(&dst, Side::Destination, "opts").await;
     assert_eq!(node_of(&pod).as_deref(), Some(SECOND_NODE));
-    assert_eq!(pod.metadata.labels.as_ref().and_then(|l| l.get("team")).map(String::as_str), Some("storage"));
+    assert_eq!(
+        pod.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("storage")
+    );
     let spec = pod.spec.clone().expect("spec");
     assert_eq!(spec.service_account_name.as_deref(), Some("mover-sa"));
-    let container = spec.containers.iter().find(|c| c.name == CONTAINER).expect("mover container");
-    let requests = container.resources.clone().and_then(|r| r.requests).unwrap_or_default();
+    let container = spec
+        .containers
+        .iter()
+        .find(|c| c.name == CONTAINER)
+        .expect("mover container");
+    let requests = container
+        .resources
+        .clone()
+        .and_then(|r| r.requests)
+        .unwrap_or_default();
     assert_eq!(requests.get("cpu").map(|q| q.0.as_str()), Some("100m"));
     // The process runs as the given user: its files in /tmp are that user's.
     let tmp = fs::metadata(root.join("tmp")).expect("tmp");
     assert_eq!(tmp.gid(), 2000, "fsGroup owns the emptyDir");
     let status = fs::read_to_string(root.join("proc/1/status")).unwrap_or_default();
     assert!(
-        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("2000")),
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("2000")),
         "{status}"
     );
 
     // The same affinity without the toleration: unschedulable, and said so.
     destination(&dst, "stuck", json!({"moverAffinity": affinity})).await;
-    wait::until("the untolerated mover to be unschedulable", STEP, || async {
-        let pods = crate::behaviours_support::mover_pods(&dst, Side::Destination, "stuck").await?;
-        Ok(pods.into_iter().find_map(|p| {
-            p.status?.conditions?.into_iter().find(|c| {
-                c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
-            })
-        }))
-    })
+    wait::until(
+        "the untolerated mover to be unschedulable",
+        STEP,
+        || async {
+            let pods =
+                crate::behaviours_support::mover_pods(&dst, Side::Destination, "stuck").await?;
+            Ok(pods.into_iter().find_map(|p| {
+                p.status?.conditions?.into_iter().find(|c| {
+                    c.type_ == "PodScheduled"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("Unschedulable")
+                })
+            }))
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", dst.dump()));
 }
@@ -270,7 +339,9 @@ async fn a_direct_mover_of_a_single_node_volume_runs_beside_the_application() {
     }))
     .expect("app pod");
     let pods: Api<Pod> = src.api();
-    pods.create(&PostParams::default(), &app).await.expect("creating the application");
+    pods.create(&PostParams::default(), &app)
+        .await
+        .expect("creating the application");
     wait::until("the application to run", STEP, || async {
         let pod = pods.get("app").await.map_err(|e| e.to_string())?;
         let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
@@ -287,10 +358,16 @@ async fn a_direct_mover_of_a_single_node_volume_runs_beside_the_application() {
     )
     .await;
     let (mover, _) = running_mover(&src, Side::Source, "aff").await;
-    assert_eq!(node_of(&mover).as_deref(), Some(SECOND_NODE), "beside the application");
+    assert_eq!(
+        node_of(&mover).as_deref(),
+        Some(SECOND_NODE),
+        "beside the application"
+    );
     let spec = mover.spec.clone().expect("spec");
     assert_eq!(
-        spec.node_selector.and_then(|s| s.get("kubernetes.io/hostname").cloned()).as_deref(),
+        spec.node_selector
+            .and_then(|s| s.get("kubernetes.io/hostname").cloned())
+            .as_deref(),
         Some(SECOND_NODE)
     );
     assert!(
@@ -301,7 +378,10 @@ async fn a_direct_mover_of_a_single_node_volume_runs_beside_the_application() {
         "the application's toleration is carried over"
     );
     let rs = manual_synced(&src, "aff", "first").await;
-    let result = rs.status.and_then(|s| s.sync.latest_mover_status).and_then(|m| m.result);
+    let result = rs
+        .status
+        .and_then(|s| s.sync.latest_mover_status)
+        .and_then(|m| m.result);
     assert_eq!(result, Some(MoverResult::Successful));
     let rds: Api<ReplicationDestination> = dst.api();
     wait::until("the destination to publish", STEP * 2, || async {

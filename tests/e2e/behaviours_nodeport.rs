@@ -36,11 +36,18 @@ async fn a_node_port_destination_publishes_a_node_address_and_port_that_a_source
     .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
 
     // The node port of the Service, at the one node with an ExternalIP (the second).
-    let svc: Service = dst.api().get("volsync-rsync-tls-dst-np").await.expect("service");
+    let svc: Service = dst
+        .api()
+        .get("volsync-rsync-tls-dst-np")
+        .await
+        .expect("service");
     let spec = svc.spec.expect("spec");
     assert_eq!(spec.type_.as_deref(), Some("NodePort"));
     assert_eq!(Some(port), spec.ports.expect("ports")[0].node_port);
-    let node: Node = Api::all(dst.client.clone()).get(SECOND_NODE).await.expect("node");
+    let node: Node = Api::all(dst.client.clone())
+        .get(SECOND_NODE)
+        .await
+        .expect("node");
     let external = node
         .status
         .and_then(|s| s.addresses)
@@ -56,10 +63,20 @@ async fn a_node_port_destination_publishes_a_node_address_and_port_that_a_source
     pvc("data").create(&src).await;
     let data = bound_dir(&src, "data").await;
     tree::write_sample(&data, OWNER);
-    source(&src, "np", "data", json!({"keySecret": "np-key", "address": address, "port": port})).await;
+    source(
+        &src,
+        "np",
+        "data",
+        json!({"keySecret": "np-key", "address": address, "port": port}),
+    )
+    .await;
     let rs = synced(&src, "np", Duration::from_secs(180)).await;
     let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
-    assert_eq!(mover.as_ref().and_then(|m| m.result), Some(MoverResult::Successful), "{mover:?}");
+    assert_eq!(
+        mover.as_ref().and_then(|m| m.result),
+        Some(MoverResult::Successful),
+        "{mover:?}"
+    );
     wait::until("the destination to publish", STEP * 2, || async {
         let rd = rds.get("np").await.map_err(|e| e.to_string())?;
         Ok(rd.status.and_then(|s| s.latest_image))

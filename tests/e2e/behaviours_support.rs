@@ -36,7 +36,8 @@ pub async fn running_mover(ns: &TestNamespace, side: Side, name: &str) -> (Pod, 
         STEP * 2,
         || async {
             for pod in mover_pods(ns, side, name).await? {
-                let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                let running =
+                    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 if let Some(root) = exec::root(&ns.name, &pod_name, CONTAINER).filter(|_| running) {
                     return Ok(Some((pod, root)));

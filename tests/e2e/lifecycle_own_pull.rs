@@ -46,7 +46,9 @@ async fn a_private_mover_image_is_pulled_with_the_copied_pull_secret() {
     .expect("secret");
     let home: Api<Secret> = Api::namespaced(dst.client.clone(), deploy::NAMESPACE);
     let _ = home.delete("regcred", &Default::default()).await;
-    home.create(&PostParams::default(), &regcred).await.expect("creating regcred");
+    home.create(&PostParams::default(), &regcred)
+        .await
+        .expect("creating regcred");
     let _controller = env.controller(&[
         ("FERROSYNC_MOVER__IMAGE", PRIVATE_IMAGE),
         ("FERROSYNC_MOVER__IMAGE_PULL_SECRETS", "[\"regcred\"]"),
@@ -63,12 +65,18 @@ async fn a_private_mover_image_is_pulled_with_the_copied_pull_secret() {
         .map(|r| r.name)
         .collect();
     assert_eq!(pulls, vec![copy.clone()]);
-    let copied: Secret = dst.api().get(&copy).await.expect("the copy in the mover's namespace");
+    let copied: Secret = dst
+        .api()
+        .get(&copy)
+        .await
+        .expect("the copy in the mover's namespace");
     let original = home.get("regcred").await.expect("original");
     assert_eq!((copied.type_, copied.data), (original.type_, original.data));
 
     // The kubelet really checks: without the credential the same image does not pull.
-    pod("no-creds", PRIVATE_IMAGE, &[MOVER_BINARY, "--version"]).create(&dst).await;
+    pod("no-creds", PRIVATE_IMAGE, &[MOVER_BINARY, "--version"])
+        .create(&dst)
+        .await;
     let pods: Api<Pod> = dst.api();
     let why = wait::until("the image pull to be refused", STEP, || async {
         let p = pods.get("no-creds").await.map_err(|e| e.to_string())?;
@@ -82,5 +90,7 @@ async fn a_private_mover_image_is_pulled_with_the_copied_pull_secret() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(why.contains("unauthorized"), "{why}");
-    home.delete("regcred", &Default::default()).await.expect("cleanup");
+    home.delete("regcred", &Default::default())
+        .await
+        .expect("cleanup");
 }

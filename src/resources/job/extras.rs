@@ -52,15 +52,14 @@ pub fn apply(job: &mut Job, options: &MoverOptions, extras: &MoverExtras) {
             .get_or_insert_with(BTreeMap::new)
             .insert(DEBUG_JOB_ANNOTATION.into(), "true".into());
     }
-    let Some(pod) = job
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-    else {
+    let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
         return;
     };
     mount_mover_volumes(pod, options);
-    tolerate(pod, options.mover_tolerations.as_deref().unwrap_or_default());
+    tolerate(
+        pod,
+        options.mover_tolerations.as_deref().unwrap_or_default(),
+    );
     if let Some(placement) = &extras.placement {
         pod.node_selector
             .get_or_insert_with(BTreeMap::new)
@@ -72,13 +71,13 @@ pub fn apply(job: &mut Job, options: &MoverOptions, extras: &MoverExtras) {
     }
     if extras.debug {
         for c in &mut pod.containers {
-            c.env.get_or_insert_with(Vec::new).push(
-                k8s_openapi::api::core::v1::EnvVar {
+            c.env
+                .get_or_insert_with(Vec::new)
+                .push(k8s_openapi::api::core::v1::EnvVar {
                     name: DEBUG_ENV.into(),
                     value: Some("1".into()),
                     value_from: None,
-                },
-            );
+                });
         }
     }
     if !extras.image_pull_secrets.is_empty() {
@@ -120,12 +119,14 @@ fn mount_mover_volumes(pod: &mut PodSpec, options: &MoverOptions) {
             ..Volume::default()
         });
         for c in &mut pod.containers {
-            c.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
-                name: name.clone(),
-                mount_path: format!("{MOVER_VOLUMES_ROOT}/{}", mv.mount_path),
-                read_only,
-                ..VolumeMount::default()
-            });
+            c.volume_mounts
+                .get_or_insert_with(Vec::new)
+                .push(VolumeMount {
+                    name: name.clone(),
+                    mount_path: format!("{MOVER_VOLUMES_ROOT}/{}", mv.mount_path),
+                    read_only,
+                    ..VolumeMount::default()
+                });
         }
     }
 }
@@ -248,9 +249,14 @@ mod tests {
         let job = build(&options, MoverExtras::default());
         let pod = pod(&job);
         let volumes = pod.volumes.clone().unwrap_or_default();
-        let repo = volumes.iter().find(|v| v.name == "mover-volume-0").expect("repo");
+        let repo = volumes
+            .iter()
+            .find(|v| v.name == "mover-volume-0")
+            .expect("repo");
         assert_eq!(
-            repo.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()),
+            repo.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.as_str()),
             Some("repo-pvc")
         );
         let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
@@ -276,7 +282,12 @@ mod tests {
         };
         let job = build(&options, extras);
         let pod = pod(&job);
-        assert_eq!(pod.node_selector.as_ref().map(|s| s[HOSTNAME_LABEL].as_str()), Some("node-7"));
+        assert_eq!(
+            pod.node_selector
+                .as_ref()
+                .map(|s| s[HOSTNAME_LABEL].as_str()),
+            Some("node-7")
+        );
         let keys: Vec<_> = pod
             .tolerations
             .iter()
@@ -306,7 +317,12 @@ mod tests {
             .expect("data");
         assert_eq!(data.read_only, Some(true));
         let c = &pod.containers[0];
-        let mount = c.volume_mounts.iter().flatten().find(|m| m.name == DATA_VOLUME).expect("mount");
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == DATA_VOLUME)
+            .expect("mount");
         assert_eq!(mount.read_only, Some(true));
         assert!(
             c.env

@@ -18,26 +18,28 @@ fn table() -> &'static Mutex<HashMap<Key, u32>> {
 
 /// Records the sandbox (bwrap) process of a started container.
 pub fn register(namespace: &str, pod: &str, container: &str, sandbox_pid: u32) {
-    table()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert((namespace.into(), pod.into(), container.into()), sandbox_pid);
+    table().lock().unwrap_or_else(|e| e.into_inner()).insert(
+        (namespace.into(), pod.into(), container.into()),
+        sandbox_pid,
+    );
 }
 
 /// Forgets a container that exited.
 pub fn forget(namespace: &str, pod: &str, container: &str) {
-    table()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&(namespace.into(), pod.into(), container.into()));
+    table().lock().unwrap_or_else(|e| e.into_inner()).remove(&(
+        namespace.into(),
+        pod.into(),
+        container.into(),
+    ));
 }
 
 /// The container's main process (PID 1 inside it), while it runs.
 pub fn main_pid(namespace: &str, pod: &str, container: &str) -> Option<u32> {
-    let sandbox = *table()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&(namespace.into(), pod.into(), container.into()))?;
+    let sandbox = *table().lock().unwrap_or_else(|e| e.into_inner()).get(&(
+        namespace.into(),
+        pod.into(),
+        container.into(),
+    ))?;
     std::fs::read_to_string(format!("/proc/{sandbox}/task/{sandbox}/children"))
         .ok()?
         .split_whitespace()

@@ -154,7 +154,12 @@ async fn start(
                 return None;
             }
         };
-        super::exec::register(&ns, &pod.metadata.name.clone().unwrap_or_default(), &spec.name, child.id());
+        super::exec::register(
+            &ns,
+            &pod.metadata.name.clone().unwrap_or_default(),
+            &spec.name,
+            child.id(),
+        );
         running.push(Running {
             namespace: ns.clone(),
             pod: pod.metadata.name.clone().unwrap_or_default(),
