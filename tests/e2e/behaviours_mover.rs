@@ -277,16 +277,25 @@ async fn mover_tolerations_affinity_labels_resources_identity_and_account_apply(
         .and_then(|r| r.requests)
         .unwrap_or_default();
     assert_eq!(requests.get("cpu").map(|q| q.0.as_str()), Some("100m"));
-    // The process runs as the given user: its files in /tmp are that user's.
-    let tmp = fs::metadata(root.join("tmp")).expect("tmp");
-    assert_eq!(tmp.gid(), 2000, "fsGroup owns the emptyDir");
-    let status = fs::read_to_string(root.join("proc/1/status")).unwrap_or_default();
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("2000")),
-        "{status}"
+    // The process runs as the given user: the files it writes in /tmp are that user's.
+    let tmp = root.join("tmp");
+    assert_eq!(
+        fs::metadata(&tmp).expect("tmp").gid(),
+        2000,
+        "fsGroup owns the emptyDir"
     );
+    let owners = wait::until("the mover to write its configuration", STEP, || async {
+        let owners: Vec<u32> = fs::read_dir(&tmp)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.uid())
+            .collect();
+        Ok((!owners.is_empty()).then_some(owners))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(owners.iter().all(|uid| *uid == 2000), "{owners:?}");
 
     // The same affinity without the toleration: unschedulable, and said so.
     destination(&dst, "stuck", json!({"moverAffinity": affinity})).await;
