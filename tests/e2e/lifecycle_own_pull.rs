@@ -44,6 +44,8 @@ async fn a_private_mover_image_is_pulled_with_the_copied_pull_secret() {
         "stringData": {".dockerconfigjson": config.to_string()},
     }))
     .expect("secret");
+    // The controller's namespace (from deploy/), where the credential lives.
+    deploy::controller_identity(env.cp);
     let home: Api<Secret> = Api::namespaced(dst.client.clone(), deploy::NAMESPACE);
     let _ = home.delete("regcred", &Default::default()).await;
     home.create(&PostParams::default(), &regcred)
