@@ -6,7 +6,8 @@
 //! (WaitingForTrigger, InProgress, Completed), and after 10 minutes of waiting the wait is
 //! reported in `latestMoverStatus` and an Event, while it goes on waiting.
 //!
-//! [`gate`] and [`after_copy`] are pure; [`patch`] writes their annotation changes.
+//! [`gate`] and [`after_copy`] are pure; [`Handshake`] applies them to the PVC during a
+//! pass, with the Events and the timeout report.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -17,7 +18,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::error::Error;
+use super::{conditions::Reason, context::Context, error::Error, progress::Progress};
+use crate::api::{MoverResult, MoverStatus, SyncStatus};
 
 /// Set by the user: the PVC takes part in the handshake (unless "false" or "no").
 pub const USE_COPY_TRIGGER: &str = "volsync.backube/use-copy-trigger";
@@ -159,6 +161,110 @@ pub async fn patch(
     )
     .await?;
     Ok(())
+}
+
+/// One pass's part in the handshake on the source PVC `pvc`, for iteration `iteration`.
+pub struct Handshake<'a> {
+    /// The reconcile context (for Events).
+    pub ctx: &'a Context,
+    /// The ReplicationSource, which the Events are about.
+    pub object: &'a k8s_openapi::api::core::v1::ObjectReference,
+    /// The PVCs of the source's namespace.
+    pub pvcs: &'a Api<PersistentVolumeClaim>,
+    /// The source PVC's name.
+    pub pvc: &'a str,
+    /// Its annotations, kept in step with what this pass writes.
+    pub annotations: BTreeMap<String, String>,
+    /// The iteration's identity.
+    pub iteration: &'a str,
+}
+
+impl Handshake<'_> {
+    /// Before the copy: `Some(progress)` while the copy must wait for the user's trigger,
+    /// `None` when it may be made. A wait past [`TIMEOUT`] is reported in
+    /// `latestMoverStatus` and a Warning Event, and goes on.
+    pub async fn before_copy(
+        &mut self,
+        now: Timestamp,
+        sync: &mut SyncStatus,
+    ) -> Result<Option<Progress>, Error> {
+        let (changes, wait) = match gate(&self.annotations, self.iteration, now) {
+            Gate::Proceed(changes) => (changes, None),
+            Gate::Wait { changes, overdue } => (changes, Some(overdue)),
+        };
+        self.write(&changes).await?;
+        let pvc = self.pvc;
+        let Some(overdue) = wait else {
+            if !changes.is_empty() {
+                let trigger = self
+                    .annotations
+                    .get(COPY_TRIGGER)
+                    .cloned()
+                    .unwrap_or_default();
+                let note = format!("copy-trigger {trigger:?} on PVC {pvc}: making the copy");
+                self.ctx
+                    .event(self.object, false, "CopyTriggered", note)
+                    .await;
+            }
+            return Ok(None);
+        };
+        if changes.contains_key(LATEST_COPY_STATUS) {
+            let note = format!(
+                "waiting for annotation {COPY_TRIGGER} on PVC {pvc} to be set to a new value before copying it"
+            );
+            self.ctx
+                .event(self.object, false, "WaitingForCopyTrigger", note)
+                .await;
+        }
+        let mut message =
+            format!("waiting for a new {COPY_TRIGGER} on PVC {pvc} before making its copy");
+        if overdue.is_some() {
+            // The same words on every pass, so the Event is not repeated each time.
+            message = format!(
+                "timed out after {} {message}; still waiting",
+                humantime::format_duration(TIMEOUT)
+            );
+            self.ctx
+                .event(self.object, true, "CopyTriggerTimeout", message.clone())
+                .await;
+            sync.latest_mover_status = Some(MoverStatus {
+                result: Some(MoverResult::Failed),
+                logs: Some(message.clone()),
+            });
+        }
+        Ok(Some(
+            Progress::new(Reason::SyncInProgress, self.ctx.config.requeue.poll)
+                .with_message(message),
+        ))
+    }
+
+    /// After the copy is made: Completed, and the trigger that released it as the latest.
+    pub async fn copy_made(&mut self) -> Result<(), Error> {
+        let done = after_copy(&self.annotations, self.iteration);
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.write(&done).await?;
+        let note = format!(
+            "the copy of PVC {} is made; the application may resume",
+            self.pvc
+        );
+        self.ctx
+            .event(self.object, false, "CopyCompleted", note)
+            .await;
+        Ok(())
+    }
+
+    async fn write(&mut self, changes: &Changes) -> Result<(), Error> {
+        patch(self.pvcs, self.pvc, changes).await?;
+        for (k, v) in changes {
+            match v {
+                Some(v) => self.annotations.insert(k.to_string(), v.clone()),
+                None => self.annotations.remove(*k),
+            };
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tracing::instrument;
 use super::{
     conditions::Reason,
     context::Context,
-    copy_trigger::{self, Gate},
+    copy_trigger::Handshake,
     decisions,
     error::Error,
     iteration::{self, Outcome},
@@ -125,35 +125,22 @@ async fn step(
         storage_class: decided.decision.storage_class,
     };
     let iteration = plan::iteration_id(&status.sync);
-    let mut source_annotations = source.metadata.annotations.clone().unwrap_or_default();
+    let mut handshake = Handshake {
+        ctx,
+        object: &object,
+        pvcs: &pvcs,
+        pvc: source_pvc,
+        annotations: source.metadata.annotations.clone().unwrap_or_default(),
+        iteration: &iteration,
+    };
     if method != CopyMethod::Direct
-        && let Some(waiting) = copy_trigger_gate(
-            ctx,
-            &object,
-            &pvcs,
-            source_pvc,
-            &mut source_annotations,
-            &iteration,
-            now,
-            &mut status.sync,
-        )
-        .await?
+        && let Some(waiting) = handshake.before_copy(now, &mut status.sync).await?
     {
         return Ok(waiting);
     }
     let data_pvc = match pit::ensure(ctx, owner, tls, &pit_plan, &source, &iteration).await? {
         PitState::Ready(pvc) => {
-            let done = copy_trigger::after_copy(&source_annotations, &iteration);
-            if !done.is_empty() {
-                copy_trigger::patch(&pvcs, source_pvc, &done).await?;
-                ctx.event(
-                    &object,
-                    false,
-                    "CopyCompleted",
-                    format!("the copy of PVC {source_pvc} is made; the application may resume"),
-                )
-                .await;
-            }
+            handshake.copy_made().await?;
             pvc
         }
         PitState::Waiting(what) => {
@@ -236,85 +223,4 @@ async fn step(
     pit::cleanup(ctx, owner).await?;
     let next = iteration::complete(ctx, &job, &mut status.sync, mover, pass).await?;
     Ok(plan::idle_progress(&next, &ctx.config.requeue, now))
-}
-
-/// The copy-trigger handshake before the point-in-time copy: `Some(progress)` while the
-/// copy must wait for the user's trigger, `None` when it may be made. Writes the PVC's
-/// status annotations (and keeps `annotations` in step), records Events, and reports a wait
-/// past the timeout in `latestMoverStatus`.
-#[allow(clippy::too_many_arguments)]
-async fn copy_trigger_gate(
-    ctx: &Context,
-    object: &k8s_openapi::api::core::v1::ObjectReference,
-    pvcs: &Api<PersistentVolumeClaim>,
-    pvc: &str,
-    annotations: &mut std::collections::BTreeMap<String, String>,
-    iteration: &str,
-    now: Timestamp,
-    sync: &mut crate::api::SyncStatus,
-) -> Result<Option<Progress>, Error> {
-    let (changes, wait) = match copy_trigger::gate(annotations, iteration, now) {
-        Gate::Proceed(changes) => (changes, None),
-        Gate::Wait { changes, overdue } => (changes, Some(overdue)),
-    };
-    copy_trigger::patch(pvcs, pvc, &changes).await?;
-    for (k, v) in &changes {
-        match v {
-            Some(v) => annotations.insert(k.to_string(), v.clone()),
-            None => annotations.remove(*k),
-        };
-    }
-    let trigger = annotations
-        .get(copy_trigger::COPY_TRIGGER)
-        .cloned()
-        .unwrap_or_default();
-    match wait {
-        None => {
-            if !changes.is_empty() {
-                ctx.event(
-                    object,
-                    false,
-                    "CopyTriggered",
-                    format!("copy-trigger {trigger:?} on PVC {pvc}: making the copy"),
-                )
-                .await;
-            }
-            Ok(None)
-        }
-        Some(overdue) => {
-            if changes.contains_key(copy_trigger::LATEST_COPY_STATUS) {
-                ctx.event(
-                    object,
-                    false,
-                    "WaitingForCopyTrigger",
-                    format!(
-                        "waiting for annotation {} on PVC {pvc} to be set to a new value before copying it",
-                        copy_trigger::COPY_TRIGGER
-                    ),
-                )
-                .await;
-            }
-            let mut message = format!(
-                "waiting for a new {} on PVC {pvc} before making its copy",
-                copy_trigger::COPY_TRIGGER
-            );
-            if overdue.is_some() {
-                // The same words on every pass, so the Event is not repeated each time.
-                message = format!(
-                    "timed out after {} {message}; still waiting",
-                    humantime::format_duration(copy_trigger::TIMEOUT)
-                );
-                ctx.event(object, true, "CopyTriggerTimeout", message.clone())
-                    .await;
-                sync.latest_mover_status = Some(crate::api::MoverStatus {
-                    result: Some(crate::api::MoverResult::Failed),
-                    logs: Some(message.clone()),
-                });
-            }
-            Ok(Some(
-                Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
-                    .with_message(message),
-            ))
-        }
-    }
 }
