@@ -53,6 +53,9 @@ pub enum ServiceType {
     ClusterIP,
     /// An externally reachable address from the cluster's load balancer.
     LoadBalancer,
+    /// A port on every node: the address published is a node's (its ExternalIP, else
+    /// its InternalIP) and status.rsyncTLS.port is the node port.
+    NodePort,
 }
 
 impl ServiceType {
@@ -61,6 +64,7 @@ impl ServiceType {
         match self {
             ServiceType::ClusterIP => "ClusterIP",
             ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::NodePort => "NodePort",
         }
     }
 }
@@ -178,4 +182,8 @@ pub struct ReplicationDestinationRsyncTLSStatus {
     /// keySecret names the Secret holding the pre-shared key to copy to the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
+    /// port is where the source connects at address: 8000, or the node port of a
+    /// NodePort Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
 }

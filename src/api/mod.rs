@@ -6,6 +6,7 @@
 
 mod common;
 mod destination;
+mod mover_volumes;
 pub mod psk;
 mod source;
 
@@ -16,6 +17,7 @@ use kube::CustomResourceExt;
 
 pub use common::*;
 pub use destination::*;
+pub use mover_volumes::*;
 pub use source::*;
 
 /// The API group of both kinds.

@@ -70,7 +70,7 @@ fn enums_and_patterns_are_in_the_schema() {
     let tls = at(&rd, &["spec", "rsyncTLS"]);
     let names = |v: &Value| v["enum"].as_array().map(|a| a.len()).unwrap_or(0);
     assert_eq!(names(&tls["properties"]["copyMethod"]), 4);
-    assert_eq!(names(&tls["properties"]["serviceType"]), 2);
+    assert_eq!(names(&tls["properties"]["serviceType"]), 3);
     assert_eq!(names(&tls["properties"]["volumeMode"]), 2);
     assert_eq!(names(&tls["properties"]["accessModes"]["items"]), 4);
     assert_eq!(tls["properties"]["accessModes"]["minItems"], 1);

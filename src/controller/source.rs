@@ -12,17 +12,26 @@ use tracing::instrument;
 use super::{
     conditions::Reason,
     context::Context,
+    copy_trigger::Handshake,
     decisions,
     error::Error,
     iteration::{self, Outcome},
-    keys, mover_run, pass,
+    keys, mover_pod, mover_run, pass,
     pit::{self, PitPlan, PitState},
     plan::{self, Pass},
     progress::Progress,
 };
 use crate::{
-    api::{ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus},
-    resources::{Owner, Side, job::MoverJob, names, service::RSYNC_TLS_PORT},
+    api::{
+        CopyMethod, ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus,
+        validate_mover_volumes,
+    },
+    resources::{
+        Owner, Side,
+        job::{MoverExtras, MoverJob},
+        names,
+        service::RSYNC_TLS_PORT,
+    },
     telemetry::ObjectLabels,
 };
 
@@ -58,6 +67,8 @@ async fn step(
     let port = tls.port.unwrap_or(RSYNC_TLS_PORT);
     ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
         .await?;
+    validate_mover_volumes(tls.mover.mover_volumes.as_deref().unwrap_or_default())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let object = rs.object_ref(&());
     let key = keys::resolve(
         ctx,
@@ -116,8 +127,24 @@ async fn step(
         storage_class: decided.decision.storage_class,
     };
     let iteration = plan::iteration_id(&status.sync);
+    let mut handshake = Handshake {
+        ctx,
+        object: &object,
+        pvcs: &pvcs,
+        pvc: source_pvc,
+        annotations: source.metadata.annotations.clone().unwrap_or_default(),
+        iteration: &iteration,
+    };
+    if method != CopyMethod::Direct
+        && let Some(waiting) = handshake.before_copy(now, &mut status.sync).await?
+    {
+        return Ok(waiting);
+    }
     let data_pvc = match pit::ensure(ctx, owner, tls, &pit_plan, &source, &iteration).await? {
-        PitState::Ready(pvc) => pvc,
+        PitState::Ready(pvc) => {
+            handshake.copy_made().await?;
+            pvc
+        }
         PitState::Waiting(what) => {
             return Ok(
                 Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll).with_message(what),
@@ -138,12 +165,36 @@ async fn step(
     };
 
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
+    let debug = mover_pod::debug_requested(rs);
+    let job_name = names::job(Side::Source, &owner.name);
+    if mover_pod::replace_if_mode_changed(ctx, &owner.namespace, &job_name, debug).await? {
+        return Ok(
+            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+                .with_message("replacing the mover: its debug mode changed"),
+        );
+    }
+    // The copy has the source's modes unless spec.rsyncTLS.accessModes overrides them.
+    let data_modes = match (method, &tls.access_modes) {
+        (CopyMethod::Direct, _) | (_, None) => mover_pod::access_modes(&source),
+        (_, Some(modes)) => modes.iter().map(|m| m.as_str().to_string()).collect(),
+    };
+    let extras = MoverExtras {
+        debug,
+        read_only_data: mover_pod::read_only(&data_modes),
+        // Only the user's own volume is mounted by an application; a copy is ours alone.
+        placement: match method {
+            CopyMethod::Direct => mover_pod::placement(ctx, &source).await?,
+            _ => None,
+        },
+        image_pull_secrets: super::pull_secrets::ensure(ctx, &owner.namespace).await?,
+    };
     let job = MoverJob {
         owner,
         side: Side::Source,
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
         progress_interval: ctx.config.mover.progress_interval,
+        extras,
         pvc: &data_pvc,
         key_secret: &key.secret,
         options: &tls.mover,
@@ -151,6 +202,12 @@ async fn step(
         destination: Some((address, port)),
     };
     let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
+        Outcome::Started | Outcome::Running if debug => {
+            return Ok(mover_pod::debug_running(ctx, &job_name));
+        }
+        Outcome::Succeeded(_) if debug => {
+            return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
+        }
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(
                 Reason::SyncInProgress,

@@ -69,6 +69,7 @@
 
 mod classify;
 mod control;
+mod debug;
 mod destination;
 pub mod exit;
 #[cfg(test)]
@@ -142,8 +143,25 @@ pub async fn run(cmd: Command) -> ExitCode {
     let start = Instant::now();
     let mut term = termination_signal();
     let mut tally = Tally::default();
+    // The gate runs inside the destination's rsync daemon, never as a mover of its own.
+    if let Command::Gate(args) = &cmd {
+        return ExitCode::from(session::gate(args).await);
+    }
+    if debug::requested() {
+        let (role, tmp) = match &cmd {
+            Command::Destination(args) => ("destination", &args.common.tmp_dir),
+            Command::Source(args) => ("source", &args.common.tmp_dir),
+            Command::Gate(_) => unreachable!("returned above"),
+        };
+        // No summary: a debug run is not a sync, and the controller records none.
+        return if debug::hold(role, tmp, &mut term).await {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(ErrorClass::Interrupted.exit_code())
+        };
+    }
     let (role, name, path, result) = match &cmd {
-        Command::Gate(args) => return ExitCode::from(session::gate(args).await),
+        Command::Gate(_) => unreachable!("returned above"),
         Command::Destination(args) => (
             Role::Destination,
             "destination",
