@@ -1,0 +1,251 @@
+//! The operator caps bundles: the controller's configuration pins each bundle's component
+//! and sets a ceiling on its grants and limits. A bundle may ask for less, never more; a
+//! bundle over its ceiling, or whose component the operator did not pin, is refused with
+//! an error naming what is wrong, and the set loaded before keeps serving.
+
+use std::{path::Path, time::Duration};
+
+use ferrosync::{
+    api::ServiceType,
+    policy::{
+        Ceiling, CredentialRef, EngineOptions, FailureMode, HttpCeiling, Limits, LoadError, Pins,
+        PointConfig, PolicyConfig, PolicyEngine,
+    },
+};
+
+use super::common::*;
+
+fn copy_bundle(from: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(root().join("policies").join(from)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The psk point as an operator would write it for the shipped vault bundle.
+fn vault_point(dir: &Path, ceiling: Ceiling) -> PointConfig {
+    let bundle = ferrosync::policy::plugin::BundleFile::read(dir).unwrap();
+    PointConfig {
+        bundle: Some(dir.to_owned()),
+        sha256: Pins::new([bundle.plugin.sha256]),
+        ceiling,
+        on_failure: FailureMode::Fail,
+        credentials: Some(CredentialRef {
+            secret: "ferrosync-vault-token".into(),
+            namespace: None,
+            key: "token".into(),
+            header: "X-Vault-Token".into(),
+        }),
+        ..PointConfig::default()
+    }
+}
+
+fn vault_ceiling() -> Ceiling {
+    Ceiling {
+        random: true,
+        http: Some(HttpCeiling {
+            allow: vec!["http://127.0.0.1:8200".into()],
+            timeout: Duration::from_secs(3),
+            max_response_kib: 64,
+            max_requests: 4,
+        }),
+        limits: Limits {
+            fuel: 50_000_000,
+            timeout: Duration::from_secs(10),
+            memory_mib: 16,
+        },
+    }
+}
+
+async fn refused(config: &PolicyConfig) -> LoadError {
+    PolicyEngine::new(config, EngineOptions::default())
+        .await
+        .err()
+        .expect("refused")
+}
+
+#[tokio::test]
+async fn a_bundle_within_its_ceiling_loads_and_one_over_it_is_refused_naming_each_excess() {
+    let dir = root().join("policies/vault");
+    // Exactly what it asks for: loads.
+    let fits = PolicyConfig {
+        psk: Some(vault_point(&dir, vault_ceiling())),
+        ..PolicyConfig::default()
+    };
+    let engine = engine(&fits).await;
+    assert_eq!(engine.plugins()[0].name, "psk-from-vault");
+
+    // More than it asks for: still loads (a bundle may ask for less).
+    let mut roomy = vault_ceiling();
+    roomy.limits.timeout = Duration::from_secs(30);
+    roomy.http.as_mut().unwrap().allow.push("https://other.example".into());
+    let config = PolicyConfig {
+        psk: Some(vault_point(&dir, roomy)),
+        ..PolicyConfig::default()
+    };
+    engine_with(
+        &config,
+        std::sync::Arc::new(ferrosync::policy::credentials::NoCredentials),
+        None,
+    )
+    .await;
+
+    // The default ceiling: no randomness, no HTTP, the default limits.
+    let config = PolicyConfig {
+        psk: Some(vault_point(&dir, Ceiling::default())),
+        ..PolicyConfig::default()
+    };
+    let err = refused(&config).await;
+    assert!(matches!(err, LoadError::AboveCeiling { .. }), "{err}");
+    let msg = err.to_string();
+    for phrase in [
+        "plugin psk-from-vault: asks for more than the controller configuration's ceiling for psk allows",
+        "limits.timeout 10s (ceiling 250ms)",
+        "grants.random",
+        "grants.http (the ceiling grants no HTTP)",
+        "[policy.psk.ceiling]",
+    ] {
+        assert!(msg.contains(phrase), "{phrase}: {msg}");
+    }
+
+    // One origin more than the ceiling allows, and a larger response.
+    let mut tight = vault_ceiling();
+    tight.http = Some(HttpCeiling {
+        allow: vec!["https://vault.example:8200".into()],
+        max_response_kib: 16,
+        ..tight.http.unwrap()
+    });
+    let config = PolicyConfig {
+        psk: Some(vault_point(&dir, tight)),
+        ..PolicyConfig::default()
+    };
+    let msg = refused(&config).await.to_string();
+    assert!(
+        msg.contains("grants.http.allow http://127.0.0.1:8200 (not in the ceiling)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("grants.http.max_response_kib 64 (ceiling 16)"),
+        "{msg}"
+    );
+    assert!(!msg.contains("grants.random"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_bundle_may_not_pick_its_own_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    copy_bundle("vault", &dir);
+    // The bundle names another Secret of the controller's namespace, to send it to its
+    // allowed origin as a header.
+    let file = dir.join("policy.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace(
+            "secret = \"ferrosync-vault-token\"",
+            "secret = \"ferrosync-admin-kubeconfig\"",
+        ),
+    )
+    .unwrap();
+    let config = PolicyConfig {
+        psk: Some(vault_point(&dir, vault_ceiling())),
+        ..PolicyConfig::default()
+    };
+    let msg = refused(&config).await.to_string();
+    assert!(
+        msg.contains("grants.http.credentials Secret \"ferrosync-admin-kubeconfig\"")
+            && msg.contains("the configuration names Secret \"ferrosync-vault-token\""),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn only_a_component_the_operator_pinned_is_loaded() {
+    let dir = root().join("policies/multi-cluster");
+    let own = PointConfig::bundle_as_written(&dir).unwrap();
+    // Not pinned at all: refused, and the error names the digest to review and pin.
+    let unpinned = PolicyConfig {
+        service_type: Some(PointConfig {
+            sha256: Pins::default(),
+            ..own.clone()
+        }),
+        ..PolicyConfig::default()
+    };
+    let err = refused(&unpinned).await;
+    let actual = digest(&dir.join("service-type-by-topology.wasm"));
+    assert!(matches!(err, LoadError::NotPinned { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("sha256 = \"{actual}\" in [policy.service_type]")),
+        "{err}"
+    );
+
+    // Pinned to something else: the bundle is self-consistent, which is not enough.
+    let other = PolicyConfig {
+        service_type: Some(PointConfig {
+            sha256: Pins::new(["ab".repeat(32)]),
+            ..own.clone()
+        }),
+        ..PolicyConfig::default()
+    };
+    let err = refused(&other).await;
+    assert!(matches!(err, LoadError::NotOperatorPinned { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&actual) && msg.contains(&"ab".repeat(32)), "{msg}");
+
+    // One of several pins (a rollover): loads.
+    let rollover = PolicyConfig {
+        service_type: Some(PointConfig {
+            sha256: Pins::new(["ab".repeat(32), actual.to_uppercase()]),
+            ..own
+        }),
+        ..PolicyConfig::default()
+    };
+    let engine = engine(&rollover).await;
+    assert_eq!(engine.plugins()[0].sha256, actual);
+}
+
+#[tokio::test]
+async fn a_bundle_that_grows_its_grants_is_refused_and_the_old_set_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("multi-cluster");
+    copy_bundle("multi-cluster", &dir);
+    let config = PolicyConfig {
+        service_type: bundle_point(&dir, FailureMode::Fail),
+        ..PolicyConfig::default()
+    };
+    let engine = engine(&config).await;
+    let before = engine.service_type(&service_input()).await.expect("decides");
+    assert_eq!(before.decision.service_type, ServiceType::LoadBalancer);
+
+    // Whoever edits the bundle's ConfigMap grants it HTTP and more time: the operator's
+    // ceiling (what it asked for before) stays, so the new bundle is refused.
+    let file = dir.join("policy.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("timeout = \"100ms\"", "timeout = \"5s\"")
+            + "\n[plugin.grants.http]\nallow = [\"https://exfiltrate.example\"]\n",
+    )
+    .unwrap();
+    let err = engine.reload(&config).await.expect_err("refused");
+    assert!(matches!(err, LoadError::AboveCeiling { .. }), "{err}");
+    let msg = engine.last_reload_error().expect("kept for status");
+    assert!(msg.contains("limits.timeout 5s (ceiling 100ms)"), "{msg}");
+    assert!(msg.contains("grants.http (the ceiling grants no HTTP)"), "{msg}");
+    let mut registry = prometheus_client::registry::Registry::default();
+    engine.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("ferrosync_policy_reload_refused 1"),
+        "{text}"
+    );
+
+    // The previous plugin, with its previous limits, keeps deciding.
+    let after = engine.service_type(&service_input()).await.expect("decides");
+    assert_eq!(after.provenance.sha256, before.provenance.sha256);
+    assert_eq!(after.decision.service_type, ServiceType::LoadBalancer);
+}
