@@ -172,11 +172,7 @@ fn http_excess(
     operator_credential: Option<&CredentialRef>,
 ) -> Vec<String> {
     let mut over = Vec::new();
-    let allowed: Vec<String> = cap
-        .allow
-        .iter()
-        .filter_map(|o| origin_of(o).ok())
-        .collect();
+    let allowed: Vec<String> = cap.allow.iter().filter_map(|o| origin_of(o).ok()).collect();
     for origin in &http.allow {
         match origin_of(origin) {
             Ok(o) if allowed.contains(&o) => {}
@@ -354,7 +350,10 @@ mod tests {
         let ceiling = Ceiling::admitting(&s);
         assert!(ceiling.excess(&s, Some(&cred)).is_empty());
         let over = ceiling.excess(&s, None).join("; ");
-        assert!(over.contains("the configuration names no credential"), "{over}");
+        assert!(
+            over.contains("the configuration names no credential"),
+            "{over}"
+        );
     }
 
     #[test]
@@ -363,7 +362,8 @@ mod tests {
         struct T {
             sha256: Pins,
         }
-        let one: T = serde_json::from_str(&format!(r#"{{"sha256":"{}"}}"#, "A".repeat(64))).unwrap();
+        let one: T =
+            serde_json::from_str(&format!(r#"{{"sha256":"{}"}}"#, "A".repeat(64))).unwrap();
         assert_eq!(one.sha256.normalised().unwrap(), vec!["a".repeat(64)]);
         let two: T = serde_json::from_str(&format!(
             r#"{{"sha256":["{}","{}"]}}"#,

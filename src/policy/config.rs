@@ -54,7 +54,8 @@ pub struct EngineConfig {
     /// asks the plugin again only after a backoff: from this, doubling with jitter...
     #[serde(with = "humantime_serde")]
     pub key_retry_min: Duration,
-    /// ...up to this.
+    /// ...up to this (each wait lengthened by up to itself at random); 0 asks on every
+    /// pass.
     #[serde(with = "humantime_serde")]
     pub key_retry_max: Duration,
 }
@@ -332,12 +333,56 @@ mod tests {
     }
 
     #[test]
+    fn operator_pins_ceilings_and_slots() {
+        let c = parse(&format!(
+            r#"
+            [engine]
+            key_retry_min = "500ms"
+            key_retry_max = "2m"
+            [psk]
+            bundle = "/etc/ferrosync-policies/vault"
+            sha256 = ["{a}", "{b}"]
+            concurrency = 2
+            deadline = "20s"
+            [psk.ceiling]
+            random = true
+            limits = {{ fuel = 1000, timeout = "10s", memory_mib = 16 }}
+            http = {{ allow = ["https://vault:8200"], max_requests = 4 }}
+            [copy_method]
+            bundle = "/etc/ferrosync-policies/aws-ebs"
+            sha256 = "{a}"
+            "#,
+            a = "a".repeat(64),
+            b = "b".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(c.engine.key_retry_min, Duration::from_millis(500));
+        assert_eq!(c.engine.key_retry_max, Duration::from_secs(120));
+        let psk = c.psk.unwrap();
+        assert_eq!(psk.sha256.normalised().unwrap().len(), 2);
+        assert_eq!(psk.concurrency, Some(2));
+        assert_eq!(psk.deadline, Some(Duration::from_secs(20)));
+        assert!(psk.ceiling.random);
+        assert_eq!(psk.ceiling.limits.timeout, Duration::from_secs(10));
+        let http = psk.ceiling.http.unwrap();
+        assert_eq!((http.max_requests, http.max_response_kib), (4, 1024));
+        // An unset ceiling grants nothing, within the default limits.
+        let copy = c.copy_method.unwrap();
+        assert_eq!(copy.ceiling, Ceiling::default());
+        assert_eq!(copy.ceiling.limits, Limits::default());
+        assert_eq!(copy.sha256.normalised().unwrap(), vec!["a".repeat(64)]);
+        assert_eq!((copy.concurrency, copy.deadline), (None, None));
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         for bad in [
             "surprise = 1",
             "[engine]\nthreads = 2",
             "[copy_method]\nbundel = \"/x\"",
             "[psk.plugin]\nname = \"x\"\nwasm = \"x\"\nsha256 = \"x\"\ngrants = { network = true }",
+            "[psk.ceiling]\nnetwork = true",
+            "[psk.ceiling.http]\nallow = []\nproxy = \"x\"",
         ] {
             let err = parse(bad).expect_err(bad).to_string();
             assert!(err.contains("unknown field"), "{bad}: {err}");

@@ -133,6 +133,10 @@ pub async fn run_bundle(dir: &Path) -> Result<BundleReport, GoldenError> {
             // Every case runs the plugin, so each reports its own fuel and time.
             cache_entries: 0,
             max_concurrency: 1,
+            // Cases are independent: one case's "not available yet" must not answer the
+            // next case about the same replication.
+            key_retry_min: Duration::ZERO,
+            key_retry_max: Duration::ZERO,
             ..EngineConfig::default()
         },
         ..PolicyConfig::default()

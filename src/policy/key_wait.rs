@@ -2,7 +2,7 @@
 //! other side has not stored it), and the reconcile comes back every poll interval. The
 //! vault is asked again only after a backoff that grows, with jitter, from
 //! `engine.key_retry_min` to `engine.key_retry_max`; in between, the waiting answer is
-//! repeated without running the plugin.
+//! repeated without running the plugin. A `key_retry_max` of 0 asks on every pass.
 //!
 //! Only "not available yet" is remembered; it holds no key material. A key answered, or
 //! a failure, forgets the wait, so the next answer is fresh.
@@ -14,23 +14,28 @@ use std::{
 };
 
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
+use sha2::{Digest as _, Sha256};
 
 use super::types::{PskDecision, PskInput, Side};
 
-/// Whose wait it is: one replication object and side.
+/// Whose wait it is: one replication object and side, as the plugin saw it. A changed
+/// input (another pair annotation, new labels) is asked about at once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct WaitKey {
     namespace: String,
     name: String,
     side: Side,
+    input: [u8; 32],
 }
 
 impl WaitKey {
     pub fn of(input: &PskInput) -> Self {
+        let json = serde_json::to_vec(input).unwrap_or_default();
         WaitKey {
             namespace: input.namespace.clone(),
             name: input.name.clone(),
             side: input.side,
+            input: Sha256::digest(&json).into(),
         }
     }
 }
@@ -73,10 +78,12 @@ impl KeyWaits {
         sha256: &str,
         now: Instant,
     ) -> Option<(PskDecision, Duration)> {
+        if self.max.is_zero() {
+            return None;
+        }
         let waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
         let wait = waits.get(key)?;
-        (wait.sha256 == sha256 && now < wait.next)
-            .then(|| (wait.answer.clone(), wait.next - now))
+        (wait.sha256 == sha256 && now < wait.next).then(|| (wait.answer.clone(), wait.next - now))
     }
 
     /// Records a "not available yet" answer: the next ask waits one more backoff step.
@@ -88,6 +95,9 @@ impl KeyWaits {
         answer: PskDecision,
         now: Instant,
     ) -> Duration {
+        if self.max.is_zero() {
+            return Duration::ZERO;
+        }
         let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
         // Objects deleted while waiting leave entries behind; anything not asked about
         // for well over the longest backoff is gone (jitter at most doubles a step).
@@ -152,7 +162,10 @@ mod tests {
         let waits = KeyWaits::new(Duration::from_secs(2), Duration::from_secs(60));
         let key = WaitKey::of(&input("db"));
         let t0 = Instant::now();
-        assert!(waits.pending(&key, "a", t0).is_none(), "first ask goes through");
+        assert!(
+            waits.pending(&key, "a", t0).is_none(),
+            "first ask goes through"
+        );
         let mut now = t0;
         let mut delays = Vec::new();
         for _ in 0..8 {
@@ -173,7 +186,10 @@ mod tests {
             assert!(*d >= step && *d < step * 2, "{d:?} for step {step:?}");
             step = (step * 2).min(Duration::from_secs(60));
         }
-        assert!(delays[7] >= Duration::from_secs(60), "capped at the max: {delays:?}");
+        assert!(
+            delays[7] >= Duration::from_secs(60),
+            "capped at the max: {delays:?}"
+        );
     }
 
     #[test]
@@ -182,13 +198,38 @@ mod tests {
         let key = WaitKey::of(&input("db"));
         let now = Instant::now();
         waits.not_available(key.clone(), "a", waiting(), now);
-        assert!(waits.pending(&key, "b", now).is_none(), "a reloaded plugin is asked");
+        assert!(
+            waits.pending(&key, "b", now).is_none(),
+            "a reloaded plugin is asked"
+        );
         assert!(waits.pending(&key, "a", now).is_some());
         waits.forget(&key);
         assert!(waits.pending(&key, "a", now).is_none());
         // Another object's wait is its own.
         waits.not_available(key.clone(), "a", waiting(), now);
-        assert!(waits.pending(&WaitKey::of(&input("other")), "a", now).is_none());
+        assert!(
+            waits
+                .pending(&WaitKey::of(&input("other")), "a", now)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_changed_input_or_no_backoff_asks_at_once() {
+        let waits = KeyWaits::new(Duration::from_secs(2), Duration::from_secs(60));
+        let now = Instant::now();
+        let before = input("db");
+        waits.not_available(WaitKey::of(&before), "a", waiting(), now);
+        let mut repaired = before.clone();
+        repaired
+            .annotations
+            .insert("ferrosync.io/psk-pair".into(), "db-eu-us".into());
+        assert!(waits.pending(&WaitKey::of(&before), "a", now).is_some());
+        assert!(waits.pending(&WaitKey::of(&repaired), "a", now).is_none());
+
+        let off = KeyWaits::new(Duration::ZERO, Duration::ZERO);
+        off.not_available(WaitKey::of(&before), "a", waiting(), now);
+        assert!(off.pending(&WaitKey::of(&before), "a", now).is_none());
     }
 
     #[test]

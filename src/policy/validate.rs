@@ -165,7 +165,10 @@ fn unused_classes(
         CopyMethod::Clone => (
             "Clone",
             "VolumeSnapshotClass",
-            [snapshot_class.map(|n| named("VolumeSnapshotClass", n)), None],
+            [
+                snapshot_class.map(|n| named("VolumeSnapshotClass", n)),
+                None,
+            ],
         ),
         CopyMethod::Snapshot => return Ok(()),
     };
@@ -293,7 +296,11 @@ mod tests {
         }
     }
 
-    fn copy_raw(method: wit::Method, snap: Option<&str>, sc: Option<&str>) -> wit::CopyMethodDecision {
+    fn copy_raw(
+        method: wit::Method,
+        snap: Option<&str>,
+        sc: Option<&str>,
+    ) -> wit::CopyMethodDecision {
         wit::CopyMethodDecision {
             method,
             volume_snapshot_class: snap.map(Into::into),
@@ -318,13 +325,22 @@ mod tests {
             err.contains("VolumeSnapshotClass \"snap\" and StorageClass \"gp3\""),
             "{err}"
         );
-        let err = copy_method(copy_raw(wit::Method::Direct, None, Some("gp3")), &copy_input())
-            .unwrap_err();
+        let err = copy_method(
+            copy_raw(wit::Method::Direct, None, Some("gp3")),
+            &copy_input(),
+        )
+        .unwrap_err();
         assert!(matches!(err, InvalidOutput::UnusedClass { .. }), "{err}");
-        let err = copy_method(copy_raw(wit::Method::Clone, Some("snap"), None), &copy_input())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("a Clone decision uses no VolumeSnapshotClass"), "{err}");
+        let err = copy_method(
+            copy_raw(wit::Method::Clone, Some("snap"), None),
+            &copy_input(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a Clone decision uses no VolumeSnapshotClass"),
+            "{err}"
+        );
         // What each method does use is accepted.
         for (m, snap, sc) in [
             (wit::Method::Direct, None, None),

@@ -341,9 +341,10 @@ async fn a_plugin_stopped_by_its_deadline_is_reported_with_the_fuel_it_used() {
         provenance.latency
     );
     assert!(
-        failure
-            .message
-            .contains(&format!("after using {} units of fuel", provenance.fuel_used)),
+        failure.message.contains(&format!(
+            "after using {} units of fuel",
+            provenance.fuel_used
+        )),
         "{failure}"
     );
 }
@@ -362,8 +363,7 @@ async fn a_direct_decision_naming_classes_is_refused_with_the_reason() {
 
 /// Characters that reorder or hide text, and a line break.
 const DISGUISES: [char; 9] = [
-    '\u{202E}', '\u{202C}', '\u{2066}', '\u{2067}', '\u{2069}', '\u{200B}', '\u{FEFF}', '\n',
-    '\r',
+    '\u{202E}', '\u{202C}', '\u{2066}', '\u{2067}', '\u{2069}', '\u{200B}', '\u{FEFF}', '\n', '\r',
 ];
 
 fn assert_undisguised(text: &str) {
@@ -381,10 +381,20 @@ async fn direction_and_zero_width_characters_never_reach_events_or_status() {
     let event = d.provenance.event(&d.decision.reason);
     assert_undisguised(&d.decision.reason);
     assert_undisguised(&event.message);
-    assert!(event.message.ends_with("fineexe.txt xab next"), "{}", event.message);
+    assert!(
+        event.message.ends_with("fineexe.txt xab next"),
+        "{}",
+        event.message
+    );
 
     // A plugin's own error reaches the Error condition and a Warning Event just as clean.
-    let err = expect_fail("bidi-error", small(), FailureKind::PluginError, "deniedgnp.exe!").await;
+    let err = expect_fail(
+        "bidi-error",
+        small(),
+        FailureKind::PluginError,
+        "deniedgnp.exe!",
+    )
+    .await;
     assert_undisguised(&err.to_string());
     assert_undisguised(&err.event().message);
 }

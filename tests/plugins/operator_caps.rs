@@ -79,7 +79,12 @@ async fn a_bundle_within_its_ceiling_loads_and_one_over_it_is_refused_naming_eac
     // More than it asks for: still loads (a bundle may ask for less).
     let mut roomy = vault_ceiling();
     roomy.limits.timeout = Duration::from_secs(30);
-    roomy.http.as_mut().unwrap().allow.push("https://other.example".into());
+    roomy
+        .http
+        .as_mut()
+        .unwrap()
+        .allow
+        .push("https://other.example".into());
     let config = PolicyConfig {
         psk: Some(vault_point(&dir, roomy)),
         ..PolicyConfig::default()
@@ -193,7 +198,10 @@ async fn only_a_component_the_operator_pinned_is_loaded() {
     let err = refused(&other).await;
     assert!(matches!(err, LoadError::NotOperatorPinned { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains(&actual) && msg.contains(&"ab".repeat(32)), "{msg}");
+    assert!(
+        msg.contains(&actual) && msg.contains(&"ab".repeat(32)),
+        "{msg}"
+    );
 
     // One of several pins (a rollover): loads.
     let rollover = PolicyConfig {
@@ -217,7 +225,10 @@ async fn a_bundle_that_grows_its_grants_is_refused_and_the_old_set_keeps_serving
         ..PolicyConfig::default()
     };
     let engine = engine(&config).await;
-    let before = engine.service_type(&service_input()).await.expect("decides");
+    let before = engine
+        .service_type(&service_input())
+        .await
+        .expect("decides");
     assert_eq!(before.decision.service_type, ServiceType::LoadBalancer);
 
     // Whoever edits the bundle's ConfigMap grants it HTTP and more time: the operator's
@@ -234,18 +245,21 @@ async fn a_bundle_that_grows_its_grants_is_refused_and_the_old_set_keeps_serving
     assert!(matches!(err, LoadError::AboveCeiling { .. }), "{err}");
     let msg = engine.last_reload_error().expect("kept for status");
     assert!(msg.contains("limits.timeout 5s (ceiling 100ms)"), "{msg}");
-    assert!(msg.contains("grants.http (the ceiling grants no HTTP)"), "{msg}");
+    assert!(
+        msg.contains("grants.http (the ceiling grants no HTTP)"),
+        "{msg}"
+    );
     let mut registry = prometheus_client::registry::Registry::default();
     engine.metrics().register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    assert!(
-        text.contains("ferrosync_policy_reload_refused 1"),
-        "{text}"
-    );
+    assert!(text.contains("ferrosync_policy_reload_refused 1"), "{text}");
 
     // The previous plugin, with its previous limits, keeps deciding.
-    let after = engine.service_type(&service_input()).await.expect("decides");
+    let after = engine
+        .service_type(&service_input())
+        .await
+        .expect("decides");
     assert_eq!(after.provenance.sha256, before.provenance.sha256);
     assert_eq!(after.decision.service_type, ServiceType::LoadBalancer);
 }

@@ -14,9 +14,9 @@ use super::{
         cache::DecisionCache,
         config::FailureMode,
         execute::{self, CopyMethodPoint, Point, PskPoint, ServiceTypePoint},
+        key_wait::WaitKey,
         metrics::{DecisionLabels, FailureLabels, PluginLabels},
         outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
-        key_wait::WaitKey,
         plugin::LoadedPlugin,
         types::*,
     },
@@ -158,11 +158,9 @@ impl PolicyEngine {
         };
         let credential = match &plugin.credential {
             Some(r) if plugin.http.is_some() => {
-                let resolved = tokio::time::timeout_at(
-                    deadline,
-                    self.inner.options.credentials.resolve(r),
-                )
-                .await;
+                let resolved =
+                    tokio::time::timeout_at(deadline, self.inner.options.credentials.resolve(r))
+                        .await;
                 match resolved {
                     Ok(Ok(value)) => Some((r.header.clone(), value)),
                     Ok(Err(e)) => {
