@@ -25,7 +25,7 @@ use wasmtime::{
 
 use super::{
     bindings::{copy_method::CopyMethodPre, psk::PskPre, service_type::ServiceTypePre},
-    config::{CredentialRef, FailureMode, HttpGrant, Limits, PluginSpec, PointConfig},
+    config::{Ceiling, CredentialRef, FailureMode, HttpGrant, Limits, PluginSpec, PointConfig},
     http::ResolvedGrant,
     sandbox::HostState,
     types::DecisionPoint,
@@ -287,6 +287,13 @@ pub(crate) fn load(
             point,
             message: "`sha256` pins a bundle's component; an inline plugin's pin is its \
                       own `sha256`"
+                .into(),
+        });
+    } else if cfg.ceiling != Ceiling::default() {
+        return Err(LoadError::Config {
+            point,
+            message: "`ceiling` caps a bundle; an inline plugin's grants and limits are \
+                      the configuration's own"
                 .into(),
         });
     }

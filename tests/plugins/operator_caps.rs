@@ -263,3 +263,32 @@ async fn a_bundle_that_grows_its_grants_is_refused_and_the_old_set_keeps_serving
     assert_eq!(after.provenance.sha256, before.provenance.sha256);
     assert_eq!(after.decision.service_type, ServiceType::LoadBalancer);
 }
+
+#[tokio::test]
+async fn a_pin_or_ceiling_beside_an_inline_plugin_is_a_clear_error() {
+    // An inline plugin is the operator's own: its pin and grants are in [plugin].
+    let s = spec("copy-method-by-driver", serde_json::json!({}));
+    let pinned = PointConfig {
+        sha256: Pins::new([s.sha256.clone()]),
+        ..PointConfig::inline(s.clone())
+    };
+    let capped = PointConfig {
+        ceiling: Ceiling {
+            random: true,
+            ..Ceiling::default()
+        },
+        ..PointConfig::inline(s)
+    };
+    for (cfg, says) in [
+        (pinned, "`sha256` pins a bundle's component"),
+        (capped, "`ceiling` caps a bundle"),
+    ] {
+        let err = refused(&PolicyConfig {
+            copy_method: Some(cfg),
+            ..PolicyConfig::default()
+        })
+        .await;
+        assert!(matches!(err, LoadError::Config { .. }), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+}
