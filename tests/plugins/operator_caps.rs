@@ -3,12 +3,12 @@
 //! bundle over its ceiling, or whose component the operator did not pin, is refused with
 //! an error naming what is wrong, and the set loaded before keeps serving.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use ferrosync::{
     api::ServiceType,
     policy::{
-        Ceiling, CredentialRef, EngineOptions, FailureMode, HttpCeiling, Limits, LoadError, Pins,
+        Ceiling, CredentialRef, EngineOptions, FailureMode, HttpCeiling, LoadError, Pins,
         PointConfig, PolicyConfig, PolicyEngine,
     },
 };
@@ -31,31 +31,36 @@ fn vault_point(dir: &Path, ceiling: Ceiling) -> PointConfig {
         sha256: Pins::new([bundle.plugin.sha256]),
         ceiling,
         on_failure: FailureMode::Fail,
-        credentials: Some(CredentialRef {
-            secret: "ferrosync-vault-token".into(),
-            namespace: None,
-            key: "token".into(),
-            header: "X-Vault-Token".into(),
-        }),
+        credentials: Some(vault_credential()),
         ..PointConfig::default()
     }
 }
 
+/// The token Secret the shipped vault bundle names, which the operator names too.
+fn vault_credential() -> CredentialRef {
+    ferrosync::policy::plugin::BundleFile::read(&root().join("policies/vault"))
+        .unwrap()
+        .plugin
+        .grants
+        .http
+        .and_then(|h| h.credentials)
+        .expect("the vault bundle names its token Secret")
+}
+
+/// Exactly what the shipped vault bundle asks for (randomness, its vault, ten seconds),
+/// read from the bundle so that the test follows it.
 fn vault_ceiling() -> Ceiling {
-    Ceiling {
-        random: true,
-        http: Some(HttpCeiling {
-            allow: vec!["http://127.0.0.1:8200".into()],
-            timeout: Duration::from_secs(3),
-            max_response_kib: 64,
-            max_requests: 4,
-        }),
-        limits: Limits {
-            fuel: 50_000_000,
-            timeout: Duration::from_secs(10),
-            memory_mib: 16,
-        },
-    }
+    let bundle =
+        ferrosync::policy::plugin::BundleFile::read(&root().join("policies/vault")).unwrap();
+    assert!(bundle.plugin.grants.random && bundle.plugin.grants.http.is_some());
+    Ceiling::admitting(&bundle.plugin)
+}
+
+/// The vault bundle's origin, normalised as errors name it.
+fn vault_origin() -> String {
+    let allow = &vault_ceiling().http.unwrap().allow;
+    assert_eq!(allow.len(), 1, "{allow:?}");
+    ferrosync::policy::http::origin_of(&allow[0]).unwrap()
 }
 
 async fn refused(config: &PolicyConfig) -> LoadError {
@@ -78,7 +83,7 @@ async fn a_bundle_within_its_ceiling_loads_and_one_over_it_is_refused_naming_eac
 
     // More than it asks for: still loads (a bundle may ask for less).
     let mut roomy = vault_ceiling();
-    roomy.limits.timeout = Duration::from_secs(30);
+    roomy.limits.timeout *= 3;
     roomy
         .http
         .as_mut()
@@ -104,9 +109,10 @@ async fn a_bundle_within_its_ceiling_loads_and_one_over_it_is_refused_naming_eac
     let err = refused(&config).await;
     assert!(matches!(err, LoadError::AboveCeiling { .. }), "{err}");
     let msg = err.to_string();
+    let asked = humantime::format_duration(vault_ceiling().limits.timeout).to_string();
     for phrase in [
         "plugin psk-from-vault: asks for more than the controller configuration's ceiling for psk allows",
-        "limits.timeout 10s (ceiling 250ms)",
+        &format!("limits.timeout {asked} (ceiling 250ms)"),
         "grants.random",
         "grants.http (the ceiling grants no HTTP)",
         "[policy.psk.ceiling]",
@@ -116,9 +122,10 @@ async fn a_bundle_within_its_ceiling_loads_and_one_over_it_is_refused_naming_eac
 
     // One origin more than the ceiling allows, and a larger response.
     let mut tight = vault_ceiling();
+    let asked_kib = tight.http.as_ref().unwrap().max_response_kib;
     tight.http = Some(HttpCeiling {
-        allow: vec!["https://vault.example:8200".into()],
-        max_response_kib: 16,
+        allow: vec!["https://elsewhere.example:8200".into()],
+        max_response_kib: asked_kib / 2,
         ..tight.http.unwrap()
     });
     let config = PolicyConfig {
@@ -127,11 +134,17 @@ async fn a_bundle_within_its_ceiling_loads_and_one_over_it_is_refused_naming_eac
     };
     let msg = refused(&config).await.to_string();
     assert!(
-        msg.contains("grants.http.allow http://127.0.0.1:8200 (not in the ceiling)"),
+        msg.contains(&format!(
+            "grants.http.allow {} (not in the ceiling)",
+            vault_origin()
+        )),
         "{msg}"
     );
     assert!(
-        msg.contains("grants.http.max_response_kib 64 (ceiling 16)"),
+        msg.contains(&format!(
+            "grants.http.max_response_kib {asked_kib} (ceiling {})",
+            asked_kib / 2
+        )),
         "{msg}"
     );
     assert!(!msg.contains("grants.random"), "{msg}");
@@ -146,12 +159,11 @@ async fn a_bundle_may_not_pick_its_own_credential() {
     // allowed origin as a header.
     let file = dir.join("policy.toml");
     let text = std::fs::read_to_string(&file).unwrap();
+    let own = format!("secret = \"{}\"", vault_credential().secret);
+    assert!(text.contains(&own), "{text}");
     std::fs::write(
         &file,
-        text.replace(
-            "secret = \"ferrosync-vault-token\"",
-            "secret = \"ferrosync-admin-kubeconfig\"",
-        ),
+        text.replace(&own, "secret = \"ferrosync-admin-kubeconfig\""),
     )
     .unwrap();
     let config = PolicyConfig {
@@ -161,7 +173,10 @@ async fn a_bundle_may_not_pick_its_own_credential() {
     let msg = refused(&config).await.to_string();
     assert!(
         msg.contains("grants.http.credentials Secret \"ferrosync-admin-kubeconfig\"")
-            && msg.contains("the configuration names Secret \"ferrosync-vault-token\""),
+            && msg.contains(&format!(
+                "the configuration names Secret {:?}",
+                vault_credential().secret
+            )),
         "{msg}"
     );
 }

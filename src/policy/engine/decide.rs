@@ -62,8 +62,20 @@ impl PolicyEngine {
     /// same answer comes back, `decided_by: cache`, without running the plugin.
     pub async fn psk(&self, input: &PskInput) -> Result<Decided<PskDecision>, PolicyError> {
         let plugin = self.current().psk.clone();
-        let Some(p) = plugin.clone() else {
-            return self.decide::<PskPoint>(plugin, input, None).await;
+        let ask = self.decide::<PskPoint>(plugin.clone(), input, None);
+        self.with_key_backoff(input, plugin.as_deref(), ask).await
+    }
+
+    /// `ask` (the psk plugin's run, not started yet), unless `input`'s replication was told
+    /// `NotAvailableYet` and its backoff has not passed: then that answer again, unasked.
+    async fn with_key_backoff(
+        &self,
+        input: &PskInput,
+        plugin: Option<&LoadedPlugin>,
+        ask: impl Future<Output = Result<Decided<PskDecision>, PolicyError>>,
+    ) -> Result<Decided<PskDecision>, PolicyError> {
+        let Some(p) = plugin else {
+            return ask.await;
         };
         let waits = &self.inner.key_waits;
         let key = WaitKey::of(input);
@@ -80,10 +92,10 @@ impl PolicyEngine {
                 .inc();
             return Ok(Decided {
                 decision,
-                provenance: provenance(DecisionPoint::Psk, Some(&p), DecidedBy::Cache),
+                provenance: provenance(DecisionPoint::Psk, Some(p), DecidedBy::Cache),
             });
         }
-        let decided = self.decide::<PskPoint>(plugin, input, None).await;
+        let decided = ask.await;
         match &decided {
             Ok(d)
                 if d.provenance.decided_by == DecidedBy::Plugin
