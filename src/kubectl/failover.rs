@@ -162,16 +162,16 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "fenced {}",
         dest.describe("ReplicationDestination", &args.name)
     );
-    if let Some(site) = &source {
-        if site.get_opt(&site.sources(), &args.name).await?.is_some() {
-            site.merge(
-                &site.sources(),
-                &args.name,
-                json!({ "spec": { "paused": true } }),
-            )
-            .await?;
-            eprintln!("paused {}", site.describe("ReplicationSource", &args.name));
-        }
+    if let Some(site) = &source
+        && site.get_opt(&site.sources(), &args.name).await?.is_some()
+    {
+        site.merge(
+            &site.sources(),
+            &args.name,
+            json!({ "spec": { "paused": true } }),
+        )
+        .await?;
+        eprintln!("paused {}", site.describe("ReplicationSource", &args.name));
     }
 
     let rd = destination(&dest, &args.name).await?;
@@ -283,13 +283,14 @@ mod tests {
 
     fn rd(kind: Option<&str>) -> ReplicationDestination {
         let mut rd = ReplicationDestination::new("db", Default::default());
-        let mut status = crate::api::ReplicationDestinationStatus::default();
-        status.latest_image = kind.map(|k| TypedLocalObjectReference {
-            kind: k.into(),
-            name: "img".into(),
-            api_group: None,
+        rd.status = Some(crate::api::ReplicationDestinationStatus {
+            latest_image: kind.map(|k| TypedLocalObjectReference {
+                kind: k.into(),
+                name: "img".into(),
+                api_group: None,
+            }),
+            ..Default::default()
         });
-        rd.status = Some(status);
         rd
     }
 

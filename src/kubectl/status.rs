@@ -159,10 +159,10 @@ pub fn rows(
         }
     }
     for (key, row) in &mut pairs {
-        if row.recovery_point_age_seconds.is_none() {
-            if let Some(Some(at)) = source_sync.get(key) {
-                row.recovery_point_age_seconds = Some(now.duration_since(*at).as_secs());
-            }
+        if row.recovery_point_age_seconds.is_none()
+            && let Some(Some(at)) = source_sync.get(key)
+        {
+            row.recovery_point_age_seconds = Some(now.duration_since(*at).as_secs());
         }
         row.recovery_point_objective_seconds = objectives.get(key).copied();
         row.beyond_objective = match (

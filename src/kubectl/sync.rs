@@ -216,30 +216,30 @@ pub async fn set_paused(args: PauseArgs, paused: bool) -> Result<(), Error> {
     .await?;
     let patch = json!({ "spec": { "paused": paused } });
     let mut touched = 0;
-    if let Some(site) = &dest {
-        if let Some(rd) = site.get_opt(&site.destinations(), &args.name).await? {
-            let fenced = rd
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(keys::FENCED));
-            if !paused && fenced {
-                return Err(Error::Conflict(format!(
-                    "{} was failed over (fenced); use `kubectl ferrosync failback {}` to replicate back",
-                    site.describe("ReplicationDestination", &args.name),
-                    args.name
-                )));
-            }
-            site.merge(&site.destinations(), &args.name, patch.clone())
-                .await?;
-            touched += 1;
+    if let Some(site) = &dest
+        && let Some(rd) = site.get_opt(&site.destinations(), &args.name).await?
+    {
+        let fenced = rd
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(keys::FENCED));
+        if !paused && fenced {
+            return Err(Error::Conflict(format!(
+                "{} was failed over (fenced); use `kubectl ferrosync failback {}` to replicate back",
+                site.describe("ReplicationDestination", &args.name),
+                args.name
+            )));
         }
+        site.merge(&site.destinations(), &args.name, patch.clone())
+            .await?;
+        touched += 1;
     }
-    if let Some(site) = &source {
-        if site.get_opt(&site.sources(), &args.name).await?.is_some() {
-            site.merge(&site.sources(), &args.name, patch).await?;
-            touched += 1;
-        }
+    if let Some(site) = &source
+        && site.get_opt(&site.sources(), &args.name).await?.is_some()
+    {
+        site.merge(&site.sources(), &args.name, patch).await?;
+        touched += 1;
     }
     if touched == 0 {
         return Err(Error::NotFound(format!(

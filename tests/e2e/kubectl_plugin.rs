@@ -47,10 +47,10 @@ fn sites_kubeconfig(admin: &Path, dir: &Path) -> PathBuf {
     for name in ["east", "west", "lost"] {
         let mut ctx: NamedContext = base.clone();
         ctx.name = name.into();
-        if name == "lost" {
-            if let Some(c) = ctx.context.as_mut() {
-                c.cluster = "lost".into();
-            }
+        if name == "lost"
+            && let Some(c) = ctx.context.as_mut()
+        {
+            c.cluster = "lost".into();
         }
         config.contexts.push(ctx);
     }
