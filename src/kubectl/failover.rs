@@ -105,23 +105,12 @@ async fn destination(site: &Site, name: &str) -> Result<ReplicationDestination, 
 
 pub async fn run(args: Args) -> Result<(), Error> {
     let started = std::time::Instant::now();
-    let dest_ns = args
-        .sites
-        .dest_namespace
-        .clone()
-        .or_else(|| args.sites.source_namespace.clone());
-    let dest = contexts::connect(
-        "destination",
-        args.sites.dest_context.as_deref(),
-        dest_ns.as_deref(),
-    )
-    .await?;
-    let source = contexts::connect_if_reachable(
-        "source",
-        args.sites.source_context.as_deref(),
-        args.sites.source_namespace.as_deref(),
-    )
-    .await?;
+    let (source, dest) = contexts::reachable(&args.sites).await?;
+    let dest = dest.ok_or_else(|| Error::Unreachable {
+        role: "destination",
+        context: args.sites.dest_context.clone().unwrap_or_default(),
+        detail: "it holds the copy to promote, so failover needs it".into(),
+    })?;
     let rd = destination(&dest, &args.name).await?;
     promotion(&rd)?;
 

@@ -197,23 +197,7 @@ pub async fn sync(args: SyncArgs) -> Result<(), Error> {
 /// Pauses or resumes both sides that answer. A fenced destination is never resumed: its
 /// copy was promoted, and a listener would let the old source overwrite it.
 pub async fn set_paused(args: PauseArgs, paused: bool) -> Result<(), Error> {
-    let source = contexts::connect_if_reachable(
-        "source",
-        args.sites.source_context.as_deref(),
-        args.sites.source_namespace.as_deref(),
-    )
-    .await?;
-    let dest_ns = args
-        .sites
-        .dest_namespace
-        .clone()
-        .or_else(|| args.sites.source_namespace.clone());
-    let dest = contexts::connect_if_reachable(
-        "destination",
-        args.sites.dest_context.as_deref(),
-        dest_ns.as_deref(),
-    )
-    .await?;
+    let (source, dest) = contexts::reachable(&args.sites).await?;
     let patch = json!({ "spec": { "paused": paused } });
     let mut touched = 0;
     if let Some(site) = &dest

@@ -41,6 +41,8 @@ pub mod credentials;
 pub mod defaults;
 mod engine;
 mod execute;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod golden;
 pub mod guest_text;
 pub mod http;
