@@ -40,10 +40,8 @@ fn bundle(name: &str) -> PathBuf {
 
 fn config(point: &str, name: &str, cache_entries: usize) -> PolicyConfig {
     let p = Some(PointConfig {
-        bundle: Some(bundle(name)),
-        plugin: None,
         on_failure: FailureMode::Fail,
-        credentials: None,
+        ..PointConfig::bundle_as_written(&bundle(name)).expect("bundle")
     });
     let mut c = PolicyConfig {
         engine: EngineConfig {

@@ -4,7 +4,9 @@
 #   scripts/build-plugins.sh            build, then fail if a sample plugin's digest differs
 #                                       from the pin in its bundle (policies/<name>/policy.toml)
 #   scripts/build-plugins.sh --update   build, then copy the sample plugins into their bundles
-#                                       and rewrite the pins
+#                                       and rewrite the pins, the bundles' own and the
+#                                       operator's in deploy/ (lines marked with the
+#                                       component's path, `# policies/<bundle>/<plugin>.wasm`)
 #
 # Each plugin is its own `cargo build -p`: the helper crate has one feature per WIT world,
 # and building them together would unify those features into every plugin.
@@ -43,6 +45,22 @@ for pair in aws-ebs:copy-method-by-driver multi-cluster:service-type-by-topology
     cp "$built" "$dir/$plugin.wasm"
     sed -i "s/^sha256 = \".*\"/sha256 = \"$digest\"/" "$dir/policy.toml"
     echo "updated policies/$bundle: $plugin.wasm sha256 $digest ($(stat -c %s "$built") bytes)"
+  fi
+  # The operator's pins of this component in deploy/ (a `sha256 = "..."` line marked
+  # `# policies/<bundle>/<plugin>.wasm`) follow the bundle's.
+  marker="# policies/$bundle/$plugin.wasm"
+  while IFS= read -r file; do
+    rel=${file#"$root"/}
+    if $update; then
+      sed -i "s|^sha256 = \"[0-9a-f]*\"\( *\)$marker\$|sha256 = \"$digest\"\1$marker|" "$file"
+      echo "updated $rel: operator pin of $plugin $digest"
+    elif ! grep -q "^sha256 = \"$digest\" *$marker\$" "$file"; then
+      echo "$rel: the operator pin of policies/$bundle/$plugin.wasm is not $digest." >&2
+      echo "  Run scripts/build-plugins.sh --update if the source change is intended." >&2
+      status=1
+    fi
+  done < <(grep -rlF -- "$marker" "$root/deploy" || true)
+  if $update; then
     continue
   fi
   pinned=$(sed -n 's/^sha256 = "\(.*\)"/\1/p' "$dir/policy.toml")

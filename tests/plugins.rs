@@ -6,6 +6,8 @@ mod plugins {
     pub mod common;
     mod golden;
     mod hostile;
+    mod operator_caps;
     mod pins_and_reload;
+    mod reliability;
     mod vault;
 }

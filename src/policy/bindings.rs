@@ -11,6 +11,9 @@ pub mod copy_method {
     wasmtime::component::bindgen!({
         path: "plugins/wit",
         world: "ferrosync:policy/copy-method",
+        // Called with `call_async`: the store yields every fuel slice, which is what
+        // keeps its fuel count exact when an epoch deadline interrupts a loop.
+        exports: { default: async },
     });
 }
 
@@ -19,6 +22,7 @@ pub mod service_type {
     wasmtime::component::bindgen!({
         path: "plugins/wit",
         world: "ferrosync:policy/service-type",
+        exports: { default: async },
         with: {
             "ferrosync:policy/types": super::copy_method::ferrosync::policy::types,
             "ferrosync:policy/http": super::copy_method::ferrosync::policy::http,
@@ -31,6 +35,7 @@ pub mod psk {
     wasmtime::component::bindgen!({
         path: "plugins/wit",
         world: "ferrosync:policy/psk",
+        exports: { default: async },
         with: {
             "ferrosync:policy/types": super::copy_method::ferrosync::policy::types,
             "ferrosync:policy/http": super::copy_method::ferrosync::policy::http,

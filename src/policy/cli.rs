@@ -160,12 +160,14 @@ async fn eval(
         None => PolicyConfig::default(),
     };
     if let Some(dir) = bundle {
-        let point_cfg = Some(PointConfig {
-            bundle: Some(dir),
-            plugin: None,
-            on_failure: Default::default(),
-            credentials: None,
-        });
+        // A what-if of the bundle as written: its own pin and grants.
+        let point_cfg = match PointConfig::bundle_as_written(&dir) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
         match point {
             DecisionPoint::CopyMethod => policy.copy_method = point_cfg,
             DecisionPoint::ServiceType => policy.service_type = point_cfg,

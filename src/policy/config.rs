@@ -5,9 +5,15 @@
 //! (built-in decisions), and for a plugin no randomness and no network. Nothing here may
 //! hold a credential itself; credentials are only ever *named* (a Secret and a key).
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
+
+pub use super::ceiling::{Ceiling, HttpCeiling, Pins};
+use super::plugin::{BundleFile, LoadError};
 
 /// The `policy` section. The default serves every decision point with its built-in default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,7 +37,8 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
-    /// Decisions evaluated at once; more wait. Bounds the blocking threads wasm occupies.
+    /// Decisions evaluated at once per decision point, unless the point sets its own
+    /// `concurrency`; more wait. Bounds the blocking threads wasm occupies.
     pub max_concurrency: usize,
     /// Granularity of wall-time deadlines: the epoch ticker's period.
     #[serde(with = "humantime_serde")]
@@ -43,6 +50,14 @@ pub struct EngineConfig {
     /// How often the controller looks for changed bundles or plugin files.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// A replication waiting for its key (the psk plugin answered "not available yet")
+    /// asks the plugin again only after a backoff: from this, doubling with jitter...
+    #[serde(with = "humantime_serde")]
+    pub key_retry_min: Duration,
+    /// ...up to this (each wait lengthened by up to itself at random); 0 asks on every
+    /// pass.
+    #[serde(with = "humantime_serde")]
+    pub key_retry_max: Duration,
 }
 
 impl Default for EngineConfig {
@@ -53,13 +68,15 @@ impl Default for EngineConfig {
             cache_entries: 1024,
             pooling: true,
             reload_interval: Duration::from_secs(10),
+            key_retry_min: Duration::from_secs(2),
+            key_retry_max: Duration::from_secs(60),
         }
     }
 }
 
-/// One decision point: a plugin (from a bundle directory or given inline) and what to do
-/// when it fails.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One decision point: a plugin (from a bundle directory or given inline), what the
+/// operator allows it, how many of its decisions run at once, and what to do when it fails.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PointConfig {
     /// A bundle directory (for example a mounted ConfigMap) holding `policy.toml`.
@@ -68,13 +85,67 @@ pub struct PointConfig {
     /// A plugin given inline instead of a bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginSpec>,
+    /// The operator's pin of a bundle's component: its sha256, or a list while a bundle
+    /// rolls over. Required with `bundle`: the bundle's own pin proves only that the
+    /// bundle is self-consistent. (An inline `plugin` carries its pin itself.)
+    #[serde(default, skip_serializing_if = "Pins::is_empty")]
+    pub sha256: Pins,
+    /// The most a bundle may be granted; it may ask for less, never more. By default no
+    /// randomness, no HTTP and the default limits.
+    #[serde(default)]
+    pub ceiling: Ceiling,
     /// `fallback` to the built-in default (and say so), or `fail` the reconcile.
     #[serde(default)]
     pub on_failure: FailureMode,
-    /// Overrides the credentials named by the plugin's HTTP grant, so one bundle can be
-    /// deployed against different Secrets.
+    /// The credential the host injects into the plugin's granted HTTP requests. A bundle
+    /// may name this one (or none), never another Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialRef>,
+    /// Decisions of this point evaluated at once; more wait for a slot, within
+    /// `deadline`. Default: `engine.max_concurrency`. Each point has its own slots, so a
+    /// slow vault never holds up copy-method or service-type decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// The longest a decision of this point may take, waiting for a slot and resolving
+    /// credentials included; the plugin's run is cut to what remains. Default: twice the
+    /// plugin's time limit, at least one second.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub deadline: Option<Duration>,
+}
+
+impl PointConfig {
+    /// Serves the point with the bundle in `dir` exactly as written: the operator pin is
+    /// the bundle's own and the ceiling is what it asks for. For tools that run a bundle
+    /// on its author's word (`policy test`, `policy eval --bundle`) and for tests; a
+    /// controller's configuration should pin and cap bundles itself.
+    pub fn bundle_as_written(dir: &Path) -> Result<Self, LoadError> {
+        let bundle = BundleFile::read(dir)?;
+        let credentials = bundle
+            .plugin
+            .grants
+            .http
+            .as_ref()
+            .and_then(|h| h.credentials.clone());
+        Ok(PointConfig {
+            bundle: Some(dir.to_owned()),
+            sha256: Pins::new([bundle.plugin.sha256.clone()]),
+            ceiling: Ceiling::admitting(&bundle.plugin),
+            credentials,
+            ..PointConfig::default()
+        })
+    }
+
+    /// Serves the point with an inline plugin.
+    pub fn inline(plugin: PluginSpec) -> Self {
+        PointConfig {
+            plugin: Some(plugin),
+            ..PointConfig::default()
+        }
+    }
 }
 
 /// What a failed plugin decision turns into.
@@ -262,12 +333,56 @@ mod tests {
     }
 
     #[test]
+    fn operator_pins_ceilings_and_slots() {
+        let c = parse(&format!(
+            r#"
+            [engine]
+            key_retry_min = "500ms"
+            key_retry_max = "2m"
+            [psk]
+            bundle = "/etc/ferrosync-policies/vault"
+            sha256 = ["{a}", "{b}"]
+            concurrency = 2
+            deadline = "20s"
+            [psk.ceiling]
+            random = true
+            limits = {{ fuel = 1000, timeout = "10s", memory_mib = 16 }}
+            http = {{ allow = ["https://vault:8200"], max_requests = 4 }}
+            [copy_method]
+            bundle = "/etc/ferrosync-policies/aws-ebs"
+            sha256 = "{a}"
+            "#,
+            a = "a".repeat(64),
+            b = "b".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(c.engine.key_retry_min, Duration::from_millis(500));
+        assert_eq!(c.engine.key_retry_max, Duration::from_secs(120));
+        let psk = c.psk.unwrap();
+        assert_eq!(psk.sha256.normalised().unwrap().len(), 2);
+        assert_eq!(psk.concurrency, Some(2));
+        assert_eq!(psk.deadline, Some(Duration::from_secs(20)));
+        assert!(psk.ceiling.random);
+        assert_eq!(psk.ceiling.limits.timeout, Duration::from_secs(10));
+        let http = psk.ceiling.http.unwrap();
+        assert_eq!((http.max_requests, http.max_response_kib), (4, 1024));
+        // An unset ceiling grants nothing, within the default limits.
+        let copy = c.copy_method.unwrap();
+        assert_eq!(copy.ceiling, Ceiling::default());
+        assert_eq!(copy.ceiling.limits, Limits::default());
+        assert_eq!(copy.sha256.normalised().unwrap(), vec!["a".repeat(64)]);
+        assert_eq!((copy.concurrency, copy.deadline), (None, None));
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         for bad in [
             "surprise = 1",
             "[engine]\nthreads = 2",
             "[copy_method]\nbundel = \"/x\"",
             "[psk.plugin]\nname = \"x\"\nwasm = \"x\"\nsha256 = \"x\"\ngrants = { network = true }",
+            "[psk.ceiling]\nnetwork = true",
+            "[psk.ceiling.http]\nallow = []\nproxy = \"x\"",
         ] {
             let err = parse(bad).expect_err(bad).to_string();
             assert!(err.contains("unknown field"), "{bad}: {err}");

@@ -10,7 +10,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::{
     bindings::wit,
-    defaults,
+    defaults, guest_text,
     http::{HttpGate, HttpTransport, ResolvedGrant},
     outcome::{Failure, FailureKind},
     plugin::{LoadedPlugin, Pre},
@@ -19,7 +19,7 @@ use super::{
         CopyMethodDecision, CopyMethodInput, DecisionPoint, PskDecision, PskInput,
         ServiceTypeDecision, ServiceTypeInput,
     },
-    validate::{self, MAX_REASON_BYTES},
+    validate,
 };
 
 /// One decision point's types and functions, so the engine is written once.
@@ -31,7 +31,7 @@ pub(crate) trait Point: 'static {
     type WitOut: Send + 'static;
 
     fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn;
-    fn call(
+    async fn call(
         pre: &Pre,
         store: &mut Store<HostState>,
         input: &Self::WitIn,
@@ -58,7 +58,7 @@ impl Point for CopyMethodPoint {
     fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn {
         input.to_wit(settings)
     }
-    fn call(
+    async fn call(
         pre: &Pre,
         store: &mut Store<HostState>,
         input: &Self::WitIn,
@@ -66,8 +66,10 @@ impl Point for CopyMethodPoint {
         let Pre::CopyMethod(pre) = pre else {
             return Err(wrong_pre());
         };
-        pre.instantiate(&mut *store)?
+        pre.instantiate_async(&mut *store)
+            .await?
             .call_decide(&mut *store, input)
+            .await
     }
     fn validate(
         out: Self::WitOut,
@@ -91,7 +93,7 @@ impl Point for ServiceTypePoint {
     fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn {
         input.to_wit(settings)
     }
-    fn call(
+    async fn call(
         pre: &Pre,
         store: &mut Store<HostState>,
         input: &Self::WitIn,
@@ -99,8 +101,10 @@ impl Point for ServiceTypePoint {
         let Pre::ServiceType(pre) = pre else {
             return Err(wrong_pre());
         };
-        pre.instantiate(&mut *store)?
+        pre.instantiate_async(&mut *store)
+            .await?
             .call_decide(&mut *store, input)
+            .await
     }
     fn validate(
         out: Self::WitOut,
@@ -124,7 +128,7 @@ impl Point for PskPoint {
     fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn {
         input.to_wit(settings)
     }
-    fn call(
+    async fn call(
         pre: &Pre,
         store: &mut Store<HostState>,
         input: &Self::WitIn,
@@ -132,8 +136,10 @@ impl Point for PskPoint {
         let Pre::Psk(pre) = pre else {
             return Err(wrong_pre());
         };
-        pre.instantiate(&mut *store)?
+        pre.instantiate_async(&mut *store)
+            .await?
             .call_decide(&mut *store, input)
+            .await
     }
     fn validate(
         out: Self::WitOut,
@@ -154,26 +160,23 @@ pub(crate) struct Execution<O> {
     pub denials: Vec<String>,
 }
 
-/// Shortens guest-provided text before it reaches logs, Events and errors.
-pub(crate) fn truncate(mut s: String) -> String {
-    if s.len() > MAX_REASON_BYTES {
-        let mut cut = MAX_REASON_BYTES;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("… (truncated)");
-    }
-    s
-}
-
 /// Epoch ticks that cover `timeout`, plus one for the tick already under way.
 pub(crate) fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
     let tick = tick.as_nanos().max(1);
     (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
 }
 
-/// Runs `decide` in a fresh, limited Store. Blocking.
+/// Fuel the plugin may burn between two host checkpoints. Compiled code keeps its fuel
+/// count in a register and writes it back only at calls, returns and these checkpoints,
+/// so a loop without calls that an epoch deadline stops would otherwise be reported with
+/// the fuel it had when it entered the loop (a few thousand units, however long it ran).
+/// At a checkpoint the store yields, which costs about a microsecond: every 100,000
+/// units (some 50 µs of wasm), well under 1 % of the run, and the count is exact to
+/// within one slice.
+pub(crate) const FUEL_SLICE: u64 = 100_000;
+
+/// Runs `decide` in a fresh, limited Store, for at most `timeout` (the plugin's limit, or
+/// less when its decision point's deadline leaves less). Blocking.
 pub(crate) fn run<P: Point>(
     engine: &Engine,
     plugin: &LoadedPlugin,
@@ -181,6 +184,7 @@ pub(crate) fn run<P: Point>(
     transport: Arc<dyn HttpTransport>,
     credential: Option<(String, String)>,
     input: &P::WitIn,
+    timeout: Duration,
 ) -> Execution<P::WitOut> {
     // Latency covers what every decision pays: a fresh Store, instantiation and the call.
     let start = Instant::now();
@@ -190,25 +194,37 @@ pub(crate) fn run<P: Point>(
         .and_then(|g| ResolvedGrant::new(g, credential).ok());
     let limits = &plugin.limits;
     let memory = (limits.memory_mib as usize).saturating_mul(1 << 20);
-    let gate = HttpGate::new(grant, transport, start + limits.timeout);
+    let gate = HttpGate::new(grant, transport, start + timeout);
     let state = HostState::new(memory, plugin.random, gate);
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    // Fuel is enabled engine-wide, so this cannot fail.
+    // Fuel is enabled engine-wide and the slice is non-zero, so these cannot fail.
+    let _ = store.fuel_async_yield_interval(Some(FUEL_SLICE));
     let _ = store.set_fuel(limits.fuel);
-    store.set_epoch_deadline(deadline_ticks(limits.timeout, tick));
+    store.set_epoch_deadline(deadline_ticks(timeout, tick));
     store.epoch_deadline_trap();
 
-    let outcome = P::call(&plugin.pre, &mut store, input);
+    // Nothing in the call waits on I/O (host calls are synchronous); the future only
+    // yields at fuel checkpoints, so polling it on this blocking thread is all it needs.
+    let outcome = futures::executor::block_on(P::call(&plugin.pre, &mut store, input));
     let fuel_used = limits.fuel - store.get_fuel().unwrap_or(0);
-    let denials = std::mem::take(&mut store.data_mut().http.denials);
+    let denials = std::mem::take(&mut store.data_mut().http.denials)
+        .into_iter()
+        .map(guest_text::bounded)
+        .collect();
     let result = match outcome {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(message)) => Err(Failure {
             kind: FailureKind::PluginError,
-            message: truncate(message),
+            message: guest_text::bounded(message),
         }),
-        Err(err) => Err(classify(&err, plugin, fuel_used, store.data().stderr())),
+        Err(err) => Err(classify(
+            &err,
+            plugin,
+            timeout,
+            fuel_used,
+            store.data().stderr(),
+        )),
     };
     // Dropping the Store resets the instance's memory for reuse: part of every decision's
     // cost, so it is inside the measured time.
@@ -222,7 +238,37 @@ pub(crate) fn run<P: Point>(
     }
 }
 
-fn classify(err: &wasmtime::Error, plugin: &LoadedPlugin, fuel: u64, stderr: String) -> Failure {
+/// Innermost frames of a trap's backtrace in which one function must recur for an
+/// out-of-bounds access to count as the plugin's stack running out.
+const RECURSION_FRAMES: usize = 8;
+
+/// How often the most frequent function recurs among the trap's innermost frames (wasmtime
+/// keeps 20 by default), when it recurs at least [`RECURSION_FRAMES`] times.
+///
+/// Plugins keep their stack at the bottom of linear memory (the wasm linker's layout), and
+/// one frame too many wraps the stack pointer below 0: the next access to the frame, a
+/// plain store or the `memory.fill` that zeroes it, is out of bounds. wasmtime reports that
+/// as any other out-of-bounds access, without the address when a bulk-memory call traps;
+/// what tells them apart is the recursion leading to it.
+fn recursion_at_trap(err: &wasmtime::Error) -> Option<usize> {
+    let frames = err.downcast_ref::<wasmtime::WasmBacktrace>()?.frames();
+    let mut counts = std::collections::HashMap::new();
+    for frame in frames {
+        *counts.entry(frame.func_index()).or_insert(0usize) += 1;
+    }
+    counts
+        .into_values()
+        .max()
+        .filter(|&n| n >= RECURSION_FRAMES)
+}
+
+fn classify(
+    err: &wasmtime::Error,
+    plugin: &LoadedPlugin,
+    timeout: Duration,
+    fuel: u64,
+    stderr: String,
+) -> Failure {
     let limits = &plugin.limits;
     let (kind, message) = if let Some(trap) = err.downcast_ref::<Trap>() {
         match trap {
@@ -232,9 +278,27 @@ fn classify(err: &wasmtime::Error, plugin: &LoadedPlugin, fuel: u64, stderr: Str
             ),
             Trap::Interrupt => (
                 FailureKind::Timeout,
+                if timeout < limits.timeout {
+                    format!(
+                        "stopped after {} by its decision point's deadline (its own time limit is {}), having used {fuel} units of fuel",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(limits.timeout)
+                    )
+                } else {
+                    format!(
+                        "exceeded its time limit of {} after using {fuel} units of fuel",
+                        humantime::format_duration(limits.timeout)
+                    )
+                },
+            ),
+            Trap::StackOverflow => (
+                FailureKind::StackOverflow,
+                "stack overflow: its calls nested deeper than the host's wasm stack allows (unbounded recursion?)".into(),
+            ),
+            Trap::MemoryOutOfBounds if let Some(n) = recursion_at_trap(err) => (
+                FailureKind::StackOverflow,
                 format!(
-                    "exceeded its time limit of {}",
-                    humantime::format_duration(limits.timeout)
+                    "stack overflow: its stack in linear memory ran out (an out-of-bounds access with one function {n} times among the innermost calls: recursion deeper than the stack it was built with, see `-zstack-size` in scripts/build-plugins.sh)"
                 ),
             ),
             other => (FailureKind::Trap, format!("trapped: {other}")),
@@ -253,7 +317,7 @@ fn classify(err: &wasmtime::Error, plugin: &LoadedPlugin, fuel: u64, stderr: Str
     };
     Failure {
         kind,
-        message: truncate(message),
+        message: guest_text::bounded(message),
     }
 }
 
@@ -270,14 +334,5 @@ mod tests {
             deadline_ticks(Duration::from_secs(1), Duration::ZERO),
             1_000_000_001
         );
-    }
-
-    #[test]
-    fn truncation_keeps_char_boundaries() {
-        let s = "é".repeat(MAX_REASON_BYTES);
-        let t = truncate(s);
-        assert!(t.len() <= MAX_REASON_BYTES + 20);
-        assert!(t.ends_with("(truncated)"));
-        assert_eq!(truncate("short".into()), "short");
     }
 }

@@ -127,18 +127,21 @@ pub fn read_table(path: &Path) -> Result<GoldenTable, GoldenError> {
 pub async fn run_bundle(dir: &Path) -> Result<BundleReport, GoldenError> {
     let bundle = BundleFile::read(dir)?;
     let table = read_table(&bundle.tests)?;
+    // The bundle's author tests it as written: its own pin and grants are the ceiling.
     let point_cfg = PointConfig {
-        bundle: Some(dir.to_owned()),
-        plugin: None,
         // Failures must surface as failures, not as the built-in default.
         on_failure: FailureMode::Fail,
-        credentials: None,
+        ..PointConfig::bundle_as_written(dir)?
     };
     let mut config = PolicyConfig {
         engine: EngineConfig {
             // Every case runs the plugin, so each reports its own fuel and time.
             cache_entries: 0,
             max_concurrency: 1,
+            // Cases are independent: one case's "not available yet" must not answer the
+            // next case about the same replication.
+            key_retry_min: Duration::ZERO,
+            key_retry_max: Duration::ZERO,
             ..EngineConfig::default()
         },
         ..PolicyConfig::default()

@@ -8,6 +8,7 @@ use prometheus_client::{
     metrics::{
         counter::Counter,
         family::Family,
+        gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
@@ -55,6 +56,8 @@ pub struct PolicyMetrics {
     pub latency: HistogramFamily<PluginLabels>,
     pub fuel: HistogramFamily<PluginLabels>,
     pub reloads: Family<ReloadLabels, Counter>,
+    /// 1 while the last reload was refused (the previous set keeps serving), else 0.
+    pub reload_refused: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +78,7 @@ impl Default for PolicyMetrics {
             latency: Family::new_with_constructor(latency_histogram),
             fuel: Family::new_with_constructor(fuel_histogram),
             reloads: Family::default(),
+            reload_refused: Gauge::default(),
         }
     }
 }
@@ -106,6 +110,11 @@ impl PolicyMetrics {
             "ferrosync_policy_reloads",
             "Reloads of the plugin set by result",
             self.reloads.clone(),
+        );
+        registry.register(
+            "ferrosync_policy_reload_refused",
+            "1 while the newest bundles or plugin files are refused (pin, ceiling, compilation, world) and the previous set keeps serving",
+            self.reload_refused.clone(),
         );
     }
 }

@@ -5,12 +5,15 @@
 //! `ferrosync policy` command. A plugin must never be able to crash, hang or escape the
 //! host: each runs in a fresh, limited sandbox and its output is validated before use.
 //!
-//! - `config`: the `[policy]` configuration section.
+//! - `config`, `ceiling`: the `[policy]` configuration section, and the operator's pins
+//!   and ceilings that cap what a bundle may be granted.
 //! - `plugin`: bundles, pins, compilation and world checks.
 //! - `sandbox`: the per-decision Store state, locked-down WASI, the linker.
 //! - `execute`: one decision in a fresh Store, and the classification of failures.
 //! - `engine`: [`PolicyEngine`], its reload, cache and metrics.
-//! - `validate`, `defaults`: output validation and the built-in decisions.
+//! - `validate`, `guest_text`, `defaults`: output validation, the cleaning of any text a
+//!   plugin hands back, and the built-in decisions.
+//! - `key_wait`: the backoff of a replication waiting for its key.
 //! - `http`, `credentials`: the HTTP grant and the credentials it injects.
 //! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
 //!
@@ -31,6 +34,7 @@
 
 mod bindings;
 mod cache;
+mod ceiling;
 mod cli;
 pub mod config;
 pub mod credentials;
@@ -40,7 +44,9 @@ mod execute;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod golden;
+pub mod guest_text;
 pub mod http;
+mod key_wait;
 pub mod metrics;
 mod outcome;
 pub mod plugin;

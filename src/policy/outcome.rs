@@ -20,6 +20,8 @@ pub enum FailureKind {
     Timeout,
     /// Tried to grow memory past its limit.
     MemoryLimit,
+    /// Recursed past its stack: the host's wasm stack, or its own stack in linear memory.
+    StackOverflow,
     /// Trapped or panicked.
     Trap,
     /// Used a capability it was not granted (secure random, timers).
@@ -41,6 +43,7 @@ impl FailureKind {
             FailureKind::OutOfFuel => "out-of-fuel",
             FailureKind::Timeout => "timeout",
             FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::StackOverflow => "stack-overflow",
             FailureKind::Trap => "trap",
             FailureKind::CapabilityDenied => "capability-denied",
             FailureKind::PluginError => "plugin-error",
@@ -56,6 +59,7 @@ impl FailureKind {
             FailureKind::OutOfFuel => "PolicyPluginOutOfFuel",
             FailureKind::Timeout => "PolicyPluginTimeout",
             FailureKind::MemoryLimit => "PolicyPluginMemoryLimit",
+            FailureKind::StackOverflow => "PolicyPluginStackOverflow",
             FailureKind::Trap => "PolicyPluginTrap",
             FailureKind::CapabilityDenied => "PolicyPluginCapabilityDenied",
             FailureKind::PluginError => "PolicyPluginError",

@@ -9,6 +9,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::Mutex,
+    time::Duration,
 };
 
 use figment::{
@@ -24,7 +25,7 @@ use wasmtime::{
 
 use super::{
     bindings::{copy_method::CopyMethodPre, psk::PskPre, service_type::ServiceTypePre},
-    config::{CredentialRef, FailureMode, HttpGrant, Limits, PluginSpec, PointConfig},
+    config::{Ceiling, CredentialRef, FailureMode, HttpGrant, Limits, PluginSpec, PointConfig},
     http::ResolvedGrant,
     sandbox::HostState,
     types::DecisionPoint,
@@ -59,6 +60,37 @@ pub enum LoadError {
         path: PathBuf,
         pinned: String,
         actual: String,
+    },
+    #[error(
+        "{point}: the bundle's plugin {plugin} is not pinned by the controller configuration; \
+         once reviewed, pin its component with sha256 = \"{actual}\" in [policy.{section}]",
+        section = point.as_str().replace('-', "_")
+    )]
+    NotPinned {
+        point: DecisionPoint,
+        plugin: String,
+        actual: String,
+    },
+    #[error(
+        "plugin {plugin}: its component's sha256 is {actual}, which the controller \
+         configuration does not pin for {point} (it pins {pinned}); refusing to load"
+    )]
+    NotOperatorPinned {
+        point: DecisionPoint,
+        plugin: String,
+        actual: String,
+        pinned: String,
+    },
+    #[error(
+        "plugin {plugin}: asks for more than the controller configuration's ceiling for \
+         {point} allows: {excess}; refusing to load (ask for less in the bundle, or raise \
+         [policy.{section}.ceiling])",
+        section = point.as_str().replace('-', "_")
+    )]
+    AboveCeiling {
+        point: DecisionPoint,
+        plugin: String,
+        excess: String,
     },
     #[error("plugin {plugin}: does not compile as a component: {message}")]
     Compile { plugin: String, message: String },
@@ -154,6 +186,8 @@ pub(crate) struct LoadedPlugin {
     pub on_failure: FailureMode,
     pub settings_json: String,
     pub limits: Limits,
+    /// The longest a decision may take, waiting for a slot included.
+    pub deadline: Duration,
     pub random: bool,
     pub http: Option<HttpGrant>,
     pub credential: Option<CredentialRef>,
@@ -234,6 +268,8 @@ pub(crate) fn load(
             "{size} bytes; at most {MAX_COMPONENT_BYTES} fit a ConfigMap"
         )));
     }
+    // The bytes hashed are the bytes compiled: a component swapped after this read (a
+    // torn bundle update) can never be served under the digest checked here.
     let bytes = std::fs::read(&spec.wasm).map_err(|e| read_err(e.to_string()))?;
     let actual = sha256_hex(&bytes);
     if actual != pinned {
@@ -242,6 +278,23 @@ pub(crate) fn load(
             path: spec.wasm.clone(),
             pinned,
             actual,
+        });
+    }
+    if cfg.bundle.is_some() {
+        operator_allows(point, cfg, &spec, &actual)?;
+    } else if !cfg.sha256.is_empty() {
+        return Err(LoadError::Config {
+            point,
+            message: "`sha256` pins a bundle's component; an inline plugin's pin is its \
+                      own `sha256`"
+                .into(),
+        });
+    } else if cfg.ceiling != Ceiling::default() {
+        return Err(LoadError::Config {
+            point,
+            message: "`ceiling` caps a bundle; an inline plugin's grants and limits are \
+                      the configuration's own"
+                .into(),
         });
     }
     let credential = cfg.credentials.clone().or_else(|| {
@@ -273,6 +326,9 @@ pub(crate) fn load(
     let settings_json =
         serde_json::to_string(&spec.settings).map_err(|e| invalid(e.to_string()))?;
     let pure = !spec.grants.random && spec.grants.http.is_none();
+    let deadline = cfg
+        .deadline
+        .unwrap_or_else(|| (spec.limits.timeout * 2).max(Duration::from_secs(1)));
     Ok(LoadedPlugin {
         name: spec.name,
         sha256: actual,
@@ -280,12 +336,51 @@ pub(crate) fn load(
         on_failure: cfg.on_failure,
         settings_json,
         limits: spec.limits,
+        deadline,
         random: spec.grants.random,
         http: spec.grants.http,
         credential,
         pre,
         pure,
     })
+}
+
+/// A bundle's component must carry one of the operator's pins, and its grants and limits
+/// must fit under the operator's ceiling.
+fn operator_allows(
+    point: DecisionPoint,
+    cfg: &PointConfig,
+    spec: &PluginSpec,
+    actual: &str,
+) -> Result<(), LoadError> {
+    if cfg.sha256.is_empty() {
+        return Err(LoadError::NotPinned {
+            point,
+            plugin: spec.name.clone(),
+            actual: actual.into(),
+        });
+    }
+    let pins = cfg
+        .sha256
+        .normalised()
+        .map_err(|message| LoadError::Config { point, message })?;
+    if !pins.iter().any(|p| p == actual) {
+        return Err(LoadError::NotOperatorPinned {
+            point,
+            plugin: spec.name.clone(),
+            actual: actual.into(),
+            pinned: pins.join(", "),
+        });
+    }
+    let excess = cfg.ceiling.excess(spec, cfg.credentials.as_ref());
+    if !excess.is_empty() {
+        return Err(LoadError::AboveCeiling {
+            point,
+            plugin: spec.name.clone(),
+            excess: excess.join("; "),
+        });
+    }
+    Ok(())
 }
 
 /// The files a decision point's configuration depends on: reload watches these.

@@ -6,6 +6,7 @@
 
 use super::{
     bindings::wit,
+    guest_text,
     types::{
         CopyMethodDecision, CopyMethodInput, Pairs, PskAnswer, PskDecision, ServiceTypeDecision,
     },
@@ -30,6 +31,15 @@ pub enum InvalidOutput {
     Missing { what: &'static str, name: String },
     #[error("a Snapshot decision needs a VolumeSnapshotClass, and none is named or available")]
     NoSnapshotClass,
+    #[error(
+        "a {method} decision uses no {unused}, but the plugin named {named}; name only what \
+         the method uses (Clone: a StorageClass; Snapshot: both; Direct: neither)"
+    )]
+    UnusedClass {
+        method: &'static str,
+        unused: &'static str,
+        named: String,
+    },
     #[error("annotation key {0:?} is not a valid Kubernetes annotation key")]
     BadAnnotationKey(String),
     #[error("too many annotations: {0} (at most {MAX_ANNOTATIONS})")]
@@ -46,10 +56,9 @@ fn reason(r: String) -> Result<String, InvalidOutput> {
     if r.len() > MAX_REASON_BYTES {
         return Err(InvalidOutput::ReasonTooLong(r.len()));
     }
-    // Control characters would garble Events and logs.
-    Ok(r.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect())
+    // Control characters would garble Events and logs; format characters (direction
+    // overrides, zero-width spaces) would disguise them.
+    Ok(guest_text::clean(&r))
 }
 
 /// A DNS-1123 subdomain: lower-case alphanumerics, '-' and '.', at most 253 characters,
@@ -111,6 +120,11 @@ pub(crate) fn copy_method(
         wit::Method::Snapshot => CopyMethod::Snapshot,
     };
     let reason = reason(raw.reason)?;
+    unused_classes(
+        method,
+        raw.volume_snapshot_class.as_deref(),
+        raw.storage_class.as_deref(),
+    )?;
     let volume_snapshot_class = existing_name(
         "VolumeSnapshotClass",
         raw.volume_snapshot_class,
@@ -128,6 +142,44 @@ pub(crate) fn copy_method(
         volume_snapshot_class,
         storage_class,
         reason,
+    })
+}
+
+/// A class the method never uses is refused rather than silently carried along: status
+/// and Events would show a decision that is not the one carried out.
+fn unused_classes(
+    method: CopyMethod,
+    snapshot_class: Option<&str>,
+    storage_class: Option<&str>,
+) -> Result<(), InvalidOutput> {
+    let named = |what: &str, name: &str| format!("{what} {:?}", guest_text::clean(name));
+    let (label, unused, names) = match method {
+        CopyMethod::Direct | CopyMethod::None => (
+            "Direct",
+            "VolumeSnapshotClass or StorageClass",
+            [
+                snapshot_class.map(|n| named("VolumeSnapshotClass", n)),
+                storage_class.map(|n| named("StorageClass", n)),
+            ],
+        ),
+        CopyMethod::Clone => (
+            "Clone",
+            "VolumeSnapshotClass",
+            [
+                snapshot_class.map(|n| named("VolumeSnapshotClass", n)),
+                None,
+            ],
+        ),
+        CopyMethod::Snapshot => return Ok(()),
+    };
+    let names: Vec<String> = names.into_iter().flatten().collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(InvalidOutput::UnusedClass {
+        method: label,
+        unused,
+        named: names.join(" and "),
     })
 }
 
@@ -234,6 +286,77 @@ mod tests {
         let err = psk(raw).unwrap_err().to_string();
         assert!(err.contains("at least 32"), "{err}");
         assert!(!err.contains("0123456789abcdef"), "{err}");
+    }
+
+    fn copy_input() -> CopyMethodInput {
+        CopyMethodInput {
+            snapshot_classes: vec!["snap".into()],
+            storage_classes: vec!["gp3".into()],
+            ..Default::default()
+        }
+    }
+
+    fn copy_raw(
+        method: wit::Method,
+        snap: Option<&str>,
+        sc: Option<&str>,
+    ) -> wit::CopyMethodDecision {
+        wit::CopyMethodDecision {
+            method,
+            volume_snapshot_class: snap.map(Into::into),
+            storage_class: sc.map(Into::into),
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn classes_a_method_does_not_use_are_refused() {
+        let err = copy_method(
+            copy_raw(wit::Method::Direct, Some("snap"), Some("gp3")),
+            &copy_input(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a Direct decision uses no VolumeSnapshotClass or StorageClass"),
+            "{err}"
+        );
+        assert!(
+            err.contains("VolumeSnapshotClass \"snap\" and StorageClass \"gp3\""),
+            "{err}"
+        );
+        let err = copy_method(
+            copy_raw(wit::Method::Direct, None, Some("gp3")),
+            &copy_input(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, InvalidOutput::UnusedClass { .. }), "{err}");
+        let err = copy_method(
+            copy_raw(wit::Method::Clone, Some("snap"), None),
+            &copy_input(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("a Clone decision uses no VolumeSnapshotClass"),
+            "{err}"
+        );
+        // What each method does use is accepted.
+        for (m, snap, sc) in [
+            (wit::Method::Direct, None, None),
+            (wit::Method::Clone, None, Some("gp3")),
+            (wit::Method::Snapshot, Some("snap"), Some("gp3")),
+        ] {
+            copy_method(copy_raw(m, snap, sc), &copy_input()).expect("valid");
+        }
+    }
+
+    #[test]
+    fn reasons_lose_direction_and_zero_width_characters() {
+        let mut raw = copy_raw(wit::Method::Direct, None, None);
+        raw.reason = "ok\u{202E}gnp.exe\u{200B}\n".into();
+        let d = copy_method(raw, &copy_input()).unwrap();
+        assert_eq!(d.reason, "okgnp.exe ");
     }
 
     #[test]

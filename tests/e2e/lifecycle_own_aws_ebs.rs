@@ -88,11 +88,16 @@ async fn the_aws_ebs_plugin_chooses_snapshot_up_front() {
     let started = Instant::now();
     let env = env();
     let config = env.cp.dir.join("lifecycle-aws-ebs.toml");
+    let bundle = bundle();
+    // The operator pins the bundle's component; its limits are within the default ceiling.
+    let pin = ferrosync::policy::plugin::sha256_hex(
+        &std::fs::read(bundle.join("copy-method-by-driver.wasm")).expect("component"),
+    );
     std::fs::write(
         &config,
         format!(
-            "[policy.copy_method]\nbundle = {:?}\non_failure = \"fail\"\n",
-            bundle().to_string_lossy()
+            "[policy.copy_method]\nbundle = {:?}\nsha256 = {pin:?}\non_failure = \"fail\"\n",
+            bundle.to_string_lossy()
         ),
     )
     .expect("config");

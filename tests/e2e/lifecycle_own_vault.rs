@@ -112,11 +112,21 @@ async fn vault_pairs_namespaces_without_copying_a_secret() {
     let bao = Bao::start().await;
     let bundle = bundle_for(&bao.addr);
     let config = env.cp.dir.join("lifecycle-vault.toml");
+    // The operator pins the bundle's component, names the token it may use, and caps it
+    // at what it asks for: randomness, this vault, ten seconds.
+    let pin = ferrosync::policy::plugin::sha256_hex(
+        &std::fs::read(bundle.join("psk-from-vault.wasm")).expect("component"),
+    );
     std::fs::write(
         &config,
         format!(
-            "[policy.psk]\nbundle = {:?}\non_failure = \"fail\"\n",
-            bundle.to_string_lossy()
+            "[policy.psk]\nbundle = {:?}\nsha256 = {pin:?}\non_failure = \"fail\"\n\
+             credentials = {{ secret = \"ferrosync-vault-token\", key = \"token\", header = \"X-Vault-Token\" }}\n\
+             [policy.psk.ceiling]\nrandom = true\n\
+             limits = {{ fuel = 50000000, timeout = \"10s\", memory_mib = 16 }}\n\
+             http = {{ allow = [{:?}], timeout = \"3s\", max_response_kib = 64, max_requests = 4 }}\n",
+            bundle.to_string_lossy(),
+            bao.addr,
         ),
     )
     .expect("config");

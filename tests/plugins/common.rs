@@ -84,10 +84,16 @@ pub fn spec(package: &str, settings: serde_json::Value) -> PluginSpec {
 
 pub fn point(spec: PluginSpec, on_failure: FailureMode) -> Option<PointConfig> {
     Some(PointConfig {
-        bundle: None,
-        plugin: Some(spec),
         on_failure,
-        credentials: None,
+        ..PointConfig::inline(spec)
+    })
+}
+
+/// A shipped (or copied) bundle, pinned and capped by the operator exactly as it asks.
+pub fn bundle_point(dir: &Path, on_failure: FailureMode) -> Option<PointConfig> {
+    Some(PointConfig {
+        on_failure,
+        ..PointConfig::bundle_as_written(dir).expect("bundle reads")
     })
 }
 
@@ -95,12 +101,7 @@ pub fn point(spec: PluginSpec, on_failure: FailureMode) -> Option<PointConfig> {
 /// that must keep working next to a hostile one.
 pub fn config_with_good_neighbour() -> PolicyConfig {
     PolicyConfig {
-        service_type: Some(PointConfig {
-            bundle: Some(root().join("policies/multi-cluster")),
-            plugin: None,
-            on_failure: FailureMode::Fail,
-            credentials: None,
-        }),
+        service_type: bundle_point(&root().join("policies/multi-cluster"), FailureMode::Fail),
         engine: EngineConfig {
             epoch_tick: Duration::from_millis(2),
             ..EngineConfig::default()

@@ -308,3 +308,114 @@ async fn wasm_runs_off_the_executor_with_bounded_concurrency() {
     // Blocked by wasm it would tick once or twice; free, about 25 times (fewer under load).
     assert!(ticks >= 5, "the executor was blocked: {ticks} ticks");
 }
+
+#[tokio::test]
+async fn a_plugin_stopped_by_its_deadline_is_reported_with_the_fuel_it_used() {
+    // What instantiating and deciding costs when the plugin does nothing much.
+    let quick = hostile_copy("hashmap", small(), FailureMode::Fail).await;
+    let baseline = quick
+        .copy_method(&copy_input())
+        .await
+        .expect("decides")
+        .provenance
+        .fuel_used;
+    assert!(baseline > 0);
+
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        timeout: Duration::from_millis(200),
+        memory_mib: 16,
+    };
+    let err = expect_fail("spin", limits, FailureKind::Timeout, "time limit of 200ms").await;
+    let PolicyError::PluginFailed {
+        provenance,
+        failure,
+        ..
+    } = err;
+    // 200 ms of a tight loop is tens of millions of units even on a loaded machine; the
+    // count of the loop's entry (what compiled code had written back) is a few thousand.
+    assert!(
+        provenance.fuel_used > 1_000_000 && provenance.fuel_used > 100 * baseline,
+        "reported {} units after {:?} (a quick decision costs {baseline})",
+        provenance.fuel_used,
+        provenance.latency
+    );
+    assert!(
+        failure.message.contains(&format!(
+            "after using {} units of fuel",
+            provenance.fuel_used
+        )),
+        "{failure}"
+    );
+}
+
+#[tokio::test]
+async fn a_direct_decision_naming_classes_is_refused_with_the_reason() {
+    expect_fallback(
+        "direct-with-classes",
+        small(),
+        FailureKind::InvalidOutput,
+        "a Direct decision uses no VolumeSnapshotClass or StorageClass, but the plugin named \
+         VolumeSnapshotClass \"ebs-snapclass\" and StorageClass \"gp3\"",
+    )
+    .await;
+}
+
+/// Characters that reorder or hide text, and a line break.
+const DISGUISES: [char; 9] = [
+    '\u{202E}', '\u{202C}', '\u{2066}', '\u{2067}', '\u{2069}', '\u{200B}', '\u{FEFF}', '\n', '\r',
+];
+
+fn assert_undisguised(text: &str) {
+    for c in DISGUISES {
+        assert!(!text.contains(c), "U+{:04X} in {text:?}", c as u32);
+    }
+}
+
+#[tokio::test]
+async fn direction_and_zero_width_characters_never_reach_events_or_status() {
+    let engine = hostile_copy("bidi-reason", small(), FailureMode::Fail).await;
+    let d = engine.copy_method(&copy_input()).await.expect("decides");
+    // The reason goes to status.policy; the Event carries it after the summary.
+    assert_eq!(d.decision.reason, "fineexe.txt xab next");
+    let event = d.provenance.event(&d.decision.reason);
+    assert_undisguised(&d.decision.reason);
+    assert_undisguised(&event.message);
+    assert!(
+        event.message.ends_with("fineexe.txt xab next"),
+        "{}",
+        event.message
+    );
+
+    // A plugin's own error reaches the Error condition and a Warning Event just as clean.
+    let err = expect_fail(
+        "bidi-error",
+        small(),
+        FailureKind::PluginError,
+        "deniedgnp.exe!",
+    )
+    .await;
+    assert_undisguised(&err.to_string());
+    assert_undisguised(&err.event().message);
+}
+
+#[tokio::test]
+async fn deep_recursion_is_reported_as_a_stack_overflow() {
+    let err = expect_fail(
+        "recurse",
+        small(),
+        FailureKind::StackOverflow,
+        "stack overflow",
+    )
+    .await;
+    let msg = err.to_string();
+    assert!(!msg.contains("out of bounds"), "{msg}");
+    assert_eq!(err.event().reason, "PolicyPluginStackOverflow");
+    expect_fallback(
+        "recurse",
+        small(),
+        FailureKind::StackOverflow,
+        "its stack in linear memory ran out",
+    )
+    .await;
+}

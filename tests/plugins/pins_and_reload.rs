@@ -9,7 +9,7 @@ use std::{
 use ferrosync::{
     api::ServiceType,
     policy::{
-        EngineOptions, FailureMode, LoadError, PointConfig, PolicyConfig, PolicyEngine,
+        EngineOptions, FailureMode, LoadError, Pins, PolicyConfig, PolicyEngine,
         reload::spawn_watcher,
     },
 };
@@ -34,14 +34,20 @@ fn set_pin(dir: &Path, pin: &str) {
 
 fn bundle_config(dir: &Path) -> PolicyConfig {
     PolicyConfig {
-        service_type: Some(PointConfig {
-            bundle: Some(dir.to_owned()),
-            plugin: None,
-            on_failure: FailureMode::Fail,
-            credentials: None,
-        }),
+        service_type: bundle_point(dir, FailureMode::Fail),
         ..PolicyConfig::default()
     }
+}
+
+/// `config` with the operator also pinning `digest`, so that what is refused next is
+/// refused for another reason than the operator's pin.
+fn also_pinning(config: &PolicyConfig, digest: &str) -> PolicyConfig {
+    let mut config = config.clone();
+    let point = config.service_type.as_mut().expect("service_type");
+    let mut pins = point.sha256.normalised().expect("pins");
+    pins.push(digest.to_owned());
+    point.sha256 = Pins::new(pins);
+    config
 }
 
 #[tokio::test]
@@ -89,8 +95,12 @@ async fn reload_swaps_a_good_bundle_and_keeps_the_old_on_bad_ones() {
         b"\0asm not really",
     )
     .unwrap();
-    set_pin(&dir, &digest(&dir.join("service-type-by-topology.wasm")));
-    let err = engine.reload(&config).await.expect_err("refused");
+    let bad_digest = digest(&dir.join("service-type-by-topology.wasm"));
+    set_pin(&dir, &bad_digest);
+    let err = engine
+        .reload(&also_pinning(&config, &bad_digest))
+        .await
+        .expect_err("refused");
     assert!(matches!(err, LoadError::Compile { .. }), "{err}");
     assert!(
         engine
@@ -106,9 +116,17 @@ async fn reload_swaps_a_good_bundle_and_keeps_the_old_on_bad_ones() {
         dir.join("service-type-by-topology.wasm"),
     )
     .unwrap();
-    set_pin(&dir, &digest(&wasm("copy-method-by-driver")));
-    let err = engine.reload(&config).await.expect_err("refused");
+    let other = digest(&wasm("copy-method-by-driver"));
+    set_pin(&dir, &other);
+    let err = engine
+        .reload(&also_pinning(&config, &other))
+        .await
+        .expect_err("refused");
     assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+    // The same component, pinned by its bundle but not by the operator.
+    let err = engine.reload(&config).await.expect_err("refused");
+    assert!(matches!(err, LoadError::NotOperatorPinned { .. }), "{err}");
+    assert_eq!(decide().await.provenance.sha256.unwrap(), old_digest);
     assert_eq!(decide().await.provenance.sha256.unwrap(), old_digest);
 
     // Bad: a digest mismatch.
@@ -199,11 +217,13 @@ async fn watcher_reloads_changed_files_without_a_restart() {
 fn cli_check_validates_a_configuration() {
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good.toml");
+    let bundle = root().join("policies/aws-ebs");
+    let pin = digest(&bundle.join("copy-method-by-driver.wasm"));
     std::fs::write(
         &good,
         format!(
-            "[policy.copy_method]\nbundle = {:?}\non_failure = \"fail\"\n",
-            root().join("policies/aws-ebs")
+            "[policy.copy_method]\nbundle = {bundle:?}\nsha256 = {pin:?}\non_failure = \"fail\"\n\
+             ceiling = {{ limits = {{ fuel = 20000000, timeout = \"100ms\", memory_mib = 16 }} }}\n",
         ),
     )
     .unwrap();
@@ -223,6 +243,26 @@ fn cli_check_validates_a_configuration() {
         "{stdout}"
     );
     assert!(stdout.contains("psk: built-in default"), "{stdout}");
+
+    // Without the operator's pin the bundle is refused, and the error says what to pin.
+    let unpinned = tmp.path().join("unpinned.toml");
+    std::fs::write(
+        &unpinned,
+        format!("[policy.copy_method]\nbundle = {bundle:?}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
+        .args(["policy", "check"])
+        .arg(&unpinned)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not pinned by the controller configuration")
+            && stderr.contains(&format!("sha256 = \"{pin}\" in [policy.copy_method]")),
+        "{stderr}"
+    );
 
     let bad = tmp.path().join("bad.toml");
     std::fs::write(

@@ -10,7 +10,7 @@ use std::{
 };
 
 use ferrosync::policy::{
-    FailureKind, FailureMode, PointConfig, PolicyConfig, PskAnswer, Side,
+    DecidedBy, FailureKind, FailureMode, PolicyConfig, PskAnswer, Side,
     credentials::StaticCredentials,
 };
 use serde_json::{Value, json};
@@ -132,15 +132,14 @@ fn bundle_for(bao: &Bao, dir: &Path) {
 }
 
 async fn engine_for(dir: &Path, token: &str) -> ferrosync::policy::PolicyEngine {
-    let config = PolicyConfig {
-        psk: Some(PointConfig {
-            bundle: Some(dir.to_owned()),
-            plugin: None,
-            on_failure: FailureMode::Fail,
-            credentials: None,
-        }),
+    let mut config = PolicyConfig {
+        psk: bundle_point(dir, FailureMode::Fail),
         ..PolicyConfig::default()
     };
+    // These tests are about the plugin and the vault: every pass asks (the backoff of a
+    // waiting source has its own test below).
+    config.engine.key_retry_min = Duration::ZERO;
+    config.engine.key_retry_max = Duration::ZERO;
     let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", token);
     engine_with(&config, Arc::new(creds), None).await
 }
@@ -242,4 +241,90 @@ async fn token_that_cannot_read_the_path_gets_a_clear_error() {
     assert!(msg.contains("permission denied"), "{msg}");
     assert!(msg.contains("may not access this path"), "{msg}");
     assert!(!msg.contains(&token), "the token leaked: {msg}");
+}
+
+/// The live transport, counting what reaches the vault.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl ferrosync::policy::http::HttpTransport for Counting {
+    fn send(
+        &self,
+        req: &ferrosync::policy::http::HttpRequest,
+        limits: ferrosync::policy::http::HttpLimits,
+    ) -> Result<ferrosync::policy::http::HttpResponse, ferrosync::policy::http::HttpError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ferrosync::policy::http::LiveTransport.send(req, limits)
+    }
+}
+
+#[tokio::test]
+async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff() {
+    use std::sync::atomic::Ordering;
+    assert!(build().success, "{}", build().output);
+    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    bundle_for(&bao, &dir);
+    let mut config = PolicyConfig {
+        psk: bundle_point(&dir, FailureMode::Fail),
+        ..PolicyConfig::default()
+    };
+    config.engine.key_retry_min = Duration::from_millis(300);
+    config.engine.key_retry_max = Duration::from_millis(600);
+    let vault = Arc::new(Counting(Default::default()));
+    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
+    let engine = engine_with(&config, Arc::new(creds), Some(vault.clone())).await;
+    let source = psk_input(Side::Source, Some("db-backoff"));
+
+    // The first pass asks the vault: no key yet.
+    let first = engine.psk(&source).await.expect("decides");
+    assert_eq!(first.decision.answer, PskAnswer::NotAvailableYet);
+    assert_eq!(first.provenance.decided_by, DecidedBy::Plugin);
+    let asked = vault.0.load(Ordering::SeqCst);
+    assert!(asked >= 1);
+
+    // Passes within the backoff get the same answer without a request.
+    for _ in 0..5 {
+        let again = engine.psk(&source).await.expect("decides");
+        assert_eq!(again.decision, first.decision);
+        assert_eq!(again.provenance.decided_by, DecidedBy::Cache);
+    }
+    assert_eq!(
+        vault.0.load(Ordering::SeqCst),
+        asked,
+        "asked within the backoff"
+    );
+    // Another replication is not held back by this one's wait.
+    let mut other = psk_input(Side::Source, Some("db-other"));
+    other.name = "other".into();
+    let other = engine.psk(&other).await.expect("decides");
+    assert_eq!(other.provenance.decided_by, DecidedBy::Plugin);
+    let asked = vault.0.load(Ordering::SeqCst);
+
+    // The destination stores the key meanwhile; once the backoff (300 ms, at most twice
+    // that with jitter) has passed, the source asks again and gets it.
+    let dest = engine
+        .psk(&psk_input(Side::Destination, Some("db-backoff")))
+        .await
+        .expect("decides");
+    let PskAnswer::UseKey(_) = &dest.decision.answer else {
+        panic!("{}", dest.decision.reason)
+    };
+    let asked = vault.0.load(Ordering::SeqCst).max(asked);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let d = engine.psk(&source).await.expect("decides");
+        if d.decision.answer != PskAnswer::NotAvailableYet {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "never asked again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(got.decision.answer, dest.decision.answer);
+    assert_eq!(got.provenance.decided_by, DecidedBy::Plugin);
+    assert!(vault.0.load(Ordering::SeqCst) > asked);
+    // With its key, the wait is over: the next pass asks at once.
+    let before = vault.0.load(Ordering::SeqCst);
+    engine.psk(&source).await.expect("decides");
+    assert!(vault.0.load(Ordering::SeqCst) > before);
 }

@@ -14,6 +14,7 @@ use super::{
         cache::DecisionCache,
         config::FailureMode,
         execute::{self, CopyMethodPoint, Point, PskPoint, ServiceTypePoint},
+        key_wait::WaitKey,
         metrics::{DecisionLabels, FailureLabels, PluginLabels},
         outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
         plugin::LoadedPlugin,
@@ -55,9 +56,62 @@ impl PolicyEngine {
     /// `volsync-rsync-tls-<name>`, published in `status.rsyncTLS.keySecret`;
     /// `NotAvailableYet` is transient: requeue. Never cached: keys must not linger in
     /// memory. Results as for [`PolicyEngine::copy_method`].
+    ///
+    /// A replication told `NotAvailableYet` is not asked again until its backoff
+    /// (`engine.key_retry_min`..`key_retry_max`, with jitter) has passed: until then the
+    /// same answer comes back, `decided_by: cache`, without running the plugin.
     pub async fn psk(&self, input: &PskInput) -> Result<Decided<PskDecision>, PolicyError> {
         let plugin = self.current().psk.clone();
-        self.decide::<PskPoint>(plugin, input, None).await
+        let ask = self.decide::<PskPoint>(plugin.clone(), input, None);
+        self.with_key_backoff(input, plugin.as_deref(), ask).await
+    }
+
+    /// `ask` (the psk plugin's run, not started yet), unless `input`'s replication was told
+    /// `NotAvailableYet` and its backoff has not passed: then that answer again, unasked.
+    async fn with_key_backoff(
+        &self,
+        input: &PskInput,
+        plugin: Option<&LoadedPlugin>,
+        ask: impl Future<Output = Result<Decided<PskDecision>, PolicyError>>,
+    ) -> Result<Decided<PskDecision>, PolicyError> {
+        let Some(p) = plugin else {
+            return ask.await;
+        };
+        let waits = &self.inner.key_waits;
+        let key = WaitKey::of(input);
+        if let Some((decision, left)) = waits.pending(&key, &p.sha256, Instant::now()) {
+            tracing::debug!(
+                namespace = %input.namespace,
+                name = %input.name,
+                ask_again_in = ?left,
+                "still waiting for the key; not asking the psk plugin yet"
+            );
+            self.metrics()
+                .decisions
+                .get_or_create(&labels(DecisionPoint::Psk, &p.name, "waiting"))
+                .inc();
+            return Ok(Decided {
+                decision,
+                provenance: provenance(DecisionPoint::Psk, Some(p), DecidedBy::Cache),
+            });
+        }
+        let decided = ask.await;
+        match &decided {
+            Ok(d)
+                if d.provenance.decided_by == DecidedBy::Plugin
+                    && d.decision.answer == PskAnswer::NotAvailableYet =>
+            {
+                let delay = waits.not_available(key, &p.sha256, d.decision.clone(), Instant::now());
+                tracing::debug!(
+                    namespace = %input.namespace,
+                    name = %input.name,
+                    ask_again_in = ?delay,
+                    "the key is not available yet"
+                );
+            }
+            _ => waits.forget(&key),
+        }
+        decided
     }
 
     #[tracing::instrument(
@@ -104,15 +158,33 @@ impl PolicyEngine {
             });
         }
 
+        // Everything from here on (credentials, a slot, the run) fits in the point's
+        // deadline, so one slow dependency cannot hold a reconcile without bound.
+        let deadline = tokio::time::Instant::from_std(start + plugin.deadline);
+        let late = |what: String| Failure {
+            kind: FailureKind::Timeout,
+            message: format!(
+                "{what}: the {point} decision point's deadline of {} passed",
+                humantime::format_duration(plugin.deadline)
+            ),
+        };
         let credential = match &plugin.credential {
             Some(r) if plugin.http.is_some() => {
-                match self.inner.options.credentials.resolve(r).await {
-                    Ok(value) => Some((r.header.clone(), value)),
-                    Err(e) => {
+                let resolved =
+                    tokio::time::timeout_at(deadline, self.inner.options.credentials.resolve(r))
+                        .await;
+                match resolved {
+                    Ok(Ok(value)) => Some((r.header.clone(), value)),
+                    Ok(Err(e)) => {
                         let failure = Failure {
                             kind: FailureKind::Credentials,
                             message: e.to_string(),
                         };
+                        let prov = provenance(point, Some(&plugin), DecidedBy::Plugin);
+                        return self.failed::<P>(&plugin, input, failure, prov);
+                    }
+                    Err(_) => {
+                        let failure = late(format!("reading Secret {}", r.secret));
                         let prov = provenance(point, Some(&plugin), DecidedBy::Plugin);
                         return self.failed::<P>(&plugin, input, failure, prov);
                     }
@@ -121,12 +193,30 @@ impl PolicyEngine {
             _ => None,
         };
 
+        // The permit moves into the blocking task: if the caller gives up waiting, the
+        // run still counts against the limit until it ends (by fuel or deadline at the
+        // latest). The semaphore is never closed, so acquiring only waits.
+        let slots = self.inner.permits.of(point).clone();
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, slots.acquire_owned()).await else {
+            let failure = late(format!(
+                "every {point} slot was busy (engine.max_concurrency or the point's \
+                 concurrency)"
+            ));
+            let mut prov = provenance(point, Some(&plugin), DecidedBy::Plugin);
+            prov.latency = start.elapsed();
+            return self.failed::<P>(&plugin, input, failure, prov);
+        };
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(plugin.limits.timeout);
+        if left.is_zero() {
+            let failure = late("no time was left to run the plugin".into());
+            let prov = provenance(point, Some(&plugin), DecidedBy::Plugin);
+            return self.failed::<P>(&plugin, input, failure, prov);
+        }
+
         let wit_input = P::to_wit(input, &plugin.settings_json);
         let execution = {
-            // The permit moves into the blocking task: if the caller gives up waiting, the
-            // run still counts against the limit until it ends (by fuel or deadline at the
-            // latest). The semaphore is never closed, so acquiring only waits.
-            let permit = self.inner.permits.clone().acquire_owned().await;
             let inner = self.inner.clone();
             let run_plugin = plugin.clone();
             tokio::task::spawn_blocking(move || {
@@ -138,6 +228,7 @@ impl PolicyEngine {
                     inner.options.transport.clone(),
                     credential,
                     &wit_input,
+                    left,
                 )
             })
             .await

@@ -3,7 +3,7 @@
 //! One wasmtime `Engine` (fuel and epoch interruption on, optionally pooled), one linker,
 //! components cached by sha256, an `InstancePre` per plugin, and the current plugin set
 //! behind a lock that a reload swaps whole. Each decision gets a fresh Store on a blocking
-//! thread, behind a semaphore. The engine must never let a plugin failure escape as a
+//! thread, behind its decision point's own semaphore and within its deadline. The engine must never let a plugin failure escape as a
 //! panic or hang: failures become a fallback or a `PolicyError`, always reported.
 
 use std::{
@@ -21,9 +21,10 @@ mod decide;
 
 use super::{
     cache::DecisionCache,
-    config::{EngineConfig, FailureMode, PolicyConfig},
+    config::{FailureMode, PointConfig, PolicyConfig},
     credentials::{CredentialSource, NoCredentials},
     http::{HttpTransport, LiveTransport},
+    key_wait::KeyWaits,
     metrics::{PolicyMetrics, ReloadLabels},
     plugin::{self, ComponentCache, LoadError, LoadedPlugin},
     sandbox::{self, HostState},
@@ -107,12 +108,49 @@ impl Drop for EpochTicker {
     }
 }
 
+/// Each decision point's slots: a slow plugin at one point (a vault taking seconds) never
+/// holds up decisions at another.
+struct Permits {
+    copy_method: Arc<Semaphore>,
+    service_type: Arc<Semaphore>,
+    psk: Arc<Semaphore>,
+}
+
+impl Permits {
+    fn new(config: &PolicyConfig) -> Self {
+        let n = |p: &Option<PointConfig>| Arc::new(Semaphore::new(point_concurrency(config, p)));
+        Permits {
+            copy_method: n(&config.copy_method),
+            service_type: n(&config.service_type),
+            psk: n(&config.psk),
+        }
+    }
+
+    fn of(&self, point: DecisionPoint) -> &Arc<Semaphore> {
+        match point {
+            DecisionPoint::CopyMethod => &self.copy_method,
+            DecisionPoint::ServiceType => &self.service_type,
+            DecisionPoint::Psk => &self.psk,
+        }
+    }
+}
+
+/// A point's concurrency: its own setting, else the engine's; at least one.
+fn point_concurrency(config: &PolicyConfig, point: &Option<PointConfig>) -> usize {
+    point
+        .as_ref()
+        .and_then(|p| p.concurrency)
+        .unwrap_or(config.engine.max_concurrency)
+        .max(1)
+}
+
 struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
     components: ComponentCache,
     set: RwLock<Arc<PluginSet>>,
-    permits: Arc<Semaphore>,
+    permits: Permits,
+    key_waits: KeyWaits,
     caches: Caches,
     tick: Duration,
     options: EngineOptions,
@@ -126,11 +164,17 @@ pub struct PolicyEngine {
     inner: Arc<Inner>,
 }
 
-fn wasmtime_engine(cfg: &EngineConfig) -> Result<Engine, LoadError> {
+fn wasmtime_engine(policy: &PolicyConfig) -> Result<Engine, LoadError> {
+    let cfg = &policy.engine;
     let mut config = wasmtime::Config::new();
     config.consume_fuel(true).epoch_interruption(true);
     if cfg.pooling {
-        let slots = (cfg.max_concurrency as u32).max(1) * 4;
+        // Every point's slots can be busy at once; a reload briefly doubles a point's runs.
+        let concurrency: usize = [&policy.copy_method, &policy.service_type, &policy.psk]
+            .into_iter()
+            .map(|p| point_concurrency(policy, p))
+            .sum();
+        let slots = u32::try_from(concurrency).unwrap_or(u32::MAX / 64).max(1) * 4;
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots * 8)
@@ -140,6 +184,7 @@ fn wasmtime_engine(cfg: &EngineConfig) -> Result<Engine, LoadError> {
             .max_tables_per_component(16)
             .max_core_instances_per_component(32)
             .max_memory_size((MAX_PLUGIN_MEMORY_MIB as usize) << 20)
+            .total_stacks(slots)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(64 << 10);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
@@ -154,7 +199,7 @@ impl PolicyEngine {
     /// Builds the engine and loads every configured plugin. Any load failure is an error:
     /// at start-up there is no old set to keep.
     pub async fn new(config: &PolicyConfig, options: EngineOptions) -> Result<Self, LoadError> {
-        let engine = wasmtime_engine(&config.engine)?;
+        let engine = wasmtime_engine(config)?;
         let linker = sandbox::linker(&engine).map_err(|e| LoadError::Invalid {
             plugin: "(linker)".into(),
             message: format!("{e:#}"),
@@ -166,7 +211,8 @@ impl PolicyEngine {
             linker,
             components: ComponentCache::default(),
             set: RwLock::new(Arc::new(PluginSet::default())),
-            permits: Arc::new(Semaphore::new(config.engine.max_concurrency.max(1))),
+            permits: Permits::new(config),
+            key_waits: KeyWaits::new(config.engine.key_retry_min, config.engine.key_retry_max),
             caches: Caches {
                 copy_method: DecisionCache::new(entries),
                 service_type: DecisionCache::new(entries),
@@ -228,6 +274,7 @@ impl PolicyEngine {
             .unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(set) => {
+                self.metrics().reload_refused.set(0);
                 *last = None;
                 drop(last);
                 self.swap(set);
@@ -236,6 +283,7 @@ impl PolicyEngine {
                 Ok(plugins)
             }
             Err(e) => {
+                self.metrics().reload_refused.set(1);
                 tracing::error!(error = %e, "policy reload refused; the previous plugins keep serving");
                 *last = Some(e.to_string());
                 Err(e)

@@ -76,6 +76,23 @@ impl Guest for Plugin {
                 let order: Vec<String> = map.keys().map(|k| k.to_string()).collect();
                 Ok(ok(format!("order={}", order.join(","))))
             }
+            // Direct, yet naming classes (that exist) which a Direct copy never uses.
+            "direct-with-classes" => Ok(CopyMethodDecision {
+                method: Method::Direct,
+                volume_snapshot_class: Some("ebs-snapclass".into()),
+                storage_class: Some("gp3".into()),
+                reason: "direct, with classes".into(),
+            }),
+            // A reason that would read differently than it is: a right-to-left override,
+            // zero-width characters, bidi isolates, and a line break.
+            "bidi-reason" => Ok(ok(
+                "fine\u{202E}exe.txt\u{202C} \u{2066}x\u{2069}a\u{200B}b\u{FEFF}\nnext".into(),
+            )),
+            // The same disguises in an error of its own.
+            "bidi-error" => Err("denied\u{202E}gnp.exe\u{200B}\u{2067}!".into()),
+            // Recursion whose frames live on the plugin's own stack in linear memory (the
+            // buffer's address is taken): 64 KiB of it hold about 60 frames.
+            "recurse" => Ok(ok(format!("depth {}", deep(std::hint::black_box(1 << 20))))),
             // A 64 MiB reason string.
             "big-output" => Ok(ok("x".repeat(64 << 20))),
             // A 64 MiB error string.
@@ -83,6 +100,18 @@ impl Guest for Plugin {
             other => Err(format!("unknown mode {other:?}")),
         }
     }
+}
+
+/// One KiB of stack per call, kept in linear memory because its address escapes.
+#[inline(never)]
+fn deep(n: u64) -> u64 {
+    let mut frame = [0u8; 1024];
+    frame[(n % 1024) as usize] = n as u8;
+    std::hint::black_box(&mut frame);
+    if n == 0 {
+        return u64::from(frame[0]);
+    }
+    deep(n - 1) + u64::from(frame[(n % 7) as usize])
 }
 
 ferrosync_plugin::copy_method::export_copy_method!(Plugin);

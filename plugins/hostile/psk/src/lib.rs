@@ -1,7 +1,7 @@
 //! A deliberately hostile `psk` plugin for the host's containment tests: the `mode`
 //! setting picks the misbehaviour. Built in the test run, never shipped.
 
-use ferrosync_plugin::psk::{Guest, Key, PskAnswer, PskDecision, PskInput, http_json};
+use ferrosync_plugin::psk::{Guest, Key, PskAnswer, PskDecision, PskInput, http, http_json};
 
 struct Plugin;
 
@@ -32,6 +32,34 @@ impl Guest for Plugin {
                     Ok((status, _)) => Err(format!("reached {url}: HTTP {status}")),
                     Err(e) => Err(e),
                 }
+            }
+            // Follows a redirect by hand, as a plugin trying to reach another origin
+            // through an allowed one would: the host must refuse the second request.
+            "follow" => {
+                let url = settings["url"].as_str().unwrap_or("http://127.0.0.1:9/");
+                let first = http::send(&http::Request {
+                    method: "GET".into(),
+                    url: url.into(),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                })
+                .map_err(|e| format!("first request: {e:?}"))?;
+                let location = first
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| format!("HTTP {} without a Location", first.status))?;
+                let second = http::send(&http::Request {
+                    method: "GET".into(),
+                    url: location.clone(),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                });
+                Err(match second {
+                    Ok(r) => format!("HTTP {} then reached {location}: HTTP {}", first.status, r.status),
+                    Err(e) => format!("HTTP {} then {location}: {e:?}", first.status),
+                })
             }
             other => Err(format!("unknown mode {other:?}")),
         }
