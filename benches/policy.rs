@@ -22,7 +22,8 @@ use ferrosync::{
         CopyMethodInput, DecidedBy, EngineConfig, EngineOptions, FailureMode, PointConfig,
         PolicyConfig, PolicyEngine, PskInput, PvcInfo, ServiceTypeInput, Side, StorageClassInfo,
         Topology,
-        credentials::StaticCredentials,
+        credentials::{CredentialPolicy, StaticCredentials},
+        pairs,
         http::{HttpError, HttpLimits, HttpRequest, HttpResponse, HttpTransport},
         plugin::BundleFile,
     },
@@ -49,6 +50,11 @@ fn config(point: &str, name: &str, cache_entries: usize) -> PolicyConfig {
         engine: EngineConfig {
             cache_entries,
             ..EngineConfig::default()
+        },
+        // The shipped vault bundle's layout, as an operator configures it.
+        credentials: CredentialPolicy {
+            targets: vec!["https://vault.vault.svc:8200/v1/secret/data/ferrosync/psk/{pair}".into()],
+            ..CredentialPolicy::default()
         },
         ..PolicyConfig::default()
     };
@@ -215,7 +221,7 @@ fn native_service_type(
 
 fn native_psk(input: &PskInput, body: &[u8]) -> Option<Psk> {
     let pair = input.annotations.get("ferrosync.io/psk-pair")?;
-    let _url = format!("http://127.0.0.1:8200/v1/secret/data/ferrosync/psk/{pair}");
+    let _url = format!("https://vault.vault.svc:8200/v1/secret/data/ferrosync/psk/{pair}");
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     Psk::parse(v.pointer("/data/data/psk")?.as_str()?).ok()
 }
@@ -275,7 +281,16 @@ fn main() {
                         .service_type(&service_input())
                         .await
                         .map(|d| d.provenance),
-                    _ => engine.psk(&psk_input()).await.map(|d| d.provenance),
+                    _ => {
+                        let input = psk_input();
+                        let ns = [(pairs::PREFIXES_ANNOTATION.to_owned(), "db-".to_owned())];
+                        let pair = pairs::authorise("dr", &input.annotations, &ns.into())
+                            .expect("authorised");
+                        engine
+                            .psk_for_pair(&input, pair.as_ref())
+                            .await
+                            .map(|d| d.provenance)
+                    }
                 }
                 .expect("decides")
             };

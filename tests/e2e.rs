@@ -43,3 +43,5 @@ mod lifecycle_errors;
 mod lifecycle_faults;
 #[path = "e2e/lifecycle_images.rs"]
 mod lifecycle_images;
+#[path = "e2e/keys.rs"]
+mod keys;

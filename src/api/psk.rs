@@ -170,6 +170,23 @@ mod tests {
         assert_eq!(Psk::parse(&a.to_file_contents()).expect("round-trips"), a);
     }
 
+    /// Issue 14: an identity holding ':' was accepted, and the `psk.txt` written from it
+    /// no longer parsed (split at the first ':', the rest is not hex).
+    #[test]
+    fn every_accepted_key_round_trips_through_its_file() {
+        for identity in ["a:b", "volsync:", ":x", "ns/db:v2"] {
+            assert_eq!(
+                Psk::new(identity, KEY32).map(|p| p.identity().to_owned()),
+                Err(PskError::BadIdentity),
+                "{identity:?}"
+            );
+        }
+        for identity in ["volsync", "ferrosync.v2", "db-eu-us/7", "1"] {
+            let psk = Psk::new(identity, KEY32).expect(identity);
+            assert_eq!(Psk::parse(&psk.to_file_contents()), Ok(psk), "{identity:?}");
+        }
+    }
+
     #[test]
     fn debug_redacts_the_key() {
         let psk = Psk::parse(&format!("id:{KEY32}")).expect("valid");

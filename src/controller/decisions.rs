@@ -17,7 +17,7 @@ use crate::{
     policy::{
         CopyMethodDecision, CopyMethodInput, Decided, DecidedBy, PolicyError, Provenance,
         PskDecision, PskInput, PvcInfo, ServiceTypeDecision, ServiceTypeInput, Side,
-        StorageClassInfo,
+        StorageClassInfo, pairs::AuthorisedPair,
     },
     resources::pvc,
 };
@@ -77,12 +77,14 @@ pub async fn service_type<K: Resource>(
     ctx.policy.service_type(&input).await.map_err(policy_failed)
 }
 
-/// The key for an object without keySecret, asked only while its Secret does not exist.
+/// The key for an object without keySecret, asked only while its Secret does not exist;
+/// `pair` is the pair the host authorised for it, if any.
 pub async fn psk<K: Resource>(
     ctx: &Context,
     obj: &K,
     side: Side,
     key_secret_name: &str,
+    pair: Option<&AuthorisedPair>,
 ) -> Result<Decided<PskDecision>, Error> {
     let input = PskInput {
         side,
@@ -93,7 +95,10 @@ pub async fn psk<K: Resource>(
         key_secret_name: key_secret_name.to_string(),
         key_secret_exists: false,
     };
-    ctx.policy.psk(&input).await.map_err(policy_failed)
+    ctx.policy
+        .psk_for_pair(&input, pair)
+        .await
+        .map_err(policy_failed)
 }
 
 /// Records a decision in `status.policy`, replacing the point's previous entry, and emits

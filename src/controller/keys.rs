@@ -1,17 +1,25 @@
-//! The pre-shared key of either side: the user's Secret, validated, or
-//! `volsync-rsync-tls-<name>`, whose key the PSK policy supplies (by default a freshly
-//! generated one) when the Secret does not exist yet.
+//! The pre-shared key of either side: the user's Secret, validated, or a generated one
+//! (`volsync-rsync-tls-<name>` for a destination, `ferrosync-source-key-<name>` for a
+//! source), whose key the PSK policy supplies (by default a freshly generated one) when
+//! the Secret does not exist yet.
+//!
+//! An object that names a pair (`ferrosync.io/psk-pair`) reaches the policy only once its
+//! Namespace authorises the pair ([`crate::policy::pairs`]): the plugin's vault
+//! credential then reaches only that pair's paths.
 //!
 //! Key material is only ever handled as a `Psk`; logs, Events and conditions name Secrets
 //! and decisions only.
 
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use kube::{Api, Resource};
 
 use super::{apply::create_if_absent, context::Context, decisions, error::Error};
 use crate::{
     api::{PolicyDecision, psk::Psk},
-    policy::{self, PskAnswer},
+    policy::{
+        self, PskAnswer,
+        pairs::{self, AuthorisedPair},
+    },
     resources::{Owner, Side, names, secret},
 };
 
@@ -49,11 +57,23 @@ pub async fn resolve<K: Resource>(
             generated: false,
         });
     }
-    let name = names::key_secret(&owner.name);
-    let stored = match api.get_opt(&name).await? {
+    let mut name = names::key_secret(side, &owner.name);
+    let mut found = api.get_opt(&name).await?;
+    if found.is_none() && side == Side::Source {
+        // Before sources had a name of their own they used the destination's: keep a
+        // Secret of that name this very source made, so upgrading changes no key.
+        let legacy = names::legacy_key_secret(&owner.name);
+        if let Some(old) = api.get_opt(&legacy).await?.filter(|s| owned_by(s, owner)) {
+            name = legacy;
+            found = Some(old);
+        }
+    }
+    let stored = match found {
         Some(existing) => existing,
         None => {
-            let decided = decisions::psk(ctx, obj, policy_side(side), &name).await?;
+            let pair = authorised_pair(ctx, obj, &owner.namespace).await?;
+            let decided =
+                decisions::psk(ctx, obj, policy_side(side), &name, pair.as_ref()).await?;
             let (value, psk) = match decided.decision.answer {
                 PskAnswer::UseKey(psk) => ("use-key", psk),
                 PskAnswer::GenerateLocally => ("generate-locally", Psk::generate()),
@@ -82,7 +102,7 @@ pub async fn resolve<K: Resource>(
                 &decided.decision.reason,
             )
             .await;
-            create_if_absent(&api, &secret::key_secret(owner, &psk))
+            create_if_absent(&api, &secret::key_secret(owner, side, &psk))
                 .await?
                 .0
         }
@@ -96,6 +116,41 @@ pub async fn resolve<K: Resource>(
         secret: name,
         generated: true,
     })
+}
+
+/// Whether `secret` has an owner reference to `owner`.
+fn owned_by(secret: &Secret, owner: &Owner) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == owner.uid)
+}
+
+/// The pair `obj` names, once its Namespace authorises it. Asked only when a PSK plugin
+/// is configured (without one the annotation means nothing); an unauthorised pair is an
+/// error that names the Namespace annotation a cluster admin sets.
+async fn authorised_pair<K: Resource>(
+    ctx: &Context,
+    obj: &K,
+    namespace: &str,
+) -> Result<Option<AuthorisedPair>, Error> {
+    let annotations = obj.meta().annotations.clone().unwrap_or_default();
+    let psk_plugin = ctx
+        .policy
+        .plugins()
+        .iter()
+        .any(|p| p.point == policy::DecisionPoint::Psk);
+    if !psk_plugin || !annotations.contains_key(pairs::PAIR_ANNOTATION) {
+        return Ok(None);
+    }
+    let ns = Api::<Namespace>::all(ctx.client.clone())
+        .get(namespace)
+        .await?;
+    let ns_annotations = ns.metadata.annotations.unwrap_or_default();
+    pairs::authorise(namespace, &annotations, &ns_annotations)
+        .map_err(|e| Error::Invalid(e.to_string()))
 }
 
 fn policy_side(side: Side) -> policy::Side {

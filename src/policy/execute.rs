@@ -11,7 +11,7 @@ use wasmtime::{Engine, Store, Trap};
 use super::{
     bindings::wit,
     defaults,
-    http::{HttpGate, HttpTransport, ResolvedGrant},
+    http::{Credential, HttpGate, HttpTransport, ResolvedGrant},
     outcome::{Failure, FailureKind},
     plugin::{LoadedPlugin, Pre},
     sandbox::{CapabilityDenied, HostState, MemoryLimitHit},
@@ -179,7 +179,7 @@ pub(crate) fn run<P: Point>(
     plugin: &LoadedPlugin,
     tick: Duration,
     transport: Arc<dyn HttpTransport>,
-    credential: Option<(String, String)>,
+    credential: Option<Credential>,
     input: &P::WitIn,
 ) -> Execution<P::WitOut> {
     // Latency covers what every decision pays: a fresh Store, instantiation and the call.

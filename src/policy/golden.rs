@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{
     config::{CredentialRef, EngineConfig, PointConfig, PolicyConfig},
-    credentials::{CredentialError, CredentialSource},
+    credentials::{CredentialError, CredentialPolicy, CredentialSource},
     engine::{EngineOptions, PolicyEngine},
     http::{Exchange, ReplayTransport},
     outcome::{Decided, PolicyError},
@@ -136,6 +136,8 @@ pub async fn run_bundle(dir: &Path) -> Result<BundleReport, GoldenError> {
             max_concurrency: 1,
             ..EngineConfig::default()
         },
+        // The token is a placeholder and the transport a replay: nothing real is sent.
+        credentials: CredentialPolicy::replay(),
         ..PolicyConfig::default()
     };
     match bundle.decision {

@@ -11,7 +11,8 @@
 //! - `execute`: one decision in a fresh Store, and the classification of failures.
 //! - `engine`: [`PolicyEngine`], its reload, cache and metrics.
 //! - `validate`, `defaults`: output validation and the built-in decisions.
-//! - `http`, `credentials`: the HTTP grant and the credentials it injects.
+//! - `http`, `credentials`, `pairs`: the HTTP grant, the credentials it injects and where
+//!   they may go, and the replication pairs the host authorises.
 //! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
 //!
 //! Wiring it into the controller:
@@ -41,6 +42,7 @@ pub mod golden;
 pub mod http;
 pub mod metrics;
 mod outcome;
+pub mod pairs;
 pub mod plugin;
 pub mod reload;
 mod sandbox;

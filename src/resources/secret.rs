@@ -6,7 +6,7 @@ use k8s_openapi::{ByteString, api::core::v1::Secret};
 
 use super::{
     meta::{Component, Owner, object_meta},
-    names,
+    names::{self, Side},
 };
 use crate::api::psk::{Psk, PskError};
 
@@ -32,10 +32,15 @@ pub enum Error {
     },
 }
 
-/// The Secret ferrosync creates when the user gave no keySecret.
-pub fn key_secret(owner: &Owner, psk: &Psk) -> Secret {
+/// The Secret ferrosync creates for a side when the user gave no keySecret.
+pub fn key_secret(owner: &Owner, side: Side, psk: &Psk) -> Secret {
     Secret {
-        metadata: object_meta(owner, names::key_secret(&owner.name), Component::Key, false),
+        metadata: object_meta(
+            owner,
+            names::key_secret(side, &owner.name),
+            Component::Key,
+            false,
+        ),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(
             PSK_FIELD.to_string(),
@@ -76,7 +81,11 @@ mod tests {
     #[test]
     fn generated_secret_round_trips() {
         let psk = Psk::generate();
-        let secret = key_secret(&owner("ReplicationDestination", "db"), &psk);
+        let secret = key_secret(
+            &owner("ReplicationDestination", "db"),
+            Side::Destination,
+            &psk,
+        );
         assert_eq!(
             secret.metadata.name.as_deref(),
             Some("volsync-rsync-tls-db")
@@ -86,14 +95,18 @@ mod tests {
 
     #[test]
     fn missing_and_malformed_keys_are_named() {
-        let mut secret = key_secret(&owner("ReplicationSource", "s"), &Psk::generate());
+        let mut secret = key_secret(
+            &owner("ReplicationSource", "s"),
+            Side::Source,
+            &Psk::generate(),
+        );
         secret.data = Some(BTreeMap::from([(
             "other".to_string(),
             ByteString(b"x".to_vec()),
         )]));
         assert_eq!(
             psk_of(&secret),
-            Err(Error::MissingField("volsync-rsync-tls-s".into()))
+            Err(Error::MissingField("ferrosync-source-key-s".into()))
         );
         secret.data = Some(BTreeMap::from([(
             PSK_FIELD.to_string(),

@@ -13,6 +13,9 @@ use super::{
     super::{
         cache::DecisionCache,
         config::FailureMode,
+        credentials::CredentialScope,
+        http::Credential,
+        pairs::AuthorisedPair,
         execute::{self, CopyMethodPoint, Point, PskPoint, ServiceTypePoint},
         metrics::{DecisionLabels, FailureLabels, PluginLabels},
         outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
@@ -33,9 +36,15 @@ impl PolicyEngine {
         &self,
         input: &CopyMethodInput,
     ) -> Result<Decided<CopyMethodDecision>, PolicyError> {
-        let plugin = self.current().copy_method.clone();
-        self.decide::<CopyMethodPoint>(plugin, input, Some(&self.inner.caches.copy_method))
-            .await
+        let set = self.current();
+        let scope = set.credential_policy.scope(None);
+        self.decide::<CopyMethodPoint>(
+            set.copy_method.clone(),
+            input,
+            Some(&self.inner.caches.copy_method),
+            scope,
+        )
+        .await
     }
 
     /// Chooses a destination's Service type and annotations; apply them with
@@ -45,9 +54,15 @@ impl PolicyEngine {
         &self,
         input: &ServiceTypeInput,
     ) -> Result<Decided<ServiceTypeDecision>, PolicyError> {
-        let plugin = self.current().service_type.clone();
-        self.decide::<ServiceTypePoint>(plugin, input, Some(&self.inner.caches.service_type))
-            .await
+        let set = self.current();
+        let scope = set.credential_policy.scope(None);
+        self.decide::<ServiceTypePoint>(
+            set.service_type.clone(),
+            input,
+            Some(&self.inner.caches.service_type),
+            scope,
+        )
+        .await
     }
 
     /// Supplies a replication's key. Ask only when the user gave no `keySecret`. A key
@@ -56,8 +71,21 @@ impl PolicyEngine {
     /// `NotAvailableYet` is transient: requeue. Never cached: keys must not linger in
     /// memory. Results as for [`PolicyEngine::copy_method`].
     pub async fn psk(&self, input: &PskInput) -> Result<Decided<PskDecision>, PolicyError> {
-        let plugin = self.current().psk.clone();
-        self.decide::<PskPoint>(plugin, input, None).await
+        self.psk_for_pair(input, None).await
+    }
+
+    /// [`PolicyEngine::psk`] for an object whose pair the host authorised: the plugin's
+    /// credential may then go to that pair's `[policy.credentials]` targets, and nowhere
+    /// else a pair is substituted.
+    pub async fn psk_for_pair(
+        &self,
+        input: &PskInput,
+        pair: Option<&AuthorisedPair>,
+    ) -> Result<Decided<PskDecision>, PolicyError> {
+        let set = self.current();
+        let scope = set.credential_policy.scope(pair);
+        self.decide::<PskPoint>(set.psk.clone(), input, None, scope)
+            .await
     }
 
     #[tracing::instrument(
@@ -70,6 +98,7 @@ impl PolicyEngine {
         plugin: Option<Arc<LoadedPlugin>>,
         input: &P::Input,
         cache: Option<&DecisionCache<P::Decision>>,
+        scope: CredentialScope,
     ) -> Result<Decided<P::Decision>, PolicyError> {
         let point = P::POINT;
         let metrics = self.metrics();
@@ -107,7 +136,11 @@ impl PolicyEngine {
         let credential = match &plugin.credential {
             Some(r) if plugin.http.is_some() => {
                 match self.inner.options.credentials.resolve(r).await {
-                    Ok(value) => Some((r.header.clone(), value)),
+                    Ok(value) => Some(Credential {
+                        header: r.header.clone(),
+                        value,
+                        scope,
+                    }),
                     Err(e) => {
                         let failure = Failure {
                             kind: FailureKind::Credentials,
