@@ -26,6 +26,8 @@ mod volsync;
 mod lifecycle_own_aws_ebs;
 #[path = "e2e/lifecycle_own_kill.rs"]
 mod lifecycle_own_kill;
+#[path = "e2e/lifecycle_own_rotation.rs"]
+mod lifecycle_own_rotation;
 #[path = "e2e/lifecycle_own_tenancy.rs"]
 mod lifecycle_own_tenancy;
 #[path = "e2e/lifecycle_own_vault.rs"]

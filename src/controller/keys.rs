@@ -10,10 +10,21 @@
 //! Key material is only ever handled as a `Psk`; logs, Events and conditions name Secrets
 //! and decisions only.
 
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{Namespace, ObjectReference, Secret},
+    jiff::Timestamp,
+};
 use kube::{Api, Resource};
 
-use super::{apply::create_if_absent, context::Context, decisions, error::Error};
+use super::{
+    apply::{apply, create_if_absent},
+    context::Context,
+    decisions,
+    error::Error,
+    key_rotation::{self, Step},
+};
 use crate::{
     api::{PolicyDecision, psk::Psk},
     policy::{
@@ -73,7 +84,7 @@ pub async fn resolve<K: Resource>(
         None => {
             let pair = authorised_pair(ctx, obj, &owner.namespace).await?;
             let decided =
-                decisions::psk(ctx, obj, policy_side(side), &name, pair.as_ref()).await?;
+                decisions::psk(ctx, obj, policy_side(side), &name, false, pair.as_ref()).await?;
             let (value, psk) = match decided.decision.answer {
                 PskAnswer::UseKey(psk) => ("use-key", psk),
                 PskAnswer::GenerateLocally => ("generate-locally", Psk::generate()),
@@ -118,6 +129,93 @@ pub async fn resolve<K: Resource>(
     })
 }
 
+/// At the start of an iteration (`iteration`, before its mover Job exists), checks a
+/// generated key of an authorised pair against the pair's key now, once per iteration,
+/// and rotates the Secret as [`key_rotation::next`] says: a source takes a new key, a
+/// destination accepts the new and the previous one until a sync completed after the
+/// change. Keys of no pair, and users' Secrets, are left alone.
+#[allow(clippy::too_many_arguments)]
+pub async fn refresh<K: Resource>(
+    ctx: &Context,
+    obj: &K,
+    object: &ObjectReference,
+    owner: &Owner,
+    side: Side,
+    key: &Key,
+    iteration: &str,
+    last_sync: Option<Timestamp>,
+) -> Result<(), Error> {
+    if !key.generated || iteration.is_empty() || !names_a_pair(ctx, obj) {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let Some(stored) = api.get_opt(&key.secret).await? else {
+        return Ok(());
+    };
+    let annotations = stored.metadata.annotations.clone().unwrap_or_default();
+    if annotations.get(secret::KEY_CHECKED_FOR).map(String::as_str) == Some(iteration) {
+        return Ok(());
+    }
+    let Some(pair) = authorised_pair(ctx, obj, &owner.namespace).await? else {
+        return Ok(());
+    };
+    let held = secret::ring_of(&stored).map_err(|e| {
+        Error::Invalid(format!(
+            "generated key: {e}; delete the Secret to regenerate it"
+        ))
+    })?;
+    let decided =
+        decisions::psk(ctx, obj, policy_side(side), &key.secret, true, Some(&pair)).await?;
+    let PskAnswer::UseKey(supplied) = &decided.decision.answer else {
+        // Nothing to compare with (the vault has no key, or the plugin fell back): keep
+        // the key that works, and look again next iteration.
+        return Ok(());
+    };
+    let since = annotations
+        .get(secret::PREVIOUS_KEY_SINCE)
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let now = Timestamp::now();
+    let (ring, previous_since) =
+        match key_rotation::next(side, &held, since, supplied, last_sync, now) {
+            Step::Keep => (held.clone(), since),
+            Step::Write {
+                ring,
+                previous_since,
+            } => (ring, previous_since),
+        };
+    let mut marks = BTreeMap::from([(secret::KEY_CHECKED_FOR.to_owned(), iteration.to_owned())]);
+    if let Some(t) = previous_since {
+        marks.insert(secret::PREVIOUS_KEY_SINCE.to_owned(), t.to_string());
+    }
+    apply(
+        &api,
+        &secret::key_ring_secret(owner, &key.secret, &ring, marks),
+    )
+    .await?;
+    let note = match (ring.current() != held.current(), ring.previous(), held.previous()) {
+        (true, Some(_), _) => Some(format!(
+            "pair {}: new key in {}; the previous key stays accepted until a sync completes",
+            pair.as_str(),
+            key.secret
+        )),
+        (true, None, _) => Some(format!(
+            "pair {}: {} now holds the pair's new key",
+            pair.as_str(),
+            key.secret
+        )),
+        (false, None, Some(_)) => Some(format!(
+            "pair {}: the previous key is no longer accepted ({} holds only the new one)",
+            pair.as_str(),
+            key.secret
+        )),
+        _ => None,
+    };
+    if let Some(note) = note {
+        ctx.event(object, false, "KeyRotated", note).await;
+    }
+    Ok(())
+}
+
 /// Whether `secret` has an owner reference to `owner`.
 fn owned_by(secret: &Secret, owner: &Owner) -> bool {
     secret
@@ -136,21 +234,29 @@ async fn authorised_pair<K: Resource>(
     obj: &K,
     namespace: &str,
 ) -> Result<Option<AuthorisedPair>, Error> {
-    let annotations = obj.meta().annotations.clone().unwrap_or_default();
-    let psk_plugin = ctx
-        .policy
-        .plugins()
-        .iter()
-        .any(|p| p.point == policy::DecisionPoint::Psk);
-    if !psk_plugin || !annotations.contains_key(pairs::PAIR_ANNOTATION) {
+    if !names_a_pair(ctx, obj) {
         return Ok(None);
     }
+    let annotations = obj.meta().annotations.clone().unwrap_or_default();
     let ns = Api::<Namespace>::all(ctx.client.clone())
         .get(namespace)
         .await?;
     let ns_annotations = ns.metadata.annotations.unwrap_or_default();
     pairs::authorise(namespace, &annotations, &ns_annotations)
         .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Whether `obj` names a pair that a configured PSK plugin would act on. No API call.
+fn names_a_pair<K: Resource>(ctx: &Context, obj: &K) -> bool {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(pairs::PAIR_ANNOTATION))
+        && ctx
+            .policy
+            .plugins()
+            .iter()
+            .any(|p| p.point == policy::DecisionPoint::Psk)
 }
 
 fn policy_side(side: Side) -> policy::Side {

@@ -11,6 +11,7 @@ mod destination;
 mod error;
 mod image;
 mod iteration;
+mod key_rotation;
 mod keys;
 mod leader;
 mod mover_run;
