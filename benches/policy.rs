@@ -52,10 +52,10 @@ fn config(point: &str, name: &str, cache_entries: usize) -> PolicyConfig {
             ..EngineConfig::default()
         },
         // The shipped vault bundle's layout, as an operator configures it.
-        credentials: CredentialPolicy {
-            targets: vec!["https://vault.vault.svc:8200/v1/secret/data/ferrosync/psk/{pair}".into()],
-            ..CredentialPolicy::default()
-        },
+        credentials: CredentialPolicy::new(
+            vec!["https://vault.vault.svc:8200/v1/secret/data/ferrosync/psk/{pair}".into()],
+            vec![],
+        ),
         ..PolicyConfig::default()
     };
     match point {

@@ -78,6 +78,15 @@ pub fn target_of(url: &str) -> Result<String, String> {
 }
 
 impl CredentialPolicy {
+    /// A policy with these targets and plain-HTTP origins.
+    pub fn new(targets: Vec<String>, allow_plain_http: Vec<String>) -> Self {
+        CredentialPolicy {
+            targets,
+            allow_plain_http,
+            replay: false,
+        }
+    }
+
     /// Checks every entry; the engine refuses to load with an invalid policy.
     pub fn validate(&self) -> Result<(), CredentialPolicyError> {
         for entry in &self.targets {

@@ -22,7 +22,8 @@ use super::{
     http::{Exchange, ReplayTransport},
     outcome::{Decided, PolicyError},
     plugin::{BundleFile, LoadError},
-    types::DecisionPoint,
+    pairs,
+    types::{DecisionPoint, PskInput},
 };
 use crate::policy::FailureMode;
 
@@ -237,11 +238,20 @@ pub async fn eval_json(
                 .service_type(&serde_json::from_value(input).map_err(bad)?)
                 .await,
         ),
-        DecisionPoint::Psk => to_json(
-            engine
-                .psk(&serde_json::from_value(input).map_err(bad)?)
-                .await,
-        ),
+        DecisionPoint::Psk => {
+            let input: PskInput = serde_json::from_value(input).map_err(bad)?;
+            // A what-if is the operator's own: the pair the input names counts as
+            // authorised (the controller checks the Namespace's prefixes instead).
+            let pair = input
+                .annotations
+                .get(pairs::PAIR_ANNOTATION)
+                .and_then(|p| {
+                    let granted = [(pairs::PREFIXES_ANNOTATION.to_owned(), p.clone())].into();
+                    pairs::authorise(&input.namespace, &input.annotations, &granted).ok()
+                })
+                .flatten();
+            to_json(engine.psk_for_pair(&input, pair.as_ref()).await)
+        }
     })
 }
 

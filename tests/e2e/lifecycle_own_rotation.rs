@@ -8,10 +8,7 @@ use std::collections::BTreeMap;
 
 use ferrosync::api::{ReplicationDestination, ReplicationSource};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::{
-    Api,
-    api::{ListParams, Patch, PatchParams, PostParams},
-};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::{
@@ -39,7 +36,7 @@ async fn holds(ns: &TestNamespace, name: &str, want: &[String], what: &str) {
         Ok((lines(ns, name).await == want).then_some(()))
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}: {:?} lines\n{}", lines(ns, name).await.len(), env().controller_tail()));
+    .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()));
 }
 
 async fn sync(ns: &TestNamespace, value: &str) {
@@ -48,7 +45,8 @@ async fn sync(ns: &TestNamespace, value: &str) {
     let result = rs
         .status
         .and_then(|s| s.sync.latest_mover_status)
-        .map(|m| format!("{:?}", m.result));
+        .and_then(|m| m.result)
+        .map(|r| format!("{r:?}"));
     assert_eq!(result.as_deref(), Some("Successful"), "sync {value}");
 }
 

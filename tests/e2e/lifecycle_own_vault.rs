@@ -88,6 +88,7 @@ impl Drop for Bao {
     }
 }
 
+impl Bao {
     /// The key stored for `pair`, if any.
     pub async fn key(&self, pair: &str) -> Option<String> {
         let url = format!("{}/v1/secret/data/ferrosync/psk/{pair}", self.addr);

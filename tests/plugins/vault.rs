@@ -139,15 +139,14 @@ fn bundle_for(bao: &Bao, dir: &Path) {
 /// What an operator writes for the shipped bundle's layout, with plain HTTP explicitly
 /// allowed for the loopback server (it has no TLS).
 fn credential_policy(bao: &Bao, plain_http: bool) -> CredentialPolicy {
-    CredentialPolicy {
-        targets: vec![format!("{}/v1/secret/data/ferrosync/psk/{{pair}}", bao.addr)],
-        allow_plain_http: if plain_http {
+    CredentialPolicy::new(
+        vec![format!("{}/v1/secret/data/ferrosync/psk/{{pair}}", bao.addr)],
+        if plain_http {
             vec![bao.addr.clone()]
         } else {
             vec![]
         },
-        ..CredentialPolicy::default()
-    }
+    )
 }
 
 async fn engine_for(
