@@ -23,8 +23,8 @@ use ferrosync::{
         PolicyConfig, PolicyEngine, PskInput, PvcInfo, ServiceTypeInput, Side, StorageClassInfo,
         Topology,
         credentials::{CredentialPolicy, StaticCredentials},
-        pairs,
         http::{HttpError, HttpLimits, HttpRequest, HttpResponse, HttpTransport},
+        pairs,
         plugin::BundleFile,
     },
 };

@@ -13,6 +13,8 @@ mod failures;
 mod image;
 #[path = "data_plane/interop.rs"]
 mod interop;
+#[path = "data_plane/rotation.rs"]
+mod rotation;
 #[path = "data_plane/sync.rs"]
 mod sync;
 #[path = "data_plane/unprivileged.rs"]

@@ -192,7 +192,11 @@ pub async fn refresh<K: Resource>(
         &secret::key_ring_secret(owner, &key.secret, &ring, marks),
     )
     .await?;
-    let note = match (ring.current() != held.current(), ring.previous(), held.previous()) {
+    let note = match (
+        ring.current() != held.current(),
+        ring.previous(),
+        held.previous(),
+    ) {
         (true, Some(_), _) => Some(format!(
             "pair {}: new key in {}; the previous key stays accepted until a sync completes",
             pair.as_str(),

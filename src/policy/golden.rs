@@ -21,8 +21,8 @@ use super::{
     engine::{EngineOptions, PolicyEngine},
     http::{Exchange, ReplayTransport},
     outcome::{Decided, PolicyError},
-    plugin::{BundleFile, LoadError},
     pairs,
+    plugin::{BundleFile, LoadError},
     types::{DecisionPoint, PskInput},
 };
 use crate::policy::FailureMode;

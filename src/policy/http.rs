@@ -452,8 +452,10 @@ mod tests {
                 ..CredentialScope::default()
             },
         );
-        gate.send(get("https://vault:8200/v1/secret/data/psk/team-a-db?version=2"))
-            .expect("the pair's own path");
+        gate.send(get(
+            "https://vault:8200/v1/secret/data/psk/team-a-db?version=2",
+        ))
+        .expect("the pair's own path");
         for url in [
             "https://vault:8200/v1/auth/token/lookup-self",
             "https://vault:8200/v1/secret/data/psk/team-b-db",
@@ -465,7 +467,11 @@ mod tests {
         }
         let sent = sent.0.lock().unwrap();
         assert_eq!(sent.len(), 1, "nothing else was contacted");
-        assert!(sent[0].headers.contains(&("X-Vault-Token".into(), "s3cret-token".into())));
+        assert!(
+            sent[0]
+                .headers
+                .contains(&("X-Vault-Token".into(), "s3cret-token".into()))
+        );
         assert_eq!(gate.denials.len(), 4);
         assert!(gate.denials.iter().all(|d| !d.contains("s3cret")));
     }

@@ -131,8 +131,8 @@ mod tests {
 
     #[test]
     fn no_prefixes_no_pairs() {
-        let err = authorise("a", &map(&[(PAIR_ANNOTATION, "db")]), &map(&[]))
-            .expect_err("unlisted");
+        let err =
+            authorise("a", &map(&[(PAIR_ANNOTATION, "db")]), &map(&[])).expect_err("unlisted");
         assert!(err.to_string().contains("has no pair prefixes"), "{err}");
         assert_eq!(authorise("a", &map(&[]), &map(&[])), Ok(None));
     }
@@ -140,7 +140,16 @@ mod tests {
     #[test]
     fn names_that_could_leave_their_path_segment_are_refused() {
         let ns = map(&[(PREFIXES_ANNOTATION, ".,a")]);
-        for pair in ["", "..", "../x", "a/b", "a%2fb", "a?x", "a b", &"a".repeat(64)] {
+        for pair in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            "a%2fb",
+            "a?x",
+            "a b",
+            &"a".repeat(64),
+        ] {
             assert_eq!(
                 authorise("n", &map(&[(PAIR_ANNOTATION, pair)]), &ns),
                 Err(PairError::InvalidName(pair.to_owned())),

@@ -18,7 +18,10 @@ use crate::{
 };
 
 async fn data_of(api: &Api<Secret>, name: &str) -> Option<BTreeMap<String, ByteString>> {
-    api.get_opt(name).await.expect("get secret").and_then(|s| s.data)
+    api.get_opt(name)
+        .await
+        .expect("get secret")
+        .and_then(|s| s.data)
 }
 
 #[tokio::test]
@@ -32,14 +35,19 @@ async fn a_same_named_source_and_destination_keep_their_own_keys() {
     let rs_api: Api<ReplicationSource> = ns.api();
     let rs_secret = wait::until("the source to publish its key Secret", STEP, || async {
         let rs = rs_api.get("db").await.map_err(|e| e.to_string())?;
-        Ok(rs.status.and_then(|s| s.rsync_tls).and_then(|t| t.key_secret))
+        Ok(rs
+            .status
+            .and_then(|s| s.rsync_tls)
+            .and_then(|t| t.key_secret))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
     assert_ne!(rs_secret, rd_secret, "one Secret for both sides");
 
     let secrets: Api<Secret> = ns.api();
-    let rs_key = data_of(&secrets, &rs_secret).await.expect("the source's key");
+    let rs_key = data_of(&secrets, &rs_secret)
+        .await
+        .expect("the source's key");
     ns.api::<ReplicationDestination>()
         .delete("db", &DeleteParams::background())
         .await

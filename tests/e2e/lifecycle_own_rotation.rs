@@ -112,7 +112,11 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
     assert_eq!(rotated[1], old[0], "the previous key is still accepted");
     assert_ne!(rotated[0], old[0]);
     let new = vec![rotated[0].clone()];
-    assert_eq!(bao.key(&pair).await, Some(new[0].clone()), "the vault's key");
+    assert_eq!(
+        bao.key(&pair).await,
+        Some(new[0].clone()),
+        "the vault's key"
+    );
     assert_eq!(lines(&src, "ferrosync-source-key-db").await, old, "not yet");
 
     // The source's next iteration takes the new key; the destination then drops the old.
@@ -131,5 +135,8 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
         .filter(|e| e.reason.as_deref() == Some("TransferFailed"))
         .filter_map(|e| e.message)
         .collect();
-    assert!(failed.is_empty(), "a sync failed across the rotation: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "a sync failed across the rotation: {failed:?}"
+    );
 }

@@ -60,24 +60,20 @@ where
         + serde::Serialize,
 {
     let api: Api<K> = ns.api();
-    wait::until(
-        &format!("{name} to be refused its pair"),
-        STEP,
-        || async {
-            let obj = api.get(name).await.map_err(|e| e.to_string())?;
-            let value = serde_json::to_value(&obj).map_err(|e| e.to_string())?;
-            let conditions = value
-                .pointer("/status/conditions")
-                .and_then(|c| c.as_array())
-                .cloned()
-                .unwrap_or_default();
-            Ok(conditions
-                .iter()
-                .filter_map(|c| c["message"].as_str())
-                .find(|m| m.contains("is not authorised"))
-                .map(str::to_owned))
-        },
-    )
+    wait::until(&format!("{name} to be refused its pair"), STEP, || async {
+        let obj = api.get(name).await.map_err(|e| e.to_string())?;
+        let value = serde_json::to_value(&obj).map_err(|e| e.to_string())?;
+        let conditions = value
+            .pointer("/status/conditions")
+            .and_then(|c| c.as_array())
+            .cloned()
+            .unwrap_or_default();
+        Ok(conditions
+            .iter()
+            .filter_map(|c| c["message"].as_str())
+            .find(|m| m.contains("is not authorised"))
+            .map(str::to_owned))
+    })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()))
 }

@@ -179,7 +179,10 @@ fn bundle_for(cp: &ControlPlane, addr: &str, name: &str) -> std::path::PathBuf {
         let name = entry.file_name();
         if name == "policy.toml" {
             let text = std::fs::read_to_string(entry.path()).expect("read");
-            assert!(text.contains("https://vault.vault.svc:8200"), "shipped address");
+            assert!(
+                text.contains("https://vault.vault.svc:8200"),
+                "shipped address"
+            );
             let text = text.replace("https://vault.vault.svc:8200", addr);
             std::fs::write(to.join(&name), text).expect("write");
         } else {

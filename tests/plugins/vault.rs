@@ -132,7 +132,10 @@ fn bundle_for(bao: &Bao, dir: &Path) {
     }
     let file = dir.join("policy.toml");
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains(SHIPPED_ADDRESS), "the shipped bundle's address");
+    assert!(
+        text.contains(SHIPPED_ADDRESS),
+        "the shipped bundle's address"
+    );
     std::fs::write(&file, text.replace(SHIPPED_ADDRESS, &bao.addr)).unwrap();
 }
 
@@ -140,7 +143,10 @@ fn bundle_for(bao: &Bao, dir: &Path) {
 /// allowed for the loopback server (it has no TLS).
 fn credential_policy(bao: &Bao, plain_http: bool) -> CredentialPolicy {
     CredentialPolicy::new(
-        vec![format!("{}/v1/secret/data/ferrosync/psk/{{pair}}", bao.addr)],
+        vec![format!(
+            "{}/v1/secret/data/ferrosync/psk/{{pair}}",
+            bao.addr
+        )],
         if plain_http {
             vec![bao.addr.clone()]
         } else {
@@ -333,7 +339,10 @@ async fn a_plugin_cannot_have_its_token_looked_up() {
         .await
         .expect_err("the plugin reports what it got");
     let msg = err.to_string();
-    assert!(!msg.contains("reached"), "the lookup reached the vault: {msg}");
+    assert!(
+        !msg.contains("reached"),
+        "the lookup reached the vault: {msg}"
+    );
     assert!(msg.contains("denied"), "{msg}");
     assert!(msg.contains("lookup-self"), "{msg}");
     assert!(!msg.contains(ROOT_TOKEN), "{msg}");
