@@ -423,3 +423,39 @@ async fn plain_http_gets_no_token_unless_the_operator_allows_it() {
         "the shipped bundle uses HTTPS only"
     );
 }
+
+/// A `[policy.credentials]` that could be read two ways is refused at load, naming the
+/// entry; the engine does not start with it.
+#[tokio::test]
+async fn an_ambiguous_credential_target_is_refused_at_load() {
+    for (targets, plain, entry) in [
+        (
+            vec!["https://vault:8200/v1/secret/data/{pair}/../../sys/raw"],
+            vec![],
+            "targets",
+        ),
+        (
+            vec!["https://vault:8200/v1/{namespace}/{pair}"],
+            vec![],
+            "targets",
+        ),
+        (vec![], vec!["https://vault:8200"], "allow_plain_http"),
+    ] {
+        let config = PolicyConfig {
+            credentials: CredentialPolicy::new(
+                targets.into_iter().map(str::to_owned).collect(),
+                plain.into_iter().map(str::to_owned).collect(),
+            ),
+            ..PolicyConfig::default()
+        };
+        let err = ferrosync::policy::PolicyEngine::new(&config, Default::default())
+            .await
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("[policy.credentials] {entry}")),
+            "{msg}"
+        );
+    }
+}
