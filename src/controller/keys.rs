@@ -164,25 +164,44 @@ pub async fn refresh<K: Resource>(
             "generated key: {e}; delete the Secret to regenerate it"
         ))
     })?;
-    let decided =
-        decisions::psk(ctx, obj, policy_side(side), &key.secret, true, Some(&pair)).await?;
-    let PskAnswer::UseKey(supplied) = &decided.decision.answer else {
-        // Nothing to compare with (the vault has no key, or the plugin fell back): keep
-        // the key that works, and look again next iteration.
-        return Ok(());
-    };
+    // A vault that cannot answer must not stop a pair whose key works: keep it, say so,
+    // and look again next iteration (the mark below keeps this pass's passes from asking
+    // again while the mover runs).
+    let supplied =
+        match decisions::psk(ctx, obj, policy_side(side), &key.secret, true, Some(&pair)).await {
+            Ok(decided) => match decided.decision.answer {
+                PskAnswer::UseKey(k) => Some(k),
+                PskAnswer::GenerateLocally | PskAnswer::NotAvailableYet => None,
+            },
+            Err(e) => {
+                ctx.event(
+                    object,
+                    true,
+                    "KeyCheckFailed",
+                    format!(
+                        "pair {}: the key could not be checked ({e}); {} stays in use",
+                        pair.as_str(),
+                        key.secret
+                    ),
+                )
+                .await;
+                None
+            }
+        };
     let since = annotations
         .get(secret::PREVIOUS_KEY_SINCE)
         .and_then(|t| t.parse::<Timestamp>().ok());
     let now = Timestamp::now();
-    let (ring, previous_since) =
-        match key_rotation::next(side, &held, since, supplied, last_sync, now) {
-            Step::Keep => (held.clone(), since),
-            Step::Write {
-                ring,
-                previous_since,
-            } => (ring, previous_since),
-        };
+    let step = supplied.map_or(Step::Keep, |supplied| {
+        key_rotation::next(side, &held, since, &supplied, last_sync, now)
+    });
+    let (ring, previous_since) = match step {
+        Step::Keep => (held.clone(), since),
+        Step::Write {
+            ring,
+            previous_since,
+        } => (ring, previous_since),
+    };
     let mut marks = BTreeMap::from([(secret::KEY_CHECKED_FOR.to_owned(), iteration.to_owned())]);
     if let Some(t) = previous_since {
         marks.insert(secret::PREVIOUS_KEY_SINCE.to_owned(), t.to_string());

@@ -3,6 +3,7 @@
 //! and the previous key side by side; the source takes the new key at its next iteration;
 //! the destination drops the previous key once a sync completed after the rotation. Every
 //! sync across it succeeds at the first attempt: there is no moment without a common key.
+//! And a vault that stops answering leaves the pair syncing with the keys it holds.
 
 use std::collections::BTreeMap;
 
@@ -139,4 +140,19 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
         failed.is_empty(),
         "a sync failed across the rotation: {failed:?}"
     );
+
+    // A vault that stops answering does not stop the pair: the keys it holds stay in use,
+    // and an Event says the check failed.
+    drop(bao);
+    sync(&src, "five").await;
+    let warned = src
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("KeyCheckFailed"));
+    assert!(warned, "no KeyCheckFailed Event on the source");
+    assert_eq!(lines(&src, "ferrosync-source-key-db").await, new);
 }
