@@ -66,8 +66,9 @@ impl PolicyEngine {
     }
 
     /// Supplies a replication's key. Ask only when the user gave no `keySecret`. A key
-    /// (`UseKey`, or one generated for `GenerateLocally`) goes into the Secret
-    /// `volsync-rsync-tls-<name>`, published in `status.rsyncTLS.keySecret`;
+    /// (`UseKey`, or one generated for `GenerateLocally`) goes into the generated key
+    /// Secret (`volsync-rsync-tls-<name>` of a destination, `ferrosync-source-key-<name>`
+    /// of a source), published in `status.rsyncTLS.keySecret`;
     /// `NotAvailableYet` is transient: requeue. Never cached: keys must not linger in
     /// memory. Results as for [`PolicyEngine::copy_method`].
     pub async fn psk(&self, input: &PskInput) -> Result<Decided<PskDecision>, PolicyError> {
