@@ -22,8 +22,9 @@ use ferrosync::{
         CopyMethodInput, DecidedBy, EngineConfig, EngineOptions, FailureMode, PointConfig,
         PolicyConfig, PolicyEngine, PskInput, PvcInfo, ServiceTypeInput, Side, StorageClassInfo,
         Topology,
-        credentials::StaticCredentials,
+        credentials::{CredentialPolicy, StaticCredentials},
         http::{HttpError, HttpLimits, HttpRequest, HttpResponse, HttpTransport},
+        pairs,
         plugin::BundleFile,
     },
 };
@@ -48,6 +49,11 @@ fn config(point: &str, name: &str, cache_entries: usize) -> PolicyConfig {
             cache_entries,
             ..EngineConfig::default()
         },
+        // The shipped vault bundle's layout, as an operator configures it.
+        credentials: CredentialPolicy::new(
+            vec!["https://vault.vault.svc:8200/v1/secret/data/ferrosync/psk/{pair}".into()],
+            vec![],
+        ),
         ..PolicyConfig::default()
     };
     match point {
@@ -213,7 +219,7 @@ fn native_service_type(
 
 fn native_psk(input: &PskInput, body: &[u8]) -> Option<Psk> {
     let pair = input.annotations.get("ferrosync.io/psk-pair")?;
-    let _url = format!("http://127.0.0.1:8200/v1/secret/data/ferrosync/psk/{pair}");
+    let _url = format!("https://vault.vault.svc:8200/v1/secret/data/ferrosync/psk/{pair}");
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     Psk::parse(v.pointer("/data/data/psk")?.as_str()?).ok()
 }
@@ -273,7 +279,16 @@ fn main() {
                         .service_type(&service_input())
                         .await
                         .map(|d| d.provenance),
-                    _ => engine.psk(&psk_input()).await.map(|d| d.provenance),
+                    _ => {
+                        let input = psk_input();
+                        let ns = [(pairs::PREFIXES_ANNOTATION.to_owned(), "db-".to_owned())];
+                        let pair = pairs::authorise("dr", &input.annotations, &ns.into())
+                            .expect("authorised");
+                        engine
+                            .psk_for_pair(&input, pair.as_ref())
+                            .await
+                            .map(|d| d.provenance)
+                    }
                 }
                 .expect("decides")
             };

@@ -15,6 +15,8 @@ mod hardening;
 mod image;
 #[path = "data_plane/interop.rs"]
 mod interop;
+#[path = "data_plane/rotation.rs"]
+mod rotation;
 #[path = "data_plane/sync.rs"]
 mod sync;
 #[path = "data_plane/unprivileged.rs"]

@@ -25,6 +25,8 @@ mod errors;
 mod failures;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
+#[path = "e2e/keys.rs"]
+mod keys;
 #[path = "e2e/kubectl_plugin.rs"]
 mod kubectl_plugin;
 #[path = "e2e/lifecycle_changes.rs"]

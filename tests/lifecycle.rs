@@ -1,5 +1,6 @@
 //! Tier 5, the issue-6 lifecycle tests that need a controller of their own: the controller
-//! killed during iterations, and policy bundles (aws-ebs, vault) in its configuration.
+//! killed during iterations, and policy bundles (aws-ebs, vault) in its configuration,
+//! among them the keys-across-tenants tests of issue 14.
 //! Same control plane options and simulators as `e2e`, but no shared controller; the
 //! tests run one at a time (`env::SERIAL`).
 
@@ -31,5 +32,9 @@ mod lifecycle_own_aws_ebs;
 mod lifecycle_own_kill;
 #[path = "e2e/lifecycle_own_pull.rs"]
 mod lifecycle_own_pull;
+#[path = "e2e/lifecycle_own_rotation.rs"]
+mod lifecycle_own_rotation;
+#[path = "e2e/lifecycle_own_tenancy.rs"]
+mod lifecycle_own_tenancy;
 #[path = "e2e/lifecycle_own_vault.rs"]
 mod lifecycle_own_vault;

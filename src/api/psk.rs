@@ -25,8 +25,10 @@ pub enum PskError {
     /// No `:` separates identity and key.
     #[error("psk.txt must be \"<identity>:<hex key>\"; no ':' separator found")]
     NoSeparator,
-    /// The identity is empty, too long, or has whitespace or control characters.
-    #[error("psk.txt identity must be 1 to {MAX_IDENTITY_LEN} printable characters without spaces")]
+    /// The identity is empty, too long, or has whitespace, control characters or ':'.
+    #[error(
+        "psk.txt identity must be 1 to {MAX_IDENTITY_LEN} printable characters without spaces or ':'"
+    )]
     BadIdentity,
     /// The key has a character that is not a hex digit.
     #[error("psk.txt key must be hexadecimal digits only")]
@@ -43,6 +45,83 @@ pub enum PskError {
     /// The file holds more than one line.
     #[error("psk.txt must hold exactly one line")]
     MultipleLines,
+    /// The file holds more keys than a rotation needs.
+    #[error("psk.txt holds {0} keys; at most {MAX_KEYS} (the current and the previous)")]
+    TooManyKeys(usize),
+    /// Two lines share an identity: a stunnel server could not tell their keys apart.
+    #[error("psk.txt has two keys with one identity; each key needs its own")]
+    DuplicateIdentity,
+}
+
+/// Most keys one `psk.txt` holds: the current one and, during a rotation, the previous.
+pub const MAX_KEYS: usize = 2;
+
+/// The keys of a `psk.txt`, one per line. The first is current: a stunnel client presents
+/// it (stunnel's default `PSKidentity` is the file's first). A stunnel server accepts any,
+/// looked up by the identity the client presents; so while a rotation is under way a
+/// destination accepts the previous key too.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRing {
+    keys: Vec<Psk>,
+}
+
+impl KeyRing {
+    /// Parses the contents of `psk.txt`: one to [`MAX_KEYS`] lines, distinct identities.
+    pub fn parse(contents: &str) -> Result<Self, PskError> {
+        let body = contents.strip_suffix('\n').unwrap_or(contents);
+        let keys = body
+            .split('\n')
+            .map(Psk::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(keys)
+    }
+
+    fn new(keys: Vec<Psk>) -> Result<Self, PskError> {
+        if keys.len() > MAX_KEYS {
+            return Err(PskError::TooManyKeys(keys.len()));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|o| o.identity == k.identity) {
+                return Err(PskError::DuplicateIdentity);
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    /// A ring of one key.
+    pub fn single(key: Psk) -> Self {
+        Self { keys: vec![key] }
+    }
+
+    /// `current` first, `previous` still accepted. Their identities must differ.
+    pub fn rotated(current: Psk, previous: Psk) -> Result<Self, PskError> {
+        Self::new(vec![current, previous])
+    }
+
+    /// The key a client presents.
+    pub fn current(&self) -> &Psk {
+        &self.keys[0]
+    }
+
+    /// The key still accepted while a rotation is under way.
+    pub fn previous(&self) -> Option<&Psk> {
+        self.keys.get(1)
+    }
+
+    /// The exact contents of `psk.txt`.
+    pub fn to_file_contents(&self) -> String {
+        self.keys
+            .iter()
+            .map(Psk::to_file_contents)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.keys).finish()
+    }
 }
 
 /// A validated pre-shared key.
@@ -68,9 +147,11 @@ impl Psk {
     pub fn new(identity: &str, key_hex: &str) -> Result<Self, PskError> {
         if identity.is_empty()
             || identity.len() > MAX_IDENTITY_LEN
+            // ':' separates identity and key in psk.txt: one in the identity would make
+            // the file it is written to unreadable.
             || identity
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
+                .any(|c| c.is_whitespace() || c.is_control() || c == ':')
         {
             return Err(PskError::BadIdentity);
         }
@@ -168,6 +249,45 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.bits(), 512);
         assert_eq!(Psk::parse(&a.to_file_contents()).expect("round-trips"), a);
+    }
+
+    /// Issue 14: an identity holding ':' was accepted, and the `psk.txt` written from it
+    /// no longer parsed (split at the first ':', the rest is not hex).
+    #[test]
+    fn every_accepted_key_round_trips_through_its_file() {
+        for identity in ["a:b", "volsync:", ":x", "ns/db:v2"] {
+            assert_eq!(
+                Psk::new(identity, KEY32).map(|p| p.identity().to_owned()),
+                Err(PskError::BadIdentity),
+                "{identity:?}"
+            );
+        }
+        for identity in ["volsync", "ferrosync.v2", "db-eu-us/7", "1"] {
+            let psk = Psk::new(identity, KEY32).expect(identity);
+            assert_eq!(Psk::parse(&psk.to_file_contents()), Ok(psk), "{identity:?}");
+        }
+    }
+
+    #[test]
+    fn a_ring_holds_the_current_and_the_previous_key() {
+        let old = Psk::parse(&format!("ferrosync:{KEY32}")).unwrap();
+        let new = Psk::new("ferrosync.v2", &"cd".repeat(16)).unwrap();
+        let ring = KeyRing::rotated(new.clone(), old.clone()).expect("distinct identities");
+        let text = ring.to_file_contents();
+        assert_eq!(text.lines().count(), 2);
+        let back = KeyRing::parse(&format!("{text}\n")).expect("round-trips");
+        assert_eq!((back.current(), back.previous()), (&new, Some(&old)));
+        assert_eq!(
+            KeyRing::parse(&old.to_file_contents()).unwrap().previous(),
+            None
+        );
+        assert_eq!(
+            KeyRing::rotated(old.clone(), old.clone()),
+            Err(PskError::DuplicateIdentity)
+        );
+        let three = format!("{text}\nthird:{KEY32}");
+        assert_eq!(KeyRing::parse(&three), Err(PskError::TooManyKeys(3)));
+        assert!(!format!("{ring:?}").contains(KEY32));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::{
     policy::{
         CopyMethodDecision, CopyMethodInput, Decided, DecidedBy, PolicyError, Provenance,
         PskDecision, PskInput, PvcInfo, ServiceTypeDecision, ServiceTypeInput, Side,
-        StorageClassInfo,
+        StorageClassInfo, pairs::AuthorisedPair,
     },
     resources::pvc,
 };
@@ -77,12 +77,15 @@ pub async fn service_type<K: Resource>(
     ctx.policy.service_type(&input).await.map_err(policy_failed)
 }
 
-/// The key for an object without keySecret, asked only while its Secret does not exist.
+/// The key for an object without keySecret: asked while its Secret does not exist, and
+/// at each iteration's start for a pair's key; `pair` is the pair the host authorised.
 pub async fn psk<K: Resource>(
     ctx: &Context,
     obj: &K,
     side: Side,
     key_secret_name: &str,
+    key_secret_exists: bool,
+    pair: Option<&AuthorisedPair>,
 ) -> Result<Decided<PskDecision>, Error> {
     let input = PskInput {
         side,
@@ -91,9 +94,12 @@ pub async fn psk<K: Resource>(
         labels: obj.meta().labels.clone().unwrap_or_default(),
         annotations: obj.meta().annotations.clone().unwrap_or_default(),
         key_secret_name: key_secret_name.to_string(),
-        key_secret_exists: false,
+        key_secret_exists,
     };
-    ctx.policy.psk(&input).await.map_err(policy_failed)
+    ctx.policy
+        .psk_for_pair(&input, pair)
+        .await
+        .map_err(policy_failed)
 }
 
 /// Records a decision in `status.policy`, replacing the point's previous entry, and emits

@@ -179,6 +179,18 @@ async fn step(
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
+    // Once per iteration, before its Job: a pair's key may have been rotated.
+    keys::refresh(
+        ctx,
+        rd,
+        &object,
+        owner,
+        Side::Destination,
+        &key,
+        &plan::iteration_id(&status.sync),
+        status.sync.last_sync_time.as_ref().map(|t| t.0),
+    )
+    .await?;
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
     let debug = mover_pod::debug_requested(rd);
     let job_name = names::job(Side::Destination, &owner.name);

@@ -15,6 +15,7 @@ mod error;
 mod fuzz_tests;
 mod image;
 mod iteration;
+mod key_rotation;
 mod keys;
 mod leader;
 mod mover_pod;
@@ -57,6 +58,7 @@ use crate::{
         EngineOptions, PolicyEngine, credentials::KubeCredentials, http::LiveTransport,
         metrics::PolicyMetrics, reload,
     },
+    resources::{Side, names},
     telemetry::{self, Health, Metrics, ObjectLabels},
 };
 
@@ -213,6 +215,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
                 referencing(
                     &rd_store_for_secrets,
                     &secret,
+                    Side::Destination,
                     |rd: &ReplicationDestination| {
                         rd.spec
                             .rsync_tls
@@ -240,12 +243,17 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     let sources = sources
         .owns(Api::<Job>::all(client.clone()), watcher.clone())
         .watches(Api::<Secret>::all(client), watcher, move |secret| {
-            referencing(&rs_store_for_secrets, &secret, |rs: &ReplicationSource| {
-                rs.spec
-                    .rsync_tls
-                    .as_ref()
-                    .and_then(|t| t.key_secret.clone())
-            })
+            referencing(
+                &rs_store_for_secrets,
+                &secret,
+                Side::Source,
+                |rs: &ReplicationSource| {
+                    rs.spec
+                        .rsync_tls
+                        .as_ref()
+                        .and_then(|t| t.key_secret.clone())
+                },
+            )
         })
         .graceful_shutdown_on(shutdown_signal())
         .run(source::reconcile, error_policy, ctx.clone())
@@ -268,11 +276,12 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     sweep.abort();
 }
 
-/// The objects in the Secret's namespace whose key Secret (given, or generated as
-/// `volsync-rsync-tls-<name>`) is this one.
+/// The objects in the Secret's namespace whose key Secret (given, or generated for
+/// `side`) is this one.
 fn referencing<K>(
     store: &Store<K>,
     secret: &Secret,
+    side: Side,
     key_secret: impl Fn(&K) -> Option<String>,
 ) -> Vec<ObjectRef<K>>
 where
@@ -285,7 +294,8 @@ where
         .filter(|obj| obj.namespace() == namespace)
         .filter(|obj| {
             key_secret(obj).is_some_and(|k| k == name)
-                || crate::resources::names::key_secret(&obj.name_any()) == name
+                || names::key_secret(side, &obj.name_any()) == name
+                || (side == Side::Source && names::legacy_key_secret(&obj.name_any()) == name)
         })
         .map(|obj| ObjectRef::from_obj(obj.as_ref()))
         .collect()

@@ -164,6 +164,18 @@ async fn step(
         }
     };
 
+    // Once per iteration, before its Job: a pair's key may have been rotated.
+    keys::refresh(
+        ctx,
+        rs,
+        &object,
+        owner,
+        Side::Source,
+        &key,
+        &plan::iteration_id(&status.sync),
+        status.sync.last_sync_time.as_ref().map(|t| t.0),
+    )
+    .await?;
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
     let debug = mover_pod::debug_requested(rs);
     let job_name = names::job(Side::Source, &owner.name);

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::api::psk::{Psk, PskError};
+use crate::api::psk::{KeyRing, PskError};
 
 use super::exit::{ErrorClass, Failure};
 
@@ -45,7 +45,8 @@ pub enum KeyError {
     /// Not a regular file (a directory, a device).
     #[error("pre-shared key {0} is not a regular file")]
     NotAFile(PathBuf),
-    /// The contents are not `<identity>:<hex key>`.
+    /// The contents are not `<identity>:<hex key>` lines (the current key, and during a
+    /// rotation the previous one).
     #[error("pre-shared key {path} is malformed: {source}")]
     Format {
         /// The key file.
@@ -85,7 +86,9 @@ pub fn check(key_dir: &Path) -> Result<PathBuf, KeyError> {
         path: path.clone(),
         source: PskError::NotHex,
     })?;
-    match Psk::parse(&text) {
+    // A destination mid-rotation holds two keys; stunnel accepts either (server) or
+    // presents the first (client).
+    match KeyRing::parse(&text) {
         Ok(_) => Ok(path),
         Err(source) => Err(KeyError::Format { path, source }),
     }

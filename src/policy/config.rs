@@ -31,6 +31,9 @@ pub struct PolicyConfig {
     /// The plugin supplying pre-shared keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk: Option<PointConfig>,
+    /// Where the credentials the host injects may go (`[policy.credentials]`).
+    #[serde(default)]
+    pub credentials: super::credentials::CredentialPolicy,
 }
 
 /// Settings shared by all plugins.

@@ -11,7 +11,7 @@ use wasmtime::{Engine, Store, Trap};
 use super::{
     bindings::wit,
     defaults, guest_text,
-    http::{HttpGate, HttpTransport, ResolvedGrant},
+    http::{Credential, HttpGate, HttpTransport, ResolvedGrant},
     outcome::{Failure, FailureKind},
     plugin::{LoadedPlugin, Pre},
     sandbox::{CapabilityDenied, HostState, MemoryLimitHit},
@@ -182,7 +182,7 @@ pub(crate) fn run<P: Point>(
     plugin: &LoadedPlugin,
     tick: Duration,
     transport: Arc<dyn HttpTransport>,
-    credential: Option<(String, String)>,
+    credential: Option<Credential>,
     input: &P::WitIn,
     timeout: Duration,
 ) -> Execution<P::WitOut> {

@@ -17,12 +17,13 @@ use serde_json::Value;
 
 use super::{
     config::{CredentialRef, EngineConfig, PointConfig, PolicyConfig},
-    credentials::{CredentialError, CredentialSource},
+    credentials::{CredentialError, CredentialPolicy, CredentialSource},
     engine::{EngineOptions, PolicyEngine},
     http::{Exchange, ReplayTransport},
     outcome::{Decided, PolicyError},
+    pairs,
     plugin::{BundleFile, LoadError},
-    types::DecisionPoint,
+    types::{DecisionPoint, PskInput},
 };
 use crate::policy::FailureMode;
 
@@ -144,6 +145,8 @@ pub async fn run_bundle(dir: &Path) -> Result<BundleReport, GoldenError> {
             key_retry_max: Duration::ZERO,
             ..EngineConfig::default()
         },
+        // The token is a placeholder and the transport a replay: nothing real is sent.
+        credentials: CredentialPolicy::replay(),
         ..PolicyConfig::default()
     };
     match bundle.decision {
@@ -243,11 +246,20 @@ pub async fn eval_json(
                 .service_type(&serde_json::from_value(input).map_err(bad)?)
                 .await,
         ),
-        DecisionPoint::Psk => to_json(
-            engine
-                .psk(&serde_json::from_value(input).map_err(bad)?)
-                .await,
-        ),
+        DecisionPoint::Psk => {
+            let input: PskInput = serde_json::from_value(input).map_err(bad)?;
+            // A what-if is the operator's own: the pair the input names counts as
+            // authorised (the controller checks the Namespace's prefixes instead).
+            let pair = input
+                .annotations
+                .get(pairs::PAIR_ANNOTATION)
+                .and_then(|p| {
+                    let granted = [(pairs::PREFIXES_ANNOTATION.to_owned(), p.clone())].into();
+                    pairs::authorise(&input.namespace, &input.annotations, &granted).ok()
+                })
+                .flatten();
+            to_json(engine.psk_for_pair(&input, pair.as_ref()).await)
+        }
     })
 }
 

@@ -15,7 +15,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{bindings::http as wit, config::HttpGrant};
+use super::{
+    bindings::http as wit,
+    config::HttpGrant,
+    credentials::{CredentialScope, target_of},
+};
 
 /// A request as the transport sees it (credentials already injected).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,17 +111,38 @@ pub struct HttpGate {
     pub denials: Vec<String>,
 }
 
+/// A credential the host injects, and where it may go.
+#[derive(Clone)]
+pub struct Credential {
+    /// The request header that carries it.
+    pub header: String,
+    /// Its value: never logged, never shown to the plugin.
+    pub value: String,
+    /// Where the operator lets it go for this decision.
+    pub scope: CredentialScope,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("header", &self.header)
+            .field("value", &"<redacted>")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
 /// A grant with its origins normalised and its credential resolved.
 pub struct ResolvedGrant {
     allow: Vec<String>,
     limits: HttpLimits,
     max_requests: u32,
-    credential: Option<(String, String)>,
+    credential: Option<Credential>,
 }
 
 impl ResolvedGrant {
     /// Normalises the allow-list; an origin that does not parse is a configuration error.
-    pub fn new(grant: &HttpGrant, credential: Option<(String, String)>) -> Result<Self, String> {
+    pub fn new(grant: &HttpGrant, credential: Option<Credential>) -> Result<Self, String> {
         let allow = grant
             .allow
             .iter()
@@ -185,8 +210,11 @@ impl HttpGate {
         if req.body.len() as u64 > grant.limits.max_response_bytes {
             return Err(HttpError::Denied("request body too large".into()));
         }
+        if let Some(credential) = &grant.credential {
+            credential_may_go(&credential.scope, &origin, &req.url)?;
+        }
         self.sent += 1;
-        let cred_header = grant.credential.as_ref().map(|(h, _)| h.as_str());
+        let cred_header = grant.credential.as_ref().map(|c| c.header.as_str());
         let mut headers: Vec<(String, String)> = req
             .headers
             .into_iter()
@@ -197,8 +225,8 @@ impl HttpGate {
                     && !k.eq_ignore_ascii_case("proxy-authorization")
             })
             .collect();
-        if let Some((h, v)) = &grant.credential {
-            headers.push((h.clone(), v.clone()));
+        if let Some(c) = &grant.credential {
+            headers.push((c.header.clone(), c.value.clone()));
         }
         let out = HttpRequest {
             method: req.method,
@@ -220,6 +248,29 @@ impl HttpGate {
             headers: resp.headers,
             body: resp.body,
         })
+    }
+}
+
+/// Whether a credentialed plugin's request may be sent: its URL must be one the operator
+/// allows for this decision, and plain HTTP only to an origin explicitly allowed. The
+/// plugin chooses the URL, so without this it could send the token to an endpoint that
+/// reveals it (a vault's token lookup) or act on another pair's path.
+fn credential_may_go(scope: &CredentialScope, origin: &str, url: &str) -> Result<(), HttpError> {
+    if scope.anywhere {
+        return Ok(());
+    }
+    if origin.starts_with("http://") && !scope.plain_http.iter().any(|o| o == origin) {
+        return Err(HttpError::Denied(format!(
+            "the credential is sent only over HTTPS: {origin} is not in [policy.credentials] allow_plain_http"
+        )));
+    }
+    let target = target_of(url).map_err(HttpError::Denied)?;
+    if scope.targets.contains(&target) {
+        Ok(())
+    } else {
+        Err(HttpError::Denied(format!(
+            "the credential is not sent to {target}: not a [policy.credentials] target of this object's authorised pair"
+        )))
     }
 }
 
@@ -342,6 +393,110 @@ impl HttpTransport for ReplayTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what would have been sent.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<HttpRequest>>);
+
+    impl HttpTransport for Recorder {
+        fn send(&self, req: &HttpRequest, _: HttpLimits) -> Result<HttpResponse, HttpError> {
+            self.0.lock().unwrap().push(req.clone());
+            Ok(HttpResponse {
+                status: 200,
+                headers: vec![],
+                body: vec![],
+            })
+        }
+    }
+
+    fn gate(origin: &str, scope: CredentialScope) -> (HttpGate, Arc<Recorder>) {
+        let grant = HttpGrant {
+            allow: vec![origin.into()],
+            timeout: Duration::from_secs(1),
+            max_response_kib: 1,
+            max_requests: 10,
+            credentials: None,
+        };
+        let credential = Credential {
+            header: "X-Vault-Token".into(),
+            value: "s3cret-token".into(),
+            scope,
+        };
+        let recorder = Arc::new(Recorder::default());
+        let resolved = ResolvedGrant::new(&grant, Some(credential)).unwrap();
+        let gate = HttpGate::new(
+            Some(resolved),
+            recorder.clone(),
+            Instant::now() + Duration::from_secs(60),
+        );
+        (gate, recorder)
+    }
+
+    fn get(url: &str) -> wit::Request {
+        wit::Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: vec![],
+            body: vec![],
+        }
+    }
+
+    /// Issue 14: the token went with every request to an allowed origin, so a plugin could
+    /// ask the vault's token lookup for it, or act on another pair's path.
+    #[test]
+    fn the_credential_goes_only_to_the_scopes_targets() {
+        let (mut gate, sent) = gate(
+            "https://vault:8200",
+            CredentialScope {
+                targets: vec!["https://vault:8200/v1/secret/data/psk/team-a-db".into()],
+                ..CredentialScope::default()
+            },
+        );
+        gate.send(get(
+            "https://vault:8200/v1/secret/data/psk/team-a-db?version=2",
+        ))
+        .expect("the pair's own path");
+        for url in [
+            "https://vault:8200/v1/auth/token/lookup-self",
+            "https://vault:8200/v1/secret/data/psk/team-b-db",
+            "https://vault:8200/v1/secret/data/psk/team-a-db/../team-b-db",
+            "https://vault:8200/v1/secret/data/psk/team-a-db%2f..%2fteam-b-db",
+        ] {
+            let err = gate.send(get(url)).expect_err(url);
+            assert!(matches!(err, wit::Error::Denied(_)), "{url}: {err:?}");
+        }
+        let sent = sent.0.lock().unwrap();
+        assert_eq!(sent.len(), 1, "nothing else was contacted");
+        assert!(
+            sent[0]
+                .headers
+                .contains(&("X-Vault-Token".into(), "s3cret-token".into()))
+        );
+        assert_eq!(gate.denials.len(), 4);
+        assert!(gate.denials.iter().all(|d| !d.contains("s3cret")));
+    }
+
+    #[test]
+    fn the_credential_goes_over_plain_http_only_where_allowed() {
+        let target = "http://127.0.0.1:8200/v1/secret/data/psk/p";
+        let scope = CredentialScope {
+            targets: vec![target.into()],
+            ..CredentialScope::default()
+        };
+        let (mut refused, sent) = gate("http://127.0.0.1:8200", scope.clone());
+        let err = refused.send(get(target)).expect_err("plain http");
+        assert!(format!("{err:?}").contains("allow_plain_http"), "{err:?}");
+        assert!(sent.0.lock().unwrap().is_empty());
+        let (mut allowed, sent) = gate(
+            "http://127.0.0.1:8200",
+            CredentialScope {
+                plain_http: vec!["http://127.0.0.1:8200".into()],
+                ..scope
+            },
+        );
+        allowed.send(get(target)).expect("explicitly allowed");
+        assert_eq!(sent.0.lock().unwrap().len(), 1);
+    }
 
     #[test]
     fn origins_are_normalised() {

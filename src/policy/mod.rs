@@ -14,7 +14,8 @@
 //! - `validate`, `guest_text`, `defaults`: output validation, the cleaning of any text a
 //!   plugin hands back, and the built-in decisions.
 //! - `key_wait`: the backoff of a replication waiting for its key.
-//! - `http`, `credentials`: the HTTP grant and the credentials it injects.
+//! - `http`, `credentials`, `pairs`: the HTTP grant, the credentials it injects and where
+//!   they may go, and the replication pairs the host authorises.
 //! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
 //!
 //! Wiring it into the controller:
@@ -49,6 +50,7 @@ pub mod http;
 mod key_wait;
 pub mod metrics;
 mod outcome;
+pub mod pairs;
 pub mod plugin;
 pub mod reload;
 mod sandbox;

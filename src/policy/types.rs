@@ -175,7 +175,8 @@ pub struct PskInput {
     pub labels: Pairs,
     #[serde(default)]
     pub annotations: Pairs,
-    /// `volsync-rsync-tls-<name>`.
+    /// The generated key Secret: `volsync-rsync-tls-<name>` of a destination,
+    /// `ferrosync-source-key-<name>` of a source.
     pub key_secret_name: String,
     #[serde(default)]
     pub key_secret_exists: bool,

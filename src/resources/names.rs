@@ -41,8 +41,34 @@ pub fn job(side: Side, name: &str) -> String {
     shortened(&format!("volsync-rsync-tls-{}-", side.short()), name)
 }
 
-/// The generated key Secret (Secret names may be up to 253 characters).
-pub fn key_secret(name: &str) -> String {
+/// The longest object name (DNS-1123 subdomain): Secrets, PVCs.
+pub const MAX_NAME: usize = 253;
+
+/// The generated key Secret of a side.
+///
+/// A destination's is `volsync-rsync-tls-<name>`, as VolSync names it (users copy it to
+/// the source side, and tools look for it by that name). A source's has a prefix of its
+/// own: every name starting `volsync-rsync-tls-` is some destination's, so a source and a
+/// destination of one name in one namespace would otherwise share one Secret, and
+/// deleting either (its owner reference) would take the other's key away.
+pub fn key_secret(side: Side, name: &str) -> String {
+    match side {
+        Side::Destination => legacy_key_secret(name),
+        Side::Source => {
+            let full = format!("ferrosync-source-key-{name}");
+            if full.len() <= MAX_NAME {
+                return full;
+            }
+            let digest = hex::encode(Sha256::digest(full.as_bytes()));
+            let head = full[..MAX_NAME - 11].trim_end_matches(['-', '.']);
+            format!("{head}-{}", &digest[..10])
+        }
+    }
+}
+
+/// The name both sides' generated key Secrets had before sources got their own: a
+/// source still uses a Secret of this name that it owns, so upgrading changes no key.
+pub fn legacy_key_secret(name: &str) -> String {
     format!("volsync-rsync-tls-{name}")
 }
 
@@ -97,6 +123,20 @@ mod tests {
         );
         assert_eq!(job(Side::Source, "db"), "volsync-rsync-tls-src-db");
         assert_eq!(mover_selector(Side::Destination, "db"), "dst-db");
+    }
+
+    /// Issue 14: a source and a destination of one name shared `volsync-rsync-tls-<name>`.
+    #[test]
+    fn a_source_never_shares_a_destinations_key_secret() {
+        assert_eq!(key_secret(Side::Destination, "db"), "volsync-rsync-tls-db");
+        for name in ["db", "src-db", "source.db", "a", &"x".repeat(253)] {
+            let source = key_secret(Side::Source, name);
+            assert!(!source.starts_with("volsync-rsync-tls-"), "{source}");
+            assert!(source.len() <= MAX_NAME, "{}", source.len());
+            assert_ne!(source, key_secret(Side::Destination, name));
+        }
+        let (a, b) = ("y".repeat(250), format!("{}z", "y".repeat(249)));
+        assert_ne!(key_secret(Side::Source, &a), key_secret(Side::Source, &b));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The `vault` bundle end to end: a source and a destination in different namespaces pair
 //! through `ferrosync.io/psk-pair` and sync with no Secret copied by anyone. The source,
 //! created first, waits with a clear condition until the destination has stored the key.
+//! Both namespaces are granted the pair's prefix by an admin (the Namespace annotation
+//! `ferrosync.io/psk-pair-prefixes`), and the controller's `[policy.credentials]` lets
+//! the token go to the pairs' paths only, over the loopback server's plain HTTP.
 
 use std::{
     net::TcpListener,
@@ -9,10 +12,10 @@ use std::{
 };
 
 use ferrosync::api::ReplicationSource;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 
@@ -22,20 +25,22 @@ use crate::{
     lifecycle_support::{
         assert_image_equals, create_rd, manual_synced, new_image, patch_source, sample_volume,
     },
-    support::{deploy, sim::storage::snapshot, wait},
+    support::{ControlPlane, deploy, sim::storage::snapshot, wait},
 };
 
-const ROOT_TOKEN: &str = "ferrosync-lifecycle-root";
-const PAIR: &str = "ferrosync.io/psk-pair";
+pub const ROOT_TOKEN: &str = "ferrosync-lifecycle-root";
+pub const PAIR: &str = "ferrosync.io/psk-pair";
+/// The Namespace annotation through which an admin grants pair prefixes.
+pub const PREFIXES: &str = "ferrosync.io/psk-pair-prefixes";
 
 /// A dev-mode OpenBao on a free loopback port, killed on drop.
-struct Bao {
+pub struct Bao {
     child: Child,
-    addr: String,
+    pub addr: String,
 }
 
 impl Bao {
-    async fn start() -> Bao {
+    pub async fn start() -> Bao {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind")
             .local_addr()
@@ -83,19 +88,111 @@ impl Drop for Bao {
     }
 }
 
-/// The repository's vault bundle, pointed at `addr` instead of 127.0.0.1:8200.
-fn bundle_for(addr: &str) -> std::path::PathBuf {
+impl Bao {
+    /// The key stored for `pair`, if any.
+    pub async fn key(&self, pair: &str) -> Option<String> {
+        let url = format!("{}/v1/secret/data/ferrosync/psk/{pair}", self.addr);
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .into();
+            let mut resp = agent
+                .get(&url)
+                .header("X-Vault-Token", ROOT_TOKEN)
+                .call()
+                .expect("vault read");
+            match resp.status().as_u16() {
+                404 => None,
+                200 => {
+                    let body: serde_json::Value =
+                        serde_json::from_str(&resp.body_mut().read_to_string().expect("body"))
+                            .expect("json");
+                    body["data"]["data"]["psk"].as_str().map(str::to_owned)
+                }
+                other => panic!("vault read: HTTP {other}"),
+            }
+        })
+        .await
+        .expect("vault read")
+    }
+
+    /// A controller configuration using the shipped bundle against this server: the token
+    /// goes only to the pairs' paths, and over plain HTTP only because it is allowed here.
+    pub fn controller_config(&self, cp: &ControlPlane, name: &str) -> std::path::PathBuf {
+        let bundle = bundle_for(cp, &self.addr, name);
+        let pin = ferrosync::policy::plugin::sha256_hex(
+            &std::fs::read(bundle.join("psk-from-vault.wasm")).expect("component"),
+        );
+        let config = cp.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                // The operator pins the bundle's component, names the token it may use, and
+                // caps it at what it asks for: randomness, this vault, ten seconds.
+                "[policy.psk]\nbundle = {:?}\nsha256 = {pin:?}\non_failure = \"fail\"\n\
+                 credentials = {{ secret = \"ferrosync-vault-token\", key = \"token\", header = \"X-Vault-Token\" }}\n\
+                 [policy.psk.ceiling]\nrandom = true\n\
+                 limits = {{ fuel = 50000000, timeout = \"10s\", memory_mib = 16 }}\n\
+                 http = {{ allow = [{addr:?}], timeout = \"3s\", max_response_kib = 64, max_requests = 4 }}\n\
+                 [policy.credentials]\ntargets = [\"{addr}/v1/secret/data/ferrosync/psk/{{pair}}\"]\n\
+                 allow_plain_http = [\"{addr}\"]\n",
+                bundle.to_string_lossy(),
+                addr = self.addr,
+            ),
+        )
+        .expect("config");
+        config
+    }
+}
+
+/// Applies the Secret holding the vault token in the controller's namespace of `cp`
+/// (every test's server has the same root token).
+pub async fn token_secret(cp: &ControlPlane) {
+    let token = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "ferrosync-vault-token", "namespace": deploy::NAMESPACE},
+        "stringData": {"token": ROOT_TOKEN},
+    });
+    Api::<Secret>::namespaced(cp.client().await, deploy::NAMESPACE)
+        .patch(
+            "ferrosync-vault-token",
+            &PatchParams::apply("ferrosync-test").force(),
+            &Patch::Apply(token),
+        )
+        .await
+        .expect("token secret");
+}
+
+/// As a cluster admin: grants `namespace` the pair prefixes `prefixes` (comma-separated).
+pub async fn grant_prefixes(cp: &ControlPlane, namespace: &str, prefixes: &str) {
+    Api::<Namespace>::all(cp.client().await)
+        .patch(
+            namespace,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {PREFIXES: prefixes}}})),
+        )
+        .await
+        .expect("annotating the namespace");
+}
+
+/// The repository's vault bundle, pointed at `addr` instead of its shipped address.
+fn bundle_for(cp: &ControlPlane, addr: &str, name: &str) -> std::path::PathBuf {
     let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/vault");
-    let to = env()
-        .cp
+    let to = cp
         .dir
-        .join(format!("vault-bundle-{}", std::process::id()));
+        .join(format!("vault-bundle-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&to).expect("mkdir");
     for entry in std::fs::read_dir(&from).expect("bundle").flatten() {
         let name = entry.file_name();
         if name == "policy.toml" {
             let text = std::fs::read_to_string(entry.path()).expect("read");
-            let text = text.replace("http://127.0.0.1:8200", addr);
+            assert!(
+                text.contains("https://vault.vault.svc:8200"),
+                "shipped address"
+            );
+            let text = text.replace("https://vault.vault.svc:8200", addr);
             std::fs::write(to.join(&name), text).expect("write");
         } else {
             std::fs::copy(entry.path(), to.join(&name)).expect("copy");
@@ -110,44 +207,20 @@ async fn vault_pairs_namespaces_without_copying_a_secret() {
     let started = Instant::now();
     let env = env();
     let bao = Bao::start().await;
-    let bundle = bundle_for(&bao.addr);
-    let config = env.cp.dir.join("lifecycle-vault.toml");
-    // The operator pins the bundle's component, names the token it may use, and caps it
-    // at what it asks for: randomness, this vault, ten seconds.
-    let pin = ferrosync::policy::plugin::sha256_hex(
-        &std::fs::read(bundle.join("psk-from-vault.wasm")).expect("component"),
-    );
-    std::fs::write(
-        &config,
-        format!(
-            "[policy.psk]\nbundle = {:?}\nsha256 = {pin:?}\non_failure = \"fail\"\n\
-             credentials = {{ secret = \"ferrosync-vault-token\", key = \"token\", header = \"X-Vault-Token\" }}\n\
-             [policy.psk.ceiling]\nrandom = true\n\
-             limits = {{ fuel = 50000000, timeout = \"10s\", memory_mib = 16 }}\n\
-             http = {{ allow = [{:?}], timeout = \"3s\", max_response_kib = 64, max_requests = 4 }}\n",
-            bundle.to_string_lossy(),
-            bao.addr,
-        ),
-    )
-    .expect("config");
+    let config = bao.controller_config(env.cp, "lifecycle-vault");
     let controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
     // The controller's own namespace holds the token Secret the bundle names.
-    let token: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ferrosync-vault-token", "namespace": deploy::NAMESPACE},
-        "stringData": {"token": ROOT_TOKEN},
-    }))
-    .expect("secret");
-    let admin = env.cp.client().await;
-    Api::<Secret>::namespaced(admin, deploy::NAMESPACE)
-        .create(&PostParams::default(), &token)
-        .await
-        .expect("token secret");
+    token_secret(env.cp).await;
     let dst = env.cp.namespace("lc-vault-dst").await;
     let src = env.cp.namespace("lc-vault-src").await;
     crate::volsync::privileged_movers(&dst).await;
     crate::volsync::privileged_movers(&src).await;
     let data = sample_volume(&src, "data").await;
     let pair = format!("lifecycle-{}", src.name);
+    // The admin grants both namespaces the team's prefix.
+    for ns in [&src.name, &dst.name] {
+        grant_prefixes(env.cp, ns, "lifecycle-").await;
+    }
 
     // The source first: no key anywhere yet, so it waits and says why.
     let rs: ReplicationSource = serde_json::from_value(json!({
@@ -210,7 +283,7 @@ async fn vault_pairs_namespaces_without_copying_a_secret() {
         .items;
     assert_eq!(
         src_key.iter().map(|s| s.name_any()).collect::<Vec<_>>(),
-        vec!["volsync-rsync-tls-db".to_string()],
+        vec!["ferrosync-source-key-db".to_string()],
         "only the controller's key Secret in the source namespace"
     );
     assert_eq!(

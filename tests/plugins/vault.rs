@@ -10,8 +10,9 @@ use std::{
 };
 
 use ferrosync::policy::{
-    DecidedBy, FailureKind, FailureMode, PolicyConfig, PskAnswer, Side,
-    credentials::StaticCredentials,
+    DecidedBy, FailureKind, FailureMode, HttpGrant, PolicyConfig, PskAnswer, Side,
+    credentials::{CredentialPolicy, StaticCredentials},
+    pairs::{self, AuthorisedPair},
 };
 use serde_json::{Value, json};
 
@@ -119,6 +120,9 @@ impl Drop for Bao {
     }
 }
 
+/// The address the shipped bundle names; tests point it at their own server.
+const SHIPPED_ADDRESS: &str = "https://vault.vault.svc:8200";
+
 /// The shipped vault bundle, pointed at this server.
 fn bundle_for(bao: &Bao, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -128,12 +132,38 @@ fn bundle_for(bao: &Bao, dir: &Path) {
     }
     let file = dir.join("policy.toml");
     let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, text.replace("http://127.0.0.1:8200", &bao.addr)).unwrap();
+    assert!(
+        text.contains(SHIPPED_ADDRESS),
+        "the shipped bundle's address"
+    );
+    std::fs::write(&file, text.replace(SHIPPED_ADDRESS, &bao.addr)).unwrap();
 }
 
-async fn engine_for(dir: &Path, token: &str) -> ferrosync::policy::PolicyEngine {
+/// What an operator writes for the shipped bundle's layout, with plain HTTP explicitly
+/// allowed for the loopback server (it has no TLS).
+fn credential_policy(bao: &Bao, plain_http: bool) -> CredentialPolicy {
+    CredentialPolicy::new(
+        vec![format!(
+            "{}/v1/secret/data/ferrosync/psk/{{pair}}",
+            bao.addr
+        )],
+        if plain_http {
+            vec![bao.addr.clone()]
+        } else {
+            vec![]
+        },
+    )
+}
+
+async fn engine_for(
+    bao: &Bao,
+    dir: &Path,
+    token: &str,
+    plain_http: bool,
+) -> ferrosync::policy::PolicyEngine {
     let mut config = PolicyConfig {
         psk: bundle_point(dir, FailureMode::Fail),
+        credentials: credential_policy(bao, plain_http),
         ..PolicyConfig::default()
     };
     // These tests are about the plugin and the vault: every pass asks (the backoff of a
@@ -144,6 +174,31 @@ async fn engine_for(dir: &Path, token: &str) -> ferrosync::policy::PolicyEngine 
     engine_with(&config, Arc::new(creds), None).await
 }
 
+/// `pair` as the host authorises it for a namespace granted exactly that prefix.
+fn authorised(pair: &str) -> AuthorisedPair {
+    let obj = [(pairs::PAIR_ANNOTATION.to_owned(), pair.to_owned())].into();
+    let ns = [(pairs::PREFIXES_ANNOTATION.to_owned(), pair.to_owned())].into();
+    pairs::authorise("dr", &obj, &ns)
+        .expect("authorised")
+        .expect("a pair")
+}
+
+/// The key stored at `pair`, if any, read with the root token.
+async fn stored(bao: &Bao, pair: &str) -> Option<String> {
+    let addr = bao.addr.clone();
+    let path = format!("/v1/secret/data/ferrosync/psk/{pair}");
+    let (status, body) =
+        tokio::task::spawn_blocking(move || call(&addr, "GET", &path, ROOT_TOKEN, None))
+            .await
+            .unwrap()
+            .unwrap();
+    match status {
+        200 => body["data"]["data"]["psk"].as_str().map(str::to_owned),
+        404 => None,
+        other => panic!("vault read: HTTP {other}: {body}"),
+    }
+}
+
 #[tokio::test]
 async fn destination_stores_and_source_reads_the_same_key() {
     assert!(build().success, "{}", build().output);
@@ -151,12 +206,13 @@ async fn destination_stores_and_source_reads_the_same_key() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vault");
     bundle_for(&bao, &dir);
-    let engine = engine_for(&dir, ROOT_TOKEN).await;
+    let engine = engine_for(&bao, &dir, ROOT_TOKEN, true).await;
     let pair = "db-eu-us";
+    let scope = authorised(pair);
 
     // The source asks first: not available yet, and it generates nothing.
     let first = engine
-        .psk(&psk_input(Side::Source, Some(pair)))
+        .psk_for_pair(&psk_input(Side::Source, Some(pair)), Some(&scope))
         .await
         .expect("decides");
     assert_eq!(
@@ -168,7 +224,7 @@ async fn destination_stores_and_source_reads_the_same_key() {
 
     // The destination generates and stores the key.
     let dest = engine
-        .psk(&psk_input(Side::Destination, Some(pair)))
+        .psk_for_pair(&psk_input(Side::Destination, Some(pair)), Some(&scope))
         .await
         .expect("decides");
     let PskAnswer::UseKey(key) = &dest.decision.answer else {
@@ -210,7 +266,7 @@ async fn destination_stores_and_source_reads_the_same_key() {
     // The source now reads the same key; so does the destination on its next pass.
     for side in [Side::Source, Side::Destination] {
         let again = engine
-            .psk(&psk_input(side, Some(pair)))
+            .psk_for_pair(&psk_input(side, Some(pair)), Some(&scope))
             .await
             .expect("decides");
         assert_eq!(&again.decision.answer, &dest.decision.answer, "{side:?}");
@@ -230,9 +286,12 @@ async fn token_that_cannot_read_the_path_gets_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vault");
     bundle_for(&bao, &dir);
-    let engine = engine_for(&dir, &token).await;
+    let engine = engine_for(&bao, &dir, &token, true).await;
     let err = engine
-        .psk(&psk_input(Side::Source, Some("db-eu-us")))
+        .psk_for_pair(
+            &psk_input(Side::Source, Some("db-eu-us")),
+            Some(&authorised("db-eu-us")),
+        )
         .await
         .expect_err("denied");
     assert_eq!(err.kind(), FailureKind::PluginError);
@@ -267,6 +326,7 @@ async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff(
     bundle_for(&bao, &dir);
     let mut config = PolicyConfig {
         psk: bundle_point(&dir, FailureMode::Fail),
+        credentials: credential_policy(&bao, true),
         ..PolicyConfig::default()
     };
     config.engine.key_retry_min = Duration::from_millis(300);
@@ -277,7 +337,10 @@ async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff(
     let source = psk_input(Side::Source, Some("db-backoff"));
 
     // The first pass asks the vault: no key yet.
-    let first = engine.psk(&source).await.expect("decides");
+    let first = engine
+        .psk_for_pair(&source, Some(&authorised("db-backoff")))
+        .await
+        .expect("decides");
     assert_eq!(first.decision.answer, PskAnswer::NotAvailableYet);
     assert_eq!(first.provenance.decided_by, DecidedBy::Plugin);
     let asked = vault.0.load(Ordering::SeqCst);
@@ -285,7 +348,10 @@ async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff(
 
     // Passes within the backoff get the same answer without a request.
     for _ in 0..5 {
-        let again = engine.psk(&source).await.expect("decides");
+        let again = engine
+            .psk_for_pair(&source, Some(&authorised("db-backoff")))
+            .await
+            .expect("decides");
         assert_eq!(again.decision, first.decision);
         assert_eq!(again.provenance.decided_by, DecidedBy::Cache);
     }
@@ -297,14 +363,20 @@ async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff(
     // Another replication is not held back by this one's wait.
     let mut other = psk_input(Side::Source, Some("db-other"));
     other.name = "other".into();
-    let other = engine.psk(&other).await.expect("decides");
+    let other = engine
+        .psk_for_pair(&other, Some(&authorised("db-other")))
+        .await
+        .expect("decides");
     assert_eq!(other.provenance.decided_by, DecidedBy::Plugin);
     let asked = vault.0.load(Ordering::SeqCst);
 
     // The destination stores the key meanwhile; once the backoff (300 ms, at most twice
     // that with jitter) has passed, the source asks again and gets it.
     let dest = engine
-        .psk(&psk_input(Side::Destination, Some("db-backoff")))
+        .psk_for_pair(
+            &psk_input(Side::Destination, Some("db-backoff")),
+            Some(&authorised("db-backoff")),
+        )
         .await
         .expect("decides");
     let PskAnswer::UseKey(_) = &dest.decision.answer else {
@@ -313,7 +385,10 @@ async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff(
     let asked = vault.0.load(Ordering::SeqCst).max(asked);
     let deadline = Instant::now() + Duration::from_secs(10);
     let got = loop {
-        let d = engine.psk(&source).await.expect("decides");
+        let d = engine
+            .psk_for_pair(&source, Some(&authorised("db-backoff")))
+            .await
+            .expect("decides");
         if d.decision.answer != PskAnswer::NotAvailableYet {
             break d;
         }
@@ -325,6 +400,166 @@ async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff(
     assert!(vault.0.load(Ordering::SeqCst) > asked);
     // With its key, the wait is over: the next pass asks at once.
     let before = vault.0.load(Ordering::SeqCst);
-    engine.psk(&source).await.expect("decides");
+    engine
+        .psk_for_pair(&source, Some(&authorised("db-backoff")))
+        .await
+        .expect("decides");
     assert!(vault.0.load(Ordering::SeqCst) > before);
+}
+
+/// Issue 14: the host sent the token with every request to an allowed origin, so a plugin
+/// could ask the vault's token lookup for it. A hostile plugin with the vault grant and
+/// credential now has that request refused before the vault is contacted.
+#[tokio::test]
+async fn a_plugin_cannot_have_its_token_looked_up() {
+    assert!(build().success, "{}", build().output);
+    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
+    let lookup = format!("{}/v1/auth/token/lookup-self", bao.addr);
+    let mut spec = spec("hostile-psk", json!({ "mode": "http", "url": lookup }));
+    spec.grants.http = Some(HttpGrant {
+        allow: vec![bao.addr.clone()],
+        timeout: Duration::from_secs(3),
+        max_response_kib: 64,
+        max_requests: 4,
+        credentials: Some(ferrosync::policy::CredentialRef {
+            secret: "ferrosync-vault-token".into(),
+            namespace: None,
+            key: "token".into(),
+            header: "X-Vault-Token".into(),
+        }),
+    });
+    let config = PolicyConfig {
+        psk: point(spec, FailureMode::Fail),
+        credentials: credential_policy(&bao, true),
+        ..PolicyConfig::default()
+    };
+    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
+    let engine = engine_with(&config, Arc::new(creds), None).await;
+    let err = engine
+        .psk_for_pair(
+            &psk_input(Side::Source, Some("db-eu-us")),
+            Some(&authorised("db-eu-us")),
+        )
+        .await
+        .expect_err("the plugin reports what it got");
+    let msg = err.to_string();
+    assert!(
+        !msg.contains("reached"),
+        "the lookup reached the vault: {msg}"
+    );
+    assert!(msg.contains("denied"), "{msg}");
+    assert!(msg.contains("lookup-self"), "{msg}");
+    assert!(!msg.contains(ROOT_TOKEN), "{msg}");
+}
+
+/// Issue 14: the pair is the host's, not the plugin's. With `team-a-db` authorised, a
+/// request for another pair's path (here: the annotation says `team-b-db`, as a plugin
+/// could choose any path) carries no credential and is refused; the other pair's key is
+/// neither read nor written.
+#[tokio::test]
+async fn the_token_reaches_only_the_authorised_pairs_path() {
+    assert!(build().success, "{}", build().output);
+    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    bundle_for(&bao, &dir);
+    let engine = engine_for(&bao, &dir, ROOT_TOKEN, true).await;
+
+    // Team B stores its key.
+    let b = engine
+        .psk_for_pair(
+            &psk_input(Side::Destination, Some("team-b-db")),
+            Some(&authorised("team-b-db")),
+        )
+        .await
+        .expect("team B's destination");
+    let PskAnswer::UseKey(b_key) = &b.decision.answer else {
+        panic!("{:?}", b.decision)
+    };
+    let b_stored = stored(&bao, "team-b-db").await.expect("B's key is stored");
+
+    // Team A, authorised for team-a-db only, asks as a destination (claim or overwrite)
+    // and as a source (receive) for team-b-db.
+    for side in [Side::Destination, Side::Source] {
+        let err = engine
+            .psk_for_pair(
+                &psk_input(side, Some("team-b-db")),
+                Some(&authorised("team-a-db")),
+            )
+            .await
+            .expect_err("refused");
+        let msg = err.to_string();
+        assert!(msg.contains("credential is not sent"), "{side:?}: {msg}");
+        assert!(!msg.contains(b_key.key_hex()), "B's key leaked: {msg}");
+    }
+    // Without any authorised pair, nothing with a {pair} is reachable either.
+    let err = engine
+        .psk(&psk_input(Side::Source, Some("team-b-db")))
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("credential is not sent"), "{err}");
+    assert_eq!(stored(&bao, "team-b-db").await, Some(b_stored), "unchanged");
+    assert_eq!(stored(&bao, "team-a-db").await, None);
+}
+
+/// Issue 14: the shipped bundle sent the token over plain HTTP. Now plain HTTP needs the
+/// operator's explicit `allow_plain_http`; without it nothing is contacted.
+#[tokio::test]
+async fn plain_http_gets_no_token_unless_the_operator_allows_it() {
+    assert!(build().success, "{}", build().output);
+    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    bundle_for(&bao, &dir);
+    let engine = engine_for(&bao, &dir, ROOT_TOKEN, false).await;
+    let err = engine
+        .psk_for_pair(
+            &psk_input(Side::Destination, Some("db-eu-us")),
+            Some(&authorised("db-eu-us")),
+        )
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("allow_plain_http"), "{err}");
+    assert_eq!(stored(&bao, "db-eu-us").await, None, "nothing was stored");
+    let text = std::fs::read_to_string(root().join("policies/vault/policy.toml")).unwrap();
+    assert!(
+        !text.contains("http://"),
+        "the shipped bundle uses HTTPS only"
+    );
+}
+
+/// A `[policy.credentials]` that could be read two ways is refused at load, naming the
+/// entry; the engine does not start with it.
+#[tokio::test]
+async fn an_ambiguous_credential_target_is_refused_at_load() {
+    for (targets, plain, entry) in [
+        (
+            vec!["https://vault:8200/v1/secret/data/{pair}/../../sys/raw"],
+            vec![],
+            "targets",
+        ),
+        (
+            vec!["https://vault:8200/v1/{namespace}/{pair}"],
+            vec![],
+            "targets",
+        ),
+        (vec![], vec!["https://vault:8200"], "allow_plain_http"),
+    ] {
+        let config = PolicyConfig {
+            credentials: CredentialPolicy::new(
+                targets.into_iter().map(str::to_owned).collect(),
+                plain.into_iter().map(str::to_owned).collect(),
+            ),
+            ..PolicyConfig::default()
+        };
+        let err = ferrosync::policy::PolicyEngine::new(&config, Default::default())
+            .await
+            .err()
+            .expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("[policy.credentials] {entry}")),
+            "{msg}"
+        );
+    }
 }

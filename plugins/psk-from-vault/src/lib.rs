@@ -7,15 +7,24 @@
 //!   re-reads the winner's key.
 //! - Source: reads the key, and answers "not available yet" until it exists. It never
 //!   generates.
+//! - Rotation: a destination whose `ferrosync.io/rotate-key` annotation differs from the
+//!   `rotation` stored with the key, and whose key Secret exists (the host asks at the
+//!   start of each iteration), stores a new key with check-and-set on the version read,
+//!   under an identity of its own (`<identity>.v<version>`), so the destination can accept
+//!   the previous key and the new one side by side until the source has switched.
 //! - Without the annotation there is no pair to share, so the host generates locally.
 //!
-//! The Vault token is injected by the host; this plugin never sees it.
+//! The Vault token is injected by the host, and only for the pair's path the host
+//! authorised; this plugin never sees it.
 
 use ferrosync_plugin::psk::{Guest, Key, PskAnswer, PskDecision, PskInput, Side, http_json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 const PAIR_ANNOTATION: &str = "ferrosync.io/psk-pair";
+const ROTATE_ANNOTATION: &str = "ferrosync.io/rotate-key";
+/// Longest rotation request stored.
+const MAX_ROTATION_LEN: usize = 253;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,11 +95,23 @@ impl Guest for Plugin {
             path
         );
 
-        if let Some(key) = read(&url)? {
-            return Ok(decision(
-                PskAnswer::UseKey(key),
-                format!("key of pair {pair} from vault {path}"),
+        let rotate = ferrosync_plugin::get(&input.annotations, ROTATE_ANNOTATION);
+        if rotate.is_some_and(|r| r.len() > MAX_ROTATION_LEN) {
+            return Err(format!(
+                "{ROTATE_ANNOTATION} is longer than {MAX_ROTATION_LEN} characters"
             ));
+        }
+        if let Some(stored) = read(&url)? {
+            let wanted = rotate.filter(|r| stored.rotation.as_deref() != Some(*r));
+            return match (input.side, wanted) {
+                (Side::Destination, Some(rotation)) if input.key_secret_exists => {
+                    rotate_key(&s, &url, &path, pair, &stored, rotation)
+                }
+                _ => Ok(decision(
+                    PskAnswer::UseKey(stored.key),
+                    format!("key of pair {pair} from vault {path}"),
+                )),
+            };
         }
         match input.side {
             Side::Source => Ok(decision(
@@ -114,8 +135,8 @@ impl Guest for Plugin {
                     )),
                     // check-and-set lost: another destination stored a key first; use it.
                     400 if errors(&resp).contains("check-and-set") => match read(&url)? {
-                        Some(key) => Ok(decision(
-                            PskAnswer::UseKey(key),
+                        Some(stored) => Ok(decision(
+                            PskAnswer::UseKey(stored.key),
                             format!("key of pair {pair} from vault {path} (stored concurrently)"),
                         )),
                         None => Err(format!(
@@ -129,8 +150,50 @@ impl Guest for Plugin {
     }
 }
 
+/// A pair's key as stored: the key, the KV version, and the rotation request it answers.
+struct Stored {
+    key: Key,
+    version: u64,
+    rotation: Option<String>,
+}
+
+/// Stores a new key for `rotation`, with check-and-set on the version read: of two
+/// concurrent rotations one wins and the other uses the winner's key.
+fn rotate_key(
+    s: &Settings,
+    url: &str,
+    path: &str,
+    pair: &str,
+    stored: &Stored,
+    rotation: &str,
+) -> Result<PskDecision, String> {
+    let key = Key {
+        identity: format!("{}.v{}", s.identity, stored.version + 1),
+        key_hex: ferrosync_plugin::to_hex(&ferrosync_plugin::random_bytes(32)),
+    };
+    let body = json!({
+        "options": { "cas": stored.version },
+        "data": { "psk": format!("{}:{}", key.identity, key.key_hex), "rotation": rotation },
+    });
+    let (status, resp) = http_json("POST", url, Some(&body))?;
+    match status {
+        200 | 204 => Ok(decision(
+            PskAnswer::UseKey(key),
+            format!("rotated the key of pair {pair} ({ROTATE_ANNOTATION} {rotation:?}) in vault {path}"),
+        )),
+        400 if errors(&resp).contains("check-and-set") => match read(url)? {
+            Some(now) => Ok(decision(
+                PskAnswer::UseKey(now.key),
+                format!("key of pair {pair} from vault {path} (rotated concurrently)"),
+            )),
+            None => Err(format!("vault {path}: check-and-set failed but no key is there")),
+        },
+        _ => Err(vault_error("rotate", path, status, &resp)),
+    }
+}
+
 /// Reads the key at `url`: `Ok(None)` when there is none.
-fn read(url: &str) -> Result<Option<Key>, String> {
+fn read(url: &str) -> Result<Option<Stored>, String> {
     let (status, body) = http_json("GET", url, None)?;
     match status {
         200 => {
@@ -138,12 +201,24 @@ fn read(url: &str) -> Result<Option<Key>, String> {
                 .pointer("/data/data/psk")
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("vault {url}: secret has no string field \"psk\""))?;
+            // Identities hold no ':' (the host refuses them), so the key starts after the
+            // first.
             let (identity, key_hex) = psk
                 .split_once(':')
                 .ok_or_else(|| format!("vault {url}: \"psk\" is not <identity>:<hex>"))?;
-            Ok(Some(Key {
-                identity: identity.to_owned(),
-                key_hex: key_hex.to_owned(),
+            Ok(Some(Stored {
+                key: Key {
+                    identity: identity.to_owned(),
+                    key_hex: key_hex.to_owned(),
+                },
+                version: body
+                    .pointer("/data/metadata/version")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1),
+                rotation: body
+                    .pointer("/data/data/rotation")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             }))
         }
         404 => Ok(None),

@@ -13,10 +13,13 @@ use super::{
     super::{
         cache::DecisionCache,
         config::FailureMode,
+        credentials::CredentialScope,
         execute::{self, CopyMethodPoint, Point, PskPoint, ServiceTypePoint},
+        http::Credential,
         key_wait::WaitKey,
         metrics::{DecisionLabels, FailureLabels, PluginLabels},
         outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
+        pairs::AuthorisedPair,
         plugin::LoadedPlugin,
         types::*,
     },
@@ -34,9 +37,15 @@ impl PolicyEngine {
         &self,
         input: &CopyMethodInput,
     ) -> Result<Decided<CopyMethodDecision>, PolicyError> {
-        let plugin = self.current().copy_method.clone();
-        self.decide::<CopyMethodPoint>(plugin, input, Some(&self.inner.caches.copy_method))
-            .await
+        let set = self.current();
+        let scope = set.credential_policy.scope(None);
+        self.decide::<CopyMethodPoint>(
+            set.copy_method.clone(),
+            input,
+            Some(&self.inner.caches.copy_method),
+            scope,
+        )
+        .await
     }
 
     /// Chooses a destination's Service type and annotations; apply them with
@@ -46,14 +55,21 @@ impl PolicyEngine {
         &self,
         input: &ServiceTypeInput,
     ) -> Result<Decided<ServiceTypeDecision>, PolicyError> {
-        let plugin = self.current().service_type.clone();
-        self.decide::<ServiceTypePoint>(plugin, input, Some(&self.inner.caches.service_type))
-            .await
+        let set = self.current();
+        let scope = set.credential_policy.scope(None);
+        self.decide::<ServiceTypePoint>(
+            set.service_type.clone(),
+            input,
+            Some(&self.inner.caches.service_type),
+            scope,
+        )
+        .await
     }
 
     /// Supplies a replication's key. Ask only when the user gave no `keySecret`. A key
-    /// (`UseKey`, or one generated for `GenerateLocally`) goes into the Secret
-    /// `volsync-rsync-tls-<name>`, published in `status.rsyncTLS.keySecret`;
+    /// (`UseKey`, or one generated for `GenerateLocally`) goes into the generated key
+    /// Secret (`volsync-rsync-tls-<name>` of a destination, `ferrosync-source-key-<name>`
+    /// of a source), published in `status.rsyncTLS.keySecret`;
     /// `NotAvailableYet` is transient: requeue. Never cached: keys must not linger in
     /// memory. Results as for [`PolicyEngine::copy_method`].
     ///
@@ -61,8 +77,21 @@ impl PolicyEngine {
     /// (`engine.key_retry_min`..`key_retry_max`, with jitter) has passed: until then the
     /// same answer comes back, `decided_by: cache`, without running the plugin.
     pub async fn psk(&self, input: &PskInput) -> Result<Decided<PskDecision>, PolicyError> {
-        let plugin = self.current().psk.clone();
-        let ask = self.decide::<PskPoint>(plugin.clone(), input, None);
+        self.psk_for_pair(input, None).await
+    }
+
+    /// [`PolicyEngine::psk`] for an object whose pair the host authorised: the plugin's
+    /// credential may then go to that pair's `[policy.credentials]` targets, and nowhere
+    /// else a pair is substituted.
+    pub async fn psk_for_pair(
+        &self,
+        input: &PskInput,
+        pair: Option<&AuthorisedPair>,
+    ) -> Result<Decided<PskDecision>, PolicyError> {
+        let set = self.current();
+        let scope = set.credential_policy.scope(pair);
+        let plugin = set.psk.clone();
+        let ask = self.decide::<PskPoint>(plugin.clone(), input, None, scope);
         self.with_key_backoff(input, plugin.as_deref(), ask).await
     }
 
@@ -124,6 +153,7 @@ impl PolicyEngine {
         plugin: Option<Arc<LoadedPlugin>>,
         input: &P::Input,
         cache: Option<&DecisionCache<P::Decision>>,
+        scope: CredentialScope,
     ) -> Result<Decided<P::Decision>, PolicyError> {
         let point = P::POINT;
         let metrics = self.metrics();
@@ -174,7 +204,11 @@ impl PolicyEngine {
                     tokio::time::timeout_at(deadline, self.inner.options.credentials.resolve(r))
                         .await;
                 match resolved {
-                    Ok(Ok(value)) => Some((r.header.clone(), value)),
+                    Ok(Ok(value)) => Some(Credential {
+                        header: r.header.clone(),
+                        value,
+                        scope,
+                    }),
                     Ok(Err(e)) => {
                         let failure = Failure {
                             kind: FailureKind::Credentials,

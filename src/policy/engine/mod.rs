@@ -22,7 +22,7 @@ mod decide;
 use super::{
     cache::DecisionCache,
     config::{FailureMode, PointConfig, PolicyConfig},
-    credentials::{CredentialSource, NoCredentials},
+    credentials::{CredentialPolicy, CredentialSource, NoCredentials},
     http::{HttpTransport, LiveTransport},
     key_wait::KeyWaits,
     metrics::{PolicyMetrics, ReloadLabels},
@@ -71,6 +71,8 @@ struct PluginSet {
     copy_method: Option<Arc<LoadedPlugin>>,
     service_type: Option<Arc<LoadedPlugin>>,
     psk: Option<Arc<LoadedPlugin>>,
+    /// `[policy.credentials]`: where injected credentials may go.
+    credential_policy: CredentialPolicy,
 }
 
 struct Caches {
@@ -304,10 +306,18 @@ impl PolicyEngine {
                     })
                     .transpose()
             };
+            config
+                .credentials
+                .validate()
+                .map_err(|e| LoadError::Invalid {
+                    plugin: "(credentials)".into(),
+                    message: e.to_string(),
+                })?;
             let set = PluginSet {
                 copy_method: load(DecisionPoint::CopyMethod, &config.copy_method)?,
                 service_type: load(DecisionPoint::ServiceType, &config.service_type)?,
                 psk: load(DecisionPoint::Psk, &config.psk)?,
+                credential_policy: config.credentials.clone(),
             };
             for p in [&set.copy_method, &set.service_type, &set.psk]
                 .into_iter()
