@@ -130,7 +130,7 @@ pub struct LeaderElectionConfig {
     /// Validity of the Lease without renewal.
     #[serde(with = "humantime_serde")]
     pub lease_duration: Duration,
-    /// How long before expiry the holder renews.
+    /// The holder stops reconciling this long before its Lease would expire unrenewed.
     #[serde(with = "humantime_serde")]
     pub renew_before: Duration,
 }

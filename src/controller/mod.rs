@@ -75,12 +75,10 @@ pub enum Error {
     /// Logging or the probe endpoint could not start.
     #[error(transparent)]
     Telemetry(#[from] telemetry::Error),
-    /// The Lease could not be used.
-    #[error("leader election: {0}")]
-    Leader(#[source] kube_lease_manager::LeaseManagerError),
-    /// Another replica took the Lease; this one stops so that only one reconciles.
-    #[error("lost leadership; exiting so only the new leader reconciles")]
-    LostLeadership,
+    /// This replica stopped leading (the Lease was not renewed in time, or another replica
+    /// holds it); it exits so that only one replica reconciles.
+    #[error("stopped leading ({0}); exiting so only the new leader reconciles")]
+    LostLeadership(&'static str),
     /// A configured policy plugin or bundle could not be loaded.
     #[error("loading policy plugins: {0}")]
     Policy(#[source] crate::policy::LoadError),
@@ -135,9 +133,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         info!("shutting down");
         return Ok(());
     }
-    let mut leadership = leader::campaign(client, &election)
-        .await
-        .map_err(Error::Leader)?;
+    let mut leadership = leader::campaign(client, &election);
     tokio::select! {
         () = leadership.acquired() => info!("became the leader; reconciling"),
         () = shutdown_signal() => {
@@ -151,7 +147,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
             leadership.release().await;
             Ok(())
         }
-        () = leadership.lost() => Err(Error::LostLeadership),
+        lost = leadership.lost() => {
+            // Dropping the controllers' future above cancelled every reconcile at its next
+            // await: nothing more is sent to the apiserver from here on.
+            tracing::error!(reason = lost.as_str(), "stepped down: stopped reconciling");
+            Err(Error::LostLeadership(lost.as_str()))
+        }
     }
 }
 
