@@ -23,6 +23,7 @@ use super::{
     keys, pass,
     plan::{self, Pass},
     progress::Progress,
+    validate,
 };
 use crate::{
     api::{
@@ -54,6 +55,7 @@ async fn step(
     status: &mut ReplicationDestinationStatus,
     now: Timestamp,
 ) -> Result<Progress, Error> {
+    validate::destination(rd).map_err(Error::Invalid)?;
     let tls = rd.spec.rsync_tls.as_ref().ok_or_else(|| {
         Error::Invalid(
             "spec.rsyncTLS is not set: rsyncTLS is the only replication method ferrosync supports"
@@ -150,6 +152,10 @@ async fn step(
     let labels = ObjectLabels::new(&owner.namespace, &owner.name, "destination");
     ctx.metrics
         .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
+    if copy_method == CopyMethod::Snapshot {
+        // Every pass: a user may label an image at any time, then delete the destination.
+        image::release_kept(ctx, owner).await?;
+    }
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
@@ -166,13 +172,15 @@ async fn step(
         privileged,
         destination: None,
     };
-    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
+    let generation = rd.metadata.generation;
+    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(
                 Reason::SyncInProgress,
                 ctx.config.requeue.poll,
             ));
         }
+        Outcome::Blocked(progress) => return Ok(progress),
         Outcome::Failed(_) => {
             return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
                 .with_message("the mover failed; retrying (see latestMoverStatus)"));

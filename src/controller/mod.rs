@@ -18,10 +18,13 @@ mod pass;
 mod pit;
 mod plan;
 mod progress;
+mod retry;
 pub mod schedule;
 mod source;
+mod stalled;
 mod startup;
 mod topology;
+mod validate;
 pub mod trigger;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};

@@ -19,6 +19,7 @@ use super::{
     pit::{self, PitPlan, PitState},
     plan::{self, Pass},
     progress::Progress,
+    validate,
 };
 use crate::{
     api::{ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus},
@@ -39,6 +40,7 @@ async fn step(
     status: &mut ReplicationSourceStatus,
     now: Timestamp,
 ) -> Result<Progress, Error> {
+    validate::source(rs).map_err(Error::Invalid)?;
     let tls = rs.spec.rsync_tls.as_ref().ok_or_else(|| {
         Error::Invalid(
             "spec.rsyncTLS is not set: rsyncTLS is the only replication method ferrosync supports"
@@ -148,13 +150,15 @@ async fn step(
         privileged,
         destination: Some((address, port)),
     };
-    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
+    let generation = rs.metadata.generation;
+    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(
                 Reason::SyncInProgress,
                 ctx.config.requeue.poll,
             ));
         }
+        Outcome::Blocked(progress) => return Ok(progress),
         Outcome::Failed(_) => {
             return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
                 .with_message("the mover failed; retrying (see latestMoverStatus)"));
