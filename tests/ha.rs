@@ -33,11 +33,11 @@ use crate::{
         Options, control_plane_with,
         controller::{RunningController, ferrosync_binary},
         deploy,
-        toxiproxy::ApiserverProxy,
         sim::{
             Cluster,
             node::images::{self, Image},
         },
+        toxiproxy::ApiserverProxy,
         wait,
     },
     volsync::{copy_secret, destination, privileged_movers, published, source, synced},
@@ -243,7 +243,9 @@ async fn a_leader_cut_off_from_the_apiserver_stops_before_the_standby_takes_over
     .unwrap_or_else(|e| panic!("{e}; cut-a log:\n{}", a.log_text()));
     let b = replica_with(cp, "cut-b", &identity);
     wait::until("cut-b to campaign", Duration::from_secs(30), || async {
-        Ok(b.log_text().contains("campaigning for leadership").then_some(()))
+        Ok(b.log_text()
+            .contains("campaigning for leadership")
+            .then_some(()))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));

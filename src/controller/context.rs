@@ -147,13 +147,19 @@ impl Context {
 
     /// Consecutive failed mover Jobs of the object with `uid`.
     pub fn mover_failures(&self, uid: &str) -> u32 {
-        let map = self.mover_failures.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .mover_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         map.get(uid).copied().unwrap_or(0)
     }
 
     /// Records the consecutive failed mover Jobs of `uid` (0 forgets it).
     pub fn set_mover_failures(&self, uid: &str, n: u32) {
-        let mut map = self.mover_failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .mover_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if n == 0 {
             map.remove(uid);
         } else {

@@ -13,7 +13,7 @@ use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
 use super::{
-    apply::apply,
+    apply::{apply, create_if_absent},
     conditions::Reason,
     context::Context,
     decisions,
@@ -173,20 +173,21 @@ async fn step(
         destination: None,
     };
     let generation = rd.metadata.generation;
-    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
-        Outcome::Started | Outcome::Running => {
-            return Ok(Progress::new(
-                Reason::SyncInProgress,
-                ctx.config.requeue.poll,
-            ));
-        }
-        Outcome::Blocked(progress) => return Ok(progress),
-        Outcome::Failed(_) => {
-            return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
-                .with_message("the mover failed; retrying (see latestMoverStatus)"));
-        }
-        Outcome::Succeeded(mover) => mover,
-    };
+    let mover =
+        match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
+            Outcome::Started | Outcome::Running => {
+                return Ok(Progress::new(
+                    Reason::SyncInProgress,
+                    ctx.config.requeue.poll,
+                ));
+            }
+            Outcome::Blocked(progress) => return Ok(progress),
+            Outcome::Failed(_) => {
+                return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
+                    .with_message("the mover failed; retrying (see latestMoverStatus)"));
+            }
+            Outcome::Succeeded(mover) => mover,
+        };
 
     // Publish first, record second: a crash in between publishes again, never loses data.
     let image = if copy_method == CopyMethod::Snapshot {
@@ -270,8 +271,9 @@ async fn ensure_volume(
             "waiting for the previous PVC {name} to be deleted"
         )));
     }
-    if existing.is_none() {
-        apply(&api, &desired).await?;
+    // Created, never applied: a PVC's spec is mostly immutable, and creating needs no
+    // patch right on every namespace's PVCs.
+    if existing.is_none() && create_if_absent(&api, &desired).await?.1 {
         ctx.event(
             &rd.object_ref(&()),
             false,

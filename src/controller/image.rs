@@ -137,7 +137,11 @@ pub async fn release_kept(ctx: &Context, owner: &Owner) -> Result<Vec<String>, E
             continue;
         };
         match api
-            .patch(&snap.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &snap.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => released.push(snap.name_any()),
@@ -216,7 +220,9 @@ mod tests {
         .expect("fixture");
         let patch = without_owner(&snap, "u1").expect("has the reference");
         assert_eq!(patch["metadata"]["resourceVersion"], "7");
-        let refs = patch["metadata"]["ownerReferences"].as_array().expect("list");
+        let refs = patch["metadata"]["ownerReferences"]
+            .as_array()
+            .expect("list");
         assert_eq!(refs.len(), 1);
         assert_eq!(refs[0]["uid"], "u2");
         assert_eq!(without_owner(&snap, "other"), None);
@@ -227,7 +233,9 @@ mod tests {
             "spec": {"source": {"persistentVolumeClaimName": "p"}},
         }))
         .expect("fixture");
-        assert!(without_owner(&only, "u1").expect("patch")["metadata"]["ownerReferences"].is_null());
+        assert!(
+            without_owner(&only, "u1").expect("patch")["metadata"]["ownerReferences"].is_null()
+        );
     }
 
     #[test]

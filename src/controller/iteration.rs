@@ -14,7 +14,7 @@ use k8s_openapi::{
 use kube::{Api, ResourceExt};
 
 use super::{
-    apply::apply,
+    apply::create_if_absent,
     conditions::{self, Reason},
     context::Context,
     error::Error,
@@ -68,12 +68,15 @@ pub async fn drive(
     match mover_run::observe(&ctx.client, &namespace, &name).await? {
         JobState::Absent => {
             let deps = dependencies(ctx, &namespace, job.key_secret, generation).await?;
-            built.labels_mut().insert(
-                retry::FAILURES.into(),
-                ctx.mover_failures(uid).to_string(),
-            );
-            built.annotations_mut().insert(retry::DEPENDS_ON.into(), deps);
-            apply(
+            built
+                .labels_mut()
+                .insert(retry::FAILURES.into(), ctx.mover_failures(uid).to_string());
+            built
+                .annotations_mut()
+                .insert(retry::DEPENDS_ON.into(), deps);
+            // Created, never applied: a Job's spec is immutable, and creating needs no
+            // patch right on every namespace's Jobs.
+            create_if_absent(
                 &Api::<Job>::namespaced(ctx.client.clone(), &namespace),
                 &built,
             )
@@ -154,7 +157,9 @@ pub async fn drive(
                             "mover Job {name} failed: authentication failed (the keys of source and destination differ): {why}; retrying: {because}"
                         )
                     } else {
-                        format!("mover Job {name} failed after its retries: {why}; retrying: {because}")
+                        format!(
+                            "mover Job {name} failed after its retries: {why}; retrying: {because}"
+                        )
                     };
                     ctx.event(object, true, "TransferFailed", note).await;
                     ctx.set_mover_failures(uid, meta.failures_before.saturating_add(1));
@@ -178,7 +183,11 @@ async fn dependencies(
         .get_metadata_opt(key_secret)
         .await?
         .and_then(|s| s.metadata.resource_version);
-    Ok(retry::depends_on(generation, key_secret, version.as_deref()))
+    Ok(retry::depends_on(
+        generation,
+        key_secret,
+        version.as_deref(),
+    ))
 }
 
 /// Why a running Job's pods have not started, once `mover.start_timeout` has passed.

@@ -24,8 +24,8 @@ mod source;
 mod stalled;
 mod startup;
 mod topology;
-mod validate;
 pub mod trigger;
+mod validate;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -36,6 +36,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, ResourceExt,
+    core::PartialObjectMeta,
     runtime::{
         Controller,
         controller::{self, Action},
@@ -175,8 +176,10 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         .owns(Api::<Job>::all(client.clone()), watcher.clone())
         .owns(Api::<Service>::all(client.clone()), watcher.clone())
         // A fixed key Secret must clear an Error at once, not at the next idle requeue.
+        // Metadata only (`PartialObjectMeta`): the apiserver never sends this watch a
+        // Secret's data.
         .watches(
-            Api::<Secret>::all(client.clone()),
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             watcher.clone(),
             move |secret| {
                 referencing(
@@ -208,14 +211,18 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     let rs_store_for_secrets = rs_store;
     let sources = sources
         .owns(Api::<Job>::all(client.clone()), watcher.clone())
-        .watches(Api::<Secret>::all(client), watcher, move |secret| {
-            referencing(&rs_store_for_secrets, &secret, |rs: &ReplicationSource| {
-                rs.spec
-                    .rsync_tls
-                    .as_ref()
-                    .and_then(|t| t.key_secret.clone())
-            })
-        })
+        .watches(
+            Api::<PartialObjectMeta<Secret>>::all(client),
+            watcher,
+            move |secret| {
+                referencing(&rs_store_for_secrets, &secret, |rs: &ReplicationSource| {
+                    rs.spec
+                        .rsync_tls
+                        .as_ref()
+                        .and_then(|t| t.key_secret.clone())
+                })
+            },
+        )
         .graceful_shutdown_on(shutdown_signal())
         .run(source::reconcile, error_policy, ctx)
         .for_each(|res| async move { log_result("ReplicationSource", res) });
@@ -227,7 +234,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
 /// `volsync-rsync-tls-<name>`) is this one.
 fn referencing<K>(
     store: &Store<K>,
-    secret: &Secret,
+    secret: &PartialObjectMeta<Secret>,
     key_secret: impl Fn(&K) -> Option<String>,
 ) -> Vec<ObjectRef<K>>
 where

@@ -52,7 +52,10 @@ impl JobMeta {
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "Failed" && c.status == "True"))
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.type_ == "Failed" && c.status == "True")
+            })
             .and_then(|c| c.last_transition_time.as_ref())
             .map(|t| t.0);
         JobMeta {

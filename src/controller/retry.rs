@@ -211,19 +211,39 @@ mod tests {
         // Only the exit code: still classified.
         let mut s = summary(ErrorClass::DestinationFull);
         s.error_class = None;
-        assert_eq!(Kind::of(Some(&s)), Kind::Permanent(ErrorClass::DestinationFull));
+        assert_eq!(
+            Kind::of(Some(&s)),
+            Kind::Permanent(ErrorClass::DestinationFull)
+        );
         assert_eq!(Kind::of(None), Kind::Unknown);
-        assert!(Kind::Permanent(ErrorClass::AuthFailed).advice().contains("keys differ"));
-        assert!(Kind::Permanent(ErrorClass::DestinationFull).advice().contains("full"));
+        assert!(
+            Kind::Permanent(ErrorClass::AuthFailed)
+                .advice()
+                .contains("keys differ")
+        );
+        assert!(
+            Kind::Permanent(ErrorClass::DestinationFull)
+                .advice()
+                .contains("full")
+        );
     }
 
     #[test]
     fn a_wrong_key_waits_for_the_backoff_then_retries() {
         let now_deps = depends_on(Some(1), "k", Some("100"));
         let failed = wrong_key(0);
-        assert_eq!(decide(&failed, &now_deps, BACKOFF, at(1)), Retry::At(at(60)));
-        assert_eq!(decide(&failed, &now_deps, BACKOFF, at(59)), Retry::At(at(60)));
-        assert!(matches!(decide(&failed, &now_deps, BACKOFF, at(60)), Retry::Now(_)));
+        assert_eq!(
+            decide(&failed, &now_deps, BACKOFF, at(1)),
+            Retry::At(at(60))
+        );
+        assert_eq!(
+            decide(&failed, &now_deps, BACKOFF, at(59)),
+            Retry::At(at(60))
+        );
+        assert!(matches!(
+            decide(&failed, &now_deps, BACKOFF, at(60)),
+            Retry::Now(_)
+        ));
     }
 
     #[test]
@@ -265,7 +285,10 @@ mod tests {
         let deps = depends_on(Some(1), "k", Some("100"));
         let mut failed = wrong_key(3);
         failed.kind = Kind::Transient(ErrorClass::ConnectionLost);
-        assert!(matches!(decide(&failed, &deps, BACKOFF, at(1)), Retry::Now(_)));
+        assert!(matches!(
+            decide(&failed, &deps, BACKOFF, at(1)),
+            Retry::Now(_)
+        ));
         failed.kind = Kind::Unknown;
         assert_eq!(decide(&failed, &deps, BACKOFF, at(1)), Retry::At(at(480)));
     }

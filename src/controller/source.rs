@@ -151,20 +151,21 @@ async fn step(
         destination: Some((address, port)),
     };
     let generation = rs.metadata.generation;
-    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
-        Outcome::Started | Outcome::Running => {
-            return Ok(Progress::new(
-                Reason::SyncInProgress,
-                ctx.config.requeue.poll,
-            ));
-        }
-        Outcome::Blocked(progress) => return Ok(progress),
-        Outcome::Failed(_) => {
-            return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
-                .with_message("the mover failed; retrying (see latestMoverStatus)"));
-        }
-        Outcome::Succeeded(mover) => mover,
-    };
+    let mover =
+        match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
+            Outcome::Started | Outcome::Running => {
+                return Ok(Progress::new(
+                    Reason::SyncInProgress,
+                    ctx.config.requeue.poll,
+                ));
+            }
+            Outcome::Blocked(progress) => return Ok(progress),
+            Outcome::Failed(_) => {
+                return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
+                    .with_message("the mover failed; retrying (see latestMoverStatus)"));
+            }
+            Outcome::Succeeded(mover) => mover,
+        };
     // Deletion is only requested: the copy stays in use by the finished pod until the Job
     // goes, and the next iteration waits for a stale copy to disappear.
     pit::cleanup(ctx, owner).await?;

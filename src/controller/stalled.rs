@@ -127,7 +127,10 @@ mod tests {
 
     #[test]
     fn nothing_is_reported_before_the_timeout() {
-        assert_eq!(start_problem(at(0), &[image_pull()], at(299), TIMEOUT), None);
+        assert_eq!(
+            start_problem(at(0), &[image_pull()], at(299), TIMEOUT),
+            None
+        );
         assert_eq!(start_problem(at(0), &[], at(10), TIMEOUT), None);
     }
 
@@ -147,13 +150,21 @@ mod tests {
                             "message": "0/1 nodes are available: 1 Insufficient cpu."}],
         }));
         let why = start_problem(at(0), &[p], at(400), TIMEOUT).expect("a problem");
-        assert!(why.contains("cannot be scheduled: Unschedulable (0/1 nodes are available: 1 Insufficient cpu.)"), "{why}");
+        assert!(
+            why.contains(
+                "cannot be scheduled: Unschedulable (0/1 nodes are available: 1 Insufficient cpu.)"
+            ),
+            "{why}"
+        );
     }
 
     #[test]
     fn a_job_that_started_once_is_not_stalled() {
         let ran = pod(json!({"phase": "Failed"}));
-        assert_eq!(start_problem(at(0), &[image_pull(), ran], at(1000), TIMEOUT), None);
+        assert_eq!(
+            start_problem(at(0), &[image_pull(), ran], at(1000), TIMEOUT),
+            None
+        );
         let running = pod(json!({"phase": "Running"}));
         assert_eq!(start_problem(at(0), &[running], at(1000), TIMEOUT), None);
     }

@@ -37,7 +37,9 @@ pub fn source(rs: &ReplicationSource) -> Result<(), String> {
     if tls.is_none_or(|t| t.key_secret.is_none()) {
         subdomain("its generated key Secret", &names::key_secret(name))?;
     }
-    let copy = tls.and_then(|t| t.copy_method).unwrap_or(CopyMethod::Direct);
+    let copy = tls
+        .and_then(|t| t.copy_method)
+        .unwrap_or(CopyMethod::Direct);
     if copy.normalized() != CopyMethod::Direct {
         subdomain("its point-in-time copy", &names::source_pit(name))?;
     }
@@ -158,7 +160,8 @@ mod tests {
 
     #[test]
     fn snapshot_names_over_253_are_refused_before_any_job() {
-        let snapshot = json!({"copyMethod": "Snapshot", "capacity": "1Gi", "accessModes": ["ReadWriteOnce"]});
+        let snapshot =
+            json!({"copyMethod": "Snapshot", "capacity": "1Gi", "accessModes": ["ReadWriteOnce"]});
         // volsync-<name>-dst-<14 digits>: 227 characters make 254.
         assert!(destination(&rd(&"a".repeat(226), snapshot.clone())).is_ok());
         let err = destination(&rd(&"a".repeat(227), snapshot.clone())).expect_err("too long");
@@ -174,8 +177,11 @@ mod tests {
             .expect_err("key Secret too long");
         assert!(err.contains("key Secret"), "{err}");
         assert!(
-            destination(&rd(&"a".repeat(236), json!({"copyMethod": "Direct", "keySecret": "k"})))
-                .is_ok()
+            destination(&rd(
+                &"a".repeat(236),
+                json!({"copyMethod": "Direct", "keySecret": "k"})
+            ))
+            .is_ok()
         );
     }
 
@@ -183,8 +189,15 @@ mod tests {
     fn manual_triggers_and_read_annotations_are_bounded() {
         let ok = rs("s", json!({"trigger": {"manual": "m".repeat(MAX_MANUAL)}}));
         assert!(source(&ok).is_ok());
-        let long = rs("s", json!({"trigger": {"manual": "m".repeat(MAX_MANUAL + 1)}}));
-        assert!(source(&long).expect_err("too long").contains("spec.trigger.manual"));
+        let long = rs(
+            "s",
+            json!({"trigger": {"manual": "m".repeat(MAX_MANUAL + 1)}}),
+        );
+        assert!(
+            source(&long)
+                .expect_err("too long")
+                .contains("spec.trigger.manual")
+        );
 
         let mut r = rd("d", json!({}));
         let annotations = r.metadata.annotations.get_or_insert_with(Default::default);
@@ -192,14 +205,18 @@ mod tests {
         annotations.insert("example.com/notes".into(), "x".repeat(100_000));
         assert!(destination(&r).is_ok());
         let annotations = r.metadata.annotations.get_or_insert_with(Default::default);
-        annotations.insert("ferrosync.io/retain-snapshots".into(), "9".repeat(MAX_ANNOTATION + 1));
+        annotations.insert(
+            "ferrosync.io/retain-snapshots".into(),
+            "9".repeat(MAX_ANNOTATION + 1),
+        );
         let err = destination(&r).expect_err("too long");
         assert!(err.contains("ferrosync.io/retain-snapshots"), "{err}");
     }
 
     #[test]
     fn a_long_source_name_with_a_copy_is_refused() {
-        let clone = json!({"sourcePVC": "p", "rsyncTLS": {"copyMethod": "Clone", "keySecret": "k"}});
+        let clone =
+            json!({"sourcePVC": "p", "rsyncTLS": {"copyMethod": "Clone", "keySecret": "k"}});
         assert!(source(&rs(&"a".repeat(241), clone.clone())).is_ok());
         let err = source(&rs(&"a".repeat(242), clone)).expect_err("too long");
         assert!(err.contains("point-in-time copy"), "{err}");

@@ -64,7 +64,10 @@ impl ApiserverProxy {
     pub fn kubeconfig(&self, cp: &ControlPlane, kubeconfig: &std::path::Path) -> PathBuf {
         let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
         assert!(text.contains(&cp.server), "kubeconfig names {}", cp.server);
-        let path = kubeconfig.with_extension(format!("via-proxy-{}.kubeconfig", self.server.rsplit(':').next().unwrap_or("")));
+        let path = kubeconfig.with_extension(format!(
+            "via-proxy-{}.kubeconfig",
+            self.server.rsplit(':').next().unwrap_or("")
+        ));
         std::fs::write(&path, text.replace(&cp.server, &self.server)).expect("writing kubeconfig");
         path
     }

@@ -16,9 +16,7 @@ mod timing;
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::coordination::v1::Lease,
-    apimachinery::pkg::apis::meta::v1::MicroTime,
-    jiff::Timestamp,
+    api::coordination::v1::Lease, apimachinery::pkg::apis::meta::v1::MicroTime, jiff::Timestamp,
 };
 use kube::{
     Api, Client,
@@ -153,7 +151,9 @@ impl Elector {
             at = self.acquire() => at,
             _ = &mut stop => return,
         };
-        let _ = self.tx.send(Some(self.timing.step_down_at(renewed_at)));
+        let _ = self.tx.send(Some(Instant::from_std(
+            self.timing.step_down_at(renewed_at.into_std()),
+        )));
         tokio::select! {
             () = self.hold(renewed_at) => {}
             _ = &mut stop => self.release().await,
@@ -234,9 +234,9 @@ impl Elector {
             match outcome {
                 Ok(Write::Done) => {
                     renewed_at = start;
-                    let _ = self
-                        .tx
-                        .send(Some(Instant::from_std(self.timing.step_down_at(start.into_std()))));
+                    let _ = self.tx.send(Some(Instant::from_std(
+                        self.timing.step_down_at(start.into_std()),
+                    )));
                 }
                 Ok(Write::Conflict) => {
                     warn!(lease = %self.name, "another replica holds the Lease");
@@ -262,7 +262,10 @@ impl Elector {
             // Someone changed the Lease (a label, a field we do not own): still ours?
             Write::Conflict => match self.api.get_opt(&self.name).await {
                 Ok(Some(lease))
-                    if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref())
+                    if lease
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.as_deref())
                         == Some(self.identity.as_str()) =>
                 {
                     self.version = lease.metadata.resource_version.unwrap_or_default();
@@ -332,7 +335,10 @@ impl Elector {
         self.outcome(written)
     }
 
-    fn outcome(&mut self, result: Result<Result<Lease, kube::Error>, tokio::time::error::Elapsed>) -> Write {
+    fn outcome(
+        &mut self,
+        result: Result<Result<Lease, kube::Error>, tokio::time::error::Elapsed>,
+    ) -> Write {
         match result {
             Ok(Ok(lease)) => {
                 self.version = lease.metadata.resource_version.unwrap_or_default();

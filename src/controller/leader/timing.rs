@@ -103,7 +103,8 @@ mod tests {
         // The holder sent its last successful renewal at t0; the apiserver stored it at
         // some time after, and a standby saw it no earlier than that.
         for seen_after in [Duration::ZERO, 10 * Duration::from_millis(1), 3 * SEC] {
-            let standby = Sighting::update(None, "7".into(), Some("a".into()), t.lease, t0 + seen_after);
+            let standby =
+                Sighting::update(None, "7".into(), Some("a".into()), t.lease, t0 + seen_after);
             assert!(t.step_down_at(t0) + t.margin <= standby.free_at());
             assert!(t.step_down_at(t0) < standby.free_at());
         }
@@ -129,11 +130,24 @@ mod tests {
         let d = 15 * SEC;
         let first = Sighting::update(None, "1".into(), Some("a".into()), d, t0);
         let same = Sighting::update(Some(&first), "1".into(), Some("a".into()), d, t0 + 9 * SEC);
-        assert_eq!(same.free_at(), t0 + d, "the same version keeps its first sighting");
-        let renewed =
-            Sighting::update(Some(&same), "2".into(), Some("a".into()), d, t0 + 10 * SEC);
+        assert_eq!(
+            same.free_at(),
+            t0 + d,
+            "the same version keeps its first sighting"
+        );
+        let renewed = Sighting::update(Some(&same), "2".into(), Some("a".into()), d, t0 + 10 * SEC);
         assert_eq!(renewed.free_at(), t0 + 10 * SEC + d);
-        let released = Sighting::update(Some(&renewed), "3".into(), Some(String::new()), d, t0 + 11 * SEC);
-        assert_eq!(released.free_at(), t0 + 11 * SEC, "a released Lease is free at once");
+        let released = Sighting::update(
+            Some(&renewed),
+            "3".into(),
+            Some(String::new()),
+            d,
+            t0 + 11 * SEC,
+        );
+        assert_eq!(
+            released.free_at(),
+            t0 + 11 * SEC,
+            "a released Lease is free at once"
+        );
     }
 }
