@@ -152,6 +152,8 @@ async fn step(
     let labels = ObjectLabels::new(&owner.namespace, &owner.name, "destination");
     ctx.metrics
         .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
+    let schedule = rd.spec.trigger.as_ref().and_then(|t| t.schedule.as_deref());
+    ctx.metrics.observe_schedule(&labels, schedule, now);
     if copy_method == CopyMethod::Snapshot {
         // Every pass: a user may label an image at any time, then delete the destination.
         image::release_kept(ctx, owner).await?;
