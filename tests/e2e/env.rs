@@ -26,7 +26,7 @@ pub const FAILURE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_s
 /// The longest wait between Jobs of a mover that keeps failing.
 pub const FAILURE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long mover pods may go without starting before the condition says so.
-pub const START_TIMEOUT: &str = "20s";
+pub const START_TIMEOUT: &str = "30s";
 
 /// Everything a test needs, started on first use.
 pub struct Env {
