@@ -30,6 +30,10 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 bin=$("$here/tests/cluster/build-binaries.sh")
 echo "control-plane binaries: $bin" >&2
 
+# --- Toxiproxy (the HA test black-holes one controller's apiserver traffic) -------------
+toxiproxy=$("$here/tests/cluster/build-toxiproxy.sh")
+echo "toxiproxy: $toxiproxy" >&2
+
 # --- VolumeSnapshot CRDs (the external-snapshotter client module, in Go's module cache) --
 # The version is the one the test harness uses (tests/support/bins.rs).
 snapshotter=$(grep -o 'github.com/kubernetes-csi/external-snapshotter/client/v8@v[0-9.]*' "$here/tests/support/bins.rs")

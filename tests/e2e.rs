@@ -17,6 +17,8 @@ mod behaviours_nodeport;
 mod behaviours_populator;
 #[path = "e2e/behaviours_support.rs"]
 mod behaviours_support;
+#[path = "e2e/containment.rs"]
+mod containment;
 #[path = "e2e/env.rs"]
 mod env;
 #[path = "e2e/errors.rs"]

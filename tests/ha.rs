@@ -1,6 +1,7 @@
 //! High availability: two controllers campaign for one Lease; only the leader reconciles,
 //! and when it is killed mid-sync the standby takes over within the lease duration plus
-//! the renewal window and finishes the sync.
+//! the renewal window and finishes the sync. A leader cut off from the apiserver (its
+//! traffic black-holed by Toxiproxy) stops reconciling before the standby takes over.
 //!
 //! Its own binary, because the end-to-end binary runs a controller without leader election
 //! that would reconcile the same objects.
@@ -19,7 +20,10 @@ mod volsync;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::{batch::v1::Job, coordination::v1::Lease};
+use k8s_openapi::{
+    api::{batch::v1::Job, coordination::v1::Lease},
+    jiff::Timestamp,
+};
 use kube::Api;
 use serde_json::json;
 
@@ -33,6 +37,7 @@ use crate::{
             Cluster,
             node::images::{self, Image},
         },
+        toxiproxy::ApiserverProxy,
         wait,
     },
     volsync::{copy_secret, destination, privileged_movers, published, source, synced},
@@ -43,14 +48,25 @@ const LEASE: &str = "ferrosync-controller";
 const LEASE_DURATION: Duration = Duration::from_secs(4);
 const RENEW_BEFORE: Duration = Duration::from_secs(1);
 
+/// Both tests campaign for the one Lease the RBAC allows: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn replica(cp: &'static support::ControlPlane, name: &str) -> RunningController {
+    replica_with(cp, name, &deploy::controller_identity(cp))
+}
+
+fn replica_with(
+    cp: &'static support::ControlPlane,
+    name: &str,
+    kubeconfig: &std::path::Path,
+) -> RunningController {
     let duration = format!("{}s", LEASE_DURATION.as_secs());
     let renew = format!("{}s", RENEW_BEFORE.as_secs());
     // As the ServiceAccount of deploy/: its Role allows exactly the one Lease in its own
     // namespace.
     RunningController::start(
         cp,
-        &deploy::controller_identity(cp),
+        kubeconfig,
         &[
             ("POD_NAME", name),
             ("POD_NAMESPACE", deploy::NAMESPACE),
@@ -75,6 +91,7 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
 
 #[tokio::test]
 async fn the_standby_takes_over_from_a_killed_leader_and_finishes_the_sync() {
+    let _serial = SERIAL.lock().await;
     let cp = control_plane_with(Options::end_to_end());
     images::register(
         MOVER_IMAGE,
@@ -85,8 +102,9 @@ async fn the_standby_takes_over_from_a_killed_leader_and_finishes_the_sync() {
     let mut a = Some(replica(cp, "replica-a"));
     let b = replica(cp, "replica-b");
 
+    // A Lease left by the other test is taken over once it expires.
     let first = wait::until("a leader", Duration::from_secs(60), || async {
-        Ok(holder(&leases).await)
+        Ok(holder(&leases).await.filter(|h| h.starts_with("replica-")))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -196,4 +214,82 @@ async fn the_standby_takes_over_from_a_killed_leader_and_finishes_the_sync() {
     let rs = synced(&src, "ha", Duration::from_secs(120)).await;
     assert!(rs.status.and_then(|s| s.sync.last_sync_time).is_some());
     let _ = a;
+}
+
+/// The `timestamp` of the first JSON log line whose message contains `text`.
+fn logged_at(log: &str, text: &str) -> Option<Timestamp> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text))
+        })
+        .and_then(|v| v["timestamp"].as_str()?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_apiserver_stops_before_the_standby_takes_over() {
+    let _serial = SERIAL.lock().await;
+    let cp = control_plane_with(Options::end_to_end());
+    let leases: Api<Lease> = Api::namespaced(cp.client().await, deploy::NAMESPACE);
+    let proxy = ApiserverProxy::start(cp);
+    let identity = deploy::controller_identity(cp);
+    let mut a = replica_with(cp, "cut-a", &proxy.kubeconfig(cp, &identity));
+    // A leads first (a Lease left by an earlier test expires within its duration).
+    wait::until("cut-a to lead", Duration::from_secs(60), || async {
+        Ok(holder(&leases).await.filter(|h| h.starts_with("cut-a-")))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; cut-a log:\n{}", a.log_text()));
+    let b = replica_with(cp, "cut-b", &identity);
+    wait::until("cut-b to campaign", Duration::from_secs(30), || async {
+        Ok(b.log_text()
+            .contains("campaigning for leadership")
+            .then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let cut = Timestamp::now();
+    proxy.black_hole();
+    let new_holder = wait::until("cut-b to take the Lease", LEASE_DURATION * 6, || async {
+        Ok(leases.get_opt(LEASE).await.ok().flatten().filter(|l| {
+            l.spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.as_deref())
+                .is_some_and(|h| h.starts_with("cut-b-"))
+        }))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; cut-a log:\n{}", a.log_text()));
+    let taken = new_holder
+        .spec
+        .and_then(|s| s.acquire_time)
+        .map(|t| t.0)
+        .expect("acquireTime");
+
+    let log = a.log_text();
+    let stepped_down = logged_at(&log, "stepped down")
+        .unwrap_or_else(|| panic!("the cut-off leader never stepped down:\n{log}"));
+    eprintln!(
+        "cut at {cut}; cut-a stepped down at {stepped_down}; cut-b took the Lease at {taken}"
+    );
+    assert!(
+        stepped_down < taken,
+        "the cut-off leader stopped at {stepped_down}, after cut-b took over at {taken}"
+    );
+    assert!(stepped_down > cut, "it stepped down only once cut off");
+    assert!(
+        logged_at(&log, "renewing the Lease").is_some(),
+        "failed renewals are logged:\n{log}"
+    );
+    // Stopping means exiting: nothing of it is left to act once the network heals.
+    wait::until("cut-a to exit", Duration::from_secs(10), || {
+        let exited = a.exited();
+        async move { Ok(exited.then_some(())) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.log_text().contains("became the leader"));
 }

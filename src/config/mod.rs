@@ -121,6 +121,16 @@ pub struct MoverConfig {
     /// imagePullSecrets, as VolSync does.
     #[serde(default)]
     pub image_pull_secrets: Vec<String>,
+    /// The wait after a mover's first permanent failure (a wrong key, a full destination).
+    #[serde(with = "humantime_serde")]
+    pub failure_backoff_min: Duration,
+    /// The longest wait between Jobs of a mover that keeps failing permanently.
+    #[serde(with = "humantime_serde")]
+    pub failure_backoff_max: Duration,
+    /// How long a mover Job's pods may go without starting (an image that cannot be
+    /// pulled, no node that fits) before the condition says so.
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
 }
 
 /// How much reconciling runs at once.
@@ -162,7 +172,7 @@ pub struct LeaderElectionConfig {
     /// Validity of the Lease without renewal.
     #[serde(with = "humantime_serde")]
     pub lease_duration: Duration,
-    /// How long before expiry the holder renews.
+    /// The holder stops reconciling this long before its Lease would expire unrenewed.
     #[serde(with = "humantime_serde")]
     pub renew_before: Duration,
 }
@@ -207,6 +217,9 @@ impl Config {
         };
         if self.requeue.error_min > self.requeue.error_max {
             return invalid("requeue.error_min must not exceed requeue.error_max");
+        }
+        if self.mover.failure_backoff_min > self.mover.failure_backoff_max {
+            return invalid("mover.failure_backoff_min must not exceed mover.failure_backoff_max");
         }
         if self.mover.backoff_limit < 0 {
             return invalid("mover.backoff_limit must be 0 or more");

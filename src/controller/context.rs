@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, ServiceAccount};
 use kube::{
     Api, Client,
@@ -35,7 +36,10 @@ pub struct Context {
     /// The topology summary the service-type policy sees.
     pub topology: TopologyCache,
     recorder: Recorder,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, ExponentialBackoff>>,
+    /// Consecutive failed mover Jobs per object uid, between deleting a failed Job and
+    /// creating the next (the Jobs carry the count otherwise; see `retry`).
+    mover_failures: Mutex<HashMap<String, u32>>,
     recent_events: Mutex<HashMap<(String, String, String), Instant>>,
 }
 
@@ -58,6 +62,7 @@ impl Context {
             policy,
             topology: TopologyCache::default(),
             failures: Mutex::new(HashMap::new()),
+            mover_failures: Mutex::new(HashMap::new()),
             recent_events: Mutex::new(HashMap::new()),
         }
     }
@@ -109,18 +114,27 @@ impl Context {
         }
     }
 
-    /// The next backoff for an object whose reconcile failed transiently: doubling from
-    /// `requeue.error_min` up to `requeue.error_max`.
+    /// The next backoff for an object whose reconcile failed transiently or waits: doubling
+    /// from `requeue.error_min` up to `requeue.error_max`, with jitter (up to the delay
+    /// again, still capped), so objects that failed together do not retry together.
     pub fn backoff(&self, key: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures.entry(key.to_string()).or_insert(0);
-        let delay = self
-            .config
-            .requeue
-            .error_min
-            .saturating_mul(1u32 << (*n).min(20));
-        *n += 1;
-        delay.min(self.config.requeue.error_max)
+        let requeue = &self.config.requeue;
+        let max = requeue.error_max;
+        failures
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                ExponentialBuilder::default()
+                    .with_min_delay(requeue.error_min)
+                    .with_max_delay(max)
+                    .with_factor(2.0)
+                    .with_jitter()
+                    .without_max_times()
+                    .build()
+            })
+            .next()
+            .unwrap_or(max)
+            .min(max)
     }
 
     /// Forgets an object's failures after a clean reconcile.
@@ -129,6 +143,28 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+
+    /// Consecutive failed mover Jobs of the object with `uid`.
+    pub fn mover_failures(&self, uid: &str) -> u32 {
+        let map = self
+            .mover_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(uid).copied().unwrap_or(0)
+    }
+
+    /// Records the consecutive failed mover Jobs of `uid` (0 forgets it).
+    pub fn set_mover_failures(&self, uid: &str, n: u32) {
+        let mut map = self
+            .mover_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if n == 0 {
+            map.remove(uid);
+        } else {
+            map.insert(uid.to_string(), n);
+        }
     }
 
     /// Checks that the user's moverServiceAccount exists: a missing one would leave the

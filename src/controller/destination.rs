@@ -13,7 +13,7 @@ use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
 use tracing::instrument;
 
 use super::{
-    apply::apply,
+    apply::{apply, create_if_absent},
     conditions::Reason,
     context::Context,
     decisions,
@@ -23,6 +23,7 @@ use super::{
     keys, mover_pod, pass,
     plan::{self, Pass},
     progress::Progress,
+    validate,
 };
 use crate::{
     api::{
@@ -56,6 +57,7 @@ async fn step(
     status: &mut ReplicationDestinationStatus,
     now: Timestamp,
 ) -> Result<Progress, Error> {
+    validate::destination(rd).map_err(Error::Invalid)?;
     let tls = rd.spec.rsync_tls.as_ref().ok_or_else(|| {
         Error::Invalid(
             "spec.rsyncTLS is not set: rsyncTLS is the only replication method ferrosync supports"
@@ -176,6 +178,10 @@ async fn step(
         .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
     let schedule = rd.spec.trigger.as_ref().and_then(|t| t.schedule.as_deref());
     ctx.metrics.observe_schedule(&labels, schedule, now);
+    if copy_method == CopyMethod::Snapshot {
+        // Every pass: a user may label an image at any time, then delete the destination.
+        image::release_kept(ctx, owner).await?;
+    }
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
@@ -232,25 +238,28 @@ async fn step(
         privileged,
         destination: None,
     };
-    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
-        Outcome::Started | Outcome::Running if debug => {
-            return Ok(mover_pod::debug_running(ctx, &job_name));
-        }
-        Outcome::Succeeded(_) if debug => {
-            return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
-        }
-        Outcome::Started | Outcome::Running => {
-            return Ok(Progress::new(
-                Reason::SyncInProgress,
-                ctx.config.requeue.poll,
-            ));
-        }
-        Outcome::Failed(_) => {
-            return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
-                .with_message("the mover failed; retrying (see latestMoverStatus)"));
-        }
-        Outcome::Succeeded(mover) => mover,
-    };
+    let generation = rd.metadata.generation;
+    let mover =
+        match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
+            Outcome::Started | Outcome::Running if debug => {
+                return Ok(mover_pod::debug_running(ctx, &job_name));
+            }
+            Outcome::Succeeded(_) if debug => {
+                return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
+            }
+            Outcome::Started | Outcome::Running => {
+                return Ok(Progress::new(
+                    Reason::SyncInProgress,
+                    ctx.config.requeue.poll,
+                ));
+            }
+            Outcome::Blocked(progress) => return Ok(progress),
+            Outcome::Failed(_) => {
+                return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
+                    .with_message("the mover failed; retrying (see latestMoverStatus)"));
+            }
+            Outcome::Succeeded(mover) => mover,
+        };
 
     // Publish first, record second: a crash in between publishes again, never loses data.
     let image = if copy_method == CopyMethod::Snapshot {
@@ -336,8 +345,9 @@ async fn ensure_volume(
             "waiting for the previous PVC {name} to be deleted"
         )));
     }
-    if existing.is_none() {
-        apply(&api, &desired).await?;
+    // Created, never applied: a PVC's spec is mostly immutable, and creating needs no
+    // patch right on every namespace's PVCs.
+    if existing.is_none() && create_if_absent(&api, &desired).await?.1 {
         ctx.event(
             &rd.object_ref(&()),
             false,

@@ -8,7 +8,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 
 use super::{apply::create_if_absent, context::Context, error::Error};
@@ -120,6 +120,55 @@ pub async fn prune(
     Ok(doomed)
 }
 
+/// Releases the images labelled `volsync.backube/do-not-delete` from this destination, as
+/// VolSync does: their owner reference to it is removed, so deleting the destination no
+/// longer deletes them. Returns the released snapshots.
+pub async fn release_kept(ctx: &Context, owner: &Owner) -> Result<Vec<String>, Error> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let list = api
+        .list(&ListParams::default().labels(&format!(
+            "{OWNER_UID}={},{IMAGE_LABEL}=true,{DO_NOT_DELETE}",
+            owner.uid
+        )))
+        .await?;
+    let mut released = Vec::new();
+    for snap in list.items {
+        let Some(patch) = without_owner(&snap, &owner.uid) else {
+            continue;
+        };
+        match api
+            .patch(
+                &snap.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => released.push(snap.name_any()),
+            // Deleted or changed meanwhile: the next pass looks again.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(released)
+}
+
+/// The merge patch that removes `uid`'s owner reference from `obj`, conditional on the
+/// version read; `None` when it has none.
+fn without_owner<K: Resource>(obj: &K, uid: &str) -> Option<serde_json::Value> {
+    let refs = obj.meta().owner_references.as_deref().unwrap_or_default();
+    if !refs.iter().any(|r| r.uid == uid) {
+        return None;
+    }
+    let kept: Vec<_> = refs.iter().filter(|r| r.uid != uid).collect();
+    Some(serde_json::json!({
+        "metadata": {
+            "resourceVersion": obj.meta().resource_version,
+            "ownerReferences": if kept.is_empty() { serde_json::Value::Null } else { serde_json::json!(kept) },
+        }
+    }))
+}
+
 /// The retention count of a destination, from its annotation. A bad value keeps 1 and is
 /// reported by the caller.
 pub fn retention<K: Resource>(obj: &K) -> Result<usize, String> {
@@ -156,6 +205,36 @@ mod tests {
         assert_eq!(
             snapshot_name("volsync-d-dst", t),
             "volsync-d-dst-20221129132754"
+        );
+    }
+
+    #[test]
+    fn releasing_removes_only_the_destinations_reference() {
+        let snap: VolumeSnapshot = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "resourceVersion": "7", "ownerReferences": [
+                {"apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationDestination", "name": "d", "uid": "u1", "controller": true},
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": "u2"},
+            ]},
+            "spec": {"source": {"persistentVolumeClaimName": "p"}},
+        }))
+        .expect("fixture");
+        let patch = without_owner(&snap, "u1").expect("has the reference");
+        assert_eq!(patch["metadata"]["resourceVersion"], "7");
+        let refs = patch["metadata"]["ownerReferences"]
+            .as_array()
+            .expect("list");
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0]["uid"], "u2");
+        assert_eq!(without_owner(&snap, "other"), None);
+        let only: VolumeSnapshot = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "ownerReferences": [
+                {"apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationDestination", "name": "d", "uid": "u1"},
+            ]},
+            "spec": {"source": {"persistentVolumeClaimName": "p"}},
+        }))
+        .expect("fixture");
+        assert!(
+            without_owner(&only, "u1").expect("patch")["metadata"]["ownerReferences"].is_null()
         );
     }
 

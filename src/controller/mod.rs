@@ -26,11 +26,14 @@ mod plan;
 mod populator;
 mod progress;
 mod pull_secrets;
+mod retry;
 pub mod schedule;
 mod source;
+mod stalled;
 mod startup;
 mod topology;
 pub mod trigger;
+mod validate;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -41,6 +44,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, ResourceExt,
+    core::PartialObjectMeta,
     runtime::{
         Controller,
         controller::{self, Action},
@@ -84,12 +88,10 @@ pub enum Error {
     /// Logging or the probe endpoint could not start.
     #[error(transparent)]
     Telemetry(#[from] telemetry::Error),
-    /// The Lease could not be used.
-    #[error("leader election: {0}")]
-    Leader(#[source] kube_lease_manager::LeaseManagerError),
-    /// Another replica took the Lease; this one stops so that only one reconciles.
-    #[error("lost leadership; exiting so only the new leader reconciles")]
-    LostLeadership,
+    /// This replica stopped leading (the Lease was not renewed in time, or another replica
+    /// holds it); it exits so that only one replica reconciles.
+    #[error("stopped leading ({0}); exiting so only the new leader reconciles")]
+    LostLeadership(&'static str),
     /// A configured policy plugin or bundle could not be loaded.
     #[error("loading policy plugins: {0}")]
     Policy(#[source] crate::policy::LoadError),
@@ -145,9 +147,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         info!("shutting down");
         return Ok(());
     }
-    let mut leadership = leader::campaign(client, &election)
-        .await
-        .map_err(Error::Leader)?;
+    let mut leadership = leader::campaign(client, &election);
     tokio::select! {
         () = leadership.acquired() => info!("became the leader; reconciling"),
         () = shutdown_signal() => {
@@ -161,7 +161,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
             leadership.release().await;
             Ok(())
         }
-        () = leadership.lost() => Err(Error::LostLeadership),
+        lost = leadership.lost() => {
+            // Dropping the controllers' future above cancelled every reconcile at its next
+            // await: nothing more is sent to the apiserver from here on.
+            tracing::error!(reason = lost.as_str(), "stepped down: stopped reconciling");
+            Err(Error::LostLeadership(lost.as_str()))
+        }
     }
 }
 
@@ -208,8 +213,10 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         .owns(Api::<Job>::all(client.clone()), watcher.clone())
         .owns(Api::<Service>::all(client.clone()), watcher.clone())
         // A fixed key Secret must clear an Error at once, not at the next idle requeue.
+        // Metadata only (`PartialObjectMeta`): the apiserver never sends this watch a
+        // Secret's data.
         .watches(
-            Api::<Secret>::all(client.clone()),
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             watcher.clone(),
             move |secret| {
                 referencing(
@@ -242,19 +249,23 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     let rs_store_for_secrets = rs_store;
     let sources = sources
         .owns(Api::<Job>::all(client.clone()), watcher.clone())
-        .watches(Api::<Secret>::all(client), watcher, move |secret| {
-            referencing(
-                &rs_store_for_secrets,
-                &secret,
-                Side::Source,
-                |rs: &ReplicationSource| {
-                    rs.spec
-                        .rsync_tls
-                        .as_ref()
-                        .and_then(|t| t.key_secret.clone())
-                },
-            )
-        })
+        .watches(
+            Api::<PartialObjectMeta<Secret>>::all(client),
+            watcher,
+            move |secret| {
+                referencing(
+                    &rs_store_for_secrets,
+                    &secret,
+                    Side::Source,
+                    |rs: &ReplicationSource| {
+                        rs.spec
+                            .rsync_tls
+                            .as_ref()
+                            .and_then(|t| t.key_secret.clone())
+                    },
+                )
+            },
+        )
         .graceful_shutdown_on(shutdown_signal())
         .run(source::reconcile, error_policy, ctx.clone())
         .for_each(|res| async move { log_result("ReplicationSource", res) });
@@ -280,7 +291,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
 /// `side`) is this one.
 fn referencing<K>(
     store: &Store<K>,
-    secret: &Secret,
+    secret: &PartialObjectMeta<Secret>,
     side: Side,
     key_secret: impl Fn(&K) -> Option<String>,
 ) -> Vec<ObjectRef<K>>

@@ -7,6 +7,9 @@ use kube::{
     api::{DeleteParams, ListParams, LogParams, PropagationPolicy},
 };
 
+use k8s_openapi::jiff::Timestamp;
+
+use super::retry;
 use crate::{
     api::{MoverResult, MoverStatus},
     mover::summary::{Progress, Summary},
@@ -22,11 +25,57 @@ pub enum JobState {
     /// No Job exists.
     Absent,
     /// The Job exists and has not finished.
-    Running,
+    Running(JobMeta),
     /// The Job completed: the transfer is done.
     Succeeded(MoverReport),
     /// The Job exhausted its backoff limit.
-    Failed(MoverReport),
+    Failed(MoverReport, JobMeta),
+}
+
+/// What the retry and start checks need of a Job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobMeta {
+    /// When it was created.
+    pub created: Option<Timestamp>,
+    /// When it failed (its Failed condition's transition).
+    pub failed_at: Option<Timestamp>,
+    /// Its [`retry::FAILURES`] label.
+    pub failures_before: u32,
+    /// Its [`retry::DEPENDS_ON`] annotation.
+    pub depended_on: Option<String>,
+}
+
+impl JobMeta {
+    /// The facts of `job`.
+    pub fn of(job: &Job) -> JobMeta {
+        let failed_at = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.type_ == "Failed" && c.status == "True")
+            })
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0);
+        JobMeta {
+            created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            failed_at,
+            failures_before: job
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(retry::FAILURES))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            depended_on: job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(retry::DEPENDS_ON))
+                .cloned(),
+        }
+    }
 }
 
 /// Reads the Job and, once it has finished, its last pod's termination message.
@@ -50,13 +99,13 @@ pub async fn observe(
     } else if finished("Failed") {
         MoverResult::Failed
     } else {
-        return Ok(JobState::Running);
+        return Ok(JobState::Running(JobMeta::of(&job)));
     };
     let message = last_termination_message(client, namespace, name).await?;
     let report = mover_report(result, message.as_deref());
     Ok(match result {
         MoverResult::Successful => JobState::Succeeded(report),
-        MoverResult::Failed => JobState::Failed(report),
+        MoverResult::Failed => JobState::Failed(report, JobMeta::of(&job)),
     })
 }
 
@@ -100,6 +149,15 @@ pub async fn progress(client: &Client, namespace: &str, job: &str) -> Option<Pro
             None
         }
     }
+}
+
+/// The pods of a Job.
+pub async fn pods(client: &Client, namespace: &str, job: &str) -> Result<Vec<Pod>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    Ok(pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await?
+        .items)
 }
 
 async fn last_termination_message(

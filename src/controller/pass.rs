@@ -97,7 +97,12 @@ pub async fn run<K: Replicated>(
         now,
     )
     .await?;
-    apply_status(&api, &owner.name, &status).await?;
-    ctx.reset_backoff(&format!("{}/{}", owner.namespace, owner.name));
+    // An unchanged status is not written again: an object stuck waiting is looked at
+    // often, and each write would be an apiserver request, an etcd write and a watch
+    // event for every watcher.
+    let stored = fresh.stored_status().map(serde_json::to_value);
+    if stored.and_then(Result::ok) != serde_json::to_value(&status).ok() {
+        apply_status(&api, &owner.name, &status).await?;
+    }
     Ok(Action::requeue(requeue))
 }

@@ -41,7 +41,8 @@ impl Progress {
 }
 
 /// Records the pass in `conditions` and returns when to requeue. API errors go back to
-/// the caller for backoff; other errors become the Error condition, with a Warning Event
+/// the caller for backoff, except a 422 (an object the apiserver refuses), which cannot
+/// clear by retrying; other errors become the Error (or Waiting) condition, with an Event
 /// when the message is new (so a stuck object does not flood the cluster).
 pub async fn settle(
     ctx: &Context,
@@ -52,8 +53,28 @@ pub async fn settle(
     now: Timestamp,
 ) -> Result<Duration, Error> {
     let conditions = conditions.get_or_insert_with(Vec::new);
+    let key = format!(
+        "{}/{}",
+        object.namespace.as_deref().unwrap_or_default(),
+        object.name.as_deref().unwrap_or_default()
+    );
     let progress = match result {
-        Ok(progress) => progress,
+        Ok(progress) => {
+            ctx.reset_backoff(&key);
+            progress
+        }
+        // The apiserver refused an object derived from this one: retrying the same request
+        // cannot help, so say so at once rather than back off silently.
+        Err(Error::Kube(kube::Error::Api(status))) if status.code == 422 => {
+            let message = format!(
+                "the API server refused an object ferrosync derives from this one: {}",
+                status.message
+            );
+            if synchronizing(conditions).is_none_or(|c| c.message != message) {
+                ctx.event(object, true, "Refused", message.clone()).await;
+            }
+            Progress::new(Reason::Error, ctx.config.requeue.idle).with_message(message)
+        }
         Err(Error::Kube(err)) => return Err(Error::Kube(err)),
         Err(err) => {
             let message = err.to_string();
@@ -64,10 +85,12 @@ pub async fn settle(
                 ctx.event(object, !waiting, err.reason(), message.clone())
                     .await;
             }
+            // Per object, doubling with jitter: a thousand objects waiting for the same
+            // thing neither poll in step nor keep the apiserver busy.
             let requeue = if err.is_permanent() {
                 ctx.config.requeue.idle
             } else {
-                ctx.config.requeue.poll
+                ctx.backoff(&key)
             };
             let reason = if waiting {
                 Reason::Waiting

@@ -20,6 +20,7 @@ use super::{
     pit::{self, PitPlan, PitState},
     plan::{self, Pass},
     progress::Progress,
+    validate,
 };
 use crate::{
     api::{
@@ -48,6 +49,7 @@ async fn step(
     status: &mut ReplicationSourceStatus,
     now: Timestamp,
 ) -> Result<Progress, Error> {
+    validate::source(rs).map_err(Error::Invalid)?;
     let tls = rs.spec.rsync_tls.as_ref().ok_or_else(|| {
         Error::Invalid(
             "spec.rsyncTLS is not set: rsyncTLS is the only replication method ferrosync supports"
@@ -213,25 +215,28 @@ async fn step(
         privileged,
         destination: Some((address, port)),
     };
-    let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
-        Outcome::Started | Outcome::Running if debug => {
-            return Ok(mover_pod::debug_running(ctx, &job_name));
-        }
-        Outcome::Succeeded(_) if debug => {
-            return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
-        }
-        Outcome::Started | Outcome::Running => {
-            return Ok(Progress::new(
-                Reason::SyncInProgress,
-                ctx.config.requeue.poll,
-            ));
-        }
-        Outcome::Failed(_) => {
-            return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
-                .with_message("the mover failed; retrying (see latestMoverStatus)"));
-        }
-        Outcome::Succeeded(mover) => mover,
-    };
+    let generation = rs.metadata.generation;
+    let mover =
+        match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
+            Outcome::Started | Outcome::Running if debug => {
+                return Ok(mover_pod::debug_running(ctx, &job_name));
+            }
+            Outcome::Succeeded(_) if debug => {
+                return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
+            }
+            Outcome::Started | Outcome::Running => {
+                return Ok(Progress::new(
+                    Reason::SyncInProgress,
+                    ctx.config.requeue.poll,
+                ));
+            }
+            Outcome::Blocked(progress) => return Ok(progress),
+            Outcome::Failed(_) => {
+                return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
+                    .with_message("the mover failed; retrying (see latestMoverStatus)"));
+            }
+            Outcome::Succeeded(mover) => mover,
+        };
     // Deletion is only requested: the copy stays in use by the finished pod until the Job
     // goes, and the next iteration waits for a stale copy to disappear.
     pit::cleanup(ctx, owner).await?;

@@ -21,6 +21,12 @@ pub const MOVER_IMAGE: &str = "ferrosync.test/mover:e2e";
 pub const SHELL_IMAGE: &str = "ferrosync.test/shell:1";
 /// The Job's backoffLimit in these tests: one retry keeps a failing test short.
 pub const BACKOFF_LIMIT: i32 = 1;
+/// The wait after a mover's first permanent failure, short for the tests.
+pub const FAILURE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_secs(15);
+/// The longest wait between Jobs of a mover that keeps failing.
+pub const FAILURE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long mover pods may go without starting before the condition says so.
+pub const START_TIMEOUT: &str = "30s";
 
 /// Everything a test needs, started on first use.
 pub struct Env {
@@ -42,6 +48,8 @@ pub fn env() -> Env {
     Cluster::start(cp);
     let controller = CONTROLLER.get_or_init(|| {
         let limit = BACKOFF_LIMIT.to_string();
+        let backoff_min = format!("{}s", FAILURE_BACKOFF_MIN.as_secs());
+        let backoff_max = format!("{}s", FAILURE_BACKOFF_MAX.as_secs());
         // As its own ServiceAccount, bound by deploy/'s RBAC: the suite proves those rights
         // suffice, and the audit log shows which it uses.
         let identity = deploy::controller_identity(cp);
@@ -55,6 +63,9 @@ pub fn env() -> Env {
                 ("FERROSYNC_REQUEUE__POLL", "500ms"),
                 ("FERROSYNC_MOVER__PROGRESS_INTERVAL", "500ms"),
                 ("FERROSYNC_REQUEUE__IDLE", "10s"),
+                ("FERROSYNC_MOVER__FAILURE_BACKOFF_MIN", &backoff_min),
+                ("FERROSYNC_MOVER__FAILURE_BACKOFF_MAX", &backoff_max),
+                ("FERROSYNC_MOVER__START_TIMEOUT", START_TIMEOUT),
             ],
             Some(metrics_tls(cp)),
         )

@@ -134,6 +134,11 @@ impl RunningController {
         result.map_err(|e| format!("{e}; controller log:\n{}", self.log_text()))
     }
 
+    /// Whether the controller process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// The controller's process id (for resource measurements).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -30,6 +30,7 @@ pub mod kubeconfig;
 pub mod pki;
 pub mod process;
 pub mod sim;
+pub mod toxiproxy;
 pub mod wait;
 
 // Re-exports for the test binaries; each uses some of them.
