@@ -25,5 +25,7 @@ mod volsync;
 mod lifecycle_own_aws_ebs;
 #[path = "e2e/lifecycle_own_kill.rs"]
 mod lifecycle_own_kill;
+#[path = "e2e/lifecycle_own_takeover.rs"]
+mod lifecycle_own_takeover;
 #[path = "e2e/lifecycle_own_vault.rs"]
 mod lifecycle_own_vault;

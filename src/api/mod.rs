@@ -3,11 +3,18 @@
 //!
 //! The schema carries no defaults for copyMethod, serviceType or port: the controller
 //! applies them, so that "unset" stays distinguishable from "requested".
+//!
+//! Admission is exactly as wide as VolSync's CRDs (never narrower): the other movers'
+//! sections are opaque and kept, open strings stay open ([`Spelling`]), and the checks
+//! ferrosync would add are a ValidatingAdmissionPolicy in `deploy/admission/`, warning by
+//! default. What ferrosync cannot serve, the controller reports.
 
 mod common;
 mod destination;
+mod movers;
 pub mod psk;
 mod source;
+mod spelling;
 
 use std::path::PathBuf;
 
@@ -16,7 +23,9 @@ use kube::CustomResourceExt;
 
 pub use common::*;
 pub use destination::*;
+pub use movers::*;
 pub use source::*;
+pub use spelling::{Spelled, Spelling};
 
 /// The API group of both kinds.
 pub const GROUP: &str = "volsync.backube";
@@ -78,5 +87,7 @@ pub fn write_crds(args: &CrdArgs) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(test)]
+mod parity;
 #[cfg(test)]
 mod tests;

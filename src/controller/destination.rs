@@ -23,11 +23,13 @@ use super::{
     keys, pass,
     plan::{self, Pass},
     progress::Progress,
+    takeover,
 };
 use crate::{
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
-        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, VolumeMode,
+        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, Spelled, Spelling,
+        VolumeMode,
     },
     resources::{
         Owner, Side,
@@ -60,7 +62,7 @@ async fn step(
                 .into(),
         )
     })?;
-    if tls.volume_mode == Some(VolumeMode::Block) {
+    if tls.volume_mode.as_ref().and_then(Spelling::known) == Some(VolumeMode::Block) {
         return Err(Error::Invalid(
             "spec.rsyncTLS.volumeMode Block is not supported yet; use Filesystem".into(),
         ));
@@ -88,7 +90,9 @@ async fn step(
     .await?;
     let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
 
-    let decided = decisions::service_type(ctx, rd, tls.service_type).await?;
+    // An unknown spelling never gets here: `servable` refused it.
+    let requested = tls.service_type.as_ref().and_then(Spelling::known);
+    let decided = decisions::service_type(ctx, rd, requested).await?;
     decisions::record(
         ctx,
         &object,
@@ -114,6 +118,7 @@ async fn step(
     status.rsync_tls = Some(ReplicationDestinationRsyncTLSStatus {
         address: address.clone(),
         key_secret: Some(key.secret.clone()),
+        ..status.rsync_tls.take().unwrap_or_default()
     });
     let Some(address) = address else {
         ctx.event(
@@ -214,6 +219,8 @@ async fn step(
     }
     if copy_method == CopyMethod::Snapshot {
         let retain = image::retention(rd).map_err(Error::Invalid)?;
+        // VolSync's images of this PVC count too, from the first pass after a takeover.
+        takeover::adopt_images(ctx, owner, &object, &pvc_name).await?;
         image::prune(ctx, owner, &image.name, retain).await?;
         if tls.cleanup_temp_pvc == Some(true) && tls.destination_pvc.is_none() {
             image::delete_temp_pvc(ctx, owner, &pvc_name).await?;

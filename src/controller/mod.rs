@@ -19,8 +19,10 @@ mod pit;
 mod plan;
 mod progress;
 pub mod schedule;
+pub mod servable;
 mod source;
 mod startup;
+mod takeover;
 mod topology;
 pub mod trigger;
 

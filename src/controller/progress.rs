@@ -69,10 +69,10 @@ pub async fn settle(
             } else {
                 ctx.config.requeue.poll
             };
-            let reason = if waiting {
-                Reason::Waiting
-            } else {
-                Reason::Error
+            let reason = match err {
+                Error::NotReady(_) => Reason::Waiting,
+                Error::Unsupported(_) => Reason::Unsupported,
+                _ => Reason::Error,
             };
             Progress::new(reason, requeue).with_message(message)
         }
