@@ -16,7 +16,7 @@ use kube::{
 
 use super::{apply::create_if_absent, context::Context, error::Error};
 use crate::{
-    api::{AccessMode, CopyMethod, ReplicationSourceRsyncTLSSpec, Spelled, Spelling},
+    api::{AccessMode, CopyMethod, ReplicationSourceRsyncTLSSpec, Spelling},
     resources::{
         Owner,
         meta::CLEANUP,

@@ -14,7 +14,7 @@ use super::{
     meta::{Component, Owner, object_meta},
     names,
 };
-use crate::api::{AccessMode, Spelled, Spelling};
+use crate::api::{AccessMode, Spelling};
 
 /// Size, modes and class of a PVC to create.
 #[derive(Clone, Debug, PartialEq)]
