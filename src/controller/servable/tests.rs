@@ -145,12 +145,6 @@ fn every_refusal_names_the_field_and_what_to_do() {
             false,
         ),
         (
-            with(good_rd(), "/rsyncTLS/serviceType", json!("NodePort")),
-            "serviceType NodePort",
-            "ClusterIP or LoadBalancer",
-            true,
-        ),
-        (
             with(good_rd(), "/rsyncTLS/serviceType", json!("ExternalName")),
             "serviceType ExternalName",
             "ClusterIP or LoadBalancer",
