@@ -13,10 +13,7 @@ use k8s_openapi::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    movers::MoverVolume,
-    spelling::{Spelled, Spelling},
-};
+use super::spelling::{Spelled, Spelling};
 
 /// The pattern of `trigger.schedule`: VolSync's, quirks included, so that admission is
 /// exactly as wide as VolSync's. Its two alternatives are anchored separately (the
@@ -132,10 +129,10 @@ pub struct MoverOptions {
     /// moverAffinity is the scheduling affinity of the mover Pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mover_affinity: Option<Affinity>,
-    /// moverVolumes are extra volumes (a Secret, a PVC or an NFS export) mounted into the
-    /// mover Pod at /mnt/<mountPath>.
+    /// moverVolumes are additional Secrets, PVCs (of this namespace) or NFS exports
+    /// mounted in the mover Pod, each at /mnt/<mountPath>. For advanced users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mover_volumes: Option<Vec<MoverVolume>>,
+    pub mover_volumes: Option<Vec<super::mover_volumes::MoverVolume>>,
 }
 
 /// The outcome of the last mover run.

@@ -185,7 +185,8 @@ pub struct ReplicationDestinationRsyncTLSStatus {
     /// keySecret names the Secret holding the pre-shared key to copy to the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
-    /// port is the TCP port the source connects to, when it is not 8000.
+    /// port is where the source connects at address: 8000, or the node port of a
+    /// NodePort Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
 }

@@ -11,6 +11,7 @@
 
 mod common;
 mod destination;
+mod mover_volumes;
 mod movers;
 pub mod psk;
 mod source;
@@ -23,6 +24,7 @@ use kube::CustomResourceExt;
 
 pub use common::*;
 pub use destination::*;
+pub use mover_volumes::*;
 pub use movers::*;
 pub use source::*;
 pub use spelling::{Spelled, Spelling};

@@ -1,5 +1,5 @@
-//! What the API holds beyond rsyncTLS: the sections of VolSync's other movers (kept as
-//! opaque objects, never pruned and never read), and `moverVolumes`.
+//! What the API holds beyond rsyncTLS: the sections of VolSync's other movers, kept as
+//! opaque objects, never pruned and never read.
 //!
 //! ferrosync replaces VolSync's controller, not its other movers: installing these CRDs
 //! over VolSync's must not drop a byte of a restic or rclone object, and ferrosync must
@@ -9,9 +9,6 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::api::core::v1::{
-    NFSVolumeSource, PersistentVolumeClaimVolumeSource, SecretVolumeSource,
-};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -139,30 +136,4 @@ pub struct OtherDestinationMoverStatus {
     /// external is the status an external mover writes; kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<Opaque>,
-}
-
-/// An extra volume mounted into the mover Pod.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MoverVolume {
-    /// mountPath is where the volume appears in the mover, under /mnt/ (a relative path
-    /// such as "certs" becomes /mnt/certs).
-    pub mount_path: String,
-    /// volumeSource is the volume: a Secret, a PersistentVolumeClaim or an NFS export.
-    pub volume_source: MoverVolumeSource,
-}
-
-/// The kinds of volume a mover may mount.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MoverVolumeSource {
-    /// persistentVolumeClaim mounts an existing PVC in the object's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
-    /// secret mounts a Secret in the object's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<SecretVolumeSource>,
-    /// nfs mounts an NFS export.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nfs: Option<NFSVolumeSource>,
 }
