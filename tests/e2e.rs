@@ -7,6 +7,16 @@
 
 mod support;
 
+#[path = "e2e/behaviours_copy.rs"]
+mod behaviours_copy;
+#[path = "e2e/behaviours_mover.rs"]
+mod behaviours_mover;
+#[path = "e2e/behaviours_nodeport.rs"]
+mod behaviours_nodeport;
+#[path = "e2e/behaviours_populator.rs"]
+mod behaviours_populator;
+#[path = "e2e/behaviours_support.rs"]
+mod behaviours_support;
 #[path = "e2e/env.rs"]
 mod env;
 #[path = "e2e/errors.rs"]

@@ -21,11 +21,17 @@ mod tree;
 #[path = "e2e/volsync.rs"]
 mod volsync;
 
+#[allow(dead_code)]
+#[path = "e2e/behaviours_support.rs"]
+mod behaviours_support;
+
 #[path = "e2e/lifecycle_own_aws_ebs.rs"]
 mod lifecycle_own_aws_ebs;
 #[path = "e2e/lifecycle_own_kill.rs"]
 mod lifecycle_own_kill;
 #[path = "e2e/lifecycle_own_takeover.rs"]
 mod lifecycle_own_takeover;
+#[path = "e2e/lifecycle_own_pull.rs"]
+mod lifecycle_own_pull;
 #[path = "e2e/lifecycle_own_vault.rs"]
 mod lifecycle_own_vault;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{Affinity, PodSecurityContext, ResourceRequirements},
+    api::core::v1::{Affinity, PodSecurityContext, ResourceRequirements, Toleration},
     apimachinery::pkg::{
         api::resource::Quantity,
         apis::meta::v1::{Condition, Time},
@@ -129,6 +129,9 @@ pub struct MoverOptions {
     /// moverAffinity is the scheduling affinity of the mover Pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mover_affinity: Option<Affinity>,
+    /// moverTolerations let the mover Pod be scheduled on nodes with matching taints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover_tolerations: Option<Vec<Toleration>>,
     /// moverVolumes are additional Secrets, PVCs (of this namespace) or NFS exports
     /// mounted in the mover Pod, each at /mnt/<mountPath>. For advanced users.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -55,6 +55,9 @@ pub enum ServiceType {
     ClusterIP,
     /// An externally reachable address from the cluster's load balancer.
     LoadBalancer,
+    /// A port on every node: the address published is a node's (its ExternalIP, else
+    /// its InternalIP) and status.rsyncTLS.port is the node port.
+    NodePort,
 }
 
 impl Spelled for ServiceType {
@@ -62,6 +65,7 @@ impl Spelled for ServiceType {
         match self {
             ServiceType::ClusterIP => "ClusterIP",
             ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::NodePort => "NodePort",
         }
     }
 }

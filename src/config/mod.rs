@@ -89,6 +89,11 @@ pub struct MoverConfig {
     /// How often a running mover logs its progress.
     #[serde(with = "humantime_serde")]
     pub progress_interval: Duration,
+    /// Secrets in the controller's namespace for pulling the mover image. Each is copied
+    /// into a mover's namespace as `volsync-pull-<hash>` and named in its Pod's
+    /// imagePullSecrets, as VolSync does.
+    #[serde(default)]
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// How much reconciling runs at once.

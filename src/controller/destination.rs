@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::{
-    api::core::v1::{PersistentVolumeClaim, Service},
+    api::core::v1::{Node, PersistentVolumeClaim, Service},
     jiff::Timestamp,
 };
 use kube::{Api, Resource, ResourceExt, runtime::controller::Action};
@@ -20,7 +20,7 @@ use super::{
     error::Error,
     image::{self, ImageState},
     iteration::{self, Outcome},
-    keys, pass,
+    keys, mover_pod, pass,
     plan::{self, Pass},
     progress::Progress,
     takeover,
@@ -28,12 +28,13 @@ use super::{
 use crate::{
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
-        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, Spelled, Spelling,
-        VolumeMode,
+        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType, Spelled,
+        Spelling, VolumeMode, validate_mover_volumes,
     },
     resources::{
         Owner, Side,
-        job::MoverJob,
+        job::{MoverExtras, MoverJob},
+        names,
         pvc::{self, VolumeShape},
         service,
     },
@@ -77,6 +78,8 @@ async fn step(
 
     ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
         .await?;
+    validate_mover_volumes(tls.mover.mover_volumes.as_deref().unwrap_or_default())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let object = rd.object_ref(&());
     let key = keys::resolve(
         ctx,
@@ -90,37 +93,54 @@ async fn step(
     .await?;
     let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
 
+    let user_annotations = tls.service_annotations.clone().unwrap_or_default();
     // An unknown spelling never gets here: `servable` refused it.
     let requested = tls.service_type.as_ref().and_then(Spelling::known);
-    let decided = decisions::service_type(ctx, rd, requested).await?;
-    decisions::record(
-        ctx,
-        &object,
-        &mut status.sync.policy,
-        &decided.provenance,
-        decided.decision.service_type.as_str().to_string(),
-        &decided.decision.reason,
-    )
-    .await;
-    let service_type = decided.decision.service_type;
-    // The user's serviceAnnotations always win over a plugin's.
-    let annotations = decided
-        .decision
-        .merged_annotations(&tls.service_annotations.clone().unwrap_or_default());
+    let (service_type, annotations) = if requested == Some(ServiceType::NodePort) {
+        // The policy contract knows ClusterIP and LoadBalancer only: a NodePort the user
+        // asked for is taken as asked.
+        (ServiceType::NodePort, user_annotations)
+    } else {
+        let decided = decisions::service_type(ctx, rd, requested).await?;
+        decisions::record(
+            ctx,
+            &object,
+            &mut status.sync.policy,
+            &decided.provenance,
+            decided.decision.service_type.as_str().to_string(),
+            &decided.decision.reason,
+        )
+        .await;
+        // The user's serviceAnnotations always win over a plugin's.
+        let merged = decided.decision.merged_annotations(&user_annotations);
+        (decided.decision.service_type, merged)
+    };
     let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let svc = apply(
         &svc_api,
         &service::destination_service(owner, service_type, annotations),
     )
     .await?;
-    let address = service::service_address(&svc);
-    let published = status.rsync_tls.as_ref().and_then(|s| s.address.clone());
-    status.rsync_tls = Some(ReplicationDestinationRsyncTLSStatus {
-        address: address.clone(),
-        key_secret: Some(key.secret.clone()),
-        ..status.rsync_tls.take().unwrap_or_default()
+    let endpoint = if service_type == ServiceType::NodePort {
+        let nodes = Api::<Node>::all(ctx.client.clone())
+            .list(&Default::default())
+            .await?;
+        service::endpoint(&svc, &nodes.items)
+    } else {
+        service::endpoint(&svc, &[])
+    };
+    let published = status.rsync_tls.as_ref().and_then(|s| {
+        Some((
+            s.address.clone()?,
+            s.port.unwrap_or(service::RSYNC_TLS_PORT),
+        ))
     });
-    let Some(address) = address else {
+    status.rsync_tls = Some(ReplicationDestinationRsyncTLSStatus {
+        address: endpoint.as_ref().map(|e| e.0.clone()),
+        key_secret: Some(key.secret.clone()),
+        port: endpoint.as_ref().map(|e| e.1),
+    });
+    let Some((address, port)) = endpoint else {
         ctx.event(
             &object,
             true,
@@ -136,14 +156,16 @@ async fn step(
                 .with_message("Waiting for the Service address"),
         );
     };
-    if published.as_deref() != Some(address.as_str()) {
-        ctx.event(
-            &object,
-            false,
-            "ServiceAddressAssigned",
-            format!("listening at {address}"),
-        )
-        .await;
+    if published.as_ref() != Some(&(address.clone(), port)) {
+        let note = if port == service::RSYNC_TLS_PORT {
+            format!("listening at {address}")
+        } else {
+            format!(
+                "listening at {address} port {port}: set the source's spec.rsyncTLS.port to {port}"
+            )
+        };
+        ctx.event(&object, false, "ServiceAddressAssigned", note)
+            .await;
     }
 
     let pass = Pass {
@@ -159,12 +181,40 @@ async fn step(
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
+    let debug = mover_pod::debug_requested(rd);
+    let job_name = names::job(Side::Destination, &owner.name);
+    if mover_pod::replace_if_mode_changed(ctx, &owner.namespace, &job_name, debug).await? {
+        return Ok(
+            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+                .with_message("replacing the mover: its debug mode changed"),
+        );
+    }
+    // A user's destinationPVC may be mounted by an application: go to its node.
+    let placement = match &tls.destination_pvc {
+        Some(name) => {
+            match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &owner.namespace)
+                .get_opt(name)
+                .await?
+            {
+                Some(pvc) => mover_pod::placement(ctx, &pvc).await?,
+                None => None,
+            }
+        }
+        None => None,
+    };
+    let extras = MoverExtras {
+        debug,
+        read_only_data: false,
+        placement,
+        image_pull_secrets: super::pull_secrets::ensure(ctx, &owner.namespace).await?,
+    };
     let job = MoverJob {
         owner,
         side: Side::Destination,
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
         progress_interval: ctx.config.mover.progress_interval,
+        extras,
         pvc: &pvc_name,
         key_secret: &key.secret,
         options: &tls.mover,
@@ -172,6 +222,12 @@ async fn step(
         destination: None,
     };
     let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
+        Outcome::Started | Outcome::Running if debug => {
+            return Ok(mover_pod::debug_running(ctx, &job_name));
+        }
+        Outcome::Succeeded(_) if debug => {
+            return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
+        }
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(
                 Reason::SyncInProgress,
@@ -226,6 +282,8 @@ async fn step(
             image::delete_temp_pvc(ctx, owner, &pvc_name).await?;
         }
     }
+    // What VolSync marked for cleanup before a takeover goes now, as it would have.
+    super::cleanup::sweep(ctx, owner, &[&pvc_name, &image.name]).await?;
     let next = iteration::complete(ctx, &job, &mut status.sync, mover, pass).await?;
     // Without a trigger the destination opens the next listener right away.
     Ok(plan::idle_progress(&next, &ctx.config.requeue, now))

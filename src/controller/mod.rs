@@ -4,8 +4,10 @@
 //! reconcile logic lives in submodules and never blocks the probe endpoint.
 
 mod apply;
+mod cleanup;
 pub mod conditions;
 mod context;
+mod copy_trigger;
 mod decisions;
 mod destination;
 mod error;
@@ -13,11 +15,14 @@ mod image;
 mod iteration;
 mod keys;
 mod leader;
+mod mover_pod;
 mod mover_run;
 mod pass;
 mod pit;
 mod plan;
+mod populator;
 mod progress;
+mod pull_secrets;
 pub mod schedule;
 pub mod servable;
 mod source;
@@ -31,7 +36,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use futures::StreamExt;
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{Secret, Service},
+    core::v1::{PersistentVolumeClaim, Secret, Service},
 };
 use kube::{
     Api, ResourceExt,
@@ -215,9 +220,23 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             })
         })
         .graceful_shutdown_on(shutdown_signal())
-        .run(source::reconcile, error_policy, ctx)
+        .run(source::reconcile, error_policy, ctx.clone())
         .for_each(|res| async move { log_result("ReplicationSource", res) });
-    tokio::join!(destinations, sources);
+    // The volume populator: PVCs whose dataSourceRef names a ReplicationDestination, and
+    // the prime PVCs it makes for them.
+    let populated = Controller::new(
+        Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(controller::Config::default().concurrency(ctx.config.reconcile.concurrency))
+    .owns(
+        Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
+        watcher::Config::default().labels(crate::resources::populator::PRIME_FOR),
+    )
+    .graceful_shutdown_on(shutdown_signal())
+    .run(populator::reconcile, error_policy, ctx)
+    .for_each(|res| async move { log_result("PersistentVolumeClaim", res) });
+    tokio::join!(destinations, sources, populated);
     sweep.abort();
 }
 
@@ -314,7 +333,7 @@ async fn wait_for_crds(client: &kube::Client, config: &Config) {
 }
 
 /// The namespace the controller runs in: where Secrets named by plugin grants live.
-fn own_namespace() -> String {
+pub(crate) fn own_namespace() -> String {
     std::env::var("POD_NAMESPACE").unwrap_or_else(|_| leader::DEFAULT_NAMESPACE.into())
 }
 

@@ -18,9 +18,7 @@ use super::{apply::create_if_absent, context::Context, error::Error};
 use crate::{
     api::{AccessMode, CopyMethod, ReplicationSourceRsyncTLSSpec, Spelling},
     resources::{
-        Owner,
-        meta::CLEANUP,
-        names,
+        Owner, names,
         pvc::{self, PitSource, VolumeShape},
         snapshot::{self, VolumeSnapshot},
     },
@@ -169,22 +167,10 @@ pub async fn clone_failure(ctx: &Context, owner: &Owner) -> Result<Option<String
         .find(|m| m.contains("clone")))
 }
 
-/// Requests deletion of this owner's temporary PVCs and snapshots; returns how many were
-/// still there.
+/// Requests deletion of this owner's temporary PVCs and snapshots (marked by ferrosync
+/// or, before a takeover, by VolSync); returns how many were still there.
 pub async fn cleanup(ctx: &Context, owner: &Owner) -> Result<usize, Error> {
-    let selector = ListParams::default().labels(&format!("{CLEANUP}={}", owner.uid));
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let snaps: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let mut left = 0;
-    for pvc in pvcs.list(&selector).await?.items {
-        left += 1;
-        delete_stale(&pvcs, &pvc.name_any()).await?;
-    }
-    for snap in snaps.list(&selector).await?.items {
-        left += 1;
-        delete_stale(&snaps, &snap.name_any()).await?;
-    }
-    Ok(left)
+    Ok(super::cleanup::sweep(ctx, owner, &[]).await?.count())
 }
 
 fn shape(

@@ -12,17 +12,26 @@ use tracing::instrument;
 use super::{
     conditions::Reason,
     context::Context,
+    copy_trigger::{self, Gate},
     decisions,
     error::Error,
     iteration::{self, Outcome},
-    keys, mover_run, pass,
+    keys, mover_pod, mover_run, pass,
     pit::{self, PitPlan, PitState},
     plan::{self, Pass},
     progress::Progress,
 };
 use crate::{
-    api::{ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus},
-    resources::{Owner, Side, job::MoverJob, names, service::RSYNC_TLS_PORT},
+    api::{
+        CopyMethod, ReplicationSource, ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus,
+        validate_mover_volumes,
+    },
+    resources::{
+        Owner, Side,
+        job::{MoverExtras, MoverJob},
+        names,
+        service::RSYNC_TLS_PORT,
+    },
     telemetry::ObjectLabels,
 };
 
@@ -58,6 +67,8 @@ async fn step(
     let port = tls.port.unwrap_or(RSYNC_TLS_PORT);
     ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
         .await?;
+    validate_mover_volumes(tls.mover.mover_volumes.as_deref().unwrap_or_default())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let object = rs.object_ref(&());
     let key = keys::resolve(
         ctx,
@@ -114,8 +125,37 @@ async fn step(
         storage_class: decided.decision.storage_class,
     };
     let iteration = plan::iteration_id(&status.sync);
+    let mut source_annotations = source.metadata.annotations.clone().unwrap_or_default();
+    if method != CopyMethod::Direct
+        && let Some(waiting) = copy_trigger_gate(
+            ctx,
+            &object,
+            &pvcs,
+            source_pvc,
+            &mut source_annotations,
+            &iteration,
+            now,
+            &mut status.sync,
+        )
+        .await?
+    {
+        return Ok(waiting);
+    }
     let data_pvc = match pit::ensure(ctx, owner, tls, &pit_plan, &source, &iteration).await? {
-        PitState::Ready(pvc) => pvc,
+        PitState::Ready(pvc) => {
+            let done = copy_trigger::after_copy(&source_annotations, &iteration);
+            if !done.is_empty() {
+                copy_trigger::patch(&pvcs, source_pvc, &done).await?;
+                ctx.event(
+                    &object,
+                    false,
+                    "CopyCompleted",
+                    format!("the copy of PVC {source_pvc} is made; the application may resume"),
+                )
+                .await;
+            }
+            pvc
+        }
         PitState::Waiting(what) => {
             return Ok(
                 Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll).with_message(what),
@@ -136,12 +176,36 @@ async fn step(
     };
 
     let privileged = ctx.privileged_movers(&owner.namespace).await?;
+    let debug = mover_pod::debug_requested(rs);
+    let job_name = names::job(Side::Source, &owner.name);
+    if mover_pod::replace_if_mode_changed(ctx, &owner.namespace, &job_name, debug).await? {
+        return Ok(
+            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+                .with_message("replacing the mover: its debug mode changed"),
+        );
+    }
+    // The copy has the source's modes unless spec.rsyncTLS.accessModes overrides them.
+    let data_modes = match (method, &tls.access_modes) {
+        (CopyMethod::Direct, _) | (_, None) => mover_pod::access_modes(&source),
+        (_, Some(modes)) => modes.iter().map(|m| m.as_str().to_string()).collect(),
+    };
+    let extras = MoverExtras {
+        debug,
+        read_only_data: mover_pod::read_only(&data_modes),
+        // Only the user's own volume is mounted by an application; a copy is ours alone.
+        placement: match method {
+            CopyMethod::Direct => mover_pod::placement(ctx, &source).await?,
+            _ => None,
+        },
+        image_pull_secrets: super::pull_secrets::ensure(ctx, &owner.namespace).await?,
+    };
     let job = MoverJob {
         owner,
         side: Side::Source,
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
         progress_interval: ctx.config.mover.progress_interval,
+        extras,
         pvc: &data_pvc,
         key_secret: &key.secret,
         options: &tls.mover,
@@ -149,6 +213,12 @@ async fn step(
         destination: Some((address, port)),
     };
     let mover = match iteration::drive(ctx, &object, &job, &mut status.sync, pass).await? {
+        Outcome::Started | Outcome::Running if debug => {
+            return Ok(mover_pod::debug_running(ctx, &job_name));
+        }
+        Outcome::Succeeded(_) if debug => {
+            return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
+        }
         Outcome::Started | Outcome::Running => {
             return Ok(Progress::new(
                 Reason::SyncInProgress,
@@ -166,4 +236,85 @@ async fn step(
     pit::cleanup(ctx, owner).await?;
     let next = iteration::complete(ctx, &job, &mut status.sync, mover, pass).await?;
     Ok(plan::idle_progress(&next, &ctx.config.requeue, now))
+}
+
+/// The copy-trigger handshake before the point-in-time copy: `Some(progress)` while the
+/// copy must wait for the user's trigger, `None` when it may be made. Writes the PVC's
+/// status annotations (and keeps `annotations` in step), records Events, and reports a wait
+/// past the timeout in `latestMoverStatus`.
+#[allow(clippy::too_many_arguments)]
+async fn copy_trigger_gate(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    pvcs: &Api<PersistentVolumeClaim>,
+    pvc: &str,
+    annotations: &mut std::collections::BTreeMap<String, String>,
+    iteration: &str,
+    now: Timestamp,
+    sync: &mut crate::api::SyncStatus,
+) -> Result<Option<Progress>, Error> {
+    let (changes, wait) = match copy_trigger::gate(annotations, iteration, now) {
+        Gate::Proceed(changes) => (changes, None),
+        Gate::Wait { changes, overdue } => (changes, Some(overdue)),
+    };
+    copy_trigger::patch(pvcs, pvc, &changes).await?;
+    for (k, v) in &changes {
+        match v {
+            Some(v) => annotations.insert(k.to_string(), v.clone()),
+            None => annotations.remove(*k),
+        };
+    }
+    let trigger = annotations
+        .get(copy_trigger::COPY_TRIGGER)
+        .cloned()
+        .unwrap_or_default();
+    match wait {
+        None => {
+            if !changes.is_empty() {
+                ctx.event(
+                    object,
+                    false,
+                    "CopyTriggered",
+                    format!("copy-trigger {trigger:?} on PVC {pvc}: making the copy"),
+                )
+                .await;
+            }
+            Ok(None)
+        }
+        Some(overdue) => {
+            if changes.contains_key(copy_trigger::LATEST_COPY_STATUS) {
+                ctx.event(
+                    object,
+                    false,
+                    "WaitingForCopyTrigger",
+                    format!(
+                        "waiting for annotation {} on PVC {pvc} to be set to a new value before copying it",
+                        copy_trigger::COPY_TRIGGER
+                    ),
+                )
+                .await;
+            }
+            let mut message = format!(
+                "waiting for a new {} on PVC {pvc} before making its copy",
+                copy_trigger::COPY_TRIGGER
+            );
+            if overdue.is_some() {
+                // The same words on every pass, so the Event is not repeated each time.
+                message = format!(
+                    "timed out after {} {message}; still waiting",
+                    humantime::format_duration(copy_trigger::TIMEOUT)
+                );
+                ctx.event(object, true, "CopyTriggerTimeout", message.clone())
+                    .await;
+                sync.latest_mover_status = Some(crate::api::MoverStatus {
+                    result: Some(crate::api::MoverResult::Failed.into()),
+                    logs: Some(message.clone()),
+                });
+            }
+            Ok(Some(
+                Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+                    .with_message(message),
+            ))
+        }
+    }
 }

@@ -54,6 +54,7 @@
 //! report success for a sync that did not complete.
 
 mod classify;
+mod debug;
 mod destination;
 pub mod exit;
 mod keyfile;
@@ -120,6 +121,18 @@ pub async fn run(cmd: Command) -> ExitCode {
     let start = Instant::now();
     let mut term = termination_signal();
     let mut tally = Tally::default();
+    if debug::requested() {
+        let (role, tmp) = match &cmd {
+            Command::Destination(args) => ("destination", &args.common.tmp_dir),
+            Command::Source(args) => ("source", &args.common.tmp_dir),
+        };
+        // No summary: a debug run is not a sync, and the controller records none.
+        return if debug::hold(role, tmp, &mut term).await {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(ErrorClass::Interrupted.exit_code())
+        };
+    }
     let (role, name, path, result) = match &cmd {
         Command::Destination(args) => (
             Role::Destination,

@@ -286,6 +286,9 @@ fn service_type_to_wit(t: ServiceType) -> wit::ServiceType {
     match t {
         ServiceType::ClusterIP => wit::ServiceType::ClusterIp,
         ServiceType::LoadBalancer => wit::ServiceType::LoadBalancer,
+        // The contract has no NodePort: a destination that asks for one is never put to
+        // the policy (controller::destination), so this arm only keeps the match whole.
+        ServiceType::NodePort => wit::ServiceType::ClusterIp,
     }
 }
 

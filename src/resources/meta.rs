@@ -15,6 +15,11 @@ pub const APP_NAME: &str = "app.kubernetes.io/name";
 pub const OWNER_UID: &str = "ferrosync.io/owner-uid";
 /// Marks temporary objects, deleted after each iteration; the value is the owner's uid.
 pub const CLEANUP: &str = "ferrosync.io/cleanup";
+/// VolSync's mark for the same thing. Both are set on ferrosync's temporary objects and
+/// both are honoured, so leftovers of either controller are swept by the other.
+pub const VOLSYNC_CLEANUP: &str = "volsync.backube/cleanup";
+/// Every label that marks an object for cleanup after an iteration.
+pub const CLEANUP_LABELS: [&str; 2] = [CLEANUP, VOLSYNC_CLEANUP];
 /// Namespace annotation that opts a namespace in to privileged movers.
 pub const PRIVILEGED_MOVERS: &str = "volsync.backube/privileged-movers";
 /// A snapshot with this label is never deleted by ferrosync.
@@ -95,7 +100,9 @@ pub fn labels(owner: &Owner, component: Component, temporary: bool) -> BTreeMap<
         (OWNER_UID.to_string(), owner.uid.clone()),
     ]);
     if temporary {
-        labels.insert(CLEANUP.to_string(), owner.uid.clone());
+        for key in CLEANUP_LABELS {
+            labels.insert(key.to_string(), owner.uid.clone());
+        }
     }
     labels
 }

@@ -7,6 +7,7 @@
 pub mod job;
 pub mod meta;
 pub mod names;
+pub mod populator;
 pub mod pvc;
 pub mod secret;
 pub mod service;

@@ -46,6 +46,13 @@ pub fn key_secret(name: &str) -> String {
     format!("volsync-rsync-tls-{name}")
 }
 
+/// The copy, in a mover's namespace, of the controller's image pull Secret `source`:
+/// `volsync-pull-<hash>`, as VolSync names it.
+pub fn pull_secret(source: &str) -> String {
+    let digest = hex::encode(Sha256::digest(source.as_bytes()));
+    format!("volsync-pull-{}", &digest[..10])
+}
+
 /// The `app.kubernetes.io/name` label value that selects a side's mover pods.
 pub fn mover_selector(side: Side, name: &str) -> String {
     shortened(&format!("{}-", side.short()), name)

@@ -115,6 +115,12 @@ pub fn pvc(name: &str) -> PvcBuilder {
 }
 
 impl PvcBuilder {
+    /// With these access modes.
+    pub fn access_modes(mut self, modes: &[&str]) -> Self {
+        self.0["spec"]["accessModes"] = json!(modes);
+        self
+    }
+
     /// In StorageClass `class`.
     pub fn class(mut self, class: &str) -> Self {
         self.0["spec"]["storageClassName"] = json!(class);

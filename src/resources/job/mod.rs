@@ -21,6 +21,9 @@ use super::{
 };
 use crate::api::MoverOptions;
 
+pub mod extras;
+pub use extras::{MoverExtras, Placement};
+
 /// The mover container's name.
 pub const CONTAINER: &str = "rsync-tls";
 /// The uid/gid unprivileged movers run as when the user gives no security context.
@@ -59,6 +62,8 @@ pub struct MoverJob<'a> {
     pub destination: Option<(&'a str, i32)>,
     /// How often the mover logs its progress.
     pub progress_interval: std::time::Duration,
+    /// What this pass adds to the Pod: placement, read-only data, debug mode, pull secrets.
+    pub extras: MoverExtras,
 }
 
 /// Builds the Job.
@@ -73,7 +78,7 @@ pub fn mover_job(job: &MoverJob<'_>) -> Job {
         names::mover_selector(job.side, &job.owner.name),
     );
 
-    Job {
+    let mut built = Job {
         metadata: object_meta(job.owner, name, Component::Mover, true),
         spec: Some(JobSpec {
             backoff_limit: Some(job.backoff_limit),
@@ -87,7 +92,9 @@ pub fn mover_job(job: &MoverJob<'_>) -> Job {
             ..JobSpec::default()
         }),
         status: None,
-    }
+    };
+    extras::apply(&mut built, job.options, &job.extras);
+    built
 }
 
 fn pod_spec(job: &MoverJob<'_>) -> PodSpec {
@@ -101,7 +108,7 @@ fn pod_spec(job: &MoverJob<'_>) -> PodSpec {
         containers: vec![container(job)],
         volumes: Some(vec![
             Volume {
-                name: "data".into(),
+                name: extras::DATA_VOLUME.into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                     claim_name: job.pvc.into(),
                     read_only: Some(false),
@@ -202,7 +209,7 @@ fn container(job: &MoverJob<'_>) -> Container {
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
-            mount("data", DATA_DIR),
+            mount(extras::DATA_VOLUME, DATA_DIR),
             mount("keys", KEY_DIR),
             mount("tempdir", TEMP_DIR),
         ]),

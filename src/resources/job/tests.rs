@@ -16,6 +16,7 @@ fn build(side: Side, privileged: bool, options: &MoverOptions) -> Job {
         privileged,
         destination: (side == Side::Source).then_some(("10.0.0.1", 8000)),
         progress_interval: std::time::Duration::from_secs(3),
+        extras: MoverExtras::default(),
     })
 }
 

@@ -21,6 +21,8 @@ use std::{
 pub const POD_PREFIX: [u8; 2] = [127, 100];
 /// Load-balancer ingress IPs: 127.66.0.0/16.
 pub const LOAD_BALANCER_PREFIX: [u8; 2] = [127, 66];
+/// Node ExternalIPs: 127.67.0.0/16.
+pub const NODE_PREFIX: [u8; 2] = [127, 67];
 /// Host numbers per /16 that are handed out (.0.1 to .255.254).
 const HOSTS: u32 = 0xfffe;
 
@@ -65,3 +67,5 @@ impl Pool {
 pub static PODS: Pool = Pool::new(POD_PREFIX);
 /// Load-balancer addresses.
 pub static LOAD_BALANCERS: Pool = Pool::new(LOAD_BALANCER_PREFIX);
+/// Node external addresses.
+pub static NODES: Pool = Pool::new(NODE_PREFIX);

@@ -30,6 +30,12 @@ use super::{ControlPlane, process, wait};
 
 /// The simulated node's name.
 pub const NODE: &str = "sim-node-0";
+/// A second node, tainted with [`SECOND_NODE_TAINT`] so that only pods that tolerate it
+/// (or follow a pod that does) run there: the tests of placement use it, and every other
+/// pod stays on [`NODE`] as before.
+pub const SECOND_NODE: &str = "sim-node-1";
+/// The taint key of [`SECOND_NODE`] (value "true", effect NoSchedule).
+pub const SECOND_NODE_TAINT: &str = "sim.ferrosync.test/second-node";
 
 /// The running simulators.
 pub struct Cluster {
@@ -67,9 +73,12 @@ fn start(cp: &'static ControlPlane) -> Result<Cluster, String> {
         .map_err(|e| format!("creating the simulators' directory: {e}"))?
         .keep();
     process::remove_on_exit(&dir);
-    // The node's client certificate makes it `system:node:<name>`, so the Node authorizer
+    // Each node's client certificate makes it `system:node:<name>`, so the Node authorizer
     // and NodeRestriction hold it to a kubelet's rights.
-    let node_kubeconfig = cp.user_kubeconfig(&format!("system:node:{NODE}"), &["system:nodes"]);
+    let node_kubeconfigs: Vec<PathBuf> = [NODE, SECOND_NODE]
+        .iter()
+        .map(|n| cp.user_kubeconfig(&format!("system:node:{n}"), &["system:nodes"]))
+        .collect();
     let (tx, rx) = mpsc::channel();
     let thread_dir = dir.clone();
     std::thread::Builder::new()
@@ -88,7 +97,7 @@ fn start(cp: &'static ControlPlane) -> Result<Cluster, String> {
                 }
             };
             runtime.block_on(async move {
-                let started = launch(cp, &node_kubeconfig, thread_dir).await;
+                let started = launch(cp, &node_kubeconfigs, thread_dir).await;
                 let _ = tx.send(started);
                 // The simulators run on this runtime for the rest of the process.
                 std::future::pending::<()>().await;
@@ -102,44 +111,67 @@ fn start(cp: &'static ControlPlane) -> Result<Cluster, String> {
 
 async fn launch(
     cp: &ControlPlane,
-    node_kubeconfig: &std::path::Path,
+    node_kubeconfigs: &[PathBuf],
     dir: PathBuf,
 ) -> Result<(), String> {
     let admin = super::kubeconfig::client(&cp.kubeconfig).await?;
-    let node_client = super::kubeconfig::client(node_kubeconfig).await?;
     storage::start(admin.clone(), dir.join("storage")).await?;
     loadbalancer::start(admin.clone());
     routing::start(admin.clone());
-    let cert = cp.pki.serving_cert(
-        &format!("kubelet-{NODE}"),
-        NODE,
-        &["IP:127.0.0.1", &format!("DNS:{NODE}")],
-    )?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("the kubelet endpoint: {e}"))?;
-    let endpoint = node::Endpoint {
-        listener,
-        cert: cert.cert,
-        key: cert.key,
-    };
-    node::start(node_client, NODE, &cp.version, dir.join("pods"), endpoint).await?;
+    let configs = [
+        node::NodeConfig {
+            name: NODE.into(),
+            ..node::NodeConfig::default()
+        },
+        node::NodeConfig {
+            name: SECOND_NODE.into(),
+            taints: vec![serde_json::json!({
+                "key": SECOND_NODE_TAINT, "value": "true", "effect": "NoSchedule"})],
+            external_ip: Some(addresses::NODES.allocate()),
+        },
+    ];
+    for (config, kubeconfig) in configs.iter().zip(node_kubeconfigs) {
+        let node_client = super::kubeconfig::client(kubeconfig).await?;
+        let name = config.name.as_str();
+        let cert = cp.pki.serving_cert(
+            &format!("kubelet-{name}"),
+            name,
+            &["IP:127.0.0.1", &format!("DNS:{name}")],
+        )?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("the kubelet endpoint of {name}: {e}"))?;
+        let endpoint = node::Endpoint {
+            listener,
+            cert: cert.cert,
+            key: cert.key,
+        };
+        let pods = if name == NODE {
+            dir.join("pods")
+        } else {
+            dir.join(format!("pods-{name}"))
+        };
+        node::start_node(node_client, config, &cp.version, pods, endpoint).await?;
+    }
     // Schedulable once the node-lifecycle controller has seen it Ready and lifted the
     // `not-ready` taint that admission puts on every new Node.
     let nodes: kube::Api<Node> = kube::Api::all(admin);
-    wait::until(
-        "the simulated node to become schedulable",
-        Duration::from_secs(60),
-        || async {
-            let node = nodes.get(NODE).await.map_err(|e| e.to_string())?;
-            let tainted = node
-                .spec
-                .and_then(|s| s.taints)
-                .unwrap_or_default()
-                .iter()
-                .any(|t| t.key.starts_with("node.kubernetes.io/"));
-            Ok((!tainted).then_some(()))
-        },
-    )
-    .await
+    for name in [NODE, SECOND_NODE] {
+        wait::until(
+            &format!("the simulated node {name} to become schedulable"),
+            Duration::from_secs(60),
+            || async {
+                let node = nodes.get(name).await.map_err(|e| e.to_string())?;
+                let tainted = node
+                    .spec
+                    .and_then(|s| s.taints)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|t| t.key.starts_with("node.kubernetes.io/"));
+                Ok((!tainted).then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }

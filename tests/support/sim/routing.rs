@@ -9,7 +9,10 @@
 //! read from EndpointSlices: the API rejects loopback endpoint addresses ("may not be in
 //! the loopback range"), so the real controller cannot publish these pods' IPs.
 //!
-//! Not modelled: UDP/SCTP, NodePorts, session affinity, traffic policies, topology hints,
+//! A NodePort Service's node ports are served on every node address (InternalIP and
+//! ExternalIP) that is a loopback address, as kube-proxy serves them on every node.
+//!
+//! Not modelled: UDP/SCTP, session affinity, traffic policies, topology hints,
 //! and kube-proxy's reject of connections to Services without endpoints (a connection is
 //! accepted, then closed, as in userspace mode).
 
@@ -23,7 +26,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Pod, Service, ServicePort},
+    api::core::v1::{Node, Pod, Service, ServicePort},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
@@ -60,11 +63,12 @@ pub fn start(client: Client) {
     let changed = Arc::new(Notify::new());
     let cfg = watcher::Config::default;
     let services = cache(Api::<Service>::all(client.clone()), cfg(), changed.clone());
-    let pods = cache(Api::<Pod>::all(client), cfg(), changed.clone());
+    let pods = cache(Api::<Pod>::all(client.clone()), cfg(), changed.clone());
+    let nodes = cache(Api::<Node>::all(client), cfg(), changed.clone());
     tokio::spawn(async move {
         let mut listeners: HashMap<Frontend, JoinHandle<()>> = HashMap::new();
         loop {
-            let wanted = frontends(&services);
+            let wanted = frontends(&services, &node_addresses(&nodes));
             listeners.retain(|f, task| {
                 let keep = wanted.contains(f) && !task.is_finished();
                 if !keep {
@@ -82,7 +86,22 @@ pub fn start(client: Client) {
     });
 }
 
-fn frontends(services: &Store<Service>) -> Vec<Frontend> {
+/// Every address of every node.
+fn node_addresses(nodes: &Store<Node>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = nodes
+        .state()
+        .iter()
+        .filter_map(|n| n.status.as_ref()?.addresses.clone())
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn frontends(services: &Store<Service>, node_ips: &[IpAddr]) -> Vec<Frontend> {
     let mut out = Vec::new();
     for svc in services.state() {
         let Some(spec) = svc.spec.as_ref() else {
@@ -110,16 +129,26 @@ fn frontends(services: &Store<Service>) -> Vec<Frontend> {
             if port.protocol.as_deref().unwrap_or("TCP") != "TCP" {
                 continue;
             }
-            for ip in &ips {
-                let Ok(ip) = ip.parse::<IpAddr>() else {
-                    continue;
-                };
+            let service_addrs = ips
+                .iter()
+                .filter_map(|ip| ip.parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, port.port as u16));
+            // (LoadBalancer Services have node ports too; their traffic comes in on the
+            // load balancer's address here, so only NodePort Services are served on nodes.)
+            let node_port = port
+                .node_port
+                .filter(|p| *p > 0 && spec.type_.as_deref() == Some("NodePort"))
+                .map(|p| p as u16);
+            let node_addrs = node_port
+                .into_iter()
+                .flat_map(|p| node_ips.iter().map(move |ip| SocketAddr::new(*ip, p)));
+            for addr in service_addrs.chain(node_addrs) {
                 // Only ever loopback: anything else would leave the machine.
-                if !ip.is_loopback() {
+                if !addr.ip().is_loopback() {
                     continue;
                 }
                 out.push(Frontend {
-                    addr: SocketAddr::new(ip, port.port as u16),
+                    addr,
                     namespace: svc.namespace().unwrap_or_default(),
                     service: svc.name_any(),
                     selector: selector.clone().into_iter().collect(),

@@ -3,7 +3,9 @@
 //!
 //! There is no registry, no layers and no image filesystem: every container sees the
 //! host's read-only /usr, /etc and friends (see `sandbox`), plus the image's one binary
-//! bound at its path. An image missing from the table fails to pull, as on a real node.
+//! bound at its path. An image missing from the table fails to pull, as on a real node,
+//! and so does a private image (one registered with [`Image::private`]) unless one of the
+//! pod's imagePullSecrets holds its registry's credentials, as a kubelet checks them.
 
 use std::{
     collections::HashMap,
@@ -22,6 +24,19 @@ pub struct Image {
     pub entrypoint: Vec<String>,
     /// The image's USER (uid, gid), used when the security context sets none.
     pub user: (u32, u32),
+    /// For a private image: the registry host and the username and password it wants.
+    pub auth: Option<RegistryAuth>,
+}
+
+/// The credentials a private registry asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The registry host, as `.dockerconfigjson` keys it.
+    pub registry: String,
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
 }
 
 impl Image {
@@ -32,8 +47,71 @@ impl Image {
             path: path.into(),
             entrypoint: vec![path.into()],
             user: (0, 0),
+            auth: None,
         }
     }
+
+    /// The same image, pullable only with `auth`.
+    pub fn private(mut self, auth: RegistryAuth) -> Image {
+        self.auth = Some(auth);
+        self
+    }
+}
+
+/// Whether `secret` (of type kubernetes.io/dockerconfigjson, as `kubectl create secret
+/// docker-registry` writes it) holds `auth`'s username and password for its registry.
+pub fn grants(secret: &k8s_openapi::api::core::v1::Secret, auth: &RegistryAuth) -> bool {
+    let Some(json) = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.0).ok())
+    else {
+        return false;
+    };
+    let entry = &json["auths"][&auth.registry];
+    entry["username"].as_str() == Some(auth.username.as_str())
+        && entry["password"].as_str() == Some(auth.password.as_str())
+}
+
+/// Pulls the image of a container of `pod`: `Err((reason, message))` in the kubelet's
+/// words when it is unknown or its registry refuses the pod's pull secrets.
+pub async fn pull(
+    client: &kube::Client,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    image_name: &str,
+) -> Result<Image, (String, String)> {
+    let image = lookup(image_name).ok_or_else(|| {
+        (
+            "ErrImagePull".to_string(),
+            format!("image {image_name:?} is not in the node simulator's image table"),
+        )
+    })?;
+    let Some(auth) = &image.auth else {
+        return Ok(image);
+    };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), ns);
+    let refs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default();
+    for r in refs {
+        if let Ok(Some(secret)) = secrets.get_opt(&r.name).await
+            && grants(&secret, auth)
+        {
+            return Ok(image);
+        }
+    }
+    Err((
+        "ErrImagePull".to_string(),
+        format!(
+            "failed to pull image {image_name:?}: {}: unauthorized: authentication required",
+            auth.registry
+        ),
+    ))
 }
 
 fn table() -> &'static Mutex<HashMap<String, Image>> {

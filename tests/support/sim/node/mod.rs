@@ -13,6 +13,7 @@
 //! `sandbox`, `volumes`, `env` and `kubelet_api` list.
 
 pub mod env;
+pub mod exec;
 pub mod images;
 pub mod kubelet_api;
 pub mod pod;
@@ -51,6 +52,17 @@ pub struct Endpoint {
     pub key: PathBuf,
 }
 
+/// What distinguishes one simulated node from another.
+#[derive(Clone, Debug, Default)]
+pub struct NodeConfig {
+    /// The Node's name (and `kubernetes.io/hostname`).
+    pub name: String,
+    /// Taints it registers with (`--register-with-taints`), as Node `spec.taints` JSON.
+    pub taints: Vec<serde_json::Value>,
+    /// An ExternalIP address, besides the InternalIP 127.0.0.1.
+    pub external_ip: Option<std::net::Ipv4Addr>,
+}
+
 /// Registers node `name` and keeps it alive; runs its pods under `dir` and serves their
 /// logs on `endpoint`. Returns once the Node is registered; the rest runs in the
 /// background on the current runtime.
@@ -61,13 +73,29 @@ pub async fn start(
     dir: PathBuf,
     endpoint: Endpoint,
 ) -> Result<(), String> {
+    let config = NodeConfig {
+        name: name.into(),
+        ..NodeConfig::default()
+    };
+    start_node(client, &config, version, dir, endpoint).await
+}
+
+/// [`start`] for a node with taints or an external address.
+pub async fn start_node(
+    client: Client,
+    config: &NodeConfig,
+    version: &str,
+    dir: PathBuf,
+    endpoint: Endpoint,
+) -> Result<(), String> {
+    let name = config.name.as_str();
     let port = endpoint
         .listener
         .local_addr()
         .map_err(|e| e.to_string())?
         .port();
     kubelet_api::serve(endpoint.listener, &endpoint.cert, &endpoint.key)?;
-    register(&client, name, version, port).await?;
+    register(&client, config, version, port).await?;
     let (c, n) = (client.clone(), name.to_string());
     tokio::spawn(async move {
         loop {
@@ -82,9 +110,16 @@ pub async fn start(
     Ok(())
 }
 
-async fn register(client: &Client, name: &str, version: &str, port: u16) -> Result<(), String> {
+async fn register(
+    client: &Client,
+    config: &NodeConfig,
+    version: &str,
+    port: u16,
+) -> Result<(), String> {
+    let name = config.name.as_str();
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
+        "spec": {"taints": config.taints},
         "metadata": {
             "name": name,
             "labels": {
@@ -105,6 +140,10 @@ async fn register(client: &Client, name: &str, version: &str, port: u16) -> Resu
         json!({"type": type_, "status": if ok { "True" } else { "False" }, "reason": reason,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
+    let mut addresses = vec![json!({"type": "InternalIP", "address": "127.0.0.1"})];
+    if let Some(ip) = config.external_ip {
+        addresses.push(json!({"type": "ExternalIP", "address": ip.to_string()}));
+    }
     let capacity = json!({"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "10Gi"});
     let body = json!({"status": {
         "capacity": capacity,
@@ -116,7 +155,7 @@ async fn register(client: &Client, name: &str, version: &str, port: u16) -> Resu
             condition("Ready", true, "KubeletReady"),
         ],
         // No Hostname address: the API server would prefer it and fail to resolve it.
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "addresses": addresses,
         "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": name, "systemUUID": name, "bootID": name,

@@ -73,6 +73,8 @@ pub async fn run(client: Client, pod: Pod, dir: PathBuf, mut deletion: Deletion)
 
 /// A started container: its spec name, image, process and files.
 struct Running {
+    namespace: String,
+    pod: String,
     spec: ContainerSpec,
     child: Child,
     started: String,
@@ -123,7 +125,8 @@ async fn start(
     let mut launches = Vec::new();
     let mut blocked = Vec::new();
     for c in &spec.containers {
-        match launch(pod, c, &prepared, dir, &ip.to_string()) {
+        let pulled = images::pull(client, pod, c.image.as_deref().unwrap_or_default()).await;
+        match pulled.and_then(|image| launch(pod, c, image, &prepared, dir, &ip.to_string())) {
             Ok(l) => launches.push((c.clone(), l)),
             Err((reason, message)) => blocked.push(Container {
                 name: c.name.clone(),
@@ -151,7 +154,15 @@ async fn start(
                 return None;
             }
         };
+        super::exec::register(
+            &ns,
+            &pod.metadata.name.clone().unwrap_or_default(),
+            &spec.name,
+            child.id(),
+        );
         running.push(Running {
+            namespace: ns.clone(),
+            pod: pod.metadata.name.clone().unwrap_or_default(),
             spec,
             child,
             started: status::now(),
@@ -211,6 +222,7 @@ async fn wait(running: Vec<Running>, deletion: &mut Deletion) -> Vec<Container> 
         .into_iter()
         .filter_map(Result::ok)
         .map(|(r, status)| {
+            super::exec::forget(&r.namespace, &r.pod, &r.spec.name);
             // bwrap exits with the container's code, or 128 + signal, like a runtime.
             let exit_code = status.ok().and_then(|s| s.code()).unwrap_or(137);
             let message = termination_message(&r, exit_code);
@@ -272,17 +284,11 @@ fn read_prefix(path: &Path, max: usize) -> String {
 fn launch(
     pod: &Pod,
     c: &ContainerSpec,
+    image: images::Image,
     volumes: &std::collections::HashMap<String, volumes::Prepared>,
     dir: &Path,
     pod_ip: &str,
 ) -> Result<Launch, (String, String)> {
-    let image_name = c.image.clone().unwrap_or_default();
-    let image = images::lookup(&image_name).ok_or_else(|| {
-        (
-            "ErrImagePull".to_string(),
-            format!("image {image_name:?} is not in the node simulator's image table"),
-        )
-    })?;
     let config_err = |m: String| ("CreateContainerConfigError".to_string(), m);
     let spec = pod
         .spec

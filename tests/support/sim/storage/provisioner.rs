@@ -198,6 +198,9 @@ impl Provisioner {
                 .ready_dir(&ns, &source.name)
                 .map(Some)
                 .ok_or(Failure::NotYet),
+            // A custom kind is a volume populator's to fill (through a PVC of its own, whose
+            // volume it rebinds to this claim): the external-provisioner leaves it alone.
+            (group, _) if !group.is_empty() => Err(Failure::NotYet),
             (group, kind) => Err(Failure::Fatal(format!(
                 "unsupported data source {group}/{kind}"
             ))),
