@@ -19,5 +19,9 @@ mod fixtures;
 mod harness;
 #[path = "control_plane/invalid.rs"]
 mod invalid;
+#[path = "control_plane/parity.rs"]
+mod parity;
+#[path = "control_plane/policy.rs"]
+mod policy;
 #[path = "control_plane/status.rs"]
 mod status;

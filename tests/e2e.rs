@@ -49,6 +49,8 @@ mod lifecycle_support;
 mod lifecycle_triggers;
 #[path = "e2e/metrics.rs"]
 mod metrics;
+#[path = "e2e/not_served.rs"]
+mod not_served;
 #[path = "e2e/replication.rs"]
 mod replication;
 #[path = "e2e/security.rs"]

@@ -13,9 +13,20 @@ use k8s_openapi::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The anchored pattern for `trigger.schedule`: exactly five whitespace-separated cron
-/// fields, or one of the `@` descriptors. Field values are checked by the controller.
-pub const CRON_PATTERN: &str = r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$";
+use super::spelling::{Spelled, Spelling};
+
+/// The pattern of `trigger.schedule`: VolSync's, quirks included, so that admission is
+/// exactly as wide as VolSync's. Its two alternatives are anchored separately (the
+/// descriptor only at the start, the five numeric fields only at the end), so the
+/// apiserver admits strings such as `@hourly and more` that no cron parser accepts; the
+/// controller reports those with the Error condition. Names of days and months (`MON`)
+/// are not admitted.
+pub const CRON_PATTERN: &str = r"^(@(annually|yearly|monthly|weekly|daily|hourly))|((((\d+,)*\d+|(\d+(\/|-)\d+)|\*(\/\d+)?)\s?){5})$";
+
+/// ferrosync's stricter schedule pattern, checked by the ValidatingAdmissionPolicy in
+/// `deploy/admission/` (warning by default): exactly five whitespace-separated fields, or
+/// one descriptor, and nothing else.
+pub const STRICT_CRON_PATTERN: &str = r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$";
 
 /// The pattern of a Kubernetes resource.Quantity, as the apiserver's own types use it.
 pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
@@ -86,9 +97,8 @@ pub enum AccessMode {
     ReadWriteOncePod,
 }
 
-impl AccessMode {
-    /// The spelling used in the API.
-    pub fn as_str(self) -> &'static str {
+impl Spelled for AccessMode {
+    fn as_str(self) -> &'static str {
         match self {
             AccessMode::ReadWriteOnce => "ReadWriteOnce",
             AccessMode::ReadOnlyMany => "ReadOnlyMany",
@@ -129,13 +139,21 @@ pub struct MoverOptions {
 }
 
 /// The outcome of the last mover run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[schemars(transform = field_docs_only)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MoverResult {
     /// The mover completed the transfer.
     Successful,
     /// The mover failed (after its Job's retries).
     Failed,
+}
+
+impl Spelled for MoverResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            MoverResult::Successful => "Successful",
+            MoverResult::Failed => "Failed",
+        }
+    }
 }
 
 /// What the last mover run reported.
@@ -144,7 +162,7 @@ pub enum MoverResult {
 pub struct MoverStatus {
     /// result is Successful or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<MoverResult>,
+    pub result: Option<Spelling<MoverResult>>,
     /// logs are the mover's final lines: the rsync statistics, or the error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,

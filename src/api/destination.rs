@@ -9,8 +9,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, field_docs_only, quantity_schema,
+use super::{
+    common::{AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, quantity_schema},
+    movers::{OtherDestinationMoverStatus, OtherDestinationMovers},
+    spelling::{Spelled, Spelling},
 };
 
 /// ReplicationDestination defines the receiving side of a replicated volume: the volume
@@ -40,14 +42,16 @@ pub struct ReplicationDestinationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
     /// rsyncTLS configures replication with rsync through a TLS-PSK tunnel (stunnel).
-    /// It is the only replication method ferrosync supports.
+    /// It is the only replication method ferrosync serves.
     #[serde(rename = "rsyncTLS", default, skip_serializing_if = "Option::is_none")]
     pub rsync_tls: Option<ReplicationDestinationRsyncTLSSpec>,
+    /// The other movers' sections, stored as written and left to their own controllers.
+    #[serde(flatten)]
+    pub other_movers: OtherDestinationMovers,
 }
 
 /// The kind of Service that exposes the destination's listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[schemars(transform = field_docs_only)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ServiceType {
     /// An address on the cluster network; suits clusters whose networks are bridged.
     ClusterIP,
@@ -58,9 +62,8 @@ pub enum ServiceType {
     NodePort,
 }
 
-impl ServiceType {
-    /// The spelling used in the API.
-    pub fn as_str(self) -> &'static str {
+impl Spelled for ServiceType {
+    fn as_str(self) -> &'static str {
         match self {
             ServiceType::ClusterIP => "ClusterIP",
             ServiceType::LoadBalancer => "LoadBalancer",
@@ -70,25 +73,27 @@ impl ServiceType {
 }
 
 /// Whether the destination volume is a filesystem or a raw block device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[schemars(transform = field_docs_only)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum VolumeMode {
     /// A mounted filesystem (the default).
     Filesystem,
-    /// A raw block device. Accepted by the schema but not yet supported: the controller
-    /// reports it as an error.
+    /// A raw block device. Admitted, as VolSync admits it, but not served: the controller
+    /// reports it.
     Block,
+}
+
+impl Spelled for VolumeMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            VolumeMode::Filesystem => "Filesystem",
+            VolumeMode::Block => "Block",
+        }
+    }
 }
 
 /// How the destination receives and keeps data.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.destinationPVC) || has(self.capacity)", "message": "spec.rsyncTLS.capacity is required when spec.rsyncTLS.destinationPVC is not set", "fieldPath": ".capacity", "reason": "FieldValueRequired"},
-    {"rule": "has(self.destinationPVC) || has(self.accessModes)", "message": "spec.rsyncTLS.accessModes is required when spec.rsyncTLS.destinationPVC is not set", "fieldPath": ".accessModes", "reason": "FieldValueRequired"},
-    {"rule": "!has(self.copyMethod) || self.copyMethod != 'Clone'", "message": "spec.rsyncTLS.copyMethod of a ReplicationDestination must be Direct, None or Snapshot", "fieldPath": ".copyMethod", "reason": "FieldValueInvalid"},
-    {"rule": "!(has(self.cleanupTempPVC) && self.cleanupTempPVC) || (has(self.copyMethod) && self.copyMethod == 'Snapshot' && !has(self.destinationPVC))", "message": "spec.rsyncTLS.cleanupTempPVC requires copyMethod Snapshot and no destinationPVC: otherwise the only copy of the data would be deleted", "fieldPath": ".cleanupTempPVC"}
-]))]
 pub struct ReplicationDestinationRsyncTLSSpec {
     /// copyMethod is how each received image is kept: Snapshot takes a VolumeSnapshot of
     /// the destination volume after every successful iteration and publishes it as
@@ -105,7 +110,7 @@ pub struct ReplicationDestinationRsyncTLSSpec {
     /// destinationPVC is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub access_modes: Option<Vec<AccessMode>>,
+    pub access_modes: Option<Vec<Spelling<AccessMode>>>,
     /// storageClassName of the destination volume ferrosync provisions. Defaults to the
     /// cluster's default StorageClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,10 +136,10 @@ pub struct ReplicationDestinationRsyncTLSSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub cleanup_temp_pvc: Option<bool>,
-    /// volumeMode of the destination volume: Filesystem (the default) or Block. Block is not
-    /// supported yet and is reported as an error.
+    /// volumeMode of the destination volume: Filesystem (the default) or Block. ferrosync
+    /// serves only Filesystem; any other value is admitted and reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_mode: Option<VolumeMode>,
+    pub volume_mode: Option<Spelling<VolumeMode>>,
     /// keySecret is the name of a Secret holding the pre-shared key in its psk.txt field,
     /// as "<identity>:<at least 32 hex digits>". When unset, the PSK policy provides one
     /// (by default a freshly generated key) and status.rsyncTLS.keySecret names it.
@@ -142,9 +147,10 @@ pub struct ReplicationDestinationRsyncTLSSpec {
     pub key_secret: Option<String>,
     /// serviceType is the type of the Service that exposes the listener: ClusterIP or
     /// LoadBalancer. When unset, the service-type policy decides; the built-in default is
-    /// ClusterIP.
+    /// ClusterIP. Any string is admitted, as VolSync admits it; a type ferrosync cannot
+    /// serve is reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_type: Option<ServiceType>,
+    pub service_type: Option<Spelling<ServiceType>>,
     /// serviceAnnotations are put on the Service, for example to configure a cloud load
     /// balancer. They take precedence over annotations a policy plugin suggests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +175,9 @@ pub struct ReplicationDestinationStatus {
     /// rsyncTLS holds the endpoint and key the source needs.
     #[serde(rename = "rsyncTLS", default, skip_serializing_if = "Option::is_none")]
     pub rsync_tls: Option<ReplicationDestinationRsyncTLSStatus>,
+    /// The other movers' status sections, never written by ferrosync.
+    #[serde(flatten)]
+    pub other_movers: OtherDestinationMoverStatus,
 }
 
 /// The endpoint and key a source needs to reach this destination.

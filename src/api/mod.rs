@@ -3,12 +3,19 @@
 //!
 //! The schema carries no defaults for copyMethod, serviceType or port: the controller
 //! applies them, so that "unset" stays distinguishable from "requested".
+//!
+//! Admission is exactly as wide as VolSync's CRDs (never narrower): the other movers'
+//! sections are opaque and kept, open strings stay open ([`Spelling`]), and the checks
+//! ferrosync would add are a ValidatingAdmissionPolicy in `deploy/admission/`, warning by
+//! default. What ferrosync cannot serve, the controller reports.
 
 mod common;
 mod destination;
 mod mover_volumes;
+mod movers;
 pub mod psk;
 mod source;
+mod spelling;
 
 use std::path::PathBuf;
 
@@ -18,7 +25,9 @@ use kube::CustomResourceExt;
 pub use common::*;
 pub use destination::*;
 pub use mover_volumes::*;
+pub use movers::*;
 pub use source::*;
+pub use spelling::{Spelled, Spelling};
 
 /// The API group of both kinds.
 pub const GROUP: &str = "volsync.backube";
@@ -80,5 +89,7 @@ pub fn write_crds(args: &CrdArgs) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(test)]
+mod parity;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,11 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, quantity_schema};
+use super::{
+    common::{AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, quantity_schema},
+    movers::{OtherSourceMoverStatus, OtherSourceMovers},
+    spelling::Spelling,
+};
 
 /// ReplicationSource defines the source of a replicated volume: which PVC to copy, when,
 /// and where to send it.
@@ -27,9 +31,6 @@ use super::common::{AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, q
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.conditions[?(@.type==\"Synchronizing\")].reason"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!has(self.rsyncTLS) || has(self.sourcePVC)", "message": "spec.sourcePVC is required: name the PVC to replicate", "fieldPath": ".sourcePVC", "reason": "FieldValueRequired"}
-]))]
 pub struct ReplicationSourceSpec {
     /// sourcePVC is the name of the PersistentVolumeClaim, in this namespace, to replicate.
     #[serde(rename = "sourcePVC", default, skip_serializing_if = "Option::is_none")]
@@ -42,18 +43,17 @@ pub struct ReplicationSourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
     /// rsyncTLS configures replication with rsync through a TLS-PSK tunnel (stunnel).
-    /// It is the only replication method ferrosync supports.
+    /// It is the only replication method ferrosync serves.
     #[serde(rename = "rsyncTLS", default, skip_serializing_if = "Option::is_none")]
     pub rsync_tls: Option<ReplicationSourceRsyncTLSSpec>,
+    /// The other movers' sections, stored as written and left to their own controllers.
+    #[serde(flatten)]
+    pub other_movers: OtherSourceMovers,
 }
 
 /// How the source copies its PVC and reaches the destination.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.address) && size(self.address) > 0", "message": "spec.rsyncTLS.address is required: set it to the destination's status.rsyncTLS.address", "fieldPath": ".address", "reason": "FieldValueRequired"},
-    {"rule": "!has(self.port) || (self.port >= 1 && self.port <= 65535)", "message": "spec.rsyncTLS.port must be between 1 and 65535", "fieldPath": ".port"}
-]))]
 pub struct ReplicationSourceRsyncTLSSpec {
     /// copyMethod is how the point-in-time (PiT) copy of the source PVC is made: Clone (a
     /// PVC cloned from the source), Snapshot (a VolumeSnapshot restored to a PVC), or
@@ -73,7 +73,7 @@ pub struct ReplicationSourceRsyncTLSSpec {
     /// accessModes override the access modes of the PiT copy. Defaults to the source PVC's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub access_modes: Option<Vec<AccessMode>>,
+    pub access_modes: Option<Vec<Spelling<AccessMode>>>,
     /// volumeSnapshotClassName is the VolumeSnapshotClass used by copyMethod Snapshot.
     /// Defaults to the cluster's default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,10 +84,13 @@ pub struct ReplicationSourceRsyncTLSSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
     /// address is the destination's host name or IP, from its status.rsyncTLS.address.
+    /// Required for ferrosync to sync: without it the object is admitted but reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// port is the destination's TCP port. Defaults to 8000.
+    /// port is the destination's TCP port. Defaults to 8000. The schema admits 0, as
+    /// VolSync's does, but no connection can use it: ferrosync reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 65535))]
     pub port: Option<i32>,
     /// Options for the mover Pod.
     #[serde(flatten)]
@@ -104,6 +107,9 @@ pub struct ReplicationSourceStatus {
     /// rsyncTLS holds what the source publishes about its rsync-TLS connection.
     #[serde(rename = "rsyncTLS", default, skip_serializing_if = "Option::is_none")]
     pub rsync_tls: Option<ReplicationSourceRsyncTLSStatus>,
+    /// The other movers' status sections, never written by ferrosync.
+    #[serde(flatten)]
+    pub other_movers: OtherSourceMoverStatus,
 }
 
 /// What the source publishes about its rsync-TLS connection.

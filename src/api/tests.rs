@@ -65,51 +65,116 @@ fn every_property_has_a_description() {
 }
 
 #[test]
-fn enums_and_patterns_are_in_the_schema() {
+fn open_strings_stay_open_and_patterns_are_volsyncs() {
     let rd = schema_of(&ReplicationDestination::crd());
     let tls = at(&rd, &["spec", "rsyncTLS"]);
     let names = |v: &Value| v["enum"].as_array().map(|a| a.len()).unwrap_or(0);
     assert_eq!(names(&tls["properties"]["copyMethod"]), 4);
-    assert_eq!(names(&tls["properties"]["serviceType"]), 3);
-    assert_eq!(names(&tls["properties"]["volumeMode"]), 2);
-    assert_eq!(names(&tls["properties"]["accessModes"]["items"]), 4);
+    // VolSync admits any string for these; so do we (the controller reports the rest).
+    for open in [
+        &tls["properties"]["serviceType"],
+        &tls["properties"]["volumeMode"],
+        &tls["properties"]["accessModes"]["items"],
+        &at(&rd, &["status", "latestMoverStatus", "result"]).clone(),
+    ] {
+        assert_eq!(open["type"], "string", "{open}");
+        assert!(
+            open.get("enum").is_none() && open.get("pattern").is_none(),
+            "{open}"
+        );
+    }
     assert_eq!(tls["properties"]["accessModes"]["minItems"], 1);
     assert_eq!(tls["properties"]["capacity"]["pattern"], QUANTITY_PATTERN);
     assert_eq!(
         at(&rd, &["spec", "trigger", "schedule"])["pattern"],
         CRON_PATTERN
     );
+    let rs = schema_of(&ReplicationSource::crd());
+    let port = at(&rs, &["spec", "rsyncTLS", "port"]);
+    assert_eq!(
+        (port["minimum"].as_f64(), port["maximum"].as_f64()),
+        (Some(0.0), Some(65535.0))
+    );
+    let rendered = serde_json::to_string(&crds()).expect("serialises");
     assert!(
-        tls["x-kubernetes-validations"]
-            .as_array()
-            .is_some_and(|r| r.len() >= 3)
+        !rendered.contains("x-kubernetes-validations"),
+        "stricter checks live in deploy/admission/, not in the CRDs"
     );
 }
 
 #[test]
-fn cron_pattern_admits_five_fields_or_a_descriptor() {
+fn other_movers_are_opaque_and_kept_in_spec_and_status() {
+    let opaque = serde_json::json!(true);
+    for (crd, spec_movers, status_movers) in [
+        (
+            ReplicationSource::crd(),
+            &["rsync", "restic", "rclone", "syncthing", "external"][..],
+            &["rsync", "restic", "syncthing", "external"][..],
+        ),
+        (
+            ReplicationDestination::crd(),
+            &["rsync", "restic", "rclone", "external"][..],
+            &["rsync", "external"][..],
+        ),
+    ] {
+        let schema = schema_of(&crd);
+        for (part, movers) in [("spec", spec_movers), ("status", status_movers)] {
+            for mover in movers {
+                let node = at(&schema, &[part, mover]);
+                assert_eq!(
+                    node["x-kubernetes-preserve-unknown-fields"], opaque,
+                    "{part}.{mover}: {node}"
+                );
+                assert_eq!(node["type"], "object");
+            }
+        }
+    }
+}
+
+#[test]
+fn cron_pattern_is_volsyncs_with_its_quirks() {
     let re = regex_lite::Regex::new(CRON_PATTERN).expect("compiles");
     for ok in [
         "*/5 * * * *",
-        "0 0 1 * MON",
         "0 0 * * 0",
-        "15,45 8-17 * JAN-MAR 1-5",
+        "15,45 8-17 * 1-3 1-5",
         "@hourly",
         "@annually",
+        // The quirks: each alternative is anchored at one end only.
+        "@hourly and then some",
+        "every day at 0 0 * * *",
+        "12345",
     ] {
         assert!(re.is_match(ok), "{ok} should match");
     }
     for bad in [
         "* * * *",
-        "0 * * * * *",
+        "0 0 1 * MON",
+        "15,45 8-17 * JAN-MAR 1-5",
+        "@midnight",
         "@every 5m",
-        " */5 * * * *",
-        "*/5 * * * * ",
         "",
         "@fortnightly",
     ] {
         assert!(!re.is_match(bad), "{bad:?} should not match");
     }
+}
+
+#[test]
+fn the_admission_policy_checks_the_strict_schedule_pattern() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/admission");
+    for file in [
+        "replicationsource-policy.yaml",
+        "replicationdestination-policy.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("policy file");
+        assert!(
+            text.contains(STRICT_CRON_PATTERN),
+            "{file} drifted from STRICT_CRON_PATTERN"
+        );
+    }
+    let re = regex_lite::Regex::new(STRICT_CRON_PATTERN).expect("compiles");
+    assert!(re.is_match("0 0 1 * MON") && !re.is_match("@hourly and then some"));
 }
 
 #[test]

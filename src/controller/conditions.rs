@@ -28,6 +28,9 @@ pub enum Reason {
     CleaningUp,
     /// Something is wrong; the message says what.
     Error,
+    /// The spec is valid for VolSync but asks for what ferrosync does not implement
+    /// (ferrosync's own reason); the message says what to change.
+    Unsupported,
 }
 
 impl Reason {
@@ -41,6 +44,7 @@ impl Reason {
             Reason::Waiting => "Waiting",
             Reason::CleaningUp => "CleaningUp",
             Reason::Error => "Error",
+            Reason::Unsupported => "Unsupported",
         }
     }
 
@@ -54,6 +58,7 @@ impl Reason {
             Reason::Waiting => "Waiting",
             Reason::CleaningUp => "Cleaning up",
             Reason::Error => "Error",
+            Reason::Unsupported => "Not supported by ferrosync",
         }
     }
 }

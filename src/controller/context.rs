@@ -15,7 +15,7 @@ use kube::{
 };
 use tracing::warn;
 
-use super::{error::Error, topology::TopologyCache};
+use super::{error::Error, servable::NotServed, topology::TopologyCache};
 use crate::{
     config::Config, policy::PolicyEngine, resources::meta::PRIVILEGED_MOVERS, telemetry::Metrics,
 };
@@ -35,6 +35,8 @@ pub struct Context {
     pub policy: PolicyEngine,
     /// The topology summary the service-type policy sees.
     pub topology: TopologyCache,
+    /// Objects of other movers already announced (once each).
+    pub not_served: NotServed,
     recorder: Recorder,
     failures: Mutex<HashMap<String, ExponentialBackoff>>,
     /// Consecutive failed mover Jobs per object uid, between deleting a failed Job and
@@ -61,6 +63,7 @@ impl Context {
             metrics,
             policy,
             topology: TopologyCache::default(),
+            not_served: NotServed::default(),
             failures: Mutex::new(HashMap::new()),
             mover_failures: Mutex::new(HashMap::new()),
             recent_events: Mutex::new(HashMap::new()),

@@ -228,7 +228,7 @@ impl Handshake<'_> {
                 .event(self.object, true, "CopyTriggerTimeout", message.clone())
                 .await;
             sync.latest_mover_status = Some(MoverStatus {
-                result: Some(MoverResult::Failed),
+                result: Some(MoverResult::Failed.into()),
                 logs: Some(message.clone()),
             });
         }

@@ -23,13 +23,13 @@ use super::{
     keys, mover_pod, pass,
     plan::{self, Pass},
     progress::Progress,
-    validate,
+    takeover, validate,
 };
 use crate::{
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
-        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType,
-        VolumeMode, validate_mover_volumes,
+        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType, Spelled,
+        Spelling, VolumeMode, validate_mover_volumes,
     },
     resources::{
         Owner, Side,
@@ -64,7 +64,7 @@ async fn step(
                 .into(),
         )
     })?;
-    if tls.volume_mode == Some(VolumeMode::Block) {
+    if tls.volume_mode.as_ref().and_then(Spelling::known) == Some(VolumeMode::Block) {
         return Err(Error::Invalid(
             "spec.rsyncTLS.volumeMode Block is not supported yet; use Filesystem".into(),
         ));
@@ -95,12 +95,14 @@ async fn step(
     let pvc_name = ensure_volume(ctx, rd, owner, tls).await?;
 
     let user_annotations = tls.service_annotations.clone().unwrap_or_default();
-    let (service_type, annotations) = if tls.service_type == Some(ServiceType::NodePort) {
+    // An unknown spelling never gets here: `servable` refused it.
+    let requested = tls.service_type.as_ref().and_then(Spelling::known);
+    let (service_type, annotations) = if requested == Some(ServiceType::NodePort) {
         // The policy contract knows ClusterIP and LoadBalancer only: a NodePort the user
         // asked for is taken as asked.
         (ServiceType::NodePort, user_annotations)
     } else {
-        let decided = decisions::service_type(ctx, rd, tls.service_type).await?;
+        let decided = decisions::service_type(ctx, rd, requested).await?;
         decisions::record(
             ctx,
             &object,
@@ -295,6 +297,8 @@ async fn step(
     }
     if copy_method == CopyMethod::Snapshot {
         let retain = image::retention(rd).map_err(Error::Invalid)?;
+        // VolSync's images of this PVC count too, from the first pass after a takeover.
+        takeover::adopt_images(ctx, owner, &object, &pvc_name).await?;
         image::prune(ctx, owner, &image.name, retain).await?;
         if tls.cleanup_temp_pvc == Some(true) && tls.destination_pvc.is_none() {
             image::delete_temp_pvc(ctx, owner, &pvc_name).await?;

@@ -11,6 +11,10 @@ pub enum Error {
     /// changes it. Reported as the Error condition; not retried in a loop.
     #[error("{0}")]
     Invalid(String),
+    /// The spec is valid (VolSync would serve it) but ferrosync does not implement it, such
+    /// as volumeMode Block. Reported with the Unsupported reason; not retried in a loop.
+    #[error("{0}")]
+    Unsupported(String),
     /// Something the object depends on is not there yet; checked again shortly.
     #[error("{0}")]
     NotReady(String),
@@ -26,6 +30,7 @@ impl Error {
         match self {
             Error::Kube(_) => "KubeError",
             Error::Invalid(_) => "InvalidSpec",
+            Error::Unsupported(_) => "Unsupported",
             Error::NotReady(_) => "Waiting",
             Error::Policy(_) => "PolicyFailed",
         }
@@ -33,6 +38,6 @@ impl Error {
 
     /// Whether only a user's change can clear it.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::Invalid(_))
+        matches!(self, Error::Invalid(_) | Error::Unsupported(_))
     }
 }

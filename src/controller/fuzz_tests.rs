@@ -96,7 +96,7 @@ proptest! {
         let result = if failed { MoverResult::Failed } else { MoverResult::Successful };
         let report = mover_report(result, Some(&text));
         prop_assert!(report.status.logs.as_ref().is_none_or(|l| l.len() <= MAX_LOGS));
-        prop_assert_eq!(report.status.result, Some(result));
+        prop_assert_eq!(report.status.result, Some(result.into()));
     }
 
     #[test]

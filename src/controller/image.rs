@@ -102,8 +102,14 @@ pub async fn prune(
         )
         .await?;
     let mut images: Vec<VolumeSnapshot> = list.items;
-    // Names end in the iteration's timestamp, so name order is age order.
-    images.sort_by_key(|s| std::cmp::Reverse(s.name_any()));
+    // Newest first. Adopted VolSync images may follow another naming, so creation time
+    // orders them; names (ending in the iteration's timestamp) break ties.
+    images.sort_by_key(|s| {
+        std::cmp::Reverse((
+            s.meta().creation_timestamp.clone().map(|t| t.0),
+            s.name_any(),
+        ))
+    });
     let doomed: Vec<String> = images
         .iter()
         .filter(|s| s.meta().deletion_timestamp.is_none())

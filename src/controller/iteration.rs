@@ -108,6 +108,19 @@ pub async fn drive(
             }
             Ok(Outcome::Running)
         }
+        JobState::Foreign => {
+            mover_run::delete(&ctx.client, &namespace, &name).await?;
+            ctx.event(
+                object,
+                false,
+                "ForeignJobReplaced",
+                format!(
+                    "Job {name} was not made by ferrosync (VolSync's, from before the takeover); deleted it to start ferrosync's mover"
+                ),
+            )
+            .await;
+            Ok(Outcome::Running)
+        }
         JobState::Succeeded(status) => Ok(Outcome::Succeeded(status)),
         JobState::Failed(report, meta) => {
             let why = report

@@ -30,6 +30,9 @@ pub enum JobState {
     Succeeded(MoverReport),
     /// The Job exhausted its backoff limit.
     Failed(MoverReport, JobMeta),
+    /// A Job of that name that ferrosync did not build: VolSync's, left from before a
+    /// takeover. It is replaced, never awaited.
+    Foreign,
 }
 
 /// What the retry and start checks need of a Job.
@@ -88,6 +91,9 @@ pub async fn observe(
     let Some(job) = jobs.get_opt(name).await? else {
         return Ok(JobState::Absent);
     };
+    if !super::takeover::is_ours(&job) {
+        return Ok(JobState::Foreign);
+    }
     let finished = |kind: &str| {
         job.status
             .as_ref()
@@ -227,7 +233,7 @@ pub fn mover_report(result: MoverResult, message: Option<&str>) -> MoverReport {
     let logs = Some(truncate(text, MAX_LOGS)).filter(|l| !l.is_empty());
     MoverReport {
         status: MoverStatus {
-            result: Some(result),
+            result: Some(result.into()),
             logs,
         },
         summary,

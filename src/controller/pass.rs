@@ -12,6 +12,7 @@ use super::{
     context::Context,
     error::Error,
     progress::{Progress, settle},
+    servable::{self, NotServed, Refusal, Verdict},
 };
 use crate::{
     api::{
@@ -39,6 +40,8 @@ pub trait Replicated:
     fn stored_status(&self) -> Option<&Self::Status>;
     /// The fields both kinds share.
     fn sync(status: &mut Self::Status) -> &mut SyncStatus;
+    /// Whether ferrosync serves the object at all ([`servable`]).
+    fn verdict(&self) -> Verdict;
 }
 
 impl Replicated for ReplicationSource {
@@ -50,6 +53,9 @@ impl Replicated for ReplicationSource {
     fn sync(status: &mut Self::Status) -> &mut SyncStatus {
         &mut status.sync
     }
+    fn verdict(&self) -> Verdict {
+        servable::source(&self.spec)
+    }
 }
 
 impl Replicated for ReplicationDestination {
@@ -60,6 +66,9 @@ impl Replicated for ReplicationDestination {
     }
     fn sync(status: &mut Self::Status) -> &mut SyncStatus {
         &mut status.sync
+    }
+    fn verdict(&self) -> Verdict {
+        servable::destination(&self.spec)
     }
 }
 
@@ -81,12 +90,33 @@ pub async fn run<K: Replicated>(
     let Some(owner) = Owner::of(&fresh) else {
         return Ok(Action::await_change());
     };
+    let object = fresh.object_ref(&());
     let mut status = fresh.stored_status().cloned().unwrap_or_default();
     let now = Timestamp::now();
-    let result = step(&fresh, &ctx, &owner, &mut status, now).await;
+    let result = match fresh.verdict() {
+        Verdict::Serve => step(&fresh, &ctx, &owner, &mut status, now).await,
+        // Another controller's object: say so once, and write nothing, status included.
+        Verdict::OtherMover(movers) => {
+            if ctx.not_served.first_time(&owner.uid) {
+                tracing::info!(
+                    kind = K::KIND,
+                    namespace = %owner.namespace,
+                    name = %owner.name,
+                    movers = %movers.join(","),
+                    "not served: ferrosync serves only spec.rsyncTLS; leaving the object as it is"
+                );
+                ctx.event(&object, false, "MoverNotServed", NotServed::note(&movers))
+                    .await;
+            }
+            return Ok(Action::await_change());
+        }
+        // Only the condition (and an Event) until the spec changes: no key, no Service,
+        // no PVC, no Job.
+        Verdict::CannotServe(Refusal::Invalid(why)) => Err(Error::Invalid(why)),
+        Verdict::CannotServe(Refusal::Unsupported(why)) => Err(Error::Unsupported(why)),
+    };
     ctx.metrics
         .observe_reconcile(K::KIND, result.as_ref().err().map(Error::reason));
-    let object = fresh.object_ref(&());
     let generation = fresh.meta().generation;
     let requeue = settle(
         &ctx,

@@ -16,7 +16,7 @@ use kube::{
 
 use super::{apply::create_if_absent, context::Context, error::Error};
 use crate::{
-    api::{AccessMode, CopyMethod, ReplicationSourceRsyncTLSSpec},
+    api::{AccessMode, CopyMethod, ReplicationSourceRsyncTLSSpec, Spelling},
     resources::{
         Owner, names,
         pvc::{self, PitSource, VolumeShape},
@@ -192,7 +192,7 @@ fn shape(
     let modes: Vec<String> = match &tls.access_modes {
         Some(modes) => modes
             .iter()
-            .map(|m: &AccessMode| m.as_str().to_string())
+            .map(|m: &Spelling<AccessMode>| m.as_str().to_string())
             .collect(),
         None => spec
             .access_modes

@@ -92,10 +92,10 @@ pub async fn settle(
             } else {
                 ctx.backoff(&key)
             };
-            let reason = if waiting {
-                Reason::Waiting
-            } else {
-                Reason::Error
+            let reason = match err {
+                Error::NotReady(_) => Reason::Waiting,
+                Error::Unsupported(_) => Reason::Unsupported,
+                _ => Reason::Error,
             };
             Progress::new(reason, requeue).with_message(message)
         }

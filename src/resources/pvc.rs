@@ -14,7 +14,7 @@ use super::{
     meta::{Component, Owner, object_meta},
     names,
 };
-use crate::api::AccessMode;
+use crate::api::{AccessMode, Spelling};
 
 /// Size, modes and class of a PVC to create.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +33,7 @@ impl VolumeShape {
     /// The shape the user asked for, as API strings.
     pub fn new(
         capacity: Quantity,
-        access_modes: &[AccessMode],
+        access_modes: &[Spelling<AccessMode>],
         storage_class: Option<String>,
     ) -> Self {
         Self {
@@ -153,7 +153,7 @@ mod tests {
     fn shape() -> VolumeShape {
         VolumeShape::new(
             Quantity("10Gi".into()),
-            &[AccessMode::ReadWriteOnce],
+            &[AccessMode::ReadWriteOnce.into()],
             Some("my-sc".into()),
         )
     }

@@ -11,7 +11,7 @@ use super::{
     meta::{APP_NAME, Component, Owner, object_meta},
     names::{self, Side},
 };
-use crate::api::ServiceType;
+use crate::api::{ServiceType, Spelled};
 
 /// The TCP port of the destination's TLS endpoint.
 pub const RSYNC_TLS_PORT: i32 = 8000;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::{
+    admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
     apps::v1::Deployment,
     authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
     core::v1::{ConfigMap, Namespace, ServiceAccount},
@@ -83,6 +84,24 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
         .get("ferrosync-leader-election")
         .await
         .expect("role binding");
+    // The stricter checks ship as admission policies that warn by default.
+    for name in [
+        "ferrosync-replicationsource",
+        "ferrosync-replicationdestination",
+    ] {
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .get(name)
+            .await
+            .expect("admission policy");
+        let binding = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .get(name)
+            .await
+            .expect("admission policy binding");
+        assert_eq!(
+            binding.spec.and_then(|s| s.validation_actions),
+            Some(vec!["Warn".to_string()])
+        );
+    }
 
     let deployment = Api::<Deployment>::namespaced(client.clone(), NS)
         .get("ferrosync-controller")

@@ -145,7 +145,7 @@ async fn the_copy_trigger_handshake_waits_proceeds_completes_and_times_out() {
         Ok(rs
             .status
             .and_then(|s| s.sync.latest_mover_status)
-            .filter(|m| m.result == Some(MoverResult::Failed))
+            .filter(|m| m.result == Some(ferrosync::api::Spelling::Known(MoverResult::Failed)))
             .and_then(|m| m.logs))
     })
     .await
@@ -161,7 +161,10 @@ async fn the_copy_trigger_handshake_waits_proceeds_completes_and_times_out() {
     annotate(&src, "data", json!({TRIGGER: "trigger-2"})).await;
     let rs = manual_synced(&src, "ct", "second").await;
     let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
-    assert_eq!(mover.and_then(|m| m.result), Some(MoverResult::Successful));
+    assert_eq!(
+        mover.and_then(|m| m.result),
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful))
+    );
     let a = annotations(&src, "data").await.expect("annotations");
     assert_eq!(
         (

@@ -209,8 +209,8 @@ async fn a_debug_mover_of_a_read_only_source_moves_nothing_until_the_annotation_
     let rs = manual_synced(&src, "dbg", "first").await;
     let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
     assert_eq!(
-        mover.as_ref().and_then(|m| m.result),
-        Some(MoverResult::Successful),
+        mover.as_ref().and_then(|m| m.result.clone()),
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
         "{mover:?}"
     );
     let rds: Api<ReplicationDestination> = dst.api();
@@ -391,7 +391,10 @@ async fn a_direct_mover_of_a_single_node_volume_runs_beside_the_application() {
         .status
         .and_then(|s| s.sync.latest_mover_status)
         .and_then(|m| m.result);
-    assert_eq!(result, Some(MoverResult::Successful));
+    assert_eq!(
+        result,
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful))
+    );
     let rds: Api<ReplicationDestination> = dst.api();
     wait::until("the destination to publish", STEP * 2, || async {
         let rd = rds.get("aff").await.map_err(|e| e.to_string())?;

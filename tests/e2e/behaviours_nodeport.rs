@@ -73,8 +73,8 @@ async fn a_node_port_destination_publishes_a_node_address_and_port_that_a_source
     let rs = synced(&src, "np", Duration::from_secs(180)).await;
     let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
     assert_eq!(
-        mover.as_ref().and_then(|m| m.result),
-        Some(MoverResult::Successful),
+        mover.as_ref().and_then(|m| m.result.clone()),
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
         "{mover:?}"
     );
     wait::until("the destination to publish", STEP * 2, || async {

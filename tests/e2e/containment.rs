@@ -226,7 +226,10 @@ async fn a_wrong_key_waits_for_the_backoff_and_retries_at_once_when_the_key_chan
     );
     let rs = synced(&src, "target", STEP * 2).await;
     let status = rs.status.and_then(|s| s.sync.latest_mover_status);
-    assert_eq!(status.and_then(|s| s.result), Some(MoverResult::Successful));
+    assert_eq!(
+        status.and_then(|s| s.result),
+        Some(MoverResult::Successful.into())
+    );
 }
 
 #[tokio::test]

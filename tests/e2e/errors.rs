@@ -141,9 +141,7 @@ async fn key_secret_errors_are_named_and_clear_when_the_secret_is_fixed() {
 async fn unsupported_and_invalid_specs_are_reported() {
     let env = env();
     let ns = env.cp.namespace("err-spec").await;
-    destination(&ns, "block", json!({"volumeMode": "Block"})).await;
-    error_on_destination(&ns, "block", "volumeMode Block is not supported").await;
-
+    // volumeMode Block and the other specs ferrosync cannot serve: not_served.rs.
     destination(&ns, "nosa", json!({"moverServiceAccount": "nobody-here"})).await;
     error_on_destination(
         &ns,
@@ -152,7 +150,7 @@ async fn unsupported_and_invalid_specs_are_reported() {
     )
     .await;
 
-    // No rsyncTLS at all: the schema accepts it; the controller says what is supported.
+    // No mover at all: the schema accepts it; the controller says what it serves.
     let bare: ReplicationSource = serde_json::from_value(json!({
         "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource",
         "metadata": {"name": "bare"}, "spec": {"sourcePVC": "data"},
@@ -162,7 +160,12 @@ async fn unsupported_and_invalid_specs_are_reported() {
         .create(&PostParams::default(), &bare)
         .await
         .expect("create");
-    error_on_source(&ns, "bare", "rsyncTLS is the only replication method").await;
+    error_on_source(
+        &ns,
+        "bare",
+        "no replication method is set: set spec.rsyncTLS",
+    )
+    .await;
 
     source(
         &ns,

@@ -74,7 +74,11 @@ async fn a_failing_mover_is_retried_up_to_the_backoff_limit_then_reported() {
     );
 
     let status = synced_or_failed(&src, "target", STEP).await;
-    assert_eq!(status.result, Some(MoverResult::Failed), "{status:?}");
+    assert_eq!(
+        status.result,
+        Some(ferrosync::api::Spelling::Known(MoverResult::Failed)),
+        "{status:?}"
+    );
     wait::until("a TransferFailed event", STEP, || async {
         let all = events(&src.client, &src.name).await?;
         Ok(all.into_iter().find(|e| {

@@ -67,7 +67,7 @@ async fn a_wrong_key_fails_naming_authentication_and_keeps_latest_image() {
         Ok(rs
             .status
             .and_then(|s| s.sync.latest_mover_status)
-            .filter(|m| m.result == Some(MoverResult::Failed)))
+            .filter(|m| m.result == Some(ferrosync::api::Spelling::Known(MoverResult::Failed))))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()));

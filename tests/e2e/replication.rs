@@ -58,7 +58,7 @@ async fn direct_to_direct_replicates_the_volume_byte_for_byte() {
         .expect("latestMoverStatus");
     assert_eq!(
         mover.result,
-        Some(MoverResult::Successful),
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
         "source mover: {mover:?}"
     );
     assert!(status.sync.last_sync_duration.is_some(), "lastSyncDuration");
@@ -89,7 +89,7 @@ async fn direct_to_direct_replicates_the_volume_byte_for_byte() {
         .expect("destination latestMoverStatus");
     assert_eq!(
         dst_mover.result,
-        Some(MoverResult::Successful),
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
         "{dst_mover:?}"
     );
     assert!(rd_status.sync.last_sync_duration.is_some());
@@ -130,8 +130,8 @@ async fn direct_to_direct_through_a_load_balancer() {
     let rs = synced(&src, "edge", Duration::from_secs(120)).await;
     let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
     assert_eq!(
-        mover.as_ref().and_then(|m| m.result),
-        Some(MoverResult::Successful),
+        mover.as_ref().and_then(|m| m.result.clone()),
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
         "{mover:?}"
     );
     let rds: Api<ReplicationDestination> = dst.api();
@@ -167,8 +167,8 @@ async fn direct_to_direct_with_unprivileged_movers() {
     let rs = synced(&src, "backup", Duration::from_secs(120)).await;
     let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
     assert_eq!(
-        mover.as_ref().and_then(|m| m.result),
-        Some(MoverResult::Successful),
+        mover.as_ref().and_then(|m| m.result.clone()),
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
         "{mover:?}"
     );
     let rds: Api<ReplicationDestination> = dst.api();
@@ -178,7 +178,7 @@ async fn direct_to_direct_with_unprivileged_movers() {
         if let Some(m) = status
             .sync
             .latest_mover_status
-            .filter(|m| m.result == Some(MoverResult::Failed))
+            .filter(|m| m.result == Some(ferrosync::api::Spelling::Known(MoverResult::Failed)))
         {
             return Err(format!("the destination mover failed: {m:?}"));
         }

@@ -105,7 +105,11 @@ async fn a_privileged_mover_syncs_the_private_file_with_its_owner() {
     privileged_movers(&dst).await;
     privileged_movers(&src).await;
     let (status, out) = replicate(&dst, &src).await;
-    assert_eq!(status.result, Some(MoverResult::Successful), "{status:?}");
+    assert_eq!(
+        status.result,
+        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
+        "{status:?}"
+    );
     let meta = fs::metadata(out.join(PRIVATE)).expect("the private file arrived");
     assert_eq!(
         (meta.uid(), meta.gid(), meta.mode() & 0o777),
