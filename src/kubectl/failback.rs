@@ -177,7 +177,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         .spec
         .rsync_tls
         .as_ref()
-        .and_then(|t| t.service_type)
+        .and_then(|t| t.service_type.as_ref())
         .map(|t| t.as_str().to_string());
     let token = sync::manual_token(Timestamp::now());
     let mut spec = PairSpec {
