@@ -70,7 +70,31 @@ pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
 
 /// Renders one CRD as a YAML document.
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, Error> {
-    Ok(serde_yaml_ng::to_string(crd)?)
+    Ok(whole_bounds(&serde_yaml_ng::to_string(crd)?))
+}
+
+/// Writes whole-number bounds as integers (`maximum: 65535`, not `65535.0`): k8s-openapi
+/// holds them as floats, while VolSync's CRDs, kustomize and the apiserver write integers,
+/// so the chart (which installs the file verbatim) and kustomize would otherwise differ.
+fn whole_bounds(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    for line in yaml.lines() {
+        let trimmed = line.trim_start();
+        let bound = ["minimum: ", "maximum: "]
+            .iter()
+            .find_map(|key| trimmed.strip_prefix(key))
+            .and_then(|value| value.strip_suffix(".0"))
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
+        match bound {
+            Some(digits) => {
+                out.push_str(&line[..line.len() - digits.len() - 2]);
+                out.push_str(digits);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Implements `ferrosync crd`: prints both CRDs as a multi-document YAML stream, or writes

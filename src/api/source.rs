@@ -90,7 +90,7 @@ pub struct ReplicationSourceRsyncTLSSpec {
     /// port is the destination's TCP port. Defaults to 8000. The schema admits 0, as
     /// VolSync's does, but no connection can use it: ferrosync reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 65535))]
+    #[schemars(extend("minimum" = 0, "maximum" = 65535))]
     pub port: Option<i32>,
     /// Options for the mover Pod.
     #[serde(flatten)]
