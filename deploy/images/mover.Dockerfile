@@ -1,4 +1,5 @@
-# The mover image: the ferrosync binary with rsync and stunnel, for
+# The mover image: the ferrosync binary (with its built-in TLS-PSK tunnel, linked to
+# OpenSSL's libssl3) with rsync, and stunnel for the TLS_TUNNEL=stunnel fallback, for
 # `ferrosync mover source|destination`. Build from the repository root:
 #   docker build -f deploy/images/mover.Dockerfile -t ferrosync-mover .
 # (BuildKit reads mover.Dockerfile.dockerignore next to it: target/ and .git stay out.)
@@ -20,6 +21,7 @@ RUN echo 'deb http://deb.debian.org/debian-security bookworm-security main' \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       rsync=3.5.0+ds1-0+deb12u1 \
       stunnel4=3:5.68-2+deb12u1 \
+      libssl3 \
       ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && test -x /usr/share/rsync/scripts/munge-symlinks \

@@ -160,6 +160,7 @@ async fn step(
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
         progress_interval: ctx.config.mover.progress_interval,
+        extra_env: super::mover_env::common(&ctx.config.mover),
         pvc: &pvc_name,
         key_secret: &key.secret,
         options: &tls.mover,

@@ -13,6 +13,7 @@ mod image;
 mod iteration;
 mod keys;
 mod leader;
+mod mover_env;
 mod mover_run;
 mod pass;
 mod pit;

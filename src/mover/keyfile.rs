@@ -1,8 +1,8 @@
 //! Checks of the pre-shared key file (`<key dir>/psk.txt`) before any connection is made.
 //!
-//! The mover never reads the key for itself: stunnel reads it from the file (`PSKsecrets`),
-//! so the key stays out of process arguments and environment. This module must never put
-//! key material into an error, a log line or a copy of the file.
+//! The key stays out of process arguments and environment: stunnel reads it from the file
+//! (`PSKsecrets`), and the built-in tunnel loads it from the file into memory per process.
+//! This module must never put key material into an error, a log line or a copy of the file.
 
 use std::{
     fs,
@@ -63,6 +63,11 @@ impl From<KeyError> for Failure {
 
 /// Validates `<key_dir>/psk.txt` and returns its path for stunnel's `PSKsecrets`.
 pub fn check(key_dir: &Path) -> Result<PathBuf, KeyError> {
+    load(key_dir).map(|(path, _)| path)
+}
+
+/// Validates `<key_dir>/psk.txt` and returns its path and the key.
+pub fn load(key_dir: &Path) -> Result<(PathBuf, Psk), KeyError> {
     let path = key_dir.join(KEY_FILE_NAME);
     // Follows symlinks on purpose: Secret volumes present psk.txt as a link into ..data/.
     let meta = match fs::metadata(&path) {
@@ -86,7 +91,7 @@ pub fn check(key_dir: &Path) -> Result<PathBuf, KeyError> {
         source: PskError::NotHex,
     })?;
     match Psk::parse(&text) {
-        Ok(_) => Ok(path),
+        Ok(psk) => Ok((path, psk)),
         Err(source) => Err(KeyError::Format { path, source }),
     }
 }

@@ -53,11 +53,15 @@
 //! This module must never log or pass on the command line the pre-shared key, and never
 //! report success for a sync that did not complete.
 
+mod blocks;
 mod classify;
 mod destination;
 pub mod exit;
 mod keyfile;
 mod procs;
+mod psk_tls;
+mod record;
+mod relay;
 mod rsync_out;
 mod rsync_run;
 mod rsyncd;
@@ -67,6 +71,9 @@ mod source;
 mod stunnel;
 pub mod summary;
 mod symlinks;
+mod tunnel;
+mod tunnel_client;
+mod tunnel_server;
 
 use std::{process::ExitCode, time::Instant};
 
@@ -90,6 +97,9 @@ pub enum Command {
     Destination(Box<settings::DestinationArgs>),
     /// Run the source side: push the data through a TLS-PSK stunnel client with rsync.
     Source(Box<settings::SourceArgs>),
+    /// One TLS-PSK connection for rsync's RSYNC_CONNECT_PROG (started by the source).
+    #[command(hide = true)]
+    Connect(tunnel_client::ConnectArgs),
 }
 
 /// Counters a run accumulates for its summary.
@@ -117,6 +127,10 @@ impl Tally {
 
 /// Runs a mover role and returns its process exit code.
 pub async fn run(cmd: Command) -> ExitCode {
+    if let Command::Connect(args) = &cmd {
+        // Blocking on purpose: this process only relays one connection, on its own threads.
+        return tunnel_client::run(args);
+    }
     let start = Instant::now();
     let mut term = termination_signal();
     let mut tally = Tally::default();
@@ -133,6 +147,7 @@ pub async fn run(cmd: Command) -> ExitCode {
             &args.common.termination_message_path,
             source::run(args, &mut term, &mut tally, start).await,
         ),
+        Command::Connect(_) => unreachable!("handled above"),
     };
     let code = result.as_ref().err().map_or(0, |f| f.class.exit_code());
     let summary = Summary {

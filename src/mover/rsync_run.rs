@@ -25,6 +25,7 @@ use super::{
     say,
     stunnel::{self, LogEvent},
     summary::Progress,
+    tunnel_client,
 };
 
 /// How many error lines of one run are kept for messages and the summary.
@@ -51,8 +52,10 @@ pub enum RunError {
 pub struct Invocation {
     /// The rsync binary.
     pub rsync: PathBuf,
-    /// `RSYNC_CONNECT_PROG`: the stunnel client command.
+    /// `RSYNC_CONNECT_PROG`: the TLS client command.
     pub connect_prog: String,
+    /// Environment the TLS client command needs (rsync passes its own on).
+    pub connect_env: Vec<(&'static str, OsString)>,
     /// Arguments after the program name.
     pub args: Vec<OsString>,
     /// Report progress at most this often (copy pass only); `start` is the mover's start.
@@ -109,6 +112,7 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
     let mut cmd = Command::new(&inv.rsync);
     cmd.args(&inv.args)
         .env("RSYNC_CONNECT_PROG", &inv.connect_prog)
+        .envs(inv.connect_env.iter().map(|(k, v)| (k, v)))
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -214,8 +218,10 @@ async fn read_stderr(err: impl AsyncRead + Unpin, strip_prefixes: Vec<String>) -
         if line.is_empty() {
             continue;
         }
-        let is_stunnel = line.contains(" LOG") || line.starts_with('[');
-        match stunnel::classify(&line) {
+        let builtin = tunnel_client::classify(&line);
+        let is_stunnel = builtin.is_none() && (line.contains(" LOG") || line.starts_with('['));
+        let event = builtin.unwrap_or_else(|| stunnel::classify(&line));
+        match event {
             LogEvent::Connected => tls.connected = true,
             LogEvent::ConnectFailed => tls.connect_failed = true,
             LogEvent::AuthFailed => tls.auth_failed = true,
@@ -232,7 +238,9 @@ async fn read_stderr(err: impl AsyncRead + Unpin, strip_prefixes: Vec<String>) -
                 file_errors.push(rsync_out::bounded(&relative, FILE_ERROR_MAX));
             }
         }
-        let keep = if is_stunnel {
+        let keep = if builtin.is_some() {
+            event != LogEvent::Connected
+        } else if is_stunnel {
             stunnel::is_noteworthy(&line)
                 && !matches!(
                     stunnel::classify(&line),
