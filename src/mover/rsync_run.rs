@@ -33,6 +33,10 @@ const ERROR_TAIL: usize = 12;
 /// How many per-file error lines of one run are kept for the summary: the first ones, since
 /// later ones are often consequences; the rest are only counted.
 pub const FILE_ERRORS_KEPT: usize = 20;
+/// How long rsync's output may stay open after rsync exited: the TLS client started for
+/// its connection (and rsync's fork waiting for it in `system()`) hold copies, and may be
+/// stuck on a destination that stopped reading.
+const STDERR_GRACE: Duration = Duration::from_secs(5);
 /// Per-file error lines are cut to this many bytes, so 20 of them stay well within the
 /// 4 KiB termination message.
 const FILE_ERROR_MAX: usize = 160;
@@ -120,10 +124,19 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
     let mut child = procs::spawn(&mut cmd, "rsync")?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let out_task = tokio::spawn(read_stdout(stdout, inv.progress, inv.print_stats));
-    let err_task = tokio::spawn(read_stderr(stderr, inv.strip_prefixes));
+    let (exited_tx, exited) = watch::channel(false);
+    let out_task = tokio::spawn(read_stdout(
+        stdout,
+        inv.progress,
+        inv.print_stats,
+        exited.clone(),
+    ));
+    let err_task = tokio::spawn(read_stderr(stderr, inv.strip_prefixes, exited));
     let status = tokio::select! {
-        status = child.wait() => status.ok(),
+        status = child.wait() => {
+            exited_tx.send_replace(true);
+            status.ok()
+        }
         _ = term.wait_for(|t| *t) => {
             procs::stop(&mut child, Duration::from_secs(10)).await;
             return Err(RunError::Interrupted);
@@ -142,10 +155,13 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
     })
 }
 
+/// Reads rsync's stdout until it ends, or until [`STDERR_GRACE`] after `exited` (rsync's
+/// forked helper for the TLS client keeps a copy of it open while that client lives).
 async fn read_stdout(
     out: impl AsyncRead + Unpin,
     progress: Option<(Duration, Instant)>,
     print_stats: bool,
+    mut exited: watch::Receiver<bool>,
 ) -> Stats {
     let mut stats = Stats::default();
     let mut meter = progress.map(|(every, start)| Meter::new(every, start));
@@ -153,8 +169,23 @@ async fn read_stdout(
     let mut reader = BufReader::with_capacity(64 * 1024, out);
     let mut buf = [0u8; 64 * 1024];
     let mut line = Vec::new();
+    let mut deadline = None;
     loop {
-        let n = match reader.read(&mut buf).await {
+        // `read` is cancel safe: nothing is consumed unless it completes.
+        let read = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, reader.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => break,
+            },
+            None => tokio::select! {
+                read = reader.read(&mut buf) => read,
+                _ = exited.wait_for(|e| *e) => {
+                    deadline = Some(tokio::time::Instant::now() + STDERR_GRACE);
+                    continue;
+                }
+            },
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -206,14 +237,36 @@ struct StderrView {
     file_error_count: u64,
 }
 
-async fn read_stderr(err: impl AsyncRead + Unpin, strip_prefixes: Vec<String>) -> StderrView {
+/// Reads rsync's stderr until it ends, or until [`STDERR_GRACE`] after `exited` turned
+/// true.
+async fn read_stderr(
+    err: impl AsyncRead + Unpin,
+    strip_prefixes: Vec<String>,
+    mut exited: watch::Receiver<bool>,
+) -> StderrView {
     let mut tls = TlsView::default();
     let mut errors = Vec::new();
     let mut out_of_space = false;
     let mut file_errors = Vec::new();
     let mut file_error_count = 0;
     let mut lines = BufReader::new(err).split(b'\n');
-    while let Ok(Some(raw)) = lines.next_segment().await {
+    let mut deadline = None;
+    loop {
+        // `next_segment` is cancel safe: a line cut by the select is read again.
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, lines.next_segment()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => tokio::select! {
+                next = lines.next_segment() => next,
+                _ = exited.wait_for(|e| *e) => {
+                    deadline = Some(tokio::time::Instant::now() + STDERR_GRACE);
+                    continue;
+                }
+            },
+        };
+        let Ok(Some(raw)) = next else { break };
         let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
         if line.is_empty() {
             continue;

@@ -135,7 +135,9 @@ fn exit_when_rsync_leaves() {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     std::thread::spawn(|| {
         let stdin = std::io::stdin();
-        let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLRDHUP)];
+        // Hang-ups are always reported; RDHUP also when rsync only shut its sending side.
+        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+        let mut fds = [PollFd::new(stdin.as_fd(), rdhup)];
         loop {
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => break,

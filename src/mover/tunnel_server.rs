@@ -75,8 +75,6 @@ struct Shared {
 pub struct Server {
     shared: Arc<Shared>,
     accept: tokio::task::JoinHandle<()>,
-    /// Where it listens.
-    pub local: SocketAddr,
 }
 
 /// Turns stunnel's `host:port` (`:::8000` for all IPv6 and IPv4 addresses) into a socket
@@ -111,15 +109,10 @@ impl Server {
         // "::" takes IPv4 too (bindv6only is 0 on Linux), as stunnel's ":::8000".
         let std_listener = std::net::TcpListener::bind(addr).map_err(bind)?;
         std_listener.set_nonblocking(true).map_err(bind)?;
-        let local = std_listener.local_addr().map_err(bind)?;
         let listener = tokio::net::TcpListener::from_std(std_listener).map_err(bind)?;
         let shared = Arc::new(Shared::default());
         let accept = tokio::spawn(accept_loop(listener, ctx, daemon, shared.clone()));
-        Ok(Self {
-            shared,
-            accept,
-            local,
-        })
+        Ok(Self { shared, accept })
     }
 
     /// Connections open now (handshaking or relaying).
