@@ -15,6 +15,22 @@ mod errors;
 mod failures;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
+#[path = "e2e/lifecycle_changes.rs"]
+mod lifecycle_changes;
+#[path = "e2e/lifecycle_combinations.rs"]
+mod lifecycle_combinations;
+#[path = "e2e/lifecycle_errors.rs"]
+mod lifecycle_errors;
+#[path = "e2e/lifecycle_examples.rs"]
+mod lifecycle_examples;
+#[path = "e2e/lifecycle_faults.rs"]
+mod lifecycle_faults;
+#[path = "e2e/lifecycle_images.rs"]
+mod lifecycle_images;
+#[path = "e2e/lifecycle_support.rs"]
+mod lifecycle_support;
+#[path = "e2e/lifecycle_triggers.rs"]
+mod lifecycle_triggers;
 #[path = "e2e/metrics.rs"]
 mod metrics;
 #[path = "e2e/replication.rs"]
@@ -27,19 +43,3 @@ mod simulators;
 mod tree;
 #[path = "e2e/volsync.rs"]
 mod volsync;
-#[path = "e2e/lifecycle_examples.rs"]
-mod lifecycle_examples;
-#[path = "e2e/lifecycle_support.rs"]
-mod lifecycle_support;
-#[path = "e2e/lifecycle_combinations.rs"]
-mod lifecycle_combinations;
-#[path = "e2e/lifecycle_triggers.rs"]
-mod lifecycle_triggers;
-#[path = "e2e/lifecycle_changes.rs"]
-mod lifecycle_changes;
-#[path = "e2e/lifecycle_errors.rs"]
-mod lifecycle_errors;
-#[path = "e2e/lifecycle_faults.rs"]
-mod lifecycle_faults;
-#[path = "e2e/lifecycle_images.rs"]
-mod lifecycle_images;

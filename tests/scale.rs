@@ -15,7 +15,10 @@ use std::time::Duration;
 
 /// N from `FERROSYNC_SCALE_N` (default 100).
 fn n() -> usize {
-    std::env::var("FERROSYNC_SCALE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
+    std::env::var("FERROSYNC_SCALE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

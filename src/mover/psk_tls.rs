@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use openssl::{
     error::ErrorStack,
     ex_data::Index,
-    ssl::{
-        Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef, SslVersion,
-    },
+    ssl::{Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef, SslVersion},
 };
 
 use super::record::Secret;
@@ -46,7 +44,10 @@ impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Key")
             .field("identity", &String::from_utf8_lossy(&self.identity))
-            .field("secret", &format_args!("<{} bytes redacted>", self.secret.len()))
+            .field(
+                "secret",
+                &format_args!("<{} bytes redacted>", self.secret.len()),
+            )
             .finish()
     }
 }
@@ -112,7 +113,9 @@ fn capture_secret(ssl: &SslRef, line: &str) {
     let Ok(secret) = hex::decode(secret) else {
         return;
     };
-    let mut s = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut s = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match label {
         "CLIENT_TRAFFIC_SECRET_0" => s.client = Some(Secret::new(secret)),
         "SERVER_TRAFFIC_SECRET_0" => s.server = Some(Secret::new(secret)),
@@ -139,7 +142,9 @@ pub fn bulk_secrets(ssl: &SslRef, slot: &SecretsSlot, client: bool) -> Option<(S
     {
         return None;
     }
-    let s = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let s = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (c, v) = (s.client.clone()?, s.server.clone()?);
     Some(if client { (c, v) } else { (v, c) })
 }

@@ -264,7 +264,11 @@ fn seal_up(tx: &Mutex<Tx>, sock: &TcpStream, mut plain_in: impl Read) -> io::Res
             let mut i = 0;
             while left > 0 {
                 let take = left.min(MAX_PLAIN);
-                let len = keys.seal(&mut shared[i * SLOT..(i + 1) * SLOT], take, APPLICATION_DATA)?;
+                let len = keys.seal(
+                    &mut shared[i * SLOT..(i + 1) * SLOT],
+                    take,
+                    APPLICATION_DATA,
+                )?;
                 // A full slot's record fills it exactly, so the next starts right after.
                 end = i * SLOT + len;
                 left -= take;
@@ -326,7 +330,7 @@ fn open_down(
         while have - at >= HEADER {
             let h = &buf[at..at + HEADER];
             let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
-            if h[0] != APPLICATION_DATA || len > MAX_RECORD - HEADER || len < 1 + TAG {
+            if h[0] != APPLICATION_DATA || !(1 + TAG..=MAX_RECORD - HEADER).contains(&len) {
                 return Err(RecordError::Protocol("bad record header").into());
             }
             if have - at < HEADER + len {
@@ -435,8 +439,9 @@ mod tests {
     /// and the key and IV derived from it.
     #[test]
     fn derives_the_rfc_8448_keys() {
-        let secret = hex::decode("a11af9f05531f856ad47116b45a950328204b4f44bfb6b3a4b4f1f3fcb631643")
-            .expect("hex");
+        let secret =
+            hex::decode("a11af9f05531f856ad47116b45a950328204b4f44bfb6b3a4b4f1f3fcb631643")
+                .expect("hex");
         let mut key = [0u8; 16];
         let mut iv = [0u8; 12];
         expand_label(&secret, b"key", &mut key).expect("key");
@@ -479,7 +484,10 @@ mod tests {
     #[test]
     fn post_handshake_messages_are_ticket_or_key_update() {
         assert_eq!(post_handshake(&[4, 0, 0, 2, 9, 9]).expect("ticket"), None);
-        assert_eq!(post_handshake(&[24, 0, 0, 1, 1]).expect("update"), Some(true));
+        assert_eq!(
+            post_handshake(&[24, 0, 0, 1, 1]).expect("update"),
+            Some(true)
+        );
         assert_eq!(
             post_handshake(&[4, 0, 0, 0, 24, 0, 0, 1, 0]).expect("both"),
             Some(false)

@@ -236,7 +236,11 @@ pub fn relay(
         if down.is_err() {
             let _ = sock.shutdown(Shutdown::Both);
         }
-        (up.join().unwrap_or_else(|_| Err(io::Error::other("relay thread panicked"))), down)
+        (
+            up.join()
+                .unwrap_or_else(|_| Err(io::Error::other("relay thread panicked"))),
+            down,
+        )
     });
     let mut out = Relayed::default();
     match up {
@@ -429,7 +433,10 @@ mod tests {
         assert_eq!(io.read(&mut buf).expect("read"), 4);
         assert_eq!(&buf, b"ijkl");
         assert!(io.read(&mut buf).is_err());
-        assert!(next.len() >= 13, "the old buffer comes back, at least as long");
+        assert!(
+            next.len() >= 13,
+            "the old buffer comes back, at least as long"
+        );
         // Unread input survives a swap.
         let mut more = b"mnop".to_vec();
         io.feed(b"xy");

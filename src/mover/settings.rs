@@ -340,7 +340,9 @@ mod tests {
         for ok in ["0", "500", "500k", "10m", "1.5g", "10MB", "2MiB", "100KB"] {
             assert_eq!(parse_bwlimit(ok).as_deref(), Ok(ok), "{ok}");
         }
-        for bad in ["", "fast", "-1", "10 m", "10x", "1..5m", ".5m", "5.m", "10m;rm"] {
+        for bad in [
+            "", "fast", "-1", "10 m", "10x", "1..5m", ".5m", "5.m", "10m;rm",
+        ] {
             assert!(parse_bwlimit(bad).is_err(), "{bad}");
         }
         assert_eq!(Compress::parse("ZSTD"), Ok(Compress::Zstd));

@@ -21,14 +21,13 @@ use std::{
 use tokio::sync::watch;
 
 use super::{
-    Tally, classify,
+    Tally, blocks, classify,
     classify::check,
     exit::{ErrorClass, Failure},
     keyfile, procs,
     rsync_run::{self, Invocation, Report, RunError},
     rsyncd::{CONTROL_MODULE, DATA_MODULE},
     say,
-    blocks,
     settings::{self, BlockSize, SourceArgs, Tunnel},
     stunnel, symlinks,
 };
@@ -45,7 +44,7 @@ struct Ctx<'a> {
     args: &'a SourceArgs,
     rsync: PathBuf,
     connect_prog: String,
-    connect_env: Vec<(&'static str, OsString)>,
+    connect_env: ConnectEnv,
     /// rsync `--block-size` for pass 1, if not rsync's own.
     block_size: Option<u32>,
     work: PathBuf,
@@ -251,6 +250,9 @@ async fn attempt_once(
     Ok(())
 }
 
+/// Environment variables the TLS client command gets through rsync.
+type ConnectEnv = Vec<(&'static str, OsString)>;
+
 /// The delta block size of this run (see [`blocks`]).
 async fn block_size(args: &SourceArgs) -> Option<u32> {
     match args.block_size {
@@ -284,7 +286,7 @@ fn connect_prog(
     endpoint: &str,
     key: &Path,
     work: &Path,
-) -> Result<(String, Vec<(&'static str, OsString)>), String> {
+) -> Result<(String, ConnectEnv), String> {
     let common = &args.common;
     let quoted = |path: &Path| -> Result<String, String> {
         let text = path.to_str().unwrap_or("'");

@@ -24,9 +24,8 @@ use tokio::{
 
 use super::{
     exit::{ErrorClass, Failure},
-    procs, psk_tls,
+    procs, psk_tls, say,
     settings::Tunnel,
-    say,
     stunnel::{self, LogEvent},
     tunnel_server::{Daemon, Server},
 };
@@ -105,11 +104,13 @@ impl ServerTunnel {
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped());
-                let mut child = procs::spawn(&mut cmd, "stunnel").map_err(|e| setup(e.to_string()))?;
+                let mut child =
+                    procs::spawn(&mut cmd, "stunnel").map_err(|e| setup(e.to_string()))?;
                 let auth_failures = Arc::new(AtomicU64::new(0));
                 let (ready_tx, mut ready) = watch::channel(None::<bool>);
                 let stderr = child.stderr.take().expect("stderr is piped");
-                let log_task = tokio::spawn(follow_stunnel(stderr, ready_tx, auth_failures.clone()));
+                let log_task =
+                    tokio::spawn(follow_stunnel(stderr, ready_tx, auth_failures.clone()));
                 let mut tunnel = Self::Stunnel {
                     child,
                     auth_failures,

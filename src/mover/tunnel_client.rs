@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn classifies_its_own_lines_only() {
         let cases = [
-            ("ferrosync-tls: connected to 10.0.0.1:8000", LogEvent::Connected),
+            (
+                "ferrosync-tls: connected to 10.0.0.1:8000",
+                LogEvent::Connected,
+            ),
             (
                 "ferrosync-tls: cannot connect to 10.0.0.1:8000: Connection refused (os error 111)",
                 LogEvent::ConnectFailed,

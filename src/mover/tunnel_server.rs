@@ -211,15 +211,13 @@ async fn accept_loop(
                 shared.active.fetch_sub(1, Ordering::AcqRel);
             }
         };
-        let spawned = std::thread::Builder::new()
-            .name("tls-conn".into())
-            .spawn({
-                let done = done.clone();
-                move || {
-                    serve(stream, peer, &ctx, &daemon, &shared);
-                    done();
-                }
-            });
+        let spawned = std::thread::Builder::new().name("tls-conn".into()).spawn({
+            let done = done.clone();
+            move || {
+                serve(stream, peer, &ctx, &daemon, &shared);
+                done();
+            }
+        });
         if spawned.is_err() {
             done();
         }

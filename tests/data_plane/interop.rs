@@ -203,7 +203,10 @@ fn our_source_with_another_key_is_refused_by_a_reference_destination() {
         .run(Duration::from_secs(60));
     source.assert_code(13);
     assert_eq!(source.summary.error_class, Some(ErrorClass::AuthFailed));
-    assert_eq!(source.summary.attempts, 1, "a permanent failure is not retried");
+    assert_eq!(
+        source.summary.attempts, 1,
+        "a permanent failure is not retried"
+    );
     assert!(!control.join("complete").exists());
     assert_eq!(
         fs::read_dir(&env.dst).expect("read_dir").count(),

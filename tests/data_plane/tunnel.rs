@@ -33,11 +33,7 @@ fn builtin_and_stunnel_movers_interoperate_both_ways() {
             "{src_tunnel} -> {dst_tunnel}: {:?}",
             source.summary
         );
-        assert!(
-            dest.log.contains("from a ferrosync source"),
-            "{}",
-            dest.log
-        );
+        assert!(dest.log.contains("from a ferrosync source"), "{}", dest.log);
     }
 }
 
@@ -75,9 +71,11 @@ fn a_silent_connection_neither_delays_completion_nor_keeps_the_destination_alive
         .listening();
     // Connects and never says anything: no handshake, no daemon.
     let mut silent = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    dest.wait_until("counted the silent connection as idle", Duration::from_secs(30), |d| {
-        !d.is_running()
-    });
+    dest.wait_until(
+        "counted the silent connection as idle",
+        Duration::from_secs(30),
+        |d| !d.is_running(),
+    );
     let done = dest.wait(Duration::from_secs(10));
     done.assert_code(23);
     assert_eq!(done.summary.error_class, Some(ErrorClass::IdleTimeout));
@@ -111,10 +109,14 @@ fn transfer_in_progress(env: &Env, port: u16, source: Mover) -> (Running, Runnin
     let dest = Mover::destination(env, port).spawn().listening();
     let mut source = source.var("RSYNC_BWLIMIT", "4m").spawn();
     source.wait_until("started transferring", Duration::from_secs(30), |_| {
-        fs::read_dir(&env.dst).into_iter().flatten().flatten().any(|e| {
-            e.file_name().to_string_lossy().starts_with(".big.bin.")
-                && e.metadata().is_ok_and(|m| m.len() > 0)
-        })
+        fs::read_dir(&env.dst)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with(".big.bin.")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
     });
     (dest, source)
 }

@@ -5,8 +5,9 @@
 use std::sync::OnceLock;
 
 use crate::support::{
-    ControlPlane, Options, control_plane_with, deploy,
+    ControlPlane, Options, control_plane_with,
     controller::{RunningController, ferrosync_binary},
+    deploy,
     sim::{
         Cluster,
         node::images::{self, Image},

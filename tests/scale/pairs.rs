@@ -34,7 +34,10 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "| N | first sync of every pair | controller peak RSS | apiserver req/s | reconciles/s |")?;
+        writeln!(
+            f,
+            "| N | first sync of every pair | controller peak RSS | apiserver req/s | reconciles/s |"
+        )?;
         writeln!(f, "|---|---|---|---|---|")?;
         write!(
             f,
@@ -56,19 +59,33 @@ fn trivial_mover(dir: &std::path::Path) -> std::path::PathBuf {
         "#!/bin/sh\nprintf '{\"role\":\"%s\",\"result\":\"succeeded\",\"exitCode\":0,\"durationSeconds\":0}' \"$2\" > /dev/termination-log\nexit 0\n",
     )
     .expect("writing the trivial mover");
-    std::process::Command::new("chmod").arg("755").arg(&path).status().expect("chmod");
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&path)
+        .status()
+        .expect("chmod");
     path
 }
 
 /// Creates `n` pairs and waits until every object recorded its first sync.
 pub async fn converge(n: usize, deadline: Duration) -> Report {
     let cp = control_plane_with(Options::end_to_end());
-    images::register(MOVER_IMAGE, Image::binary(trivial_mover(&cp.dir), ferrosync::resources::job::MOVER_BINARY));
+    images::register(
+        MOVER_IMAGE,
+        Image::binary(
+            trivial_mover(&cp.dir),
+            ferrosync::resources::job::MOVER_BINARY,
+        ),
+    );
     Cluster::start(cp);
     let controller = RunningController::start(
         cp,
         &cp.kubeconfig,
-        &[("FERROSYNC_MOVER__IMAGE", MOVER_IMAGE), ("FERROSYNC_REQUEUE__POLL", "1s"), ("FERROSYNC_LOG__LEVEL", "warn")],
+        &[
+            ("FERROSYNC_MOVER__IMAGE", MOVER_IMAGE),
+            ("FERROSYNC_REQUEUE__POLL", "1s"),
+            ("FERROSYNC_LOG__LEVEL", "warn"),
+        ],
     );
     let ns = cp.namespace("scale").await;
     let client = ns.client.clone();
@@ -77,7 +94,8 @@ pub async fn converge(n: usize, deadline: Duration) -> Report {
 
     let rds: Api<ReplicationDestination> = Api::namespaced(client.clone(), &ns.name);
     let rss: Api<ReplicationSource> = Api::namespaced(client.clone(), &ns.name);
-    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns.name);
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &ns.name);
     for i in 0..n {
         let pvc = serde_json::from_value(json!({
             "metadata": {"name": format!("data-{i}")},
@@ -85,7 +103,9 @@ pub async fn converge(n: usize, deadline: Duration) -> Report {
                      "resources": {"requests": {"storage": "1Gi"}}},
         }))
         .expect("pvc");
-        pvcs.create(&PostParams::default(), &pvc).await.expect("creating a PVC");
+        pvcs.create(&PostParams::default(), &pvc)
+            .await
+            .expect("creating a PVC");
         let rd = serde_json::from_value(json!({
             "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationDestination",
             "metadata": {"name": format!("dst-{i}")},
@@ -94,7 +114,9 @@ pub async fn converge(n: usize, deadline: Duration) -> Report {
                                   "storageClassName": storage::CLASS}},
         }))
         .expect("rd");
-        rds.create(&PostParams::default(), &rd).await.expect("creating a destination");
+        rds.create(&PostParams::default(), &rd)
+            .await
+            .expect("creating a destination");
         let rs = serde_json::from_value(json!({
             "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource",
             "metadata": {"name": format!("src-{i}")},
@@ -102,17 +124,45 @@ pub async fn converge(n: usize, deadline: Duration) -> Report {
                      "rsyncTLS": {"copyMethod": "Direct", "address": "127.0.0.1"}},
         }))
         .expect("rs");
-        rss.create(&PostParams::default(), &rs).await.expect("creating a source");
+        rss.create(&PostParams::default(), &rs)
+            .await
+            .expect("creating a source");
     }
 
     wait::until("every pair's first sync", deadline, || {
         let (rds, rss) = (rds.clone(), rss.clone());
         async move {
-            let synced = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.is_some();
-            let d = rds.list(&Default::default()).await.map_err(|e| e.to_string())?;
-            let s = rss.list(&Default::default()).await.map_err(|e| e.to_string())?;
-            let done = d.items.iter().filter(|o| synced(o.status.as_ref().and_then(|st| st.sync.last_sync_time.as_ref()))).count()
-                + s.items.iter().filter(|o| synced(o.status.as_ref().and_then(|st| st.sync.last_sync_time.as_ref()))).count();
+            let synced =
+                |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.is_some();
+            let d = rds
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = rss
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let done = d
+                .items
+                .iter()
+                .filter(|o| {
+                    synced(
+                        o.status
+                            .as_ref()
+                            .and_then(|st| st.sync.last_sync_time.as_ref()),
+                    )
+                })
+                .count()
+                + s.items
+                    .iter()
+                    .filter(|o| {
+                        synced(
+                            o.status
+                                .as_ref()
+                                .and_then(|st| st.sync.last_sync_time.as_ref()),
+                        )
+                    })
+                    .count();
             Ok((done == 2 * n).then_some(()))
         }
     })
@@ -120,7 +170,13 @@ pub async fn converge(n: usize, deadline: Duration) -> Report {
     .unwrap_or_else(|e| panic!("{e}\n{}", controller.log_text()));
     let converged = started.elapsed();
     let requests = apiserver_requests(cp).await - requests_before;
-    let reconciles = metric_sum(&controller.get("/metrics").map(|(_, b)| b).unwrap_or_default(), "ferrosync_reconciles_total");
+    let reconciles = metric_sum(
+        &controller
+            .get("/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default(),
+        "ferrosync_reconciles_total",
+    );
     Report {
         n,
         converged,
@@ -143,7 +199,9 @@ fn peak_rss_mib(pid: u32) -> f64 {
 /// The apiserver's total request count, from its own /metrics.
 async fn apiserver_requests(cp: &crate::support::ControlPlane) -> f64 {
     let client = cp.client().await;
-    let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
     let text = client.request_text(request).await.unwrap_or_default();
     metric_sum(&text, "apiserver_request_total")
 }
@@ -151,7 +209,10 @@ async fn apiserver_requests(cp: &crate::support::ControlPlane) -> f64 {
 /// The sum of every series of `name` in a Prometheus text exposition.
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
