@@ -15,6 +15,12 @@ if [ "${CI:-}" = true ]; then
   export FERROSYNC_PLUGINS_TARGET_DIR=${FERROSYNC_PLUGINS_TARGET_DIR:-$HOME/.cache/ferrosync/plugins-target}
 fi
 
+# The style the project keeps by habit, kept by CI too: formatting, and clippy over every
+# target (tests, benches) with warnings as errors.
+cargo fmt --check
+cargo clippy --quiet --all-targets -- -D warnings
+echo "cargo fmt --check and cargo clippy --all-targets -D warnings: clean"
+
 # The policy plugins, from source: sample and hostile components for the plugin tier. Fails
 # when a rebuilt sample plugin's digest differs from the pin committed in its bundle.
 bash scripts/build-plugins.sh
