@@ -41,5 +41,7 @@ mod security;
 mod simulators;
 #[path = "e2e/tree.rs"]
 mod tree;
+#[path = "e2e/tuning.rs"]
+mod tuning;
 #[path = "e2e/volsync.rs"]
 mod volsync;

@@ -56,6 +56,8 @@ async fn step(
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Invalid("spec.rsyncTLS.address is required".into()))?;
     let port = tls.port.unwrap_or(RSYNC_TLS_PORT);
+    // Checked first: a bad tuning annotation is the user's to fix, whatever else is pending.
+    let extra_env = mover_env::source(&ctx.config.mover, rs.annotations())?;
     ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
         .await?;
     let object = rs.object_ref(&());
@@ -142,7 +144,7 @@ async fn step(
         image: &ctx.config.mover.image,
         backoff_limit: ctx.config.mover.backoff_limit,
         progress_interval: ctx.config.mover.progress_interval,
-        extra_env: mover_env::source(&ctx.config.mover, rs.annotations())?,
+        extra_env,
         pvc: &data_pvc,
         key_secret: &key.secret,
         options: &tls.mover,
