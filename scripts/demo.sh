@@ -40,9 +40,14 @@ say "The controller's namespace, ServiceAccount and least-privilege RBAC, from d
 step kubectl apply --server-side -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml -f deploy/base/rbac.yaml
 
 port=${FERROSYNC_DEMO_PORT:-18080}
+# /metrics in the development mode: plain HTTP, loopback only (deployed, it is HTTPS with
+# TokenReview and SubjectAccessReview).
+metrics_port=${FERROSYNC_DEMO_METRICS_PORT:-18443}
 KUBECONFIG="$state/ferrosync-system.ferrosync.kubeconfig" \
 POD_NAMESPACE=ferrosync-system \
 FERROSYNC_SERVER__LISTEN="127.0.0.1:$port" \
+FERROSYNC_METRICS__LISTEN="127.0.0.1:$metrics_port" \
+FERROSYNC_METRICS__SECURE=false \
 FERROSYNC_REQUEUE__POLL=1s \
   setsid "${CARGO_TARGET_DIR:-target}/debug/ferrosync" controller >"$state/controller.log" 2>&1 </dev/null &
 echo $! >"$state/controller.pid"
@@ -148,14 +153,14 @@ cat <<MSG
 
 ferrosync demo is running ($(( $(date +%s) - start ))s).
   kubeconfig:  $state/kubeconfig   (admin; the controller uses $state/ferrosync-system.ferrosync.kubeconfig)
-  controller:  http://127.0.0.1:$port/metrics, log in $state/controller.log
+  controller:  http://127.0.0.1:$metrics_port/metrics, log in $state/controller.log
 
 Try:
   source $state/env
   kubectl get replicationsources,replicationdestinations -A
   kubectl -n myns describe replicationdestination my-dest
   kubectl -n source patch replicationsource my-source --type merge -p '{"spec":{"trigger":{"manual":"now"}}}'   # sync again
-  curl -s http://127.0.0.1:$port/metrics | grep -E '^(volsync|ferrosync)_'
+  curl -s http://127.0.0.1:$metrics_port/metrics | grep -E '^(volsync|ferrosync)_'
   kubectl -n myns patch replicationdestination my-dest --type merge -p '{"spec":{"rsyncTLS":{"copyMethod":"Clone"}}}'   # rejected by the schema
 
 Stop it with: scripts/cluster.sh down

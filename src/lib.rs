@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod kubectl;
 pub mod mover;
 pub mod policy;
 pub mod resources;
@@ -14,3 +15,9 @@ pub mod telemetry;
 
 /// The version baked in at build time, printed by `ferrosync version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit the binary was built from ("unknown" without git; see build.rs).
+pub const GIT_COMMIT: &str = env!("FERROSYNC_GIT_COMMIT");
+
+/// When the binary was built (RFC 3339, UTC; `SOURCE_DATE_EPOCH` when set).
+pub const BUILD_DATE: &str = env!("FERROSYNC_BUILD_DATE");

@@ -48,7 +48,12 @@ async fn main() -> ExitCode {
         Command::Mover(cmd) => mover::run(cmd).await,
         Command::Policy(cmd) => policy::run(cmd).await,
         Command::Version => {
-            println!("ferrosync {}", ferrosync::VERSION);
+            println!(
+                "ferrosync {} (commit {}, built {})",
+                ferrosync::VERSION,
+                ferrosync::GIT_COMMIT,
+                ferrosync::BUILD_DATE
+            );
             ExitCode::SUCCESS
         }
     }

@@ -15,6 +15,8 @@ mod errors;
 mod failures;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
+#[path = "e2e/kubectl_plugin.rs"]
+mod kubectl_plugin;
 #[path = "e2e/lifecycle_changes.rs"]
 mod lifecycle_changes;
 #[path = "e2e/lifecycle_combinations.rs"]
@@ -43,5 +45,7 @@ mod simulators;
 mod tree;
 #[path = "e2e/tuning.rs"]
 mod tuning;
+#[path = "e2e/user_roles.rs"]
+mod user_roles;
 #[path = "e2e/volsync.rs"]
 mod volsync;

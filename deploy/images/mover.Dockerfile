@@ -1,8 +1,9 @@
-# The mover image: the ferrosync binary (with its built-in TLS-PSK tunnel, linked to
-# OpenSSL's libssl3) with rsync, and stunnel for the TLS_TUNNEL=stunnel fallback, for
-# `ferrosync mover source|destination`. Build from the repository root:
-#   docker build -f deploy/images/mover.Dockerfile -t ferrosync-mover .
-# (BuildKit reads mover.Dockerfile.dockerignore next to it: target/ and .git stay out.)
+# The mover image, ghcr.io/ferrosync/ferrosync-mover (the controller's mover.image): the
+# ferrosync binary (its built-in TLS-PSK tunnel links OpenSSL's libssl3) with rsync, and
+# stunnel for the TLS_TUNNEL=stunnel fallback, for `ferrosync mover source|destination`. Build
+# from the repository root (BuildKit reads mover.Dockerfile.dockerignore next to it, the
+# repository's .dockerignore otherwise; either keeps target/ and .git out):
+#   docker build -f deploy/images/mover.Dockerfile -t ghcr.io/ferrosync/ferrosync-mover:0.1.0 .
 #
 # Read-only-root friendly: the mover writes only to /tmp (mount an emptyDir there), to the
 # volume at /data, and to the termination-message file the kubelet provides. The key is
@@ -11,20 +12,26 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
+ARG FERROSYNC_GIT_COMMIT=unknown
+ENV FERROSYNC_GIT_COMMIT=${FERROSYNC_GIT_COMMIT}
 RUN cargo build --release --locked --bin ferrosync
 
 FROM debian:bookworm-slim
-# Pinned: the data-plane tests ran against exactly these (rsync from bookworm-security).
-RUN echo 'deb http://deb.debian.org/debian-security bookworm-security main' \
-      > /etc/apt/sources.list.d/security.list \
- && apt-get update \
+# rsync and stunnel4 as Debian ships them today: not pinned to one security update (that
+# breaks the build at the next one); the image's sources include bookworm-security. The
+# versions resolved are recorded in /usr/share/ferrosync/packages.txt. util-linux
+# (setpriv) is essential, so always present.
+RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      rsync=3.5.0+ds1-0+deb12u1 \
-      stunnel4=3:5.68-2+deb12u1 \
+      rsync \
+      stunnel4 \
       libssl3 \
       ca-certificates \
+ && mkdir -p /usr/share/ferrosync \
+ && dpkg-query -W -f '${Package} ${Version}\n' > /usr/share/ferrosync/packages.txt \
  && rm -rf /var/lib/apt/lists/* \
  && test -x /usr/share/rsync/scripts/munge-symlinks \
+ && command -v setpriv \
  && mkdir -p /data /keys /tmp \
  && chmod 1777 /tmp
 COPY --from=build /src/target/release/ferrosync /usr/local/bin/ferrosync

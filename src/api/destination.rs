@@ -21,6 +21,8 @@ use super::common::{
     group = "volsync.backube",
     version = "v1alpha1",
     kind = "ReplicationDestination",
+    // `kubectl explain replicationdestination` shows this, instead of kube-derive's boilerplate.
+    doc = "A ReplicationDestination receives a replicated volume from a ReplicationSource: spec says where the data lands, how each received image is kept and how the source reaches it; status publishes the address, the key Secret and the latest image.",
     namespaced,
     status = "ReplicationDestinationStatus",
     printcolumn = r#"{"name":"Last sync","type":"string","format":"date-time","jsonPath":".status.lastSyncTime"}"#,

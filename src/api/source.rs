@@ -16,6 +16,8 @@ use super::common::{AccessMode, CopyMethod, MoverOptions, SyncStatus, Trigger, q
     group = "volsync.backube",
     version = "v1alpha1",
     kind = "ReplicationSource",
+    // `kubectl explain replicationsource` shows this, instead of kube-derive's boilerplate.
+    doc = "A ReplicationSource replicates one PersistentVolumeClaim to a ReplicationDestination, on a schedule, by hand or continuously: spec says which volume, when and where to; status reports the last and next synchronization.",
     namespaced,
     status = "ReplicationSourceStatus",
     printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.sourcePVC"}"#,

@@ -4,7 +4,11 @@
 //! Unknown keys and bad values stop start-up with an error that names the key and the
 //! file it came from; nothing here falls back silently.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use figment::{
     Figment,
@@ -33,8 +37,10 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The health and metrics endpoint.
+    /// The probe endpoint.
     pub server: ServerConfig,
+    /// The metrics endpoint.
+    pub metrics: MetricsConfig,
     /// Logging.
     pub log: LogConfig,
     /// Mover Jobs.
@@ -50,12 +56,33 @@ pub struct Config {
     pub policy: PolicyConfig,
 }
 
-/// The HTTP endpoint for probes and metrics.
+/// The plain-HTTP endpoint for the kubelet's probes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Where /healthz, /readyz and /metrics are served.
+    /// Where /healthz and /readyz are served.
     pub listen: SocketAddr,
+}
+
+/// The `/metrics` endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where /metrics is served.
+    pub listen: SocketAddr,
+    /// HTTPS, with every caller checked through the apiserver (TokenReview, then a
+    /// SubjectAccessReview for `get` on `/metrics`). False: plain HTTP for anyone, which is
+    /// refused unless `listen` is a loopback address.
+    pub secure: bool,
+    /// PEM certificate chain (for example a mounted Secret's `tls.crt`); without it and
+    /// `key_file`, a self-signed certificate is generated at start.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (`tls.key`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// DNS names of the self-signed certificate.
+    pub self_signed_names: Vec<String>,
 }
 
 /// How logs are written.
@@ -202,6 +229,19 @@ impl Config {
                 "leader_election.renew_before must be at least 1s and less than lease_duration",
             );
         }
+        if !self.metrics.secure && !self.metrics.listen.ip().is_loopback() {
+            return invalid(&format!(
+                "metrics.secure = false serves /metrics without authentication, which is allowed \
+                 only on a loopback address, not {}; set metrics.secure = true (HTTPS with \
+                 TokenReview and SubjectAccessReview) or listen on 127.0.0.1",
+                self.metrics.listen
+            ));
+        }
+        if self.metrics.cert_file.is_some() != self.metrics.key_file.is_some() {
+            return invalid(
+                "metrics.cert_file and metrics.key_file must be set together (or neither, for a self-signed certificate)",
+            );
+        }
         if self.mover.image.trim().is_empty() {
             return invalid("mover.image must not be empty");
         }
@@ -223,6 +263,7 @@ impl Config {
 /// The top-level sections; see [`Config`].
 const SECTIONS: &[&str] = &[
     "server",
+    "metrics",
     "log",
     "mover",
     "reconcile",

@@ -134,3 +134,28 @@ fn semantic_checks_reject_inverted_backoff_and_bad_filter() {
         Ok(())
     });
 }
+
+#[test]
+fn metrics_default_to_https_and_plain_http_only_on_loopback() {
+    Jail::expect_with(|jail| {
+        let config = load(jail, None).expect("defaults");
+        assert!(config.metrics.secure);
+        assert_eq!(config.metrics.listen.port(), 8443);
+        assert_eq!(config.metrics.cert_file, None);
+
+        let msg = error_of(jail, "[metrics]\nsecure = false\n");
+        assert!(msg.contains("metrics.secure = false"), "{msg}");
+        assert!(msg.contains("0.0.0.0:8443"), "{msg}");
+
+        jail.create_file(
+            "dev.toml",
+            "[metrics]\nsecure = false\nlisten = \"127.0.0.1:9443\"\n",
+        )?;
+        let config = load(jail, Some("dev.toml")).expect("plain HTTP on loopback");
+        assert!(!config.metrics.secure);
+
+        let msg = error_of(jail, "[metrics]\ncert_file = \"/tls.crt\"\n");
+        assert!(msg.contains("metrics.key_file"), "{msg}");
+        Ok(())
+    });
+}

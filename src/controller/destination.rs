@@ -150,6 +150,8 @@ async fn step(
     let labels = ObjectLabels::new(&owner.namespace, &owner.name, "destination");
     ctx.metrics
         .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
+    let schedule = rd.spec.trigger.as_ref().and_then(|t| t.schedule.as_deref());
+    ctx.metrics.observe_schedule(&labels, schedule, now);
     if !plan::runs_mover(&decision) {
         return Ok(plan::idle_progress(&decision, &ctx.config.requeue, now));
     }

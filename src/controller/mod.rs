@@ -99,11 +99,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let metrics = Metrics::register(&mut registry);
     let policy_metrics = PolicyMetrics::default();
     policy_metrics.register(&mut registry);
-    let (addr, _server) =
-        telemetry::serve(config.server.listen, health.clone(), Arc::new(registry)).await?;
-    info!(%addr, version = crate::VERSION, "serving /healthz, /readyz and /metrics");
+    let exposition = telemetry::Exposition::new(registry, metrics.clone());
+    let (addr, _probes) = telemetry::serve_probes(config.server.listen, health.clone()).await?;
+    info!(%addr, version = crate::VERSION, "serving /healthz and /readyz");
 
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
+    let _metrics_server = serve_metrics(&config.metrics, exposition, &client).await?;
     let options = EngineOptions {
         credentials: Arc::new(KubeCredentials::new(client.clone(), own_namespace())),
         transport: Arc::new(LiveTransport),
@@ -154,6 +155,33 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
         () = leadership.lost() => Err(Error::LostLeadership),
     }
+}
+
+/// Starts the /metrics endpoint as configured.
+async fn serve_metrics(
+    config: &config::MetricsConfig,
+    exposition: telemetry::Exposition,
+    client: &kube::Client,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let access = if config.secure {
+        let (tls, source) = telemetry::tls::server_config(
+            config.cert_file.as_deref(),
+            config.key_file.as_deref(),
+            &config.self_signed_names,
+        )
+        .map_err(telemetry::Error::from)?;
+        info!(certificate = %source, "metrics over HTTPS, callers checked with TokenReview and SubjectAccessReview");
+        telemetry::MetricsAccess::Checked {
+            tls,
+            client: client.clone(),
+        }
+    } else {
+        warn!("metrics in plain HTTP without authentication (development, loopback only)");
+        telemetry::MetricsAccess::Open
+    };
+    let (addr, task) = telemetry::serve_metrics(config.listen, exposition, access).await?;
+    info!(%addr, "serving /metrics");
+    Ok(task)
 }
 
 /// Runs both reconcilers until a shutdown signal, then lets in-flight reconciles finish.

@@ -7,6 +7,7 @@
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use prometheus_client::{
@@ -14,6 +15,17 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+
+use super::summary::{LabelPairs, SummaryFamily};
+
+/// The name of VolSync's sync-duration summary.
+pub const SYNC_DURATION: &str = "volsync_sync_duration_seconds";
+
+/// VolSync's objectives for [`SYNC_DURATION`].
+pub const SYNC_DURATION_QUANTILES: &[f64] = &[0.5, 0.9, 0.99];
+
+/// VolSync's window for [`SYNC_DURATION`]'s quantiles.
+pub const SYNC_DURATION_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// The labels of the reference's metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +52,17 @@ impl ObjectLabels {
     }
 }
 
+impl LabelPairs for ObjectLabels {
+    fn label_pairs(&self) -> Vec<(&'static str, &str)> {
+        vec![
+            ("obj_name", &self.obj_name),
+            ("obj_namespace", &self.obj_namespace),
+            ("role", &self.role),
+            ("method", &self.method),
+        ]
+    }
+}
+
 /// Labels of reconcile errors.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -54,8 +77,10 @@ pub struct ErrorLabels {
 pub struct Metrics {
     missed_intervals: Family<ObjectLabels, Counter>,
     out_of_sync: Family<ObjectLabels, Gauge>,
-    sync_duration: Family<ObjectLabels, Histogram>,
+    sync_duration: SummaryFamily<ObjectLabels>,
+    sync_duration_histogram: Family<ObjectLabels, Histogram>,
     bytes: Family<ObjectLabels, Counter>,
+    interval: Family<ObjectLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconciles: Family<ErrorLabels, Counter>,
     known: Arc<Mutex<HashSet<ObjectLabels>>>,
@@ -68,21 +93,36 @@ fn duration_histogram() -> Histogram {
     ))
 }
 
+/// Seconds between the next two fire times of cron `expr` after `now`.
+fn schedule_interval(expr: &str, now: chrono::DateTime<chrono::Utc>) -> Option<f64> {
+    let schedule = crate::controller::schedule::Schedule::parse(expr).ok()?;
+    let first = schedule.next_after(now)?;
+    let second = schedule.next_after(first)?;
+    Some((second - first).as_seconds_f64())
+}
+
 impl Metrics {
     /// Registers every family in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             missed_intervals: Family::default(),
             out_of_sync: Family::default(),
-            sync_duration: Family::new_with_constructor(duration_histogram),
+            sync_duration: SummaryFamily::new(
+                SYNC_DURATION,
+                "Duration of the synchronization interval in seconds",
+                SYNC_DURATION_QUANTILES,
+                SYNC_DURATION_WINDOW,
+            ),
+            sync_duration_histogram: Family::new_with_constructor(duration_histogram),
             bytes: Family::default(),
+            interval: Family::default(),
             reconcile_errors: Family::default(),
             reconciles: Family::default(),
             known: Arc::default(),
         };
         registry.register(
             "volsync_missed_intervals",
-            "The number of times a synchronization missed its interval",
+            "The number of times a synchronization failed to complete before the next scheduled start",
             metrics.missed_intervals.clone(),
         );
         registry.register(
@@ -90,15 +130,22 @@ impl Metrics {
             "Set to 1 if the volume is not properly synchronized",
             metrics.out_of_sync.clone(),
         );
+        // volsync_sync_duration_seconds is a summary, which prometheus-client cannot
+        // register: it is written by `summaries()` into the same exposition.
         registry.register(
-            "volsync_sync_duration_seconds",
-            "Duration of the synchronization interval in seconds",
-            metrics.sync_duration.clone(),
+            "ferrosync_sync_duration_seconds",
+            "Duration of the synchronization interval in seconds, as a histogram (aggregatable across objects and replicas)",
+            metrics.sync_duration_histogram.clone(),
         );
         registry.register(
             "ferrosync_bytes_transferred",
             "Bytes the movers sent, from their summaries",
             metrics.bytes.clone(),
+        );
+        registry.register(
+            "ferrosync_sync_interval_seconds",
+            "Seconds between the schedule's next two start times (only objects with a schedule), to compare sync durations with",
+            metrics.interval.clone(),
         );
         registry.register(
             "ferrosync_reconcile_errors",
@@ -120,6 +167,11 @@ impl Metrics {
             .insert(labels.clone());
     }
 
+    /// The families prometheus-client cannot encode, for [`super::Exposition`].
+    pub fn summaries(&self) -> Vec<SummaryFamily<ObjectLabels>> {
+        vec![self.sync_duration.clone()]
+    }
+
     /// A pass over an object: its out-of-sync state and whether it missed an interval.
     pub fn observe_pass(&self, labels: &ObjectLabels, out_of_sync: bool, missed_interval: bool) {
         self.track(labels);
@@ -133,10 +185,33 @@ impl Metrics {
         }
     }
 
+    /// The object's `spec.trigger.schedule` as of `now`: its interval, or no series for
+    /// manual, continuous and invalid schedules.
+    pub fn observe_schedule(
+        &self,
+        labels: &ObjectLabels,
+        schedule: Option<&str>,
+        now: k8s_openapi::jiff::Timestamp,
+    ) {
+        let now = chrono::DateTime::from_timestamp(now.as_second(), 0).unwrap_or_default();
+        match schedule.and_then(|expr| schedule_interval(expr, now)) {
+            Some(seconds) => {
+                self.track(labels);
+                self.interval.get_or_create(labels).set(seconds);
+            }
+            None => {
+                self.interval.remove(labels);
+            }
+        }
+    }
+
     /// A completed iteration.
     pub fn observe_sync(&self, labels: &ObjectLabels, seconds: f64, bytes: u64) {
         self.track(labels);
-        self.sync_duration.get_or_create(labels).observe(seconds);
+        self.sync_duration.observe(labels, seconds);
+        self.sync_duration_histogram
+            .get_or_create(labels)
+            .observe(seconds);
         self.bytes.get_or_create(labels).inc_by(bytes);
     }
 
@@ -161,7 +236,9 @@ impl Metrics {
             self.missed_intervals.remove(labels);
             self.out_of_sync.remove(labels);
             self.sync_duration.remove(labels);
+            self.sync_duration_histogram.remove(labels);
             self.bytes.remove(labels);
+            self.interval.remove(labels);
             known.remove(labels);
         }
         gone.len()
@@ -170,36 +247,55 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::encoding::text::encode;
-
     use super::*;
-
-    fn render(registry: &Registry) -> String {
-        let mut out = String::new();
-        encode(&mut out, registry).expect("encodes");
-        out
-    }
+    use crate::telemetry::Exposition;
 
     #[test]
-    fn reference_names_and_labels_are_kept_and_deleted_objects_forgotten() {
+    fn reference_names_types_and_labels_are_kept_and_deleted_objects_forgotten() {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let exposition = Exposition::new(registry, metrics.clone());
         let a = ObjectLabels::new("ns", "a", "source");
         let b = ObjectLabels::new("ns", "b", "destination");
         metrics.observe_pass(&a, true, true);
         metrics.observe_pass(&b, false, false);
         metrics.observe_sync(&b, 3.0, 1024);
-        let text = render(&registry);
+        let text = exposition.encode().expect("encodes");
         assert!(
             text.contains(r#"volsync_missed_intervals_total{obj_name="a",obj_namespace="ns",role="source",method="rsync-tls"} 1"#),
             "{text}"
         );
         assert!(text.contains(r#"volsync_volume_out_of_sync{obj_name="a",obj_namespace="ns",role="source",method="rsync-tls"} 1"#));
-        assert!(text.contains("volsync_sync_duration_seconds_count{obj_name=\"b\""));
+        assert!(text.contains("# TYPE volsync_sync_duration_seconds summary\n"));
+        for q in ["0.5", "0.9", "0.99"] {
+            assert!(
+                text.contains(&format!(r#"volsync_sync_duration_seconds{{obj_name="b",obj_namespace="ns",role="destination",method="rsync-tls",quantile="{q}"}} "#)),
+                "{text}"
+            );
+        }
+        assert!(text.contains(r#"volsync_sync_duration_seconds_count{obj_name="b",obj_namespace="ns",role="destination",method="rsync-tls"} 1"#));
+        assert!(text.contains("# TYPE ferrosync_sync_duration_seconds histogram\n"));
         assert!(text.contains("ferrosync_bytes_transferred_total{obj_name=\"b\",obj_namespace=\"ns\",role=\"destination\",method=\"rsync-tls\"} 1024"));
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics ends with EOF: {text}"
+        );
+
+        let now = k8s_openapi::jiff::Timestamp::now();
+        metrics.observe_schedule(&a, Some("*/5 * * * *"), now);
+        metrics.observe_schedule(&b, Some("0 3 * * *"), now);
+        let text = exposition.encode().expect("encodes");
+        assert!(text.contains(r#"ferrosync_sync_interval_seconds{obj_name="a",obj_namespace="ns",role="source",method="rsync-tls"} 300.0"#), "{text}");
+        assert!(text.contains(r#"ferrosync_sync_interval_seconds{obj_name="b",obj_namespace="ns",role="destination",method="rsync-tls"} 86400.0"#), "{text}");
+        metrics.observe_schedule(&b, None, now);
+        let text = exposition.encode().expect("encodes");
+        assert!(
+            !text.contains(r#"ferrosync_sync_interval_seconds{obj_name="b""#),
+            "{text}"
+        );
 
         assert_eq!(metrics.forget(&HashSet::from([b.clone()])), 1);
-        let text = render(&registry);
+        let text = exposition.encode().expect("encodes");
         assert!(!text.contains("obj_name=\"a\""), "{text}");
         assert!(text.contains("obj_name=\"b\""));
     }

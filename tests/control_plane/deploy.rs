@@ -148,6 +148,18 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
     std::fs::write(&file, toml).expect("writing config");
     let config = ferrosync::config::Config::load(Some(&file)).expect("deploy config loads");
     assert_eq!(config.server.listen.port(), 8080);
+    assert!(
+        config.metrics.secure,
+        "deployed /metrics is HTTPS and authenticated"
+    );
+    assert_eq!(
+        container
+            .ports
+            .as_ref()
+            .and_then(|p| p.iter().find(|p| p.name.as_deref() == Some("https")))
+            .map(|p| p.container_port),
+        Some(config.metrics.listen.port() as i32)
+    );
 
     // As the ServiceAccount: what the controller needs, and not more.
     let sa = cp
@@ -261,7 +273,13 @@ async fn the_policy_overlay_mounts_a_loadable_bundle_and_enables_it() {
         &format!("namespace: {NS}"),
         &format!("namespace: {}", ns.name),
     );
-    apply(cp, &rendered);
+    // Not the ClusterRoleBinding: it is cluster-wide, and rebinding it to this namespace's
+    // ServiceAccount would take the rights from the controller of the test above.
+    let rendered: Vec<&str> = rendered
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: ClusterRoleBinding\n"))
+        .collect();
+    apply(cp, &rendered.join("\n---\n"));
     let client = ns.client.clone();
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
         .list(&Default::default())

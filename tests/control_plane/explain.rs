@@ -57,3 +57,37 @@ async fn kubectl_explain_prints_our_docs() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn kubectl_explain_describes_the_kinds() {
+    let cp = control_plane();
+    for (kind, start) in [
+        (
+            "replicationsource",
+            "A ReplicationSource replicates one PersistentVolumeClaim",
+        ),
+        (
+            "replicationdestination",
+            "A ReplicationDestination receives a replicated volume",
+        ),
+    ] {
+        let text = wait::until(
+            &format!("kubectl explain {kind} to describe the kind"),
+            Duration::from_secs(30),
+            || {
+                let out = cp
+                    .kubectl()
+                    .args(["explain", kind])
+                    .output()
+                    .map_err(|e| format!("running kubectl: {e}"));
+                async move {
+                    let text = String::from_utf8_lossy(&out?.stdout).to_string();
+                    Ok(words(&text).contains(start).then_some(text))
+                }
+            },
+        )
+        .await
+        .expect("kubectl explain");
+        assert!(!text.contains("Auto-generated"), "{text}");
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use crate::support::{
     ControlPlane, Options, control_plane_with,
-    controller::{RunningController, ferrosync_binary},
+    controller::{MetricsTls, RunningController, ferrosync_binary},
     deploy,
     sim::{
         Cluster,
@@ -45,7 +45,7 @@ pub fn env() -> Env {
         // As its own ServiceAccount, bound by deploy/'s RBAC: the suite proves those rights
         // suffice, and the audit log shows which it uses.
         let identity = deploy::controller_identity(cp);
-        RunningController::start(
+        RunningController::start_with(
             cp,
             &identity,
             &[
@@ -56,9 +56,28 @@ pub fn env() -> Env {
                 ("FERROSYNC_MOVER__PROGRESS_INTERVAL", "500ms"),
                 ("FERROSYNC_REQUEUE__IDLE", "10s"),
             ],
+            Some(metrics_tls(cp)),
         )
     });
     Env { cp, controller }
+}
+
+/// /metrics as deployed: HTTPS with a certificate from files (as a mounted Secret gives
+/// them), callers checked through the apiserver; the harness reads it as a ServiceAccount
+/// bound to `ferrosync-metrics-reader`, as Prometheus would.
+fn metrics_tls(cp: &ControlPlane) -> MetricsTls {
+    let cert = cp
+        .pki
+        .serving_cert("controller-metrics", "ferrosync-metrics", &["IP:127.0.0.1"])
+        .expect("metrics serving certificate");
+    deploy::user_roles(cp);
+    let token = deploy::service_account_token(cp, deploy::NAMESPACE, "metrics-scraper", true);
+    MetricsTls {
+        cert: cert.cert,
+        key: cert.key,
+        ca: cp.pki.ca_cert.clone(),
+        token,
+    }
 }
 
 impl Env {

@@ -1,6 +1,7 @@
 //! What a platform team alerts on: the controller's /metrics during a real replication
-//! (the reference's names and labels, ferrosync's own counters), the status figures
-//! `kubectl get` shows, and series removed once their object is deleted.
+//! (the reference's names, types and labels, ferrosync's own counters), the status
+//! figures `kubectl get` shows, series removed once their object is deleted, and who may
+//! read /metrics (HTTPS; TokenReview and SubjectAccessReview against the real apiserver).
 
 use std::time::Duration;
 
@@ -11,10 +12,17 @@ use serde_json::json;
 use crate::{
     env::env,
     fixtures::{STEP, bound_dir, pvc},
+    support::deploy,
     support::wait,
     tree,
     volsync::{copy_secret, destination, privileged_movers, published, source, synced},
 };
+
+/// The `# TYPE` of metric family `name`.
+fn family_type<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("# TYPE {name} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix))
+}
 
 /// The value of the series `name{labels}` in a Prometheus text exposition.
 fn series(text: &str, name: &str, labels: &str) -> Option<f64> {
@@ -75,7 +83,52 @@ async fn metrics_and_status_report_a_real_sync_and_forget_deleted_objects() {
         series(&text, "volsync_missed_intervals_total", &labels),
         Some(0.0)
     );
-    assert!(series(&text, "volsync_sync_duration_seconds_count", &labels).unwrap_or(0.0) >= 1.0);
+    // VolSync's types, so `quantile=` queries and `rate(..._total)` work unchanged.
+    assert_eq!(
+        family_type(&text, "volsync_sync_duration_seconds"),
+        Some("summary"),
+        "{text}"
+    );
+    assert_eq!(
+        family_type(&text, "volsync_missed_intervals"),
+        Some("counter")
+    );
+    assert_eq!(
+        family_type(&text, "volsync_volume_out_of_sync"),
+        Some("gauge")
+    );
+    assert_eq!(
+        family_type(&text, "ferrosync_sync_duration_seconds"),
+        Some("histogram")
+    );
+    let count = series(&text, "volsync_sync_duration_seconds_count", &labels).unwrap_or(0.0);
+    let sum = series(&text, "volsync_sync_duration_seconds_sum", &labels).unwrap_or(0.0);
+    assert!(count >= 1.0 && sum > 0.0, "{text}");
+    let quantiles: Vec<f64> = ["0.5", "0.9", "0.99"]
+        .iter()
+        .map(|q| {
+            series(
+                &text,
+                "volsync_sync_duration_seconds",
+                &format!(r#"{labels},quantile="{q}""#),
+            )
+            .unwrap_or_else(|| panic!("quantile {q} of the 24-hour window: {text}"))
+        })
+        .collect();
+    // Ordered, positive, and consistent with the sum: the largest quantile is at least the
+    // mean and at most the sum (within the sketch's 1 %).
+    assert!(quantiles[0] > 0.0, "{quantiles:?}");
+    assert!(quantiles.windows(2).all(|w| w[0] <= w[1]), "{quantiles:?}");
+    assert!(
+        quantiles[2] >= sum / count * 0.99,
+        "{quantiles:?} sum {sum} count {count}"
+    );
+    assert!(quantiles[2] <= sum * 1.01, "{quantiles:?} sum {sum}");
+    assert_eq!(
+        series(&text, "ferrosync_sync_duration_seconds_count", &labels),
+        Some(count),
+        "the histogram counts the same iterations"
+    );
     let bytes = series(&text, "ferrosync_bytes_transferred_total", &labels).unwrap_or(0.0);
     assert_eq!(
         bytes,
@@ -98,9 +151,9 @@ async fn metrics_and_status_report_a_real_sync_and_forget_deleted_objects() {
         .expect("delete");
     wait::until("the deleted source's series to disappear", STEP, || async {
         let text = metrics();
-        Ok(series(&text, "volsync_volume_out_of_sync", &labels)
-            .is_none()
-            .then_some(()))
+        let gone = series(&text, "volsync_volume_out_of_sync", &labels).is_none()
+            && series(&text, "volsync_sync_duration_seconds_count", &labels).is_none();
+        Ok(gone.then_some(()))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -166,4 +219,43 @@ async fn progress_is_reported_while_a_sync_runs_and_cleared_after() {
             .unwrap_or(0)
             >= 512 << 20
     );
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_allowed_to_get_the_metrics_url() {
+    let env = env();
+    // Without a token: 401, and nothing of the metrics leaks. (The endpoint starts with
+    // the controller, which may still be starting.)
+    let (code, body) = wait::until("the metrics endpoint to answer", STEP, || async {
+        Ok(env.controller.get_metrics(None))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("volsync_"), "{body}");
+    // A token the apiserver does not know: 401.
+    let (code, _) = env
+        .controller
+        .get_metrics(Some("not-a-token"))
+        .expect("answers");
+    assert_eq!(code, 401);
+    // A real ServiceAccount without `get` on the non-resource URL /metrics: 403.
+    let nobody = deploy::service_account_token(env.cp, deploy::NAMESPACE, "metrics-nobody", false);
+    let (code, body) = env.controller.get_metrics(Some(&nobody)).expect("answers");
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("metrics-nobody"),
+        "the refusal names the user: {body}"
+    );
+    // Bound to the shipped ferrosync-metrics-reader ClusterRole: 200 and the metrics.
+    let reader =
+        deploy::service_account_token(env.cp, deploy::NAMESPACE, "metrics-reader-sa", true);
+    let (code, body) = env.controller.get_metrics(Some(&reader)).expect("answers");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "an OpenMetrics exposition: {body}"
+    );
+    // The probes stay plain HTTP for the kubelet.
+    assert_eq!(env.controller.get("/healthz").map(|(c, _)| c), Some(200));
 }

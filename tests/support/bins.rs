@@ -63,11 +63,17 @@ pub fn bin(name: &str) -> Result<PathBuf, String> {
     Ok(bin_dir()?.join(name))
 }
 
-/// The `snapshot.storage.k8s.io` CRD files (classes, contents, snapshots), from the Go
-/// module cache; `go mod download` fetches the module on first use.
-pub fn snapshot_crd_files() -> Result<Vec<PathBuf>, String> {
+/// The prometheus-operator module whose `example/prometheus-operator-crd/` holds the
+/// `monitoring.coreos.com` CRDs (ServiceMonitor, PrometheusRule). Keep in step with
+/// `scripts/install-deps.sh`.
+pub const PROMETHEUS_OPERATOR_MODULE: &str =
+    "github.com/prometheus-operator/prometheus-operator@v0.85.0";
+
+/// The directory of Go module `module` (`path@version`) in Go's module cache; `go mod
+/// download` fetches it on first use.
+pub fn go_module_dir(module: &str) -> Result<PathBuf, String> {
     let out = Command::new("go")
-        .args(["mod", "download", "-json", SNAPSHOTTER_MODULE])
+        .args(["mod", "download", "-json", module])
         // Outside any module, so the repository's go.mod files are not consulted.
         .current_dir(std::env::temp_dir())
         .env("GOFLAGS", "-mod=mod")
@@ -75,14 +81,51 @@ pub fn snapshot_crd_files() -> Result<Vec<PathBuf>, String> {
         .map_err(|e| format!("running go mod download: {e}"))?;
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
         format!(
-            "go mod download {SNAPSHOTTER_MODULE}: {e}: {}",
+            "go mod download {module}: {e}: {}",
             String::from_utf8_lossy(&out.stderr)
         )
     })?;
-    let dir = info["Dir"]
+    info["Dir"]
         .as_str()
-        .ok_or_else(|| format!("go mod download {SNAPSHOTTER_MODULE}: {info}"))?;
-    let crds = Path::new(dir).join("config/crd");
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("go mod download {module}: {info}"))
+}
+
+/// The ServiceMonitor and PrometheusRule CRD files of the Prometheus Operator.
+pub fn monitoring_crd_files() -> Result<Vec<PathBuf>, String> {
+    let dir = go_module_dir(PROMETHEUS_OPERATOR_MODULE)?.join("example/prometheus-operator-crd");
+    Ok(["servicemonitors", "prometheusrules"]
+        .iter()
+        .map(|kind| dir.join(format!("monitoring.coreos.com_{kind}.yaml")))
+        .collect())
+}
+
+/// A release tool (`helm`, `promtool`) built from its pinned Go module by
+/// `scripts/build-tools.sh`, cached by version (minutes, once per machine).
+pub fn tool(name: &str) -> Result<PathBuf, String> {
+    let script = repo_root().join("scripts/build-tools.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(name)
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {name} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(PathBuf::from))
+        .ok_or_else(|| format!("{} printed no path for {name}", script.display()))
+}
+
+/// The `snapshot.storage.k8s.io` CRD files (classes, contents, snapshots), from the Go
+/// module cache; `go mod download` fetches the module on first use.
+pub fn snapshot_crd_files() -> Result<Vec<PathBuf>, String> {
+    let crds = go_module_dir(SNAPSHOTTER_MODULE)?.join("config/crd");
     Ok([
         "volumesnapshotclasses",
         "volumesnapshotcontents",

@@ -31,6 +31,9 @@ pub const CONTROLLERS: &[&str] = &[
     "persistentvolume-protection-controller",
     // the `default` ServiceAccount of each namespace, and token Secrets.
     "serviceaccount-controller",
+    // folds ClusterRoles labelled aggregate-to-view/edit/admin into the built-in roles
+    // (deploy/base/user-roles.yaml).
+    "clusterrole-aggregation-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
     // No endpoints/endpointslice controllers: pod addresses here are loopback, which the

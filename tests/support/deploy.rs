@@ -78,3 +78,53 @@ pub fn controller_identity(cp: &ControlPlane) -> std::path::PathBuf {
     apply(cp, &manifests);
     cp.service_account_kubeconfig(NAMESPACE, SERVICE_ACCOUNT)
 }
+
+/// The ClusterRole that lets Prometheus read /metrics, as in `deploy/base/user-roles.yaml`.
+pub const METRICS_READER: &str = "ferrosync-metrics-reader";
+
+/// Applies `deploy/base/user-roles.yaml` (the aggregated view/edit roles and
+/// [`METRICS_READER`]).
+pub fn user_roles(cp: &ControlPlane) {
+    let path = bins::repo_root().join("deploy/base/user-roles.yaml");
+    apply(
+        cp,
+        &std::fs::read_to_string(path).expect("deploy/base/user-roles.yaml"),
+    );
+}
+
+/// Creates ServiceAccount `namespace/name` (bound to [`METRICS_READER`] when `reader`) and
+/// returns a bearer token for it from the TokenRequest API, as a Prometheus pod's
+/// projected token would be.
+pub fn service_account_token(
+    cp: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    reader: bool,
+) -> String {
+    let mut manifests = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+    );
+    if reader {
+        manifests.push_str(&format!(
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+             metadata:\n  name: {namespace}-{name}-metrics\nroleRef:\n  \
+             apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {METRICS_READER}\n\
+             subjects:\n- kind: ServiceAccount\n  name: {name}\n  namespace: {namespace}\n"
+        ));
+    }
+    apply(cp, &manifests);
+    let out = cp
+        .kubectl()
+        .args(["create", "token", name, "-n", namespace, "--duration=2h"])
+        .output()
+        .expect("kubectl create token");
+    assert!(
+        out.status.success(),
+        "kubectl create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}

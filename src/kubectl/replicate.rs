@@ -1,0 +1,242 @@
+//! `replicate`: a pair from a PVC in one site to a new destination in another.
+//!
+//! Order matters: the destination first (its Service gives the address and the controller
+//! makes the key), then the key into the source site, then the source. Every step is a
+//! server-side apply, so a second run changes nothing.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+
+use super::{
+    Error, Output, Sites, contexts,
+    manifests::{self, PairSpec},
+    wait,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The pair's name: the ReplicationSource and ReplicationDestination are called this.
+    pub name: String,
+    /// The application's PVC in the source site.
+    #[arg(long)]
+    pub pvc: String,
+    #[command(flatten)]
+    pub sites: Sites,
+    /// The source's copy method (Clone, Snapshot, Direct); unset lets the policy decide.
+    #[arg(long)]
+    pub copy_method: Option<String>,
+    /// The destination's copy method: Snapshot keeps point-in-time images to fail over to.
+    #[arg(long, default_value = "Snapshot")]
+    pub dest_copy_method: String,
+    /// The destination's capacity (default: the source PVC's).
+    #[arg(long)]
+    pub capacity: Option<String>,
+    /// The destination's StorageClass (default: the cluster's default).
+    #[arg(long)]
+    pub dest_storage_class: Option<String>,
+    /// How the destination is reached: LoadBalancer crosses clusters, a ClusterIP does not.
+    #[arg(long, default_value = "LoadBalancer")]
+    pub service_type: String,
+    /// A cron schedule for the source (unset: sync continuously).
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Sync once now and then only on `kubectl ferrosync sync` (a manual trigger with this
+    /// value), instead of a schedule.
+    #[arg(long, conflicts_with = "schedule")]
+    pub manual: Option<String>,
+    /// The recovery point objective ("15m"); `status` marks pairs beyond it.
+    #[arg(long)]
+    pub rpo: Option<String>,
+    /// The destination's address, when it is known (needed with --dry-run).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// "client": print the manifests for both sites instead of applying them.
+    #[arg(long, value_parser = ["client"])]
+    pub dry_run: Option<String>,
+    /// The format of --dry-run's output.
+    #[arg(short, long, value_enum, default_value = "yaml")]
+    pub output: Output,
+    /// How long to wait for the destination's address and key.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The capacity and access modes of the application's PVC.
+fn volume_shape(pvc: &PersistentVolumeClaim) -> (Option<String>, Vec<String>) {
+    let spec = pvc.spec.as_ref();
+    let capacity = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .or_else(|| {
+            spec.and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+        })
+        .map(|q| q.0.clone());
+    let modes = spec
+        .and_then(|s| s.access_modes.clone())
+        .unwrap_or_default();
+    (capacity, modes)
+}
+
+/// The destination's key Secret name: VolSync's `volsync-rsync-tls-<name>` unless the
+/// controller reports another.
+fn default_key_secret(name: &str) -> String {
+    format!("volsync-rsync-tls-{name}")
+}
+
+pub async fn run(args: Args) -> Result<(), Error> {
+    let dry_run = args.dry_run.is_some();
+    let (source, dest) = contexts::both(&args.sites).await?;
+    let pvc = source
+        .get_opt(&source.pvcs(), &args.pvc)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "{} does not exist",
+                source.describe("PersistentVolumeClaim", &args.pvc)
+            ))
+        })?;
+    let (found_capacity, access_modes) = volume_shape(&pvc);
+    let mut spec = PairSpec {
+        name: args.name.clone(),
+        source_namespace: source.namespace.clone(),
+        source_pvc: args.pvc.clone(),
+        dest_namespace: dest.namespace.clone(),
+        source_copy_method: args.copy_method.clone(),
+        dest_copy_method: args.dest_copy_method.clone(),
+        destination_pvc: None,
+        capacity: args.capacity.clone().or(found_capacity),
+        access_modes,
+        dest_storage_class: args.dest_storage_class.clone(),
+        service_type: Some(args.service_type.clone()),
+        schedule: args.schedule.clone(),
+        manual: args.manual.clone(),
+        key_secret: Some(default_key_secret(&args.name)),
+        address: args.address.clone(),
+        rpo: args.rpo.clone(),
+    };
+    if spec.capacity.is_none() {
+        return Err(Error::Usage(format!(
+            "PVC {} has no size; pass --capacity",
+            args.pvc
+        )));
+    }
+
+    if dry_run {
+        let (rd, rs) = (manifests::destination(&spec), manifests::source(&spec));
+        let out = match args.output {
+            Output::Json => serde_json::to_string_pretty(&serde_json::json!({
+                "destination": rd, "source": rs,
+            }))
+            .map_err(|e| Error::Output(e.to_string()))?,
+            _ => manifests::yaml_stream(&[("destination", &rd), ("source", &rs)])
+                .map_err(|e| Error::Output(e.to_string()))?,
+        };
+        println!("{out}");
+        eprintln!(
+            "The source references the key Secret {key} by name: create it in the source \
+             cluster from the destination's, e.g. with a sealed or external secret (never commit it).",
+            key = default_key_secret(&args.name)
+        );
+        if spec.address.is_none() {
+            eprintln!(
+                "Fill in spec.rsyncTLS.address of the source: it is the destination's \
+                 status.rsyncTLS.address once its Service exists \
+                 (kubectl --context {} -n {} get replicationdestination {} -o jsonpath='{{.status.rsyncTLS.address}}')",
+                dest.context, dest.namespace, args.name
+            );
+        }
+        return Ok(());
+    }
+
+    // An object of that name that belongs to another pair is not ours to change.
+    if let Some(existing) = dest.get_opt(&dest.destinations(), &args.name).await? {
+        let pair = existing
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(manifests::PAIR_LABEL));
+        if pair.is_some_and(|p| p != &args.name) || pair.is_none() {
+            return Err(Error::Conflict(format!(
+                "{} already exists and is not this pair's; choose another name",
+                dest.describe("ReplicationDestination", &args.name)
+            )));
+        }
+    }
+    dest.apply(
+        &dest.destinations(),
+        &args.name,
+        &manifests::destination(&spec),
+    )
+    .await?;
+    eprintln!(
+        "{} applied",
+        dest.describe("ReplicationDestination", &args.name)
+    );
+
+    let rd_api = dest.destinations();
+    let (address, key_name) = wait::until(
+        "the destination's address and key",
+        args.timeout,
+        || async {
+            let rd = dest.get_opt(&rd_api, &args.name).await?;
+            let tls = rd.and_then(|rd| rd.status).and_then(|s| s.rsync_tls);
+            Ok(tls.and_then(|t| Some((t.address?, t.key_secret?))))
+        },
+    )
+    .await?;
+    spec.key_secret = Some(key_name.clone());
+    if spec.address.is_none() {
+        spec.address = Some(address.clone());
+    }
+
+    if !contexts::same_place(&source, &dest) {
+        let secret = dest
+            .get_opt(&dest.secrets(), &key_name)
+            .await?
+            .ok_or_else(|| {
+                Error::NotReady(format!(
+                    "{} is not there yet",
+                    dest.describe("Secret", &key_name)
+                ))
+            })?;
+        let copy = manifests::key_secret_copy(
+            &key_name,
+            &source.namespace,
+            &args.name,
+            secret.data.unwrap_or_default(),
+        );
+        source.apply(&source.secrets(), &key_name, &copy).await?;
+        eprintln!(
+            "key copied to {} (not shown)",
+            source.describe("Secret", &key_name)
+        );
+    }
+
+    if let Some(existing) = source.get_opt(&source.sources(), &args.name).await? {
+        let pair = existing
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(manifests::PAIR_LABEL));
+        if pair != Some(&args.name) {
+            return Err(Error::Conflict(format!(
+                "{} already exists and is not this pair's; choose another name",
+                source.describe("ReplicationSource", &args.name)
+            )));
+        }
+    }
+    source
+        .apply(&source.sources(), &args.name, &manifests::source(&spec))
+        .await?;
+    println!(
+        "replicating {} -> {} at {address}",
+        source.describe("PVC", &args.pvc),
+        dest.describe("ReplicationDestination", &args.name),
+    );
+    Ok(())
+}
