@@ -10,6 +10,8 @@ mod tree;
 
 #[path = "data_plane/failures.rs"]
 mod failures;
+#[path = "data_plane/hardening.rs"]
+mod hardening;
 #[path = "data_plane/image.rs"]
 mod image;
 #[path = "data_plane/interop.rs"]

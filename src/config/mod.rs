@@ -273,4 +273,6 @@ const SECTIONS: &[&str] = &[
 ];
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;

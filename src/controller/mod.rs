@@ -9,6 +9,8 @@ mod context;
 mod decisions;
 mod destination;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod image;
 mod iteration;
 mod keys;

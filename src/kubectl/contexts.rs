@@ -116,6 +116,28 @@ pub async fn both(sites: &super::Sites) -> Result<(Site, Site), Error> {
     Ok((source, dest))
 }
 
+/// Both sites, each `None` when it does not answer (said on stderr). The destination's
+/// namespace defaults to the source's.
+pub async fn reachable(sites: &super::Sites) -> Result<(Option<Site>, Option<Site>), Error> {
+    let source = connect_if_reachable(
+        "source",
+        sites.source_context.as_deref(),
+        sites.source_namespace.as_deref(),
+    )
+    .await?;
+    let dest_ns = sites
+        .dest_namespace
+        .clone()
+        .or_else(|| sites.source_namespace.clone());
+    let dest = connect_if_reachable(
+        "destination",
+        sites.dest_context.as_deref(),
+        dest_ns.as_deref(),
+    )
+    .await?;
+    Ok((source, dest))
+}
+
 /// True when both sites are one namespace of one cluster (then the key Secret is shared,
 /// not copied).
 pub fn same_place(a: &Site, b: &Site) -> bool {

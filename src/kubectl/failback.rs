@@ -215,26 +215,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         },
     )
     .await?;
-    if !contexts::same_place(&original, &promoted_site) {
-        let secret = original
-            .get_opt(&original.secrets(), &key)
-            .await?
-            .ok_or_else(|| {
-                Error::NotReady(format!(
-                    "{} is not there yet",
-                    original.describe("Secret", &key)
-                ))
-            })?;
-        let copy = manifests::key_secret_copy(
-            &key,
-            &promoted_site.namespace,
-            &reverse,
-            secret.data.unwrap_or_default(),
-        );
-        promoted_site
-            .apply(&promoted_site.secrets(), &key, &copy)
-            .await?;
-    }
+    super::objects::copy_key(&original, &promoted_site, &key, &reverse).await?;
     spec.key_secret = Some(key);
     spec.address = Some(address);
     promoted_site

@@ -105,23 +105,12 @@ async fn destination(site: &Site, name: &str) -> Result<ReplicationDestination, 
 
 pub async fn run(args: Args) -> Result<(), Error> {
     let started = std::time::Instant::now();
-    let dest_ns = args
-        .sites
-        .dest_namespace
-        .clone()
-        .or_else(|| args.sites.source_namespace.clone());
-    let dest = contexts::connect(
-        "destination",
-        args.sites.dest_context.as_deref(),
-        dest_ns.as_deref(),
-    )
-    .await?;
-    let source = contexts::connect_if_reachable(
-        "source",
-        args.sites.source_context.as_deref(),
-        args.sites.source_namespace.as_deref(),
-    )
-    .await?;
+    let (source, dest) = contexts::reachable(&args.sites).await?;
+    let dest = dest.ok_or_else(|| Error::Unreachable {
+        role: "destination",
+        context: args.sites.dest_context.clone().unwrap_or_default(),
+        detail: "it holds the copy to promote, so failover needs it".into(),
+    })?;
     let rd = destination(&dest, &args.name).await?;
     promotion(&rd)?;
 
@@ -162,16 +151,16 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "fenced {}",
         dest.describe("ReplicationDestination", &args.name)
     );
-    if let Some(site) = &source {
-        if site.get_opt(&site.sources(), &args.name).await?.is_some() {
-            site.merge(
-                &site.sources(),
-                &args.name,
-                json!({ "spec": { "paused": true } }),
-            )
-            .await?;
-            eprintln!("paused {}", site.describe("ReplicationSource", &args.name));
-        }
+    if let Some(site) = &source
+        && site.get_opt(&site.sources(), &args.name).await?.is_some()
+    {
+        site.merge(
+            &site.sources(),
+            &args.name,
+            json!({ "spec": { "paused": true } }),
+        )
+        .await?;
+        eprintln!("paused {}", site.describe("ReplicationSource", &args.name));
     }
 
     let rd = destination(&dest, &args.name).await?;
@@ -283,13 +272,14 @@ mod tests {
 
     fn rd(kind: Option<&str>) -> ReplicationDestination {
         let mut rd = ReplicationDestination::new("db", Default::default());
-        let mut status = crate::api::ReplicationDestinationStatus::default();
-        status.latest_image = kind.map(|k| TypedLocalObjectReference {
-            kind: k.into(),
-            name: "img".into(),
-            api_group: None,
+        rd.status = Some(crate::api::ReplicationDestinationStatus {
+            latest_image: kind.map(|k| TypedLocalObjectReference {
+                kind: k.into(),
+                name: "img".into(),
+                api_group: None,
+            }),
+            ..Default::default()
         });
-        rd.status = Some(status);
         rd
     }
 

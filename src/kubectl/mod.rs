@@ -88,7 +88,7 @@ pub enum Output {
 pub enum Command {
     /// Set up a pair: a ReplicationDestination in the destination site, the key copied to
     /// the source site, and a ReplicationSource there. Idempotent.
-    Replicate(replicate::Args),
+    Replicate(Box<replicate::Args>),
     /// Both sides of every pair, with the recovery point's age.
     Status(status::Args),
     /// Trigger one sync now.
@@ -167,7 +167,7 @@ pub fn colour() -> bool {
 /// Runs a parsed command line; the binary only maps the result to an exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Replicate(args) => replicate::run(args).await,
+        Command::Replicate(args) => replicate::run(*args).await,
         Command::Status(args) => status::run(args).await,
         Command::Sync(args) => sync::sync(args).await,
         Command::Pause(args) => sync::set_paused(args, true).await,

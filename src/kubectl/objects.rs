@@ -86,3 +86,23 @@ impl Site {
         )
     }
 }
+
+/// Copies the key Secret `key` from `from` to `to` (same name, labelled with `pair`),
+/// unless both are one namespace of one cluster. The content is never shown.
+pub async fn copy_key(from: &Site, to: &Site, key: &str, pair: &str) -> Result<(), Error> {
+    if super::contexts::same_place(from, to) {
+        return Ok(());
+    }
+    let secret = from.get_opt(&from.secrets(), key).await?.ok_or_else(|| {
+        Error::NotReady(format!("{} is not there yet", from.describe("Secret", key)))
+    })?;
+    let copy = super::manifests::key_secret_copy(
+        key,
+        &to.namespace,
+        pair,
+        secret.data.unwrap_or_default(),
+    );
+    to.apply(&to.secrets(), key, &copy).await?;
+    eprintln!("key copied to {} (not shown)", to.describe("Secret", key));
+    Ok(())
+}

@@ -194,28 +194,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         spec.address = Some(address.clone());
     }
 
-    if !contexts::same_place(&source, &dest) {
-        let secret = dest
-            .get_opt(&dest.secrets(), &key_name)
-            .await?
-            .ok_or_else(|| {
-                Error::NotReady(format!(
-                    "{} is not there yet",
-                    dest.describe("Secret", &key_name)
-                ))
-            })?;
-        let copy = manifests::key_secret_copy(
-            &key_name,
-            &source.namespace,
-            &args.name,
-            secret.data.unwrap_or_default(),
-        );
-        source.apply(&source.secrets(), &key_name, &copy).await?;
-        eprintln!(
-            "key copied to {} (not shown)",
-            source.describe("Secret", &key_name)
-        );
-    }
+    super::objects::copy_key(&dest, &source, &key_name, &args.name).await?;
 
     if let Some(existing) = source.get_opt(&source.sources(), &args.name).await? {
         let pair = existing

@@ -159,10 +159,10 @@ pub fn rows(
         }
     }
     for (key, row) in &mut pairs {
-        if row.recovery_point_age_seconds.is_none() {
-            if let Some(Some(at)) = source_sync.get(key) {
-                row.recovery_point_age_seconds = Some(now.duration_since(*at).as_secs());
-            }
+        if row.recovery_point_age_seconds.is_none()
+            && let Some(Some(at)) = source_sync.get(key)
+        {
+            row.recovery_point_age_seconds = Some(now.duration_since(*at).as_secs());
         }
         row.recovery_point_objective_seconds = objectives.get(key).copied();
         row.beyond_objective = match (
@@ -269,23 +269,7 @@ pub fn table(rows: &[PairRow], colour: bool) -> Table {
 }
 
 pub async fn run(args: Args) -> Result<(), Error> {
-    let source = contexts::connect_if_reachable(
-        "source",
-        args.sites.source_context.as_deref(),
-        args.sites.source_namespace.as_deref(),
-    )
-    .await?;
-    let dest_ns = args
-        .sites
-        .dest_namespace
-        .clone()
-        .or_else(|| args.sites.source_namespace.clone());
-    let dest = contexts::connect_if_reachable(
-        "destination",
-        args.sites.dest_context.as_deref(),
-        dest_ns.as_deref(),
-    )
-    .await?;
+    let (source, dest) = contexts::reachable(&args.sites).await?;
     if source.is_none() && dest.is_none() {
         return Err(Error::Unreachable {
             role: "source and destination",

@@ -197,49 +197,33 @@ pub async fn sync(args: SyncArgs) -> Result<(), Error> {
 /// Pauses or resumes both sides that answer. A fenced destination is never resumed: its
 /// copy was promoted, and a listener would let the old source overwrite it.
 pub async fn set_paused(args: PauseArgs, paused: bool) -> Result<(), Error> {
-    let source = contexts::connect_if_reachable(
-        "source",
-        args.sites.source_context.as_deref(),
-        args.sites.source_namespace.as_deref(),
-    )
-    .await?;
-    let dest_ns = args
-        .sites
-        .dest_namespace
-        .clone()
-        .or_else(|| args.sites.source_namespace.clone());
-    let dest = contexts::connect_if_reachable(
-        "destination",
-        args.sites.dest_context.as_deref(),
-        dest_ns.as_deref(),
-    )
-    .await?;
+    let (source, dest) = contexts::reachable(&args.sites).await?;
     let patch = json!({ "spec": { "paused": paused } });
     let mut touched = 0;
-    if let Some(site) = &dest {
-        if let Some(rd) = site.get_opt(&site.destinations(), &args.name).await? {
-            let fenced = rd
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(keys::FENCED));
-            if !paused && fenced {
-                return Err(Error::Conflict(format!(
-                    "{} was failed over (fenced); use `kubectl ferrosync failback {}` to replicate back",
-                    site.describe("ReplicationDestination", &args.name),
-                    args.name
-                )));
-            }
-            site.merge(&site.destinations(), &args.name, patch.clone())
-                .await?;
-            touched += 1;
+    if let Some(site) = &dest
+        && let Some(rd) = site.get_opt(&site.destinations(), &args.name).await?
+    {
+        let fenced = rd
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(keys::FENCED));
+        if !paused && fenced {
+            return Err(Error::Conflict(format!(
+                "{} was failed over (fenced); use `kubectl ferrosync failback {}` to replicate back",
+                site.describe("ReplicationDestination", &args.name),
+                args.name
+            )));
         }
+        site.merge(&site.destinations(), &args.name, patch.clone())
+            .await?;
+        touched += 1;
     }
-    if let Some(site) = &source {
-        if site.get_opt(&site.sources(), &args.name).await?.is_some() {
-            site.merge(&site.sources(), &args.name, patch).await?;
-            touched += 1;
-        }
+    if let Some(site) = &source
+        && site.get_opt(&site.sources(), &args.name).await?.is_some()
+    {
+        site.merge(&site.sources(), &args.name, patch).await?;
+        touched += 1;
     }
     if touched == 0 {
         return Err(Error::NotFound(format!(

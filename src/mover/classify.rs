@@ -20,8 +20,19 @@ pub fn check(step: &str, report: &Report) -> Result<(), Failure> {
     }
     let tls = report.tls;
     let daemon_refused = report.errors.iter().any(|l| l.starts_with("@ERROR"));
+    // The destination's session gate: another source's sync is running there. Its message
+    // is often lost (the daemon exits and the connection is reset before the client reads
+    // it); what remains is rsync's exit 4, "requested action not supported", which our
+    // source otherwise only gets for an option the daemon refuses, and it sends none.
+    let busy = report.code == Some(4)
+        || report
+            .errors
+            .iter()
+            .any(|l| l.contains(super::session::BUSY_MESSAGE));
     let class = if tls.auth_failed {
         ErrorClass::AuthFailed
+    } else if busy {
+        ErrorClass::ConnectionLost
     } else if report.out_of_space {
         ErrorClass::DestinationFull
     } else if tls.connect_failed && !tls.connected {
@@ -42,6 +53,10 @@ pub fn check(step: &str, report: &Report) -> Result<(), Failure> {
                                    so the source and destination keys differ"
             .to_owned(),
         ErrorClass::Unreachable => "destination unreachable".to_owned(),
+        ErrorClass::ConnectionLost if busy => "the destination refused the transfer \
+                                               (rsync exit 4): it serves another source's \
+                                               session, or refuses an option"
+            .to_owned(),
         ErrorClass::DestinationFull => "the destination volume is full (or rejects writes; \
                                         its mover's log names the error)"
             .to_owned(),
@@ -132,6 +147,14 @@ mod tests {
                     "@ERROR: Unknown module 'data'",
                 ),
                 ErrorClass::RsyncFailed,
+            ),
+            (
+                report(
+                    Some(4),
+                    TlsViewBuilder::connected(),
+                    "ferrosync destination busy: another source's session is in progress",
+                ),
+                ErrorClass::ConnectionLost,
             ),
         ];
         for (r, want) in cases {

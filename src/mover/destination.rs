@@ -22,9 +22,9 @@ use std::{
 use tokio::sync::watch;
 
 use super::{
-    Tally,
+    Tally, control,
     exit::{ErrorClass, Failure},
-    keyfile, procs, rsyncd, say,
+    keyfile, procs, rsyncd, say, session,
     settings::{self, DestinationArgs},
     source::COMPLETE_MARKER,
     symlinks,
@@ -67,11 +67,26 @@ pub async fn run(
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&control)
         .map_err(|e| setup(&format!("creating {}: {e}", control.display())))?;
-    if !common.privileged && nix::unistd::geteuid().is_root() {
+    let sessions = work.join("session");
+    fs::create_dir_all(&sessions)
+        .map_err(|e| setup(&format!("creating {}: {e}", sessions.display())))?;
+    let daemon_is_nobody = !common.privileged && nix::unistd::geteuid().is_root();
+    if daemon_is_nobody {
         // An unprivileged daemon started by root runs as "nobody" and must still be able
-        // to receive the control files.
-        fs::set_permissions(&control, fs::Permissions::from_mode(0o1777))
-            .map_err(|e| setup(&format!("chmod {}: {e}", control.display())))?;
+        // to receive the control files and run the session gate.
+        for dir in [&control, &sessions] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o1777))
+                .map_err(|e| setup(&format!("chmod {}: {e}", dir.display())))?;
+        }
+    }
+    let store = session::Store::new(&sessions);
+    store.init(daemon_is_nobody).map_err(|e| setup(&e))?;
+    let gate_binary = std::env::current_exe().map_err(|e| setup(&e))?;
+    if !rsyncd::is_plain(&gate_binary) {
+        return Err(setup(&format!(
+            "the mover binary's path {} cannot go into the rsync daemon's config",
+            gate_binary.display()
+        )));
     }
     let rsyncd_conf = work.join("rsyncd.conf");
     let rsyncd_log = work.join("rsyncd.log");
@@ -82,7 +97,14 @@ pub async fn run(
     };
     write(
         &rsyncd_conf,
-        rsyncd::render(&common.data_dir, &control, &rsyncd_log, common.privileged),
+        rsyncd::render(&rsyncd::Daemon {
+            data_dir: common.data_dir.clone(),
+            control_dir: control.clone(),
+            log_file: rsyncd_log.clone(),
+            privileged: common.privileged,
+            gate_binary,
+            session_dir: sessions.clone(),
+        }),
     )?;
 
     let mut tunnel = ServerTunnel::start(
@@ -106,7 +128,8 @@ pub async fn run(
 
     let tail_offset = Arc::new(AtomicU64::new(0));
     let tail_task = tokio::spawn(follow_daemon_log(rsyncd_log.clone(), tail_offset.clone()));
-    let result = serve(args, &mut tunnel, term, &control).await;
+    let mut watch = control::Watch::new(&control, args.control_limit, store, args.greeting_timeout);
+    let result = serve(args, &mut tunnel, term, &mut watch).await;
     let result = match result {
         Ok(()) => finish(&common.data_dir, &control, &mut tunnel).await,
         Err(f) => {
@@ -114,6 +137,8 @@ pub async fn run(
             Err(f)
         }
     };
+    // The control files live in the pod's memory, which outlives this process.
+    let _ = fs::remove_dir_all(&control);
     tail_task.abort();
     print_daemon_errors(&rsyncd_log, &tail_offset);
     let (sent, received) = daemon_bytes(&rsyncd_log);
@@ -135,11 +160,10 @@ async fn serve(
     args: &DestinationArgs,
     tunnel: &mut ServerTunnel,
     term: &mut watch::Receiver<bool>,
-    control: &Path,
+    control: &mut control::Watch,
 ) -> Result<(), Failure> {
     let setup = |m: String| Failure::new(ErrorClass::SetupFailed, m);
     let idle = args.idle_timeout.filter(|d| !d.is_zero());
-    let complete = control.join("complete");
     let mut last_activity = Instant::now();
     let mut last_count = Instant::now();
     let mut tick = tokio::time::interval(POLL);
@@ -149,7 +173,7 @@ async fn serve(
             why = tunnel.died() => return Err(setup(why)),
             _ = term.wait_for(|t| *t) => return Err(interrupted()),
         }
-        if complete.exists() {
+        if control.poll(|| tunnel.daemons())? {
             return Ok(());
         }
         if let Some(idle) = idle
@@ -248,7 +272,11 @@ fn print_daemon_errors(log: &Path, offset: &AtomicU64) {
         return;
     };
     for line in String::from_utf8_lossy(&new[..end]).lines() {
-        if line.contains("rsync: ") || line.contains("rsync error") || line.contains("@ERROR") {
+        if line.contains("rsync: ")
+            || line.contains("rsync error")
+            || line.contains("@ERROR")
+            || line.contains(session::BUSY_MESSAGE)
+        {
             say::raw(&format!("rsyncd: {line}"));
         }
     }

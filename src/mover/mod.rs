@@ -20,7 +20,10 @@
 //!
 //! Destination: `--listen-address` `LISTEN_ADDRESS`, else `--pod-ip` `POD_IP`, else all
 //! addresses (`::`, or `0.0.0.0` without IPv6); `--listen-port` `LISTEN_PORT` (default
-//! 8000); `--idle-timeout` `IDLE_TIMEOUT` (unset or `0s`: wait forever).
+//! 8000); `--idle-timeout` `IDLE_TIMEOUT` (unset or `0s`: wait forever); `--control-limit`
+//! `CONTROL_LIMIT` (default `256Mi`): the most bytes the control module may hold;
+//! `--greeting-timeout` `GREETING_TIMEOUT` (default `30s`): how long a connection may stay
+//! open without starting a transfer.
 //!
 //! Source: `--destination-address` `DESTINATION_ADDRESS` (required), `--destination-port`
 //! `DESTINATION_PORT` (default 8000), `--max-attempts` `MAX_ATTEMPTS` (default 5),
@@ -56,13 +59,27 @@
 //! marker and the newline list otherwise, waits for open connections to close instead of
 //! sleeping, and restores links natively, keeping their times and their parents' times.
 //!
+//! # Bounds against key holders who do not follow the protocol
+//!
+//! Our source presents a random session token on every connection; the destination's rsync
+//! daemon runs a gate around each transfer ([`session`]): one transfer at a time, one
+//! source's session per run, and `complete` counts only from that session, so a second or
+//! hostile source can neither mix its data into another's sync nor end it early. The
+//! `control` module takes only the three control files, is write-only, times out, and is
+//! capped in size ([`CONTROL_LIMIT`](settings::DestinationArgs::control_limit)); options
+//! that follow symlinks are refused. With reference sources (no token) the destination
+//! cannot tell sources apart and only serialises their transfers.
+//!
 //! This module must never log or pass on the command line the pre-shared key, and never
 //! report success for a sync that did not complete.
 
 mod blocks;
 mod classify;
+mod control;
 mod destination;
 pub mod exit;
+#[cfg(test)]
+mod fuzz_tests;
 mod keyfile;
 mod procs;
 mod psk_tls;
@@ -72,6 +89,7 @@ mod rsync_out;
 mod rsync_run;
 mod rsyncd;
 mod say;
+pub mod session;
 pub mod settings;
 mod source;
 mod stunnel;
@@ -106,6 +124,10 @@ pub enum Command {
     /// One TLS-PSK connection for rsync's RSYNC_CONNECT_PROG (started by the source).
     #[command(hide = true)]
     Connect(tunnel_client::ConnectArgs),
+    /// Run by the destination's rsync daemon before and after each transfer: admits one
+    /// source's session at a time (see `session`). Not for people.
+    #[command(hide = true)]
+    Gate(session::GateArgs),
 }
 
 /// Counters a run accumulates for its summary.
@@ -141,6 +163,7 @@ pub async fn run(cmd: Command) -> ExitCode {
     let mut term = termination_signal();
     let mut tally = Tally::default();
     let (role, name, path, result) = match &cmd {
+        Command::Gate(args) => return ExitCode::from(session::gate(args).await),
         Command::Destination(args) => (
             Role::Destination,
             "destination",

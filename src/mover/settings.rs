@@ -73,6 +73,14 @@ pub struct DestinationArgs {
     /// Give up when no source has connected for this long (`0s` or unset: wait forever).
     #[arg(long, env = "IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
+    /// Cap on the bytes a source may put in the control module (which lives in memory):
+    /// a byte count, or with a `Ki`, `Mi` or `Gi` suffix.
+    #[arg(long, env = "CONTROL_LIMIT", default_value = "256Mi", value_parser = super::control::parse_limit)]
+    pub control_limit: u64,
+    /// How long a connection may stay open without starting a transfer (rsync's daemon
+    /// waits forever for a client to name its module).
+    #[arg(long, env = "GREETING_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub greeting_timeout: Duration,
 }
 
 /// Settings of `ferrosync mover source`.
@@ -390,5 +398,25 @@ mod tests {
             "0.0.0.0:8000"
         );
         assert!(d(&["--privileged", "1"]).common.privileged);
+    }
+
+    #[test]
+    fn control_bounds_default_to_256_mib_and_30s_and_bad_values_are_named() {
+        let d = Dst::parse_from(["x"]).args;
+        assert_eq!(d.control_limit, 256 << 20);
+        assert_eq!(d.greeting_timeout, Duration::from_secs(30));
+        let d = Dst::parse_from(["x", "--control-limit", "1Mi", "--greeting-timeout", "2s"]).args;
+        assert_eq!(
+            (d.control_limit, d.greeting_timeout.as_secs()),
+            (1 << 20, 2)
+        );
+        let err = Dst::try_parse_from(["x", "--control-limit", "lots"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("--control-limit") && err.contains("positive byte count"),
+            "{err}"
+        );
     }
 }

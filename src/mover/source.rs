@@ -28,6 +28,7 @@ use super::{
     rsync_run::{self, Invocation, Report, RunError},
     rsyncd::{CONTROL_MODULE, DATA_MODULE},
     say,
+    session::Token,
     settings::{self, BlockSize, SourceArgs, Tunnel},
     stunnel, symlinks,
 };
@@ -49,6 +50,8 @@ struct Ctx<'a> {
     block_size: Option<u32>,
     work: PathBuf,
     start: Instant,
+    /// This run's session token, presented on every connection and named in `complete`.
+    session: Token,
     /// How rsync may spell the data directory in its error lines (as given, and resolved:
     /// it prints its working directory), each with a trailing slash.
     data_prefixes: Vec<String>,
@@ -96,6 +99,7 @@ pub async fn run(
         block_size,
         work: work.path().to_owned(),
         start,
+        session: Token::generate(),
         data_prefixes: data_prefixes(&common.data_dir),
     };
 
@@ -232,7 +236,11 @@ async fn attempt_once(
     say::info("source", "Sending shutdown to remote...");
     fs::write(
         upload.join("complete"),
-        format!("{COMPLETE_MARKER}\nsymlinks={}\n", links.len()),
+        format!(
+            "{COMPLETE_MARKER}\nsymlinks={}\n{}",
+            links.len(),
+            ctx.session.complete_line()
+        ),
     )
     .map_err(internal)?;
     let mut args = common_args(ctx);
@@ -329,6 +337,8 @@ fn common_args(ctx: &Ctx<'_>) -> Vec<OsString> {
     let mut args = vec![
         OsString::from("--out-format=%i %n"),
         format!("--timeout={}", ctx.args.io_timeout.as_secs().max(1)).into(),
+        // The session token, as a server option rsync ignores (see `session`).
+        format!("-M{}", ctx.session.server_option()).into(),
     ];
     if let Some(limit) = &ctx.args.bwlimit {
         args.push(format!("--bwlimit={limit}").into());

@@ -183,9 +183,7 @@ fn unmunge_one(root: &Path, rel: &Path) -> Result<bool, SymlinkError> {
         return Err(unsafe_path());
     }
     let parent_meta = fs::metadata(parent).map_err(io_err)?;
-    let tmp = parent.join(format!(".ferrosync-unmunge.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    symlink(OsStr::from_bytes(real), &tmp).map_err(io_err)?;
+    let tmp = create_temp_link(parent, OsStr::from_bytes(real)).map_err(io_err)?;
     let owner_differs = fs::symlink_metadata(&tmp)
         .is_ok_and(|m| (m.uid(), m.gid()) != (link_meta.uid(), link_meta.gid()));
     if owner_differs {
@@ -207,6 +205,27 @@ fn unmunge_one(root: &Path, rel: &Path) -> Result<bool, SymlinkError> {
         other => other.map_err(io_err)?,
     }
     Ok(true)
+}
+
+/// Creates a symlink to `target` under a random name in `dir` and returns its path. The
+/// name cannot be guessed, and symlink(2) never replaces an existing entry, so a file a
+/// source placed in the volume is never overwritten or removed; a name that exists already
+/// (however unlikely) is simply skipped.
+fn create_temp_link(dir: &Path, target: &OsStr) -> io::Result<PathBuf> {
+    use rand::RngExt as _;
+    const TRIES: usize = 8;
+    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+    for _ in 0..TRIES {
+        let mut bytes = [0u8; 12];
+        rand::rng().fill(&mut bytes[..]);
+        let tmp = dir.join(format!(".ferrosync-unmunge.{}", hex::encode(bytes)));
+        match symlink(target, &tmp) {
+            Ok(()) => return Ok(tmp),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 fn set_times(path: &Path, meta: &fs::Metadata, flag: UtimensatFlags) -> io::Result<()> {
@@ -284,6 +303,55 @@ mod tests {
             fs::read_link(sub.join("plain")).expect("readlink"),
             PathBuf::from("plain")
         );
+    }
+
+    #[test]
+    fn entries_named_like_the_temporary_link_are_neither_replaced_nor_in_the_way() {
+        // The temporary name used to be `.ferrosync-unmunge.<pid>`: a source could place a
+        // file or directory under it, and the destination deleted the file or failed.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old_name = format!(".ferrosync-unmunge.{}", std::process::id());
+        for sub in ["f", "d"] {
+            fs::create_dir(dir.path().join(sub)).expect("mkdir");
+            symlink("/rsyncd-munged/target", dir.path().join(sub).join("link")).expect("symlink");
+        }
+        fs::write(dir.path().join("f").join(&old_name), b"user data").expect("write");
+        fs::create_dir(dir.path().join("d").join(&old_name)).expect("mkdir");
+
+        let counts =
+            unmunge_all(dir.path(), &[b"f/link".to_vec(), b"d/link".to_vec()]).expect("unmunge");
+        assert_eq!(counts.restored, 2);
+        assert_eq!(
+            fs::read(dir.path().join("f").join(&old_name)).expect("file kept"),
+            b"user data"
+        );
+        assert!(dir.path().join("d").join(&old_name).is_dir());
+        for sub in ["f", "d"] {
+            assert_eq!(
+                fs::read_link(dir.path().join(sub).join("link")).expect("readlink"),
+                PathBuf::from("target")
+            );
+            let leftovers: Vec<_> = fs::read_dir(dir.path().join(sub))
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name())
+                .filter(|n| {
+                    n.to_string_lossy().starts_with(".ferrosync-unmunge.") && *n != *old_name
+                })
+                .collect();
+            assert!(leftovers.is_empty(), "temporary links left: {leftovers:?}");
+        }
+    }
+
+    #[test]
+    fn temporary_names_are_random_and_never_replace_an_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = create_temp_link(dir.path(), OsStr::new("x")).expect("first");
+        let b = create_temp_link(dir.path(), OsStr::new("y")).expect("second");
+        assert_ne!(a, b);
+        let name = a.file_name().expect("name").to_string_lossy().into_owned();
+        let suffix = name.strip_prefix(".ferrosync-unmunge.").expect("prefix");
+        assert_eq!(suffix.len(), 24, "{name}");
+        assert_eq!(fs::read_link(&a).expect("readlink"), PathBuf::from("x"));
     }
 
     #[test]

@@ -152,6 +152,14 @@ impl ServerTunnel {
         }
     }
 
+    /// The pids of the rsync daemons serving connections now.
+    pub fn daemons(&self) -> Vec<u32> {
+        match self {
+            Self::Builtin(server) => server.daemons(),
+            Self::Stunnel { child, .. } => child.id().map(procs::children_of).unwrap_or_default(),
+        }
+    }
+
     /// Connections refused for a wrong key or identity.
     pub fn auth_failures(&self) -> u64 {
         match self {

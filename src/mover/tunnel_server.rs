@@ -127,6 +127,11 @@ impl Server {
         lock(&self.shared.daemons).len()
     }
 
+    /// The pids of the daemons serving connections now.
+    pub fn daemons(&self) -> Vec<u32> {
+        lock(&self.shared.daemons).iter().copied().collect()
+    }
+
     /// Handshakes refused because the peer's key or identity differs.
     pub fn auth_failures(&self) -> u64 {
         self.shared.auth_failures.load(Ordering::Relaxed)

@@ -115,7 +115,12 @@ pub fn read_table(path: &Path) -> Result<GoldenTable, GoldenError> {
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| table_err(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| table_err(e.to_string()))
+    // With the path of the offending field (`cases[2].expect: ...`): serde_json alone
+    // names only a line and column.
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let table = serde_path_to_error::deserialize(&mut de).map_err(|e| table_err(e.to_string()))?;
+    de.end().map_err(|e| table_err(e.to_string()))?;
+    Ok(table)
 }
 
 /// Runs every case of the bundle in `dir`.

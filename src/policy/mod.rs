@@ -37,6 +37,8 @@ pub mod credentials;
 pub mod defaults;
 mod engine;
 mod execute;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod golden;
 pub mod http;
 pub mod metrics;

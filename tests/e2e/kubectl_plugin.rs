@@ -30,6 +30,18 @@ use crate::{
 
 const OWNER: (u32, u32) = (4321, 8765);
 
+/// The pair under test, synced once at creation and then on `sync`.
+const REPLICATE: [&str; 8] = [
+    "replicate",
+    "db",
+    "--pvc",
+    "data",
+    "--manual",
+    "once",
+    "--rpo",
+    "1h",
+];
+
 /// A kubeconfig with `east` and `west` (this cluster) and `lost` (nothing listens there).
 fn sites_kubeconfig(admin: &Path, dir: &Path) -> PathBuf {
     let mut config = Kubeconfig::read_from(admin).expect("admin kubeconfig");
@@ -47,10 +59,10 @@ fn sites_kubeconfig(admin: &Path, dir: &Path) -> PathBuf {
     for name in ["east", "west", "lost"] {
         let mut ctx: NamedContext = base.clone();
         ctx.name = name.into();
-        if name == "lost" {
-            if let Some(c) = ctx.context.as_mut() {
-                c.cluster = "lost".into();
-            }
+        if name == "lost"
+            && let Some(c) = ctx.context.as_mut()
+        {
+            c.cluster = "lost".into();
         }
         config.contexts.push(ctx);
     }
@@ -183,19 +195,7 @@ async fn replicate_fail_over_and_fail_back_with_kubectl_ferrosync() {
     write_file(&east, "table.db", 8 << 20, 1);
 
     // replicate: the destination, its key in the source namespace, the source.
-    let out = plugin.ok(
-        &[
-            "replicate",
-            "db",
-            "--pvc",
-            "data",
-            "--manual",
-            "once",
-            "--rpo",
-            "1h",
-        ],
-        "east",
-    );
+    let out = plugin.ok(&REPLICATE, "east");
     let rd = dst
         .api::<ReplicationDestination>()
         .get("db")
@@ -235,19 +235,7 @@ async fn replicate_fail_over_and_fail_back_with_kubectl_ferrosync() {
 
     // Idempotent: a second run changes nothing.
     let before = resource_versions(&src, &dst, &key).await;
-    plugin.ok(
-        &[
-            "replicate",
-            "db",
-            "--pvc",
-            "data",
-            "--manual",
-            "once",
-            "--rpo",
-            "1h",
-        ],
-        "east",
-    );
+    plugin.ok(&REPLICATE, "east");
     assert_eq!(
         resource_versions(&src, &dst, &key).await,
         before,

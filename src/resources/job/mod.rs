@@ -13,7 +13,7 @@ use k8s_openapi::api::{
         SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
     },
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta};
 
 use super::{
     meta::{APP_NAME, Component, Owner, labels, object_meta},
@@ -33,6 +33,11 @@ pub const DATA_DIR: &str = "/data";
 pub const KEY_DIR: &str = "/keys";
 /// See [`DATA_DIR`].
 pub const TEMP_DIR: &str = "/tmp";
+/// Cap on the memory-backed scratch volume (/tmp): the destination's control module (at
+/// most the mover's default `CONTROL_LIMIT`, 256 MiB, which the mover enforces itself) plus
+/// generated configs and the rsync daemon's log. With memory-backed emptyDirs sized by the
+/// kubelet, writes beyond it fail (ENOSPC); either way a key holder cannot fill the node.
+pub const TEMP_DIR_SIZE_LIMIT: &str = "320Mi";
 /// The mover binary inside the image.
 pub const MOVER_BINARY: &str = "/usr/local/bin/ferrosync";
 
@@ -124,7 +129,7 @@ fn pod_spec(job: &MoverJob<'_>) -> PodSpec {
                 name: "tempdir".into(),
                 empty_dir: Some(EmptyDirVolumeSource {
                     medium: Some("Memory".into()),
-                    ..EmptyDirVolumeSource::default()
+                    size_limit: Some(Quantity(TEMP_DIR_SIZE_LIMIT.into())),
                 }),
                 ..Volume::default()
             },

@@ -112,6 +112,15 @@ fn volumes_and_mounts_match_the_reference() {
             .and_then(|e| e.medium.as_deref()),
         Some("Memory")
     );
+    // A key holder must not be able to fill the node's memory through the control module.
+    assert_eq!(
+        volumes[2]
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.as_ref())
+            .map(|q| q.0.as_str()),
+        Some("320Mi")
+    );
     let mounts: Vec<_> = pod.containers[0]
         .volume_mounts
         .clone()
