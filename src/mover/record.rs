@@ -191,18 +191,25 @@ pub fn relay(
     });
     let rx = keys.1;
     let up_done = AtomicBool::new(false);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let (up, down) = std::thread::scope(|s| {
         let up = s.spawn(|| {
+            // Moved in: a receiver cannot be shared between threads.
+            let done_rx = done_rx;
             let r = seal_up(&tx, sock, plain_in);
             if r.is_err() {
                 let _ = sock.shutdown(Shutdown::Both);
             } else {
-                let _ = sock.set_read_timeout(Some(linger));
+                // A read already blocked ignores a new timeout: end it after the linger.
+                if done_rx.recv_timeout(linger).is_err() {
+                    let _ = sock.shutdown(Shutdown::Both);
+                }
             }
             up_done.store(true, Ordering::Release);
             r
         });
         let down = open_down(rx, &tx, pending, sock, plain_out, &up_done);
+        let _ = done_tx.send(());
         if down.is_err() {
             let _ = sock.shutdown(Shutdown::Both);
         }

@@ -220,19 +220,26 @@ pub fn relay(
     let tls = Mutex::new(tls);
     let wlock = Mutex::new(());
     let up_done = AtomicBool::new(false);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let (up, down) = std::thread::scope(|s| {
         let up = s.spawn(|| {
+            // Moved in: a receiver cannot be shared between threads.
+            let done_rx = done_rx;
             let r = pump_up(&tls, &wlock, sock, plain_in);
             if r.is_err() {
                 // Wakes the other direction, whose peer is gone too.
                 let _ = sock.shutdown(Shutdown::Both);
             } else {
-                let _ = sock.set_read_timeout(Some(linger));
+                // A read already blocked ignores a new timeout: end it after the linger.
+                if done_rx.recv_timeout(linger).is_err() {
+                    let _ = sock.shutdown(Shutdown::Both);
+                }
             }
             up_done.store(true, Ordering::Release);
             r
         });
         let down = pump_down(&tls, &wlock, sock, plain_out, &up_done);
+        let _ = done_tx.send(());
         if down.is_err() {
             let _ = sock.shutdown(Shutdown::Both);
         }

@@ -30,8 +30,9 @@ use super::{procs, psk_tls, relay, say};
 const MAX_CONNECTIONS: usize = 16;
 /// Longest TLS handshake.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
-/// How long a peer may take to close after its daemon finished.
-const LINGER: Duration = Duration::from_secs(30);
+/// How long a peer may take to close after its daemon finished: nothing is left to
+/// deliver to a daemon that exited, only the peer's close_notify to wait for.
+const LINGER: Duration = Duration::from_secs(1);
 /// Pipe size towards and from each daemon: large enough for a whole relay chunk.
 const PIPE_SIZE: i32 = 1 << 20;
 

@@ -1,6 +1,6 @@
 //! ferrosync-only rsync tuning through ReplicationSource annotations (admission stays
-//! VolSync's): a value that does not parse is an Error condition and an InvalidSpec Event
-//! naming the annotation, no mover starts, and fixing the value clears it.
+//! VolSync's): a value that does not parse is an Error condition naming the annotation
+//! (the InvalidSpec Event comes with it), no mover starts, and fixing the value clears it.
 
 use ferrosync::api::ReplicationSource;
 use k8s_openapi::api::batch::v1::Job;
@@ -10,12 +10,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{
-    env::env,
-    fixtures::{STEP, events},
-    support::wait,
-    volsync::source,
-};
+use crate::{env::env, fixtures::STEP, support::wait, volsync::source};
 
 const BWLIMIT: &str = "ferrosync.io/rsync-bwlimit";
 
