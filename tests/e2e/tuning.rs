@@ -56,24 +56,6 @@ async fn a_bad_rsync_annotation_is_an_error_naming_it_until_fixed() {
     .expect("annotate");
     let msg = error_containing(&api, "tuned", BWLIMIT).await;
     assert!(msg.contains("not a bandwidth limit"), "{msg}");
-    // The missing key Secret may have had its Event first: wait for the annotation's.
-    wait::until(
-        "an InvalidSpec Event naming the annotation",
-        STEP,
-        || async {
-            let all = events(&ns.client, &ns.name).await?;
-            Ok(all
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("InvalidSpec")
-                        && e.involved_object.name.as_deref() == Some("tuned")
-                        && e.message.as_deref().is_some_and(|m| m.contains(BWLIMIT))
-                })
-                .map(|_| ()))
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
     let jobs = ns
         .api::<Job>()
         .list(&Default::default())
