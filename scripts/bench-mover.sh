@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Data-mover benchmarks (not a test): prints the side-by-side table of BENCHMARKS.md's
-# "Data mover" section. Trees live on tmpfs (/dev/shm) so disk writeback does not mask
-# the mover. Needs rsync, stunnel and python3; takes a few minutes and ~3 GiB of tmpfs.
-#   scripts/bench-mover.sh [--runs N]
+# Data-mover benchmarks (not a test): prints the side-by-side tables of BENCHMARKS.md's
+# "Data mover" section: plain rsync, the mover on stunnel, the mover on its built-in
+# tunnel; loopback, and an emulated WAN between two network namespaces (needs root, ip and
+# tc). Trees live on tmpfs (/dev/shm) so disk writeback does not mask the mover. Needs
+# rsync, stunnel and python3; takes 20-40 minutes and ~3 GiB of tmpfs.
+#   scripts/bench-mover.sh [--runs N] [--wan-runs N] [--sections loopback,incremental,delta,files,wan]
+# The dev profile is enough: the built-in tunnel's per-byte work is in ring and OpenSSL,
+# which the dev profile builds optimised (profile.dev.package."*" opt-level 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin ferrosync

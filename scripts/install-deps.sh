@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # rsync, stunnel4: the data movers. bubblewrap, util-linux (setpriv), iproute2: the node
 # simulator's sandboxes and addresses. openssl: the test control plane's certificates.
 # curl: the demo's readiness probe.
-apt_packages=(rsync stunnel4 bubblewrap util-linux iproute2 openssl curl ca-certificates)
+apt_packages=(rsync stunnel4 bubblewrap util-linux iproute2 openssl libssl-dev pkg-config curl ca-certificates)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

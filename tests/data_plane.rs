@@ -1,5 +1,6 @@
-//! Data-plane tier: the real `ferrosync mover` binary with real rsync and stunnel on
-//! 127.0.0.1, between directories. Every test owns its own directories and free ports, so
+//! Data-plane tier: the real `ferrosync mover` binary with real rsync, its built-in TLS-PSK
+//! tunnel and stunnel (the fallback, and the reference's peers) on 127.0.0.1, between
+//! directories. Every test owns its own directories and free ports, so
 //! tests run in parallel. Waits are polls with deadlines, never bare sleeps.
 
 #[path = "data_plane/harness.rs"]
@@ -19,5 +20,7 @@ mod interop;
 mod rotation;
 #[path = "data_plane/sync.rs"]
 mod sync;
+#[path = "data_plane/tunnel.rs"]
+mod tunnel;
 #[path = "data_plane/unprivileged.rs"]
 mod unprivileged;

@@ -59,6 +59,8 @@ mod security;
 mod simulators;
 #[path = "e2e/tree.rs"]
 mod tree;
+#[path = "e2e/tuning.rs"]
+mod tuning;
 #[path = "e2e/user_roles.rs"]
 mod user_roles;
 #[path = "e2e/volsync.rs"]

@@ -1,5 +1,6 @@
 # The mover image, ghcr.io/ferrosync/ferrosync-mover (the controller's mover.image): the
-# ferrosync binary with rsync and stunnel, for `ferrosync mover source|destination`. Build
+# ferrosync binary (its built-in TLS-PSK tunnel links OpenSSL's libssl3) with rsync, and
+# stunnel for the TLS_TUNNEL=stunnel fallback, for `ferrosync mover source|destination`. Build
 # from the repository root (BuildKit reads mover.Dockerfile.dockerignore next to it, the
 # repository's .dockerignore otherwise; either keeps target/ and .git out):
 #   docker build -f deploy/images/mover.Dockerfile -t ghcr.io/ferrosync/ferrosync-mover:0.1.0 .
@@ -24,6 +25,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       rsync \
       stunnel4 \
+      libssl3 \
       ca-certificates \
  && mkdir -p /usr/share/ferrosync \
  && dpkg-query -W -f '${Package} ${Version}\n' > /usr/share/ferrosync/packages.txt \

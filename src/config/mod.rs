@@ -131,6 +131,20 @@ pub struct MoverConfig {
     /// pulled, no node that fits) before the condition says so.
     #[serde(with = "humantime_serde")]
     pub start_timeout: Duration,
+    /// Which TLS-PSK tunnel the movers use (the Job's `TLS_TUNNEL`).
+    #[serde(default)]
+    pub tls_tunnel: TlsTunnel,
+}
+
+/// The movers' TLS-PSK tunnel; both put the same TLS 1.3 PSK handshake on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsTunnel {
+    /// In-process TLS in the mover, with batched records.
+    #[default]
+    Builtin,
+    /// stunnel processes, as VolSync's mover: the fallback.
+    Stunnel,
 }
 
 /// How much reconciling runs at once.

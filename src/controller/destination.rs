@@ -234,6 +234,7 @@ async fn step(
         backoff_limit: ctx.config.mover.backoff_limit,
         progress_interval: ctx.config.mover.progress_interval,
         extras,
+        extra_env: super::mover_env::common(&ctx.config.mover),
         pvc: &pvc_name,
         key_secret: &key.secret,
         options: &tls.mover,

@@ -18,6 +18,7 @@ mod iteration;
 mod key_rotation;
 mod keys;
 mod leader;
+mod mover_env;
 mod mover_pod;
 mod mover_run;
 mod pass;

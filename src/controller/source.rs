@@ -16,7 +16,7 @@ use super::{
     decisions,
     error::Error,
     iteration::{self, Outcome},
-    keys, mover_pod, mover_run, pass,
+    keys, mover_env, mover_pod, mover_run, pass,
     pit::{self, PitPlan, PitState},
     plan::{self, Pass},
     progress::Progress,
@@ -67,6 +67,8 @@ async fn step(
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::Invalid("spec.rsyncTLS.address is required".into()))?;
     let port = tls.port.unwrap_or(RSYNC_TLS_PORT);
+    // Checked first: a bad tuning annotation is the user's to fix, whatever else is pending.
+    let extra_env = mover_env::source(&ctx.config.mover, rs.annotations())?;
     ctx.check_mover_service_account(&owner.namespace, tls.mover.mover_service_account.as_deref())
         .await?;
     validate_mover_volumes(tls.mover.mover_volumes.as_deref().unwrap_or_default())
@@ -209,6 +211,7 @@ async fn step(
         backoff_limit: ctx.config.mover.backoff_limit,
         progress_interval: ctx.config.mover.progress_interval,
         extras,
+        extra_env,
         pvc: &data_pvc,
         key_secret: &key.secret,
         options: &tls.mover,

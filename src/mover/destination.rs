@@ -1,18 +1,17 @@
-//! `ferrosync mover destination`: a TLS-PSK stunnel server that runs an rsync daemon per
-//! connection, until the source signals completion; then it restores the munged symlinks,
-//! stops stunnel and syncs the filesystem.
+//! `ferrosync mover destination`: a TLS-PSK server ([`tunnel`]: built in, or stunnel) that
+//! runs an rsync daemon per connection, until the source signals completion; then it
+//! restores the munged symlinks, stops the server and syncs the filesystem.
 //!
 //! Completion handshake: the source's upload of `control/complete` succeeds only once the
-//! daemon has the file in place. Seeing it, the destination waits until stunnel has no
-//! daemon child left (the upload's connection has closed), instead of the reference's fixed
-//! 5 s sleep, then stops stunnel so nothing can write during the restore. This module must
-//! never exit 0 unless `complete` arrived and the restore and sync succeeded.
+//! daemon has the file in place. Seeing it, the destination waits until no connection is
+//! open (the upload's connection has closed), instead of the reference's fixed 5 s sleep,
+//! then stops the server so nothing can write during the restore. This module must never
+//! exit 0 unless `complete` arrived and the restore and sync succeeded.
 
 use std::{
     fs,
     os::unix::fs::PermissionsExt,
     path::Path,
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -20,11 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    sync::watch,
-};
+use tokio::sync::watch;
 
 use super::{
     Tally, control,
@@ -32,18 +27,16 @@ use super::{
     keyfile, procs, rsyncd, say, session,
     settings::{self, DestinationArgs},
     source::COMPLETE_MARKER,
-    stunnel::{self, LogEvent},
     symlinks,
+    tunnel::{ServerSpec, ServerTunnel},
 };
 
 /// How often the control file is looked for.
 const POLL: Duration = Duration::from_millis(25);
-/// How often stunnel's children are counted for the idle timeout.
+/// How often open connections are counted for the idle timeout.
 const ACTIVITY_POLL: Duration = Duration::from_millis(500);
 /// Longest wait for in-flight connections once `complete` arrived.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
-/// Longest wait for stunnel to bind its port.
-const READY_LIMIT: Duration = Duration::from_secs(20);
 
 /// Runs the destination side; counters go into `tally`.
 pub async fn run(
@@ -54,7 +47,7 @@ pub async fn run(
     let common = &args.common;
     settings::check_common(common)?;
     let listen = settings::listen_endpoint(args, ipv6_enabled())?;
-    let key = keyfile::check(&common.key_dir)?;
+    let (key_file, key) = keyfile::load(&common.key_dir)?;
     if !common.data_dir.is_dir() {
         return Err(Failure::new(
             ErrorClass::DataDirMissing,
@@ -66,7 +59,6 @@ pub async fn run(
     }
     let setup = |e: &dyn std::fmt::Display| Failure::new(ErrorClass::SetupFailed, e.to_string());
     let rsync = procs::which("rsync").map_err(|e| setup(&e))?;
-    let stunnel_bin = procs::which("stunnel").map_err(|e| setup(&e))?;
 
     // A restarted container keeps /tmp (an emptyDir): start from a clean work directory so
     // a stale `complete` can never end this run early.
@@ -98,7 +90,6 @@ pub async fn run(
     }
     let rsyncd_conf = work.join("rsyncd.conf");
     let rsyncd_log = work.join("rsyncd.log");
-    let stunnel_conf = work.join("stunnel.conf");
     let write = |path: &Path, text: String| {
         fs::write(path, text)
             .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o600)))
@@ -115,42 +106,45 @@ pub async fn run(
             session_dir: sessions.clone(),
         }),
     )?;
-    write(
-        &stunnel_conf,
-        stunnel::render_server(&listen, &key, &common.ssl_version_min, &rsync, &rsyncd_conf),
-    )?;
 
-    let mut cmd = Command::new(&stunnel_bin);
-    cmd.arg(&stunnel_conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut tunnel = procs::spawn(&mut cmd, "stunnel").map_err(|e| setup(&e))?;
-    let auth_failures = Arc::new(AtomicU64::new(0));
-    let (ready_tx, mut ready) = watch::channel(None::<bool>);
-    let stderr = tunnel.stderr.take().expect("stderr is piped");
-    let log_task = tokio::spawn(follow_stunnel(stderr, ready_tx, auth_failures.clone()));
+    let mut tunnel = ServerTunnel::start(
+        ServerSpec {
+            kind: common.tunnel,
+            listen: &listen,
+            key_file: &key_file,
+            key: &key,
+            ssl_version_min: &common.ssl_version_min,
+            rsync,
+            rsyncd_conf,
+            work: &work,
+        },
+        term,
+    )
+    .await?;
+    say::info(
+        "destination",
+        &format!("listening on {listen} (TLS-PSK); waiting for the source"),
+    );
 
     let tail_offset = Arc::new(AtomicU64::new(0));
     let tail_task = tokio::spawn(follow_daemon_log(rsyncd_log.clone(), tail_offset.clone()));
     let mut watch = control::Watch::new(&control, args.control_limit, store, args.greeting_timeout);
-    let result = serve(args, &listen, &mut tunnel, &mut ready, term, &mut watch).await;
+    let result = serve(args, &mut tunnel, term, &mut watch).await;
     let result = match result {
         Ok(()) => finish(&common.data_dir, &control, &mut tunnel).await,
         Err(f) => {
-            stop_tunnel(&mut tunnel, Duration::from_secs(5)).await;
+            tunnel.stop(Duration::from_secs(5)).await;
             Err(f)
         }
     };
     // The control files live in the pod's memory, which outlives this process.
     let _ = fs::remove_dir_all(&control);
-    let _ = log_task.await;
     tail_task.abort();
     print_daemon_errors(&rsyncd_log, &tail_offset);
     let (sent, received) = daemon_bytes(&rsyncd_log);
     tally.bytes_sent = sent;
     tally.bytes_received = received;
-    let failures = auth_failures.load(Ordering::Relaxed);
+    let failures = tunnel.auth_failures();
     tally.auth_failure = failures > 0;
     if failures > 0 {
         say::info(
@@ -161,53 +155,32 @@ pub async fn run(
     result
 }
 
-/// Waits for stunnel to listen, then for the completion signal.
+/// Waits for the completion signal.
 async fn serve(
     args: &DestinationArgs,
-    listen: &str,
-    tunnel: &mut Child,
-    ready: &mut watch::Receiver<Option<bool>>,
+    tunnel: &mut ServerTunnel,
     term: &mut watch::Receiver<bool>,
     control: &mut control::Watch,
 ) -> Result<(), Failure> {
     let setup = |m: String| Failure::new(ErrorClass::SetupFailed, m);
-    tokio::select! {
-        r = ready.wait_for(Option::is_some) => {
-            if r.map(|v| *v != Some(true)).unwrap_or(true) {
-                return Err(setup(format!("stunnel could not listen on {listen}")));
-            }
-        }
-        _ = tunnel.wait() => return Err(setup(format!("stunnel exited before listening on {listen}"))),
-        _ = tokio::time::sleep(READY_LIMIT) => return Err(setup(format!("stunnel did not listen on {listen} within {READY_LIMIT:?}"))),
-        _ = term.wait_for(|t| *t) => return Err(interrupted()),
-    }
-    say::info(
-        "destination",
-        &format!("listening on {listen} (TLS-PSK); waiting for the source"),
-    );
-
     let idle = args.idle_timeout.filter(|d| !d.is_zero());
-    let stunnel_pid = tunnel.id().unwrap_or(0);
     let mut last_activity = Instant::now();
     let mut last_count = Instant::now();
     let mut tick = tokio::time::interval(POLL);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            status = tunnel.wait() => {
-                return Err(setup(format!("stunnel exited unexpectedly ({})",
-                    status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))));
-            }
+            why = tunnel.died() => return Err(setup(why)),
             _ = term.wait_for(|t| *t) => return Err(interrupted()),
         }
-        if control.poll(|| procs::children_of(stunnel_pid))? {
+        if control.poll(|| tunnel.daemons())? {
             return Ok(());
         }
         if let Some(idle) = idle
             && last_count.elapsed() >= ACTIVITY_POLL
         {
             last_count = Instant::now();
-            if !procs::children_of(stunnel_pid).is_empty() {
+            if tunnel.busy() {
                 last_activity = Instant::now();
             } else if last_activity.elapsed() >= idle {
                 return Err(Failure::new(
@@ -222,8 +195,8 @@ async fn serve(
     }
 }
 
-/// After `complete`: drain connections, stop stunnel, restore symlinks, sync.
-async fn finish(data: &Path, control: &Path, tunnel: &mut Child) -> Result<(), Failure> {
+/// After `complete`: drain connections, stop the server, restore symlinks, sync.
+async fn finish(data: &Path, control: &Path, tunnel: &mut ServerTunnel) -> Result<(), Failure> {
     let marker = fs::read_to_string(control.join("complete")).unwrap_or_default();
     let ours = marker.starts_with(COMPLETE_MARKER);
     say::info(
@@ -233,12 +206,11 @@ async fn finish(data: &Path, control: &Path, tunnel: &mut Child) -> Result<(), F
             if ours { "ferrosync" } else { "reference" }
         ),
     );
-    let pid = tunnel.id().unwrap_or(0);
     let deadline = Instant::now() + DRAIN_LIMIT;
-    while !procs::children_of(pid).is_empty() && Instant::now() < deadline {
+    while tunnel.busy() && Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
     }
-    stop_tunnel(tunnel, Duration::from_secs(5)).await;
+    tunnel.stop(Duration::from_secs(5)).await;
 
     let (list_name, sep) = if ours {
         (symlinks::NUL_LIST, 0)
@@ -279,53 +251,6 @@ async fn finish(data: &Path, control: &Path, tunnel: &mut Child) -> Result<(), F
         ),
     );
     Ok(())
-}
-
-/// Stops stunnel and any rsync daemon still serving a connection.
-async fn stop_tunnel(tunnel: &mut Child, grace: Duration) {
-    if let Some(pid) = tunnel.id() {
-        for child in procs::children_of(pid) {
-            procs::signal(child, nix::sys::signal::Signal::SIGTERM);
-        }
-    }
-    procs::stop(tunnel, grace).await;
-}
-
-/// Forwards stunnel's noteworthy lines and tells when it is listening.
-async fn follow_stunnel(
-    stderr: tokio::process::ChildStderr,
-    ready: watch::Sender<Option<bool>>,
-    auth_failures: Arc<AtomicU64>,
-) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        match stunnel::classify(&line) {
-            LogEvent::Bound => {
-                ready.send_replace(Some(true));
-            }
-            LogEvent::BindFailed => {
-                ready.send_replace(Some(false));
-            }
-            LogEvent::AuthFailed => {
-                auth_failures.fetch_add(1, Ordering::Relaxed);
-                say::info(
-                    "destination",
-                    "authentication failed: a source presented a different pre-shared key",
-                );
-            }
-            _ => {}
-        }
-        if stunnel::is_noteworthy(&line) {
-            say::raw(&format!("stunnel: {line}"));
-        }
-    }
-    ready.send_if_modified(|r| {
-        let unset = r.is_none();
-        if unset {
-            *r = Some(false);
-        }
-        unset
-    });
 }
 
 /// Forwards the rsync daemons' error lines (a full volume shows up only there).

@@ -1,8 +1,8 @@
 //! Checks of the pre-shared key file (`<key dir>/psk.txt`) before any connection is made.
 //!
-//! The mover never reads the key for itself: stunnel reads it from the file (`PSKsecrets`),
-//! so the key stays out of process arguments and environment. This module must never put
-//! key material into an error, a log line or a copy of the file.
+//! The key stays out of process arguments and environment: stunnel reads it from the file
+//! (`PSKsecrets`), and the built-in tunnel loads it from the file into memory per process.
+//! This module must never put key material into an error, a log line or a copy of the file.
 
 use std::{
     fs,
@@ -64,6 +64,11 @@ impl From<KeyError> for Failure {
 
 /// Validates `<key_dir>/psk.txt` and returns its path for stunnel's `PSKsecrets`.
 pub fn check(key_dir: &Path) -> Result<PathBuf, KeyError> {
+    load(key_dir).map(|(path, _)| path)
+}
+
+/// Validates `<key_dir>/psk.txt` and returns its path and the key.
+pub fn load(key_dir: &Path) -> Result<(PathBuf, KeyRing), KeyError> {
     let path = key_dir.join(KEY_FILE_NAME);
     // Follows symlinks on purpose: Secret volumes present psk.txt as a link into ..data/.
     let meta = match fs::metadata(&path) {
@@ -86,10 +91,10 @@ pub fn check(key_dir: &Path) -> Result<PathBuf, KeyError> {
         path: path.clone(),
         source: PskError::NotHex,
     })?;
-    // A destination mid-rotation holds two keys; stunnel accepts either (server) or
-    // presents the first (client).
+    // A destination mid-rotation holds two keys: the server accepts either (by identity),
+    // a client presents the first.
     match KeyRing::parse(&text) {
-        Ok(_) => Ok(path),
+        Ok(ring) => Ok((path, ring)),
         Err(source) => Err(KeyError::Format { path, source }),
     }
 }

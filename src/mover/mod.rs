@@ -1,6 +1,9 @@
 //! The data mover: `ferrosync mover destination|source`, run inside the mover Job. It moves
-//! a volume 1:1 with rsync through a TLS 1.3 PSK tunnel (stunnel), wire-compatible with the
-//! reference VolSync rsync-TLS mover.
+//! a volume 1:1 with rsync through a TLS 1.3 PSK tunnel, wire-compatible with the
+//! reference VolSync rsync-TLS mover: by default its own ([`tunnel_server`] on the
+//! destination, `ferrosync mover connect` per rsync connection on the source, both relaying
+//! with batched in-place records, [`record`]), or stunnel processes as the reference
+//! (`TLS_TUNNEL=stunnel`). Either works with the other, and with the reference's peers.
 //!
 //! # Settings (flag, then the environment variable the Job sets)
 //!
@@ -13,6 +16,7 @@
 //! - `--termination-message-path` `TERMINATION_MESSAGE_PATH` (default `/dev/termination-log`).
 //! - `--ssl-version-min` `SSL_VERSION_MIN` (default `TLSv1.3`; `TLSv1.2` allowed).
 //! - `--progress-interval` `PROGRESS_INTERVAL` (default `10s`).
+//! - `--tunnel` `TLS_TUNNEL` (`builtin`, the default, or `stunnel`).
 //!
 //! Destination: `--listen-address` `LISTEN_ADDRESS`, else `--pod-ip` `POD_IP`, else all
 //! addresses (`::`, or `0.0.0.0` without IPv6); `--listen-port` `LISTEN_PORT` (default
@@ -25,7 +29,8 @@
 //! `DESTINATION_PORT` (default 8000), `--max-attempts` `MAX_ATTEMPTS` (default 5),
 //! `--retry-base-delay` `RETRY_BASE_DELAY` (default `2s`, doubling), `--compress`
 //! `RSYNC_COMPRESS` (default `none`), `--bwlimit` `RSYNC_BWLIMIT`, `--io-timeout`
-//! `RSYNC_IO_TIMEOUT` (default `10m`).
+//! `RSYNC_IO_TIMEOUT` (default `10m`), `--block-size` `RSYNC_BLOCK_SIZE` (`auto`, the
+//! default: see [`blocks`]; `rsync`; or bytes).
 //!
 //! # Exit codes
 //!
@@ -42,7 +47,8 @@
 //!
 //! # Protocol, and where it differs from the reference
 //!
-//! On the wire it is the reference's: TLS 1.3 PSK by stunnel on port 8000, an rsync daemon
+//! On the wire it is the reference's: TLS 1.3 PSK (TLS_AES_128_GCM_SHA256, identity and
+//! key from `psk.txt`) on port 8000, an rsync daemon
 //! per connection with modules `data` and `control`, munged symlinks, `control/complete`.
 //! Our source lists top-level entries NUL-separated as `/<name>` (names starting with `#`
 //! or `;` are not comments), deletes inside them during pass 1 so pass 2 only compares the
@@ -67,6 +73,7 @@
 //! This module must never log or pass on the command line the pre-shared key, and never
 //! report success for a sync that did not complete.
 
+mod blocks;
 mod classify;
 mod control;
 mod debug;
@@ -76,6 +83,9 @@ pub mod exit;
 mod fuzz_tests;
 mod keyfile;
 mod procs;
+mod psk_tls;
+mod record;
+mod relay;
 mod rsync_out;
 mod rsync_run;
 mod rsyncd;
@@ -86,6 +96,9 @@ mod source;
 mod stunnel;
 pub mod summary;
 mod symlinks;
+mod tunnel;
+mod tunnel_client;
+mod tunnel_server;
 
 use std::{process::ExitCode, time::Instant};
 
@@ -104,11 +117,14 @@ const STATS_KEPT: usize = 8;
 /// Data-mover roles.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Run the destination side: a TLS-PSK stunnel server with an rsync daemon per
-    /// connection, until the source signals completion.
+    /// Run the destination side: a TLS-PSK server with an rsync daemon per connection,
+    /// until the source signals completion.
     Destination(Box<settings::DestinationArgs>),
-    /// Run the source side: push the data through a TLS-PSK stunnel client with rsync.
+    /// Run the source side: push the data with rsync through a TLS-PSK client.
     Source(Box<settings::SourceArgs>),
+    /// One TLS-PSK connection for rsync's RSYNC_CONNECT_PROG (started by the source).
+    #[command(hide = true)]
+    Connect(tunnel_client::ConnectArgs),
     /// Run by the destination's rsync daemon before and after each transfer: admits one
     /// source's session at a time (see `session`). Not for people.
     #[command(hide = true)]
@@ -140,6 +156,10 @@ impl Tally {
 
 /// Runs a mover role and returns its process exit code.
 pub async fn run(cmd: Command) -> ExitCode {
+    if let Command::Connect(args) = &cmd {
+        // Blocking on purpose: this process only relays one connection, on its own threads.
+        return tunnel_client::run(args);
+    }
     let start = Instant::now();
     let mut term = termination_signal();
     let mut tally = Tally::default();
@@ -151,7 +171,7 @@ pub async fn run(cmd: Command) -> ExitCode {
         let (role, tmp) = match &cmd {
             Command::Destination(args) => ("destination", &args.common.tmp_dir),
             Command::Source(args) => ("source", &args.common.tmp_dir),
-            Command::Gate(_) => unreachable!("returned above"),
+            Command::Gate(_) | Command::Connect(_) => unreachable!("returned above"),
         };
         // No summary: a debug run is not a sync, and the controller records none.
         return if debug::hold(role, tmp, &mut term).await {
@@ -174,6 +194,7 @@ pub async fn run(cmd: Command) -> ExitCode {
             &args.common.termination_message_path,
             source::run(args, &mut term, &mut tally, start).await,
         ),
+        Command::Connect(_) => unreachable!("handled above"),
     };
     let code = result.as_ref().err().map_or(0, |f| f.class.exit_code());
     let summary = Summary {

@@ -25,6 +25,7 @@ use super::{
     say,
     stunnel::{self, LogEvent},
     summary::Progress,
+    tunnel_client,
 };
 
 /// How many error lines of one run are kept for messages and the summary.
@@ -32,6 +33,10 @@ const ERROR_TAIL: usize = 12;
 /// How many per-file error lines of one run are kept for the summary: the first ones, since
 /// later ones are often consequences; the rest are only counted.
 pub const FILE_ERRORS_KEPT: usize = 20;
+/// How long rsync's output may stay open after rsync exited: the TLS client started for
+/// its connection (and rsync's fork waiting for it in `system()`) hold copies, and may be
+/// stuck on a destination that stopped reading.
+const STDERR_GRACE: Duration = Duration::from_secs(5);
 /// Per-file error lines are cut to this many bytes, so 20 of them stay well within the
 /// 4 KiB termination message.
 const FILE_ERROR_MAX: usize = 160;
@@ -51,8 +56,10 @@ pub enum RunError {
 pub struct Invocation {
     /// The rsync binary.
     pub rsync: PathBuf,
-    /// `RSYNC_CONNECT_PROG`: the stunnel client command.
+    /// `RSYNC_CONNECT_PROG`: the TLS client command.
     pub connect_prog: String,
+    /// Environment the TLS client command needs (rsync passes its own on).
+    pub connect_env: Vec<(&'static str, OsString)>,
     /// Arguments after the program name.
     pub args: Vec<OsString>,
     /// Report progress at most this often (copy pass only); `start` is the mover's start.
@@ -109,6 +116,7 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
     let mut cmd = Command::new(&inv.rsync);
     cmd.args(&inv.args)
         .env("RSYNC_CONNECT_PROG", &inv.connect_prog)
+        .envs(inv.connect_env.iter().map(|(k, v)| (k, v)))
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -116,10 +124,19 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
     let mut child = procs::spawn(&mut cmd, "rsync")?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let out_task = tokio::spawn(read_stdout(stdout, inv.progress, inv.print_stats));
-    let err_task = tokio::spawn(read_stderr(stderr, inv.strip_prefixes));
+    let (exited_tx, exited) = watch::channel(false);
+    let out_task = tokio::spawn(read_stdout(
+        stdout,
+        inv.progress,
+        inv.print_stats,
+        exited.clone(),
+    ));
+    let err_task = tokio::spawn(read_stderr(stderr, inv.strip_prefixes, exited));
     let status = tokio::select! {
-        status = child.wait() => status.ok(),
+        status = child.wait() => {
+            exited_tx.send_replace(true);
+            status.ok()
+        }
         _ = term.wait_for(|t| *t) => {
             procs::stop(&mut child, Duration::from_secs(10)).await;
             return Err(RunError::Interrupted);
@@ -138,10 +155,13 @@ pub async fn run(inv: Invocation, term: &mut watch::Receiver<bool>) -> Result<Re
     })
 }
 
+/// Reads rsync's stdout until it ends, or until [`STDERR_GRACE`] after `exited` (rsync's
+/// forked helper for the TLS client keeps a copy of it open while that client lives).
 async fn read_stdout(
     out: impl AsyncRead + Unpin,
     progress: Option<(Duration, Instant)>,
     print_stats: bool,
+    mut exited: watch::Receiver<bool>,
 ) -> Stats {
     let mut stats = Stats::default();
     let mut meter = progress.map(|(every, start)| Meter::new(every, start));
@@ -149,8 +169,23 @@ async fn read_stdout(
     let mut reader = BufReader::with_capacity(64 * 1024, out);
     let mut buf = [0u8; 64 * 1024];
     let mut line = Vec::new();
+    let mut deadline = None;
     loop {
-        let n = match reader.read(&mut buf).await {
+        // `read` is cancel safe: nothing is consumed unless it completes.
+        let read = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, reader.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => break,
+            },
+            None => tokio::select! {
+                read = reader.read(&mut buf) => read,
+                _ = exited.wait_for(|e| *e) => {
+                    deadline = Some(tokio::time::Instant::now() + STDERR_GRACE);
+                    continue;
+                }
+            },
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -202,20 +237,44 @@ struct StderrView {
     file_error_count: u64,
 }
 
-async fn read_stderr(err: impl AsyncRead + Unpin, strip_prefixes: Vec<String>) -> StderrView {
+/// Reads rsync's stderr until it ends, or until [`STDERR_GRACE`] after `exited` turned
+/// true.
+async fn read_stderr(
+    err: impl AsyncRead + Unpin,
+    strip_prefixes: Vec<String>,
+    mut exited: watch::Receiver<bool>,
+) -> StderrView {
     let mut tls = TlsView::default();
     let mut errors = Vec::new();
     let mut out_of_space = false;
     let mut file_errors = Vec::new();
     let mut file_error_count = 0;
     let mut lines = BufReader::new(err).split(b'\n');
-    while let Ok(Some(raw)) = lines.next_segment().await {
+    let mut deadline = None;
+    loop {
+        // `next_segment` is cancel safe: a line cut by the select is read again.
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, lines.next_segment()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => tokio::select! {
+                next = lines.next_segment() => next,
+                _ = exited.wait_for(|e| *e) => {
+                    deadline = Some(tokio::time::Instant::now() + STDERR_GRACE);
+                    continue;
+                }
+            },
+        };
+        let Ok(Some(raw)) = next else { break };
         let line = String::from_utf8_lossy(&raw).trim_end().to_owned();
         if line.is_empty() {
             continue;
         }
-        let is_stunnel = line.contains(" LOG") || line.starts_with('[');
-        match stunnel::classify(&line) {
+        let builtin = tunnel_client::classify(&line);
+        let is_stunnel = builtin.is_none() && (line.contains(" LOG") || line.starts_with('['));
+        let event = builtin.unwrap_or_else(|| stunnel::classify(&line));
+        match event {
             LogEvent::Connected => tls.connected = true,
             LogEvent::ConnectFailed => tls.connect_failed = true,
             LogEvent::AuthFailed => tls.auth_failed = true,
@@ -232,7 +291,9 @@ async fn read_stderr(err: impl AsyncRead + Unpin, strip_prefixes: Vec<String>) -
                 file_errors.push(rsync_out::bounded(&relative, FILE_ERROR_MAX));
             }
         }
-        let keep = if is_stunnel {
+        let keep = if builtin.is_some() {
+            event != LogEvent::Connected
+        } else if is_stunnel {
             stunnel::is_noteworthy(&line)
                 && !matches!(
                     stunnel::classify(&line),

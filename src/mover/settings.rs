@@ -40,6 +40,19 @@ pub struct Common {
     /// Least time between two progress lines.
     #[arg(long, env = "PROGRESS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub progress_interval: Duration,
+    /// Which TLS-PSK tunnel carries rsync: the built-in one, or stunnel processes.
+    #[arg(long, env = "TLS_TUNNEL", value_enum, default_value_t = Tunnel::Builtin)]
+    pub tunnel: Tunnel,
+}
+
+/// The TLS-PSK tunnel implementation. Both put the same handshake on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Tunnel {
+    /// In-process TLS (OpenSSL) with batched records: the default.
+    #[default]
+    Builtin,
+    /// stunnel processes, as the reference mover: the fallback.
+    Stunnel,
 }
 
 /// Settings of `ferrosync mover destination`.
@@ -92,8 +105,12 @@ pub struct SourceArgs {
     #[arg(long, env = "RSYNC_COMPRESS", value_enum, default_value_t = Compress::None)]
     pub compress: Compress,
     /// Bandwidth limit passed to rsync --bwlimit (e.g. `10m`, in rsync's syntax).
-    #[arg(long, env = "RSYNC_BWLIMIT")]
+    #[arg(long, env = "RSYNC_BWLIMIT", value_parser = parse_bwlimit)]
     pub bwlimit: Option<String>,
+    /// rsync --block-size: `auto` (from the largest file, see [`BlockSize::Auto`]),
+    /// `rsync` (rsync's own choice per file) or a size in bytes.
+    #[arg(long, env = "RSYNC_BLOCK_SIZE", default_value = "auto", value_parser = BlockSize::parse)]
+    pub block_size: BlockSize,
     /// rsync --timeout: abort a connection after this long without any I/O.
     #[arg(long, env = "RSYNC_IO_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub io_timeout: Duration,
@@ -123,6 +140,73 @@ impl Compress {
             Self::Zstd => &["-z", "--compress-choice=zstd"],
             Self::Lz4 => &["-z", "--compress-choice=lz4"],
             Self::Zlib => &["-z", "--compress-choice=zlib"],
+        }
+    }
+}
+
+impl Compress {
+    /// Parses a choice by its name, as the environment variable takes it.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(value.trim(), true).map_err(|_| {
+            format!("{value:?} is not a compression choice: use none, auto, zstd, lz4 or zlib")
+        })
+    }
+}
+
+/// Checks an rsync `--bwlimit` value: a rate with an optional unit, as rsync reads it
+/// (`0` is no limit; no unit is KiB/s; `k`, `m`, `g` with optional `b`/`ib`).
+pub fn parse_bwlimit(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    let digits_end = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(digits_end);
+    let number_ok = !number.is_empty()
+        && number.chars().filter(|c| *c == '.').count() <= 1
+        && number.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && !number.ends_with('.');
+    let unit_ok = matches!(
+        unit.to_ascii_lowercase().as_str(),
+        "" | "k" | "kb" | "kib" | "m" | "mb" | "mib" | "g" | "gb" | "gib"
+    );
+    if number_ok && unit_ok {
+        Ok(v.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a bandwidth limit: use a rate such as 500k, 10m or 1.5g (bytes per second; 0 means none)"
+        ))
+    }
+}
+
+/// The smallest and largest `--block-size` rsync (protocol 30+) accepts that make sense.
+pub const BLOCK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 512..=131_072;
+
+/// How rsync's delta-transfer block size is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockSize {
+    /// From the largest regular file of the volume (see `blocks::for_largest_file`): small
+    /// blocks, so scattered page-sized writes do not resend whole 14 KB blocks.
+    Auto,
+    /// rsync's own rule, the square root of each file's size (at least 700 bytes).
+    Rsync,
+    /// This many bytes for every file.
+    Bytes(u32),
+}
+
+impl BlockSize {
+    /// Parses `auto`, `rsync` or a byte count in [`BLOCK_SIZE_RANGE`].
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "auto" => Ok(Self::Auto),
+            "rsync" => Ok(Self::Rsync),
+            n => match n.parse::<u32>() {
+                Ok(b) if BLOCK_SIZE_RANGE.contains(&b) => Ok(Self::Bytes(b)),
+                _ => Err(format!(
+                    "{value:?} is not a block size: use auto, rsync, or bytes from {} to {}",
+                    BLOCK_SIZE_RANGE.start(),
+                    BLOCK_SIZE_RANGE.end()
+                )),
+            },
         }
     }
 }
@@ -257,6 +341,28 @@ mod tests {
         assert!(check_common(&a.common).is_err());
         let a = Src::parse_from(["x", "--tmp-dir", "/tmp/a b"]).args;
         assert!(check_common(&a.common).is_err());
+    }
+
+    #[test]
+    fn tuning_values_are_validated() {
+        for ok in ["0", "500", "500k", "10m", "1.5g", "10MB", "2MiB", "100KB"] {
+            assert_eq!(parse_bwlimit(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in [
+            "", "fast", "-1", "10 m", "10x", "1..5m", ".5m", "5.m", "10m;rm",
+        ] {
+            assert!(parse_bwlimit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Compress::parse("ZSTD"), Ok(Compress::Zstd));
+        assert!(Compress::parse("gzip").is_err());
+        assert_eq!(BlockSize::parse("auto"), Ok(BlockSize::Auto));
+        assert_eq!(BlockSize::parse("rsync"), Ok(BlockSize::Rsync));
+        assert_eq!(BlockSize::parse("2048"), Ok(BlockSize::Bytes(2048)));
+        for bad in ["100", "1000000", "2k", ""] {
+            assert!(BlockSize::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Src::try_parse_from(["x", "--bwlimit", "fast"]).is_err());
+        assert!(Src::try_parse_from(["x", "--block-size", "7"]).is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 use tokio::sync::watch;
 
 use super::{
-    Tally, classify,
+    Tally, blocks, classify,
     classify::check,
     exit::{ErrorClass, Failure},
     keyfile, procs,
@@ -29,7 +29,7 @@ use super::{
     rsyncd::{CONTROL_MODULE, DATA_MODULE},
     say,
     session::Token,
-    settings::{self, SourceArgs},
+    settings::{self, BlockSize, SourceArgs, Tunnel},
     stunnel, symlinks,
 };
 
@@ -45,6 +45,9 @@ struct Ctx<'a> {
     args: &'a SourceArgs,
     rsync: PathBuf,
     connect_prog: String,
+    connect_env: ConnectEnv,
+    /// rsync `--block-size` for pass 1, if not rsync's own.
+    block_size: Option<u32>,
     work: PathBuf,
     start: Instant,
     /// This run's session token, presented on every connection and named in `complete`.
@@ -76,7 +79,6 @@ pub async fn run(
     }
     let setup = |e: &dyn std::fmt::Display| Failure::new(ErrorClass::SetupFailed, e.to_string());
     let rsync = procs::which("rsync").map_err(|e| setup(&e))?;
-    let stunnel_bin = procs::which("stunnel").map_err(|e| setup(&e))?;
     let work = tempfile::Builder::new()
         .prefix("ferrosync-source.")
         .tempdir_in(&common.tmp_dir)
@@ -86,16 +88,15 @@ pub async fn run(
                 common.tmp_dir.display()
             ))
         })?;
-    let conf = work.path().join("stunnel-client.conf");
-    write_private(
-        &conf,
-        stunnel::render_client(&endpoint, &key, &common.ssl_version_min).as_bytes(),
-    )
-    .map_err(|e| setup(&format!("writing {}: {e}", conf.display())))?;
+    let (connect_prog, connect_env) =
+        connect_prog(args, &endpoint, &key, work.path()).map_err(|e| setup(&e))?;
+    let block_size = block_size(args).await;
     let ctx = Ctx {
         args,
         rsync,
-        connect_prog: format!("'{}' '{}'", stunnel_bin.display(), conf.display()),
+        connect_prog,
+        connect_env,
+        block_size,
         work: work.path().to_owned(),
         start,
         session: Token::generate(),
@@ -175,6 +176,9 @@ async fn attempt_once(
         args.push("--modify-window=-1".into());
         args.push("--info=stats2,misc2,progress2".into());
         args.extend(ctx.args.compress.rsync_args().iter().map(OsString::from));
+        if let Some(block) = ctx.block_size {
+            args.push(format!("--block-size={block}").into());
+        }
         args.push("--from0".into());
         args.push(flag("--files-from=", &list));
         args.extend([source_root.clone(), data_url.clone()]);
@@ -254,6 +258,81 @@ async fn attempt_once(
     Ok(())
 }
 
+/// Environment variables the TLS client command gets through rsync.
+type ConnectEnv = Vec<(&'static str, OsString)>;
+
+/// The delta block size of this run (see [`blocks`]).
+async fn block_size(args: &SourceArgs) -> Option<u32> {
+    match args.block_size {
+        BlockSize::Rsync => None,
+        BlockSize::Bytes(b) => Some(b),
+        BlockSize::Auto => {
+            let data = args.common.data_dir.clone();
+            // A walk that fails leaves the choice to rsync, which will report the problem.
+            let largest = tokio::task::spawn_blocking(move || blocks::largest_file(&data))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let block = blocks::for_largest_file(largest);
+            if let Some(b) = block {
+                say::info(
+                    "source",
+                    &format!("delta-transfer blocks of {b} bytes (largest file: {largest} bytes)"),
+                );
+            }
+            block
+        }
+    }
+}
+
+/// `RSYNC_CONNECT_PROG` and the environment it needs: the built-in client (this binary's
+/// `mover connect`, told where to go through the environment) or a stunnel client in
+/// inetd mode. rsync runs the command with `sh -c` once per connection.
+fn connect_prog(
+    args: &SourceArgs,
+    endpoint: &str,
+    key: &Path,
+    work: &Path,
+) -> Result<(String, ConnectEnv), String> {
+    let common = &args.common;
+    let quoted = |path: &Path| -> Result<String, String> {
+        let text = path.to_str().unwrap_or("'");
+        // Single quotes for sh; rsync itself expands `%H` in the command.
+        if text.contains(['\'', '%']) {
+            return Err(format!("{} must not contain ' or %", path.display()));
+        }
+        Ok(format!("'{text}'"))
+    };
+    match common.tunnel {
+        Tunnel::Builtin => {
+            let exe = std::env::current_exe().map_err(|e| format!("locating ferrosync: {e}"))?;
+            let env = vec![
+                ("FERROSYNC_TLS_CONNECT", OsString::from(endpoint)),
+                // Absolute: rsync may change directory before it connects.
+                (
+                    "KEY_DIR",
+                    std::path::absolute(&common.key_dir)
+                        .map_err(|e| e.to_string())?
+                        .into_os_string(),
+                ),
+                ("SSL_VERSION_MIN", OsString::from(&common.ssl_version_min)),
+            ];
+            Ok((format!("{} mover connect", quoted(&exe)?), env))
+        }
+        Tunnel::Stunnel => {
+            let bin = procs::which("stunnel").map_err(|e| e.to_string())?;
+            let conf = work.join("stunnel-client.conf");
+            write_private(
+                &conf,
+                stunnel::render_client(endpoint, key, &common.ssl_version_min).as_bytes(),
+            )
+            .map_err(|e| format!("writing {}: {e}", conf.display()))?;
+            Ok((format!("{} {}", quoted(&bin)?, quoted(&conf)?), Vec::new()))
+        }
+    }
+}
+
 fn common_args(ctx: &Ctx<'_>) -> Vec<OsString> {
     let mut args = vec![
         OsString::from("--out-format=%i %n"),
@@ -277,6 +356,7 @@ async fn rsync(
     let inv = Invocation {
         rsync: ctx.rsync.clone(),
         connect_prog: ctx.connect_prog.clone(),
+        connect_env: ctx.connect_env.clone(),
         args,
         progress: print_stats.then_some((ctx.args.common.progress_interval, ctx.start)),
         print_stats,

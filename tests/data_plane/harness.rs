@@ -23,15 +23,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ferrosync");
 pub const KEY_A: &str = "volsync:8f1c2a9b3e4d5f60718293a4b5c6d7e8f9011223344556677889900aabbccdde";
 pub const KEY_B: &str = "volsync:00112233445566778899aabbccddeeff8f1c2a9b3e4d5f60718293a4b5c6d7e8";
 
-/// One test's directories: a source volume, a destination volume, keys and scratch space.
+/// One test's directories: a source volume, a destination volume, keys and scratch space,
+/// and the TLS tunnel both movers use (`TLS_TUNNEL`).
 pub struct Env {
     pub root: tempfile::TempDir,
     pub src: PathBuf,
     pub dst: PathBuf,
+    pub tunnel: &'static str,
 }
 
 impl Env {
+    /// Movers on the built-in tunnel, the default.
     pub fn new() -> Self {
+        Self::with_tunnel("builtin")
+    }
+
+    /// Movers on `tunnel`: `builtin` or `stunnel` (the fallback).
+    pub fn with_tunnel(tunnel: &'static str) -> Self {
         // tmpfs when there is one: the trees are many small files, and disk writeback of
         // other work on the machine would otherwise dominate the timings.
         let base = Path::new("/dev/shm");
@@ -49,7 +57,12 @@ impl Env {
         let dst = root.path().join("dst");
         fs::create_dir(&src).expect("mkdir src");
         fs::create_dir(&dst).expect("mkdir dst");
-        let env = Self { root, src, dst };
+        let env = Self {
+            root,
+            src,
+            dst,
+            tunnel,
+        };
         env.write_key("keys-src", KEY_A, 0o600);
         env.write_key("keys-dst", KEY_A, 0o600);
         env
@@ -107,6 +120,7 @@ impl Mover {
         );
         vars.insert("PRIVILEGED_MOVER".into(), "1".into());
         vars.insert("PROGRESS_INTERVAL".into(), "200ms".into());
+        vars.insert("TLS_TUNNEL".into(), env.tunnel.into());
         Self {
             role,
             vars,

@@ -9,8 +9,11 @@ use std::{
     time::Duration,
 };
 
+use ferrosync::mover::ErrorClass;
+use nix::sys::signal::Signal;
+
 use crate::{
-    harness::{Env, Mover, free_port},
+    harness::{Env, KEY_B, Mover, free_port},
     tree::{Check, assert_same, p, set_mtime, walk, write},
 };
 
@@ -158,4 +161,94 @@ fn our_source_completes_a_reference_style_destination() {
     );
     assert!(!env.dst.join("extra").exists());
     assert_eq!(fs::read(env.dst.join("dir#/-dash")).expect("read"), b"2\n");
+}
+
+/// A reference server: stunnel with `kPSK`, TLS 1.3 only, an rsync daemon per connection.
+fn reference_destination(env: &Env, port: u16) -> (Stunnel, std::path::PathBuf) {
+    let control = env.tmp("ref-control");
+    let rsyncd = env.path("ref-rsyncd.conf");
+    fs::write(
+        &rsyncd,
+        format!(
+            "use chroot = false\nnumeric ids = true\nmunge symlinks = true\nread only = false\n\
+             uid = 0\ngid = *\n[data]\npath = {}\n[control]\npath = {}\n",
+            env.dst.display(),
+            control.display()
+        ),
+    )
+    .expect("rsyncd.conf");
+    let tunnel = stunnel(
+        &env.path("ref-server.conf"),
+        &format!(
+            "foreground = yes\npid =\n[rsync]\nciphers = kPSK\nPSKsecrets = {}/psk.txt\n\
+             sslVersionMin = TLSv1.3\naccept = 127.0.0.1:{port}\nexec = /usr/bin/rsync\n\
+             execArgs = rsync --server --daemon --config={} .\n",
+            env.path("keys-dst").display(),
+            rsyncd.display()
+        ),
+    );
+    wait_port(port);
+    (tunnel, control)
+}
+
+#[test]
+fn our_source_with_another_key_is_refused_by_a_reference_destination() {
+    let env = Env::new();
+    reference_tree(&env);
+    env.write_key("keys-src", KEY_B, 0o600);
+    let port = free_port();
+    let (_tunnel, control) = reference_destination(&env, port);
+    let source = Mover::source(&env, port)
+        .var("MAX_ATTEMPTS", "3")
+        .run(Duration::from_secs(60));
+    source.assert_code(13);
+    assert_eq!(source.summary.error_class, Some(ErrorClass::AuthFailed));
+    assert_eq!(
+        source.summary.attempts, 1,
+        "a permanent failure is not retried"
+    );
+    assert!(!control.join("complete").exists());
+    assert_eq!(
+        fs::read_dir(&env.dst).expect("read_dir").count(),
+        1,
+        "only the pre-existing file"
+    );
+}
+
+#[test]
+fn a_reference_client_with_another_key_is_refused_by_our_destination() {
+    let env = Env::new();
+    reference_tree(&env);
+    env.write_key("keys-src", KEY_B, 0o600);
+    let port = free_port();
+    let mut dest = Mover::destination(&env, port).spawn().listening();
+    let local = free_port();
+    let _tunnel = stunnel(
+        &env.path("ref-client.conf"),
+        &format!(
+            "foreground = yes\npid =\n[rsync]\nciphers = PSK\nPSKsecrets = {}/psk.txt\n\
+             accept = 127.0.0.1:{local}\nclient = yes\nconnect = 127.0.0.1:{port}\n",
+            env.path("keys-src").display()
+        ),
+    );
+    wait_port(local);
+    let status = Command::new("rsync")
+        .args(["-a", "--timeout=20"])
+        .arg(format!("{}/", env.src.display()))
+        .arg(format!("rsync://127.0.0.1:{local}/data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("rsync");
+    assert!(!status.success(), "rsync succeeded with another key");
+    dest.wait_until(
+        "logged the authentication failure",
+        Duration::from_secs(10),
+        |d| d.log().contains("authentication failed"),
+    );
+    assert!(!env.dst.join("file one").exists(), "data arrived");
+    dest.signal(Signal::SIGTERM);
+    let done = dest.wait(Duration::from_secs(20));
+    done.assert_code(22);
+    assert!(done.summary.auth_failure, "{:?}", done.summary);
 }

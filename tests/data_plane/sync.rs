@@ -16,7 +16,15 @@ use crate::{
 
 #[test]
 fn full_sync_preserves_contents_metadata_links_and_odd_names() {
-    let env = Env::new();
+    full_sync_case(Env::new());
+}
+
+#[test]
+fn full_sync_through_the_stunnel_fallback() {
+    full_sync_case(Env::with_tunnel("stunnel"));
+}
+
+fn full_sync_case(env: Env) {
     build_tricky(&env.src, true);
 
     // Check argv while the destination runs: the key must only be in the file.
@@ -92,7 +100,15 @@ fn full_sync_preserves_contents_metadata_links_and_odd_names() {
 
 #[test]
 fn incremental_sync_of_a_one_percent_change_sends_a_fraction_of_the_file() {
-    let env = Env::new();
+    incremental_case(Env::new());
+}
+
+#[test]
+fn incremental_sync_through_the_stunnel_fallback() {
+    incremental_case(Env::with_tunnel("stunnel"));
+}
+
+fn incremental_case(env: Env) {
     let size = 32 << 20;
     let big = write(&env.src, b"big.bin", &noise(size, 42));
     build_tricky(&env.src, false);
@@ -127,7 +143,15 @@ fn incremental_sync_of_a_one_percent_change_sends_a_fraction_of_the_file() {
 
 #[test]
 fn deletions_and_renames_propagate() {
-    let env = Env::new();
+    deletions_case(Env::new());
+}
+
+#[test]
+fn deletions_and_renames_through_the_stunnel_fallback() {
+    deletions_case(Env::with_tunnel("stunnel"));
+}
+
+fn deletions_case(env: Env) {
     build_tricky(&env.src, false);
     write(&env.src, b"dir/old-name", b"renamed file\n");
     write(&env.src, b"old-dir/inside", b"renamed dir\n");

@@ -190,6 +190,7 @@ mod tests {
             destination: Some(("10.0.0.1", 8000)),
             progress_interval: std::time::Duration::from_secs(3),
             extras,
+            extra_env: Vec::new(),
         })
     }
 

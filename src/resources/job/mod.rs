@@ -69,6 +69,9 @@ pub struct MoverJob<'a> {
     pub progress_interval: std::time::Duration,
     /// What this pass adds to the Pod: placement, read-only data, debug mode, pull secrets.
     pub extras: MoverExtras,
+    /// More mover settings as environment variables (tunnel, rsync tuning), validated by
+    /// the caller.
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// Builds the Job.
@@ -181,6 +184,7 @@ fn container(job: &MoverJob<'_>) -> Container {
         env.push(env_var("DESTINATION_ADDRESS", address));
         env.push(env_var("DESTINATION_PORT", &port.to_string()));
     }
+    env.extend(job.extra_env.iter().map(|(k, v)| env_var(k, v)));
     let capabilities = Capabilities {
         drop: Some(vec!["ALL".into()]),
         add: job.privileged.then(|| {

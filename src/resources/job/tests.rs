@@ -17,6 +17,7 @@ fn build(side: Side, privileged: bool, options: &MoverOptions) -> Job {
         destination: (side == Side::Source).then_some(("10.0.0.1", 8000)),
         progress_interval: std::time::Duration::from_secs(3),
         extras: MoverExtras::default(),
+        extra_env: vec![("TLS_TUNNEL".into(), "builtin".into())],
     })
 }
 
@@ -133,6 +134,7 @@ fn volumes_and_mounts_match_the_reference() {
     assert_eq!(env["DESTINATION_ADDRESS"].as_deref(), Some("10.0.0.1"));
     assert_eq!(env["DESTINATION_PORT"].as_deref(), Some("8000"));
     assert_eq!(env["PROGRESS_INTERVAL"].as_deref(), Some("3s"));
+    assert_eq!(env["TLS_TUNNEL"].as_deref(), Some("builtin"));
 }
 
 #[test]
