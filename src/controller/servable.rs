@@ -164,13 +164,16 @@ fn service_type(requested: Option<&Spelling<ServiceType>>) -> Option<Refusal> {
         Spelling::Unknown(other) => other,
     };
     // The types ServiceType knows are served; list them all here when one is added.
-    let served = [ServiceType::ClusterIP, ServiceType::LoadBalancer]
-        .map(Spelled::as_str)
-        .join(" or ");
+    let served = [
+        ServiceType::ClusterIP,
+        ServiceType::LoadBalancer,
+        ServiceType::NodePort,
+    ]
+    .map(Spelled::as_str)
+    .join(" or ");
     Some(match other.as_str() {
-        // Real Service types ferrosync does not expose a listener through (NodePort until
-        // it is served: issue 12).
-        "NodePort" | "ExternalName" => Refusal::Unsupported(format!(
+        // A real Service type ferrosync does not expose a listener through.
+        "ExternalName" => Refusal::Unsupported(format!(
             "spec.rsyncTLS.serviceType {other} is not supported by ferrosync: use {served}, \
              or remove it to let the service-type policy decide"
         )),
