@@ -20,6 +20,29 @@ use nix::{
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrosync");
+
+/// The binary for a mover that runs as another user: a copy where every user can reach it.
+/// The built-in tunnel's client is this binary again (rsync starts it through
+/// `RSYNC_CONNECT_PROG`, by path, as the mover's user), and cargo's target directory may
+/// sit below a home only root can enter (CI keeps it in `~/.cache`), as an image's
+/// `/usr/local/bin` never does.
+fn bin_for_any_user() -> &'static Path {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        // One place, replaced on each run (by rename, so a copy still running from an
+        // earlier run is untouched): no copy of 100 MB is left per run.
+        let dir = std::env::temp_dir().join("ferrosync-data-plane-bin");
+        fs::create_dir_all(&dir).expect("a directory for the mover binary");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let staged = dir.join(format!("ferrosync.{}", std::process::id()));
+        fs::copy(BIN, &staged).expect("copying the mover binary");
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = dir.join("ferrosync");
+        fs::rename(&staged, &bin).expect("placing the mover binary");
+        bin
+    })
+}
 pub const KEY_A: &str = "volsync:8f1c2a9b3e4d5f60718293a4b5c6d7e8f9011223344556677889900aabbccdde";
 pub const KEY_B: &str = "volsync:00112233445566778899aabbccddeeff8f1c2a9b3e4d5f60718293a4b5c6d7e8";
 
@@ -166,7 +189,7 @@ impl Mover {
                     format!("--regid={uid}"),
                     "--clear-groups".into(),
                     "--".into(),
-                    BIN.into(),
+                    bin_for_any_user().display().to_string(),
                 ]);
                 c
             }
