@@ -43,6 +43,14 @@ fn synchronizing_reason(sync: Option<&crate::api::SyncStatus>) -> Option<&str> {
         .map(|c| c.reason.as_str())
 }
 
+/// Pure: whether the source has a sync in flight, or finished one the destination has
+/// not published yet (the destination publishes its image after its own mover ends).
+pub fn source_ahead(rs: &crate::api::ReplicationSource, rd: &ReplicationDestination) -> bool {
+    let sync = rs.status.as_ref().map(|s| &s.sync);
+    let sent = sync.and_then(|s| s.last_sync_time.as_ref()).map(|t| t.0);
+    synchronizing_reason(sync) == Some("SyncInProgress") || (sent.is_some() && sent > last_sync(rd))
+}
+
 /// Pure: whether an open iteration of this destination has received data, which it may
 /// have written only in part.
 pub fn partially_written(rd: &ReplicationDestination) -> bool {
@@ -120,9 +128,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         Some(site) => site
             .get_opt(&site.sources(), &args.name)
             .await?
-            .is_some_and(|rs| {
-                synchronizing_reason(rs.status.as_ref().map(|s| &s.sync)) == Some("SyncInProgress")
-            }),
+            .is_some_and(|rs| source_ahead(&rs, &rd)),
         None => false,
     };
     if busy && !args.now {
@@ -333,6 +339,21 @@ mod tests {
             !partially_written(&done),
             "a finished iteration is complete"
         );
+    }
+
+    #[test]
+    fn a_source_sync_the_destination_has_not_published_is_in_flight() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |s| Some(Time(Timestamp::from_second(s).unwrap()));
+        let mut rs = crate::api::ReplicationSource::new("db", Default::default());
+        let mut status = crate::api::ReplicationSourceStatus::default();
+        status.sync.last_sync_time = at(200);
+        rs.status = Some(status);
+        let mut dest = rd(Some("VolumeSnapshot"));
+        dest.status.as_mut().unwrap().sync.last_sync_time = at(100);
+        assert!(source_ahead(&rs, &dest), "sent at 200, published at 100");
+        dest.status.as_mut().unwrap().sync.last_sync_time = at(201);
+        assert!(!source_ahead(&rs, &dest), "published after it was sent");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use kube::{
 use crate::{
     env::env,
     fixtures::{bound_dir, pvc},
-    support::TestNamespace,
+    support::{TestNamespace, wait},
     tree,
     volsync::{privileged_movers, synced},
 };
@@ -165,6 +165,32 @@ fn tree_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Waits until the destination has published the source's last sync: the source reports
+/// its mover's end, the destination its image a little later.
+async fn published_as_synced(src: &TestNamespace, dst: &TestNamespace) {
+    let (rss, rds) = (
+        src.api::<ReplicationSource>(),
+        dst.api::<ReplicationDestination>(),
+    );
+    wait::until(
+        "the destination to publish the last sync",
+        Duration::from_secs(120),
+        || async {
+            let rs = rss.get("db").await.map_err(|e| e.to_string())?;
+            let rd = rds.get("db").await.map_err(|e| e.to_string())?;
+            let sent = rs.status.and_then(|s| s.sync.last_sync_time).map(|t| t.0);
+            let status = rd.status.unwrap_or_default();
+            let published = status.sync.last_sync_time.map(|t| t.0);
+            Ok(
+                (status.latest_image.is_some() && sent.is_some() && published >= sent)
+                    .then_some(()),
+            )
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     let status = Command::new("cp")
         .arg("-a")
@@ -232,6 +258,7 @@ async fn replicate_fail_over_and_fail_back_with_kubectl_ferrosync() {
         Some(address.clone())
     );
     synced(&src, "db", Duration::from_secs(180)).await;
+    published_as_synced(&src, &dst).await;
 
     // Idempotent: a second run changes nothing.
     let before = resource_versions(&src, &dst, &key).await;
@@ -314,6 +341,7 @@ async fn replicate_fail_over_and_fail_back_with_kubectl_ferrosync() {
     write_file(&east, "table.db", 8 << 20, 2);
     let out = plugin.ok(&["sync", "db", "--wait"], "east");
     assert!(out.contains("synced db"), "{out}");
+    published_as_synced(&src, &dst).await;
     let as_synced = work.path().join("as-synced");
     std::fs::create_dir(&as_synced).unwrap();
     copy_tree(&east, &as_synced);
