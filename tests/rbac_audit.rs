@@ -67,7 +67,12 @@ fn used(events: &[Value]) -> (BTreeSet<Use>, Vec<String>) {
         };
         let verb = e["verb"].as_str().unwrap_or("").to_string();
         let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
-        if code == 403 {
+        // A namespace being deleted refuses new objects with 403 too; that is the
+        // NamespaceLifecycle admission plugin, not authorisation (the request was allowed).
+        let terminating = e["responseStatus"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("because it is being terminated"));
+        if code == 403 && !terminating {
             forbidden.push(format!(
                 "{verb} {resource}: {}",
                 e["responseStatus"]["message"]
@@ -168,6 +173,7 @@ fn the_checker_reads_rules_and_audit_events() {
         serde_json::json!({"user": {"username": USER}, "verb": "patch", "objectRef": {"resource": "jobs", "apiGroup": "batch"}, "responseStatus": {"code": 201}}),
         serde_json::json!({"user": {"username": USER}, "verb": "get", "objectRef": {"resource": "pods", "subresource": "log"}, "responseStatus": {"code": 403, "message": "no"}}),
         serde_json::json!({"user": {"username": "admin"}, "verb": "delete", "objectRef": {"resource": "pods"}, "responseStatus": {"code": 200}}),
+        serde_json::json!({"user": {"username": USER}, "verb": "create", "objectRef": {"resource": "jobs", "apiGroup": "batch"}, "responseStatus": {"code": 403, "message": "jobs.batch \"j\" is forbidden: unable to create new content in namespace n because it is being terminated"}}),
     ];
     let (used, forbidden) = used(&events);
     assert!(

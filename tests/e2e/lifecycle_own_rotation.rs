@@ -47,7 +47,7 @@ async fn sync(ns: &TestNamespace, value: &str) {
         .status
         .and_then(|s| s.sync.latest_mover_status)
         .and_then(|m| m.result)
-        .map(|r| format!("{r:?}"));
+        .map(|r| r.to_string());
     assert_eq!(result.as_deref(), Some("Successful"), "sync {value}");
 }
 

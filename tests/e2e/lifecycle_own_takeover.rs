@@ -294,7 +294,15 @@ async fn a_volsync_pair_is_taken_over_in_place_and_syncs_a_delta() {
     if let Err(e) = kept {
         panic!("{e}: {:?}", image_names_now(&dst).await);
     }
-    let job: Job = dst.api().get("volsync-rsync-tls-dst-db").await.unwrap();
+    // The destination's Job of its next iteration: between iterations there is none.
+    let jobs = dst.api::<Job>();
+    let job: Job = wait::until("the destination's next mover Job", STEP, || async {
+        jobs.get_opt("volsync-rsync-tls-dst-db")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         job.labels()
             .get("app.kubernetes.io/managed-by")
