@@ -19,8 +19,7 @@ use super::{
     decisions,
     error::Error,
     image::{self, ImageState},
-    iteration::{self, Outcome},
-    keys, mover_pod, pass,
+    iteration, keys, mover_pod, pass,
     plan::{self, Pass},
     progress::Progress,
     takeover, validate,
@@ -242,27 +241,20 @@ async fn step(
         destination: None,
     };
     let generation = rd.metadata.generation;
-    let mover =
-        match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
-            Outcome::Started | Outcome::Running if debug => {
-                return Ok(mover_pod::debug_running(ctx, &job_name));
-            }
-            Outcome::Succeeded(_) if debug => {
-                return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
-            }
-            Outcome::Started | Outcome::Running => {
-                return Ok(Progress::new(
-                    Reason::SyncInProgress,
-                    ctx.config.requeue.poll,
-                ));
-            }
-            Outcome::Blocked(progress) => return Ok(progress),
-            Outcome::Failed(_) => {
-                return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
-                    .with_message("the mover failed; retrying (see latestMoverStatus)"));
-            }
-            Outcome::Succeeded(mover) => mover,
-        };
+    let mover = match iteration::drive_mover(
+        ctx,
+        &object,
+        &job,
+        &mut status.sync,
+        pass,
+        generation,
+        debug,
+    )
+    .await?
+    {
+        Ok(mover) => mover,
+        Err(progress) => return Ok(progress),
+    };
 
     // Publish first, record second: a crash in between publishes again, never loses data.
     let image = if copy_method == CopyMethod::Snapshot {

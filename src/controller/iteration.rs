@@ -50,6 +50,34 @@ pub enum Outcome {
     Blocked(Progress),
 }
 
+/// [`drive`] as both kinds use it: every outcome but a finished transfer becomes the pass's
+/// progress (`Err`), and a debug mover (`debug`) never reaches publication.
+pub async fn drive_mover(
+    ctx: &Context,
+    object: &ObjectReference,
+    job: &MoverJob<'_>,
+    sync: &mut SyncStatus,
+    pass: Pass<'_>,
+    generation: Option<i64>,
+    debug: bool,
+) -> Result<Result<MoverReport, Progress>, Error> {
+    let outcome = drive(ctx, object, job, sync, pass, generation).await?;
+    let name = names::job(job.side, &job.owner.name);
+    Ok(Err(match outcome {
+        Outcome::Started | Outcome::Running if debug => super::mover_pod::debug_running(ctx, &name),
+        Outcome::Succeeded(_) if debug => {
+            super::mover_pod::debug_finished(ctx, object, &job.owner.namespace, &name).await?
+        }
+        Outcome::Started | Outcome::Running => {
+            Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
+        }
+        Outcome::Blocked(progress) => progress,
+        Outcome::Failed(_) => Progress::new(Reason::Error, ctx.config.requeue.error_min)
+            .with_message("the mover failed; retrying (see latestMoverStatus)"),
+        Outcome::Succeeded(mover) => return Ok(Ok(mover)),
+    }))
+}
+
 /// Advances the iteration: creates the Job if there is none, reports a success (for the
 /// caller to publish, then [`complete`]), or records a failure and deletes the Job once
 /// its retry is due (see `retry`).

@@ -15,8 +15,7 @@ use super::{
     copy_trigger::Handshake,
     decisions,
     error::Error,
-    iteration::{self, Outcome},
-    keys, mover_env, mover_pod, mover_run, pass,
+    iteration, keys, mover_env, mover_pod, mover_run, pass,
     pit::{self, PitPlan, PitState},
     plan::{self, Pass},
     progress::Progress,
@@ -219,27 +218,20 @@ async fn step(
         destination: Some((address, port)),
     };
     let generation = rs.metadata.generation;
-    let mover =
-        match iteration::drive(ctx, &object, &job, &mut status.sync, pass, generation).await? {
-            Outcome::Started | Outcome::Running if debug => {
-                return Ok(mover_pod::debug_running(ctx, &job_name));
-            }
-            Outcome::Succeeded(_) if debug => {
-                return mover_pod::debug_finished(ctx, &object, &owner.namespace, &job_name).await;
-            }
-            Outcome::Started | Outcome::Running => {
-                return Ok(Progress::new(
-                    Reason::SyncInProgress,
-                    ctx.config.requeue.poll,
-                ));
-            }
-            Outcome::Blocked(progress) => return Ok(progress),
-            Outcome::Failed(_) => {
-                return Ok(Progress::new(Reason::Error, ctx.config.requeue.error_min)
-                    .with_message("the mover failed; retrying (see latestMoverStatus)"));
-            }
-            Outcome::Succeeded(mover) => mover,
-        };
+    let mover = match iteration::drive_mover(
+        ctx,
+        &object,
+        &job,
+        &mut status.sync,
+        pass,
+        generation,
+        debug,
+    )
+    .await?
+    {
+        Ok(mover) => mover,
+        Err(progress) => return Ok(progress),
+    };
     // Deletion is only requested: the copy stays in use by the finished pod until the Job
     // goes, and the next iteration waits for a stale copy to disappear.
     pit::cleanup(ctx, owner).await?;
