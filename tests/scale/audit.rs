@@ -149,7 +149,10 @@ fn counted(event: &Event, filter: &Filter<'_>) -> Option<(Key, bool)> {
     if !first_sight || filter.user.is_some_and(|u| u != event.user.username) {
         return None;
     }
-    let namespace = event.object_ref.as_ref().and_then(|o| o.namespace.as_deref());
+    let namespace = event
+        .object_ref
+        .as_ref()
+        .and_then(|o| o.namespace.as_deref());
     if filter.namespace.is_some() && filter.namespace != namespace {
         return None;
     }
