@@ -15,19 +15,17 @@ use super::{
     image::{self, ImageState},
     keys::Key,
     mover_pod,
-    pipeline::{Common, Kind, MoverData, Target},
+    pipeline::{Common, Hooked, Kind, MoverData, Replicated, Step},
     progress::Progress,
-    servable::{self, Verdict},
     takeover, validate,
 };
 use crate::{
     api::{
         CopyMethod, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
-        ReplicationDestinationRsyncTLSStatus, ReplicationDestinationStatus, ServiceType, Spelled,
-        Spelling, SyncStatus, Trigger, VolumeMode,
+        ReplicationDestinationRsyncTLSStatus, ServiceType, Spelled, Spelling, VolumeMode,
     },
     resources::{
-        Owner, Side,
+        Owner,
         pvc::{self, VolumeShape},
         service,
     },
@@ -41,38 +39,8 @@ pub struct Prepared {
     copy_method: CopyMethod,
 }
 
-impl ReplicationDestination {
-    fn tls(&self) -> Result<&ReplicationDestinationRsyncTLSSpec, Error> {
-        self.spec.rsync_tls.as_ref().ok_or_else(|| {
-            Error::Invalid(
-                "spec.rsyncTLS is not set: rsyncTLS is the only replication method ferrosync supports"
-                    .into(),
-            )
-        })
-    }
-}
-
 impl Kind for ReplicationDestination {
-    type Status = ReplicationDestinationStatus;
     type Prepared = Prepared;
-    const KIND: &'static str = "ReplicationDestination";
-    const SIDE: Side = Side::Destination;
-
-    fn stored_status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn sync(status: &mut Self::Status) -> &mut SyncStatus {
-        &mut status.sync
-    }
-    fn verdict(&self) -> Verdict {
-        servable::destination(&self.spec)
-    }
-    fn trigger(&self) -> Option<&Trigger> {
-        self.spec.trigger.as_ref()
-    }
-    fn paused(&self) -> bool {
-        self.spec.paused == Some(true)
-    }
 
     fn check(&self, _ctx: &Context) -> Result<Common<'_>, Error> {
         validate::destination(self).map_err(Error::Invalid)?;
@@ -94,13 +62,8 @@ impl Kind for ReplicationDestination {
         })
     }
 
-    async fn prepare(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        key: &Key,
-        status: &mut Self::Status,
-    ) -> Result<Result<Prepared, Progress>, Error> {
+    async fn prepare(&self, step: &mut Step<'_, Self>, key: &Key) -> Hooked<Prepared> {
+        let (ctx, at, status) = (step.ctx, step.at, &mut *step.status);
         let tls = self.tls()?;
         let owner = at.owner;
         let pvc_name = ensure_volume(ctx, self, owner, tls).await?;
@@ -185,26 +148,16 @@ impl Kind for ReplicationDestination {
         }))
     }
 
-    async fn every_pass(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        prepared: &Prepared,
-    ) -> Result<(), Error> {
+    async fn every_pass(&self, step: &Step<'_, Self>, prepared: &Prepared) -> Result<(), Error> {
         if prepared.copy_method == CopyMethod::Snapshot {
             // Every pass: a user may label an image at any time, then delete the destination.
-            image::release_kept(ctx, at.owner).await?;
+            image::release_kept(step.ctx, step.at.owner).await?;
         }
         Ok(())
     }
 
-    async fn data(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        prepared: &Prepared,
-        _status: &mut Self::Status,
-    ) -> Result<Result<MoverData, Progress>, Error> {
+    async fn data(&self, step: &mut Step<'_, Self>, prepared: &Prepared) -> Hooked<MoverData> {
+        let (ctx, at) = (step.ctx, step.at);
         // A user's destinationPVC may be mounted by an application: go to its node.
         let placement = match &self.tls()?.destination_pvc {
             Some(name) if !at.mover_exists => {
@@ -230,14 +183,8 @@ impl Kind for ReplicationDestination {
         }))
     }
 
-    async fn publish(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        prepared: &Prepared,
-        _data: &MoverData,
-        status: &mut Self::Status,
-    ) -> Result<Option<Progress>, Error> {
+    async fn publish(&self, step: &mut Step<'_, Self>, prepared: &Prepared) -> Hooked<()> {
+        let (ctx, at, status) = (step.ctx, step.at, &mut *step.status);
         let tls = self.tls()?;
         let (owner, pvc_name) = (at.owner, &prepared.pvc);
         let snapshot = prepared.copy_method == CopyMethod::Snapshot;
@@ -251,10 +198,11 @@ impl Kind for ReplicationDestination {
             match image::snapshot_image(ctx, owner, pvc_name, class, started).await? {
                 ImageState::Published(image) => image,
                 ImageState::Waiting(what) => {
-                    return Ok(Some(
-                        Progress::new(Reason::SyncInProgress, ctx.config.requeue.poll)
-                            .with_message(what),
-                    ));
+                    return Ok(Err(Progress::new(
+                        Reason::SyncInProgress,
+                        ctx.config.requeue.poll,
+                    )
+                    .with_message(what)));
                 }
             }
         } else {
@@ -283,7 +231,7 @@ impl Kind for ReplicationDestination {
         }
         // What VolSync marked for cleanup before a takeover goes now, as it would have.
         super::cleanup::sweep(ctx, owner, &[pvc_name, &image.name]).await?;
-        Ok(None)
+        Ok(Ok(()))
     }
 }
 

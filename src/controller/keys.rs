@@ -43,26 +43,36 @@ pub struct Key {
     pub generated: bool,
 }
 
+/// Whose key: the object, on which side, in which context.
+pub struct KeyOf<'a, K> {
+    /// The reconcile context.
+    pub ctx: &'a Context,
+    /// The object.
+    pub obj: &'a K,
+    /// The object, for Events.
+    pub object: &'a ObjectReference,
+    /// Its identity.
+    pub owner: &'a Owner,
+    /// Its side.
+    pub side: Side,
+}
+
 /// Resolves the key Secret: the user's `keySecret`, which must exist and hold a valid
 /// `psk.txt`, or `volsync-rsync-tls-<name>`, created from the PSK policy's answer if
 /// absent. "Not available yet" (a source whose key the destination has not stored) is a
 /// transient error with the plugin's reason.
 pub async fn resolve<K: Resource>(
-    ctx: &Context,
-    obj: &K,
-    object: &ObjectReference,
-    owner: &Owner,
-    side: Side,
+    of: &KeyOf<'_, K>,
     user_secret: Option<&str>,
     policy_status: &mut Option<Vec<PolicyDecision>>,
 ) -> Result<Key, Error> {
+    let (ctx, owner, side) = (of.ctx, of.owner, of.side);
     let wanted = user_secret.map_or_else(|| names::key_secret(side, &owner.name), str::to_string);
     let cache_key = format!("{}/{wanted}", owner.namespace);
     if let Some(known) = known_key(ctx, &owner.namespace, &cache_key, &wanted) {
         return Ok(known);
     }
-    let (key, version) =
-        read_key(ctx, obj, object, owner, side, user_secret, policy_status).await?;
+    let (key, version) = read_key(of, user_secret, policy_status).await?;
     if let Some(version) = version {
         ctx.known_keys
             .lock()
@@ -85,14 +95,11 @@ fn known_key(ctx: &Context, namespace: &str, cache_key: &str, secret: &str) -> O
 
 /// Reads (or makes) the key Secret; returns it with the resourceVersion read.
 async fn read_key<K: Resource>(
-    ctx: &Context,
-    obj: &K,
-    object: &ObjectReference,
-    owner: &Owner,
-    side: Side,
+    of: &KeyOf<'_, K>,
     user_secret: Option<&str>,
     policy_status: &mut Option<Vec<PolicyDecision>>,
 ) -> Result<(Key, Option<String>), Error> {
+    let (ctx, obj, object, owner, side) = (of.ctx, of.obj, of.object, of.owner, of.side);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     if let Some(name) = user_secret {
         let found = api

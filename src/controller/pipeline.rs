@@ -48,10 +48,14 @@ use super::{
     keys::Key,
     mover_pod,
     progress::Progress,
-    servable::{NotServed, Refusal, Verdict},
+    servable::{self, NotServed, Refusal, Verdict},
 };
 use crate::{
-    api::{MoverOptions, SyncStatus, Trigger, validate_mover_volumes},
+    api::{
+        MoverOptions, ReplicationDestination, ReplicationDestinationRsyncTLSSpec,
+        ReplicationDestinationStatus, ReplicationSource, ReplicationSourceRsyncTLSSpec,
+        ReplicationSourceStatus, SyncStatus, Trigger, validate_mover_volumes,
+    },
     resources::{
         Owner, Side,
         job::{MoverExtras, MoverJob, Placement},
@@ -95,8 +99,21 @@ pub struct Target<'a> {
     pub mover_exists: bool,
 }
 
-/// What the pipeline needs of a reconciled kind, and the hooks where the kinds differ.
-pub trait Kind:
+/// What a hook returns: the value, or the progress to report while it waits.
+pub type Hooked<T> = Result<Result<T, Progress>, Error>;
+
+/// What every hook of one pass shares: the context, the object's place and its status.
+pub struct Step<'a, K: Replicated> {
+    /// The reconcile context.
+    pub ctx: &'a Context,
+    /// The object's identity and the time of the pass.
+    pub at: &'a Target<'a>,
+    /// The status this pass writes.
+    pub status: &'a mut K::Status,
+}
+
+/// The facts of a reconciled kind that both kinds have alike (see [`replicated!`]).
+pub trait Replicated:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
     + DeserializeOwned
@@ -107,8 +124,8 @@ pub trait Kind:
 {
     /// The kind's status.
     type Status: Default + Clone + Serialize + Send + Sync;
-    /// What `prepare` found, for the later hooks.
-    type Prepared: Send + Sync;
+    /// The kind's `spec.rsyncTLS`.
+    type Tls;
     /// The kind's name, for metrics and logs.
     const KIND: &'static str;
     /// Which side of a pair the kind is.
@@ -124,47 +141,83 @@ pub trait Kind:
     fn trigger(&self) -> Option<&Trigger>;
     /// `spec.paused`.
     fn paused(&self) -> bool;
+    /// `spec.rsyncTLS`, the only method ferrosync serves.
+    fn tls(&self) -> Result<&Self::Tls, Error>;
+}
+
+/// Implements [`Replicated`] for a kind: every field it reads has the same name in both.
+macro_rules! replicated {
+    ($kind:ty, $status:ty, $tls:ty, $side:expr, $verdict:path) => {
+        impl Replicated for $kind {
+            type Status = $status;
+            type Tls = $tls;
+            const KIND: &'static str = stringify!($kind);
+            const SIDE: Side = $side;
+            fn stored_status(&self) -> Option<&Self::Status> {
+                self.status.as_ref()
+            }
+            fn sync(status: &mut Self::Status) -> &mut SyncStatus {
+                &mut status.sync
+            }
+            fn verdict(&self) -> Verdict {
+                $verdict(&self.spec)
+            }
+            fn trigger(&self) -> Option<&Trigger> {
+                self.spec.trigger.as_ref()
+            }
+            fn paused(&self) -> bool {
+                self.spec.paused == Some(true)
+            }
+            fn tls(&self) -> Result<&Self::Tls, Error> {
+                self.spec.rsync_tls.as_ref().ok_or_else(|| {
+                    Error::Invalid(
+                        "spec.rsyncTLS is not set: rsyncTLS is the only replication method ferrosync supports"
+                            .into(),
+                    )
+                })
+            }
+        }
+    };
+}
+
+replicated!(
+    ReplicationSource,
+    ReplicationSourceStatus,
+    ReplicationSourceRsyncTLSSpec,
+    Side::Source,
+    servable::source
+);
+replicated!(
+    ReplicationDestination,
+    ReplicationDestinationStatus,
+    ReplicationDestinationRsyncTLSSpec,
+    Side::Destination,
+    servable::destination
+);
+
+/// The hooks where the kinds differ, in the order a pass calls them.
+pub trait Kind: Replicated {
+    /// What `prepare` found, for the later hooks.
+    type Prepared: Send + Sync;
+
     /// The kind's own spec checks; the shared part of `spec.rsyncTLS`.
     fn check(&self, ctx: &Context) -> Result<Common<'_>, Error>;
 
     /// Before the trigger machine: what every pass needs (the key is resolved already).
-    async fn prepare(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        key: &Key,
-        status: &mut Self::Status,
-    ) -> Result<Result<Self::Prepared, Progress>, Error>;
+    async fn prepare(&self, step: &mut Step<'_, Self>, key: &Key) -> Hooked<Self::Prepared>;
 
     /// Every pass after the trigger machine decided, mover or not.
-    async fn every_pass(
-        &self,
-        _ctx: &Context,
-        _at: &Target<'_>,
-        _prepared: &Self::Prepared,
-    ) -> Result<(), Error> {
+    async fn every_pass(&self, _step: &Step<'_, Self>, _: &Self::Prepared) -> Result<(), Error> {
         Ok(())
     }
 
     /// The data of this iteration's mover, or the progress to report while it is not ready.
-    async fn data(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        prepared: &Self::Prepared,
-        status: &mut Self::Status,
-    ) -> Result<Result<MoverData, Progress>, Error>;
+    async fn data(&self, step: &mut Step<'_, Self>, prepared: &Self::Prepared)
+    -> Hooked<MoverData>;
 
     /// After a successful transfer, before the iteration is recorded: publish its result
-    /// and clean up. `Some` holds the iteration open (publication not done yet).
-    async fn publish(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        prepared: &Self::Prepared,
-        data: &MoverData,
-        status: &mut Self::Status,
-    ) -> Result<Option<Progress>, Error>;
+    /// and clean up. `Ok(Err)` holds the iteration open (publication not done yet).
+    async fn publish(&self, step: &mut Step<'_, Self>, prepared: &Self::Prepared) -> Hooked<()>;
 }
 
 /// The resourceVersion of each object's last status write by this controller (see
@@ -312,20 +365,20 @@ async fn iterate<K: Kind>(
     .await?;
     validate_mover_volumes(common.mover.mover_volumes.as_deref().unwrap_or_default())
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    let key = keys::resolve(
+    let of = keys::KeyOf {
         ctx,
         obj,
-        at.object,
+        object: at.object,
         owner,
-        K::SIDE,
-        common.key_secret,
-        &mut K::sync(status).policy,
-    )
-    .await?;
-    let prepared = match obj.prepare(ctx, at, &key, status).await? {
+        side: K::SIDE,
+    };
+    let key = keys::resolve(&of, common.key_secret, &mut K::sync(status).policy).await?;
+    let mut step = Step::<K> { ctx, at, status };
+    let prepared = match obj.prepare(&mut step, &key).await? {
         Ok(prepared) => prepared,
         Err(waiting) => return Ok(waiting),
     };
+    let status = &mut *step.status;
 
     let pass = Pass {
         trigger: obj.trigger(),
@@ -338,7 +391,8 @@ async fn iterate<K: Kind>(
         .observe_pass(&labels, decision.out_of_sync, decision.missed_interval);
     let schedule = obj.trigger().and_then(|t| t.schedule.as_deref());
     ctx.metrics.observe_schedule(&labels, schedule, at.now);
-    obj.every_pass(ctx, at, &prepared).await?;
+    let mut step = Step::<K> { ctx, at, status };
+    obj.every_pass(&step, &prepared).await?;
     if !decide::runs_mover(&decision) {
         return Ok(decide::idle_progress(
             &decision,
@@ -346,10 +400,11 @@ async fn iterate<K: Kind>(
             at.now,
         ));
     }
-    let data = match obj.data(ctx, at, &prepared, status).await? {
+    let data = match obj.data(&mut step, &prepared).await? {
         Ok(data) => data,
         Err(waiting) => return Ok(waiting),
     };
+    let status = &mut *step.status;
     // Once per iteration, before its Job: a pair's key may have been rotated.
     let sync = K::sync(status);
     keys::refresh(
@@ -410,9 +465,11 @@ async fn iterate<K: Kind>(
         Err(progress) => return Ok(progress),
     };
     // Publish first, record second: a crash in between publishes again, never loses data.
-    if let Some(waiting) = obj.publish(ctx, at, &prepared, &data, status).await? {
+    let mut step = Step::<K> { ctx, at, status };
+    if let Err(waiting) = obj.publish(&mut step, &prepared).await? {
         return Ok(waiting);
     }
+    let status = &mut *step.status;
     let next = iteration::complete(ctx, &job, K::sync(status), mover, pass).await?;
     Ok(decide::idle_progress(&next, &ctx.config.requeue, at.now))
 }

@@ -13,17 +13,13 @@ use super::{
     error::Error,
     keys::Key,
     mover_env, mover_pod, mover_run,
-    pipeline::{Common, Kind, MoverData, Target},
+    pipeline::{Common, Hooked, Kind, MoverData, Replicated, Step},
     pit::{self, PitPlan, PitState},
     progress::Progress,
-    servable::{self, Verdict},
     validate,
 };
 use crate::{
-    api::{
-        CopyMethod, ReplicationSource, ReplicationSourceRsyncTLSSpec,
-        ReplicationSourceRsyncTLSStatus, ReplicationSourceStatus, SyncStatus, Trigger,
-    },
+    api::{CopyMethod, ReplicationSource, ReplicationSourceRsyncTLSStatus},
     resources::{Side, names, service::RSYNC_TLS_PORT},
 };
 
@@ -33,15 +29,6 @@ pub struct Prepared {
 }
 
 impl ReplicationSource {
-    fn tls(&self) -> Result<&ReplicationSourceRsyncTLSSpec, Error> {
-        self.spec.rsync_tls.as_ref().ok_or_else(|| {
-            Error::Invalid(
-                "spec.rsyncTLS is not set: rsyncTLS is the only replication method ferrosync supports"
-                    .into(),
-            )
-        })
-    }
-
     /// `spec.rsyncTLS.address` and port; checked before anything is made.
     fn peer(&self) -> Result<(String, i32), Error> {
         let tls = self.tls()?;
@@ -55,26 +42,7 @@ impl ReplicationSource {
 }
 
 impl Kind for ReplicationSource {
-    type Status = ReplicationSourceStatus;
     type Prepared = Prepared;
-    const KIND: &'static str = "ReplicationSource";
-    const SIDE: Side = Side::Source;
-
-    fn stored_status(&self) -> Option<&Self::Status> {
-        self.status.as_ref()
-    }
-    fn sync(status: &mut Self::Status) -> &mut SyncStatus {
-        &mut status.sync
-    }
-    fn verdict(&self) -> Verdict {
-        servable::source(&self.spec)
-    }
-    fn trigger(&self) -> Option<&Trigger> {
-        self.spec.trigger.as_ref()
-    }
-    fn paused(&self) -> bool {
-        self.spec.paused == Some(true)
-    }
 
     fn check(&self, ctx: &Context) -> Result<Common<'_>, Error> {
         validate::source(self).map_err(Error::Invalid)?;
@@ -92,14 +60,9 @@ impl Kind for ReplicationSource {
         })
     }
 
-    async fn prepare(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        key: &Key,
-        status: &mut Self::Status,
-    ) -> Result<Result<Prepared, Progress>, Error> {
-        status.rsync_tls = key.generated.then(|| ReplicationSourceRsyncTLSStatus {
+    async fn prepare(&self, step: &mut Step<'_, Self>, key: &Key) -> Hooked<Prepared> {
+        let (ctx, at) = (step.ctx, step.at);
+        step.status.rsync_tls = key.generated.then(|| ReplicationSourceRsyncTLSStatus {
             key_secret: Some(key.secret.clone()),
         });
         let name = self.spec.source_pvc.as_deref().unwrap_or_default();
@@ -113,13 +76,8 @@ impl Kind for ReplicationSource {
         }
     }
 
-    async fn data(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        prepared: &Prepared,
-        status: &mut Self::Status,
-    ) -> Result<Result<MoverData, Progress>, Error> {
+    async fn data(&self, step: &mut Step<'_, Self>, prepared: &Prepared) -> Hooked<MoverData> {
+        let (ctx, at, status) = (step.ctx, step.at, &mut *step.status);
         let tls = self.tls()?;
         let (owner, source) = (at.owner, &prepared.source);
         // Asked on every pass (from the caches): decisions are pure functions of their
@@ -199,17 +157,10 @@ impl Kind for ReplicationSource {
         }))
     }
 
-    async fn publish(
-        &self,
-        ctx: &Context,
-        at: &Target<'_>,
-        _prepared: &Prepared,
-        _data: &MoverData,
-        _status: &mut Self::Status,
-    ) -> Result<Option<Progress>, Error> {
+    async fn publish(&self, step: &mut Step<'_, Self>, _: &Prepared) -> Hooked<()> {
         // Deletion is only requested: the copy stays in use by the finished pod until the
         // Job goes, and the next iteration waits for a stale copy to disappear.
-        pit::cleanup(ctx, at.owner).await?;
-        Ok(None)
+        pit::cleanup(step.ctx, step.at.owner).await?;
+        Ok(Ok(()))
     }
 }
