@@ -25,7 +25,7 @@ use crate::{
         ReplicationDestinationRsyncTLSStatus, ServiceType, Spelled, Spelling, VolumeMode,
     },
     resources::{
-        Owner,
+        Owner, names,
         pvc::{self, VolumeShape},
         service,
     },
@@ -66,7 +66,12 @@ impl Kind for ReplicationDestination {
         let (ctx, at, status) = (step.ctx, step.at, &mut *step.status);
         let tls = self.tls()?;
         let owner = at.owner;
-        let pvc_name = ensure_volume(ctx, self, owner, tls).await?;
+        let pvc_name = match (&tls.destination_pvc, at.mover_exists) {
+            // A running mover holds the volume: it exists, and is not read again.
+            (Some(name), true) => name.clone(),
+            (None, true) => names::destination_pvc(&owner.name),
+            (_, false) => ensure_volume(ctx, self, owner, tls).await?,
+        };
         let user_annotations = tls.service_annotations.clone().unwrap_or_default();
         // An unknown spelling never gets here: `servable` refused it.
         let requested = tls.service_type.as_ref().and_then(Spelling::known);
