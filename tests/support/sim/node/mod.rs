@@ -17,6 +17,8 @@ pub mod exec;
 pub mod images;
 pub mod kubelet_api;
 pub mod pod;
+pub mod projected;
+pub mod refresh;
 pub mod sandbox;
 pub mod status;
 pub mod volumes;
