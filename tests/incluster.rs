@@ -114,10 +114,10 @@ async fn sync_again(ns: &TestNamespace, name: &str, trigger: &str) {
 async fn the_in_cluster_controller_completes_a_replication() {
     let _serial = SERIAL.lock().await;
     let cp = cluster();
-    incluster::install(cp, Path::new(OVERLAY));
+    incluster::install(cp, Path::new(OVERLAY)).await;
     let client = cp.client().await;
     let pods = incluster::running_pods(&client).await;
-    assert_eq!(pods.len(), 2, "two replicas: {:?}", incluster::names(&pods));
+    assert_eq!(pods.len(), 2, "two replicas: {}", incluster::describe(cp));
     // As deployed: the token volume the admission plugin added, a read-only root.
     for pod in &pods {
         let spec = pod.spec.as_ref().expect("spec");
@@ -159,7 +159,7 @@ async fn the_in_cluster_controller_completes_a_replication() {
 async fn when_the_leader_pod_is_killed_the_other_replica_takes_over() {
     let _serial = SERIAL.lock().await;
     let cp = cluster();
-    incluster::install(cp, Path::new(OVERLAY));
+    incluster::install(cp, Path::new(OVERLAY)).await;
     let client = cp.client().await;
     let before = incluster::names(&incluster::running_pods(&client).await);
     let leader = incluster::leader_among(&client, &before).await;
@@ -183,8 +183,7 @@ async fn when_the_leader_pod_is_killed_the_other_replica_takes_over() {
 
     sync_again(&src, "takeover", "after-takeover").await;
     // The ReplicaSet replaced the killed pod: two replicas again.
-    incluster::rollout_status(cp);
-    let after = incluster::names(&incluster::running_pods(&client).await);
+    let after = incluster::names(&incluster::rolled_out(cp).await);
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(!after.contains(&leader), "{after:?}");
 }
@@ -277,12 +276,12 @@ async fn a_changed_bundle_with_a_hashed_name_rolls_the_deployment() {
     let client = cp.client().await;
     let dir = tempfile::tempdir().expect("tempdir");
     bundle_variant(dir.path(), true, "\n# rolled: first\n");
-    incluster::install(cp, dir.path());
+    incluster::install(cp, dir.path()).await;
     let (first, _) = mounted_bundle(&client).await;
     let old_pods = incluster::names(&incluster::running_pods(&client).await);
 
     bundle_variant(dir.path(), true, "\n# rolled: second\n");
-    incluster::install(cp, dir.path());
+    incluster::install(cp, dir.path()).await;
     let (second, _) = mounted_bundle(&client).await;
     assert!(
         second.starts_with(&format!("{BUNDLE_CONFIG_MAP}-")) && second != first,
@@ -314,7 +313,7 @@ async fn a_changed_bundle_with_a_stable_name_is_reloaded_in_place() {
     let client = cp.client().await;
     let dir = tempfile::tempdir().expect("tempdir");
     bundle_variant(dir.path(), false, "\n# reloaded: first\n");
-    incluster::install(cp, dir.path());
+    incluster::install(cp, dir.path()).await;
     let (name, generation) = mounted_bundle(&client).await;
     assert_eq!(name, BUNDLE_CONFIG_MAP, "the stable name is mounted");
     let pods = incluster::names(&incluster::running_pods(&client).await);

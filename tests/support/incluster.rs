@@ -11,7 +11,7 @@
 
 use std::{path::Path, time::Duration};
 
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
+use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Pod};
 use kube::{
     Api,
     api::{ListParams, LogParams},
@@ -61,28 +61,42 @@ pub fn register_images() {
 
 /// `kubectl kustomize <dir> | kubectl apply --server-side -f -` (`dir` absolute, or
 /// relative to the repository), then waits for the rollout to finish.
-pub fn install(cp: &ControlPlane, dir: &Path) {
+pub async fn install(cp: &ControlPlane, dir: &Path) {
     let manifests = deploy::render_dir(cp, &bins::repo_root().join(dir).to_string_lossy());
     deploy::apply(cp, &manifests);
-    rollout_status(cp);
+    rolled_out(cp).await;
 }
 
-/// `kubectl rollout status`: every replica updated to the current template and available,
-/// and no old one left.
-pub fn rollout_status(cp: &ControlPlane) {
-    let out = cp
-        .kubectl()
-        .args(["rollout", "status", &format!("deployment/{DEPLOYMENT}")])
-        .args(["-n", deploy::NAMESPACE])
-        .arg(format!("--timeout={}s", ROLLOUT.as_secs()))
-        .output()
-        .expect("kubectl rollout status");
-    assert!(
-        out.status.success(),
-        "the controller's rollout did not finish: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Waits until the Deployment controller has seen the current template, every replica
+/// runs it and is ready, and no other pod is left (what `kubectl rollout status` checks,
+/// plus the old pods being gone). Returns the running pods.
+pub async fn rolled_out(cp: &ControlPlane) -> Vec<Pod> {
+    let client = cp.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), deploy::NAMESPACE);
+    let result = wait::until("the controller's rollout", ROLLOUT, || async {
+        let d = deployments
+            .get(DEPLOYMENT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = d.status.unwrap_or_default();
+        let current = status.observed_generation >= d.metadata.generation
+            && status.updated_replicas == Some(want)
+            && status.available_replicas == Some(want)
+            && status.replicas == Some(want);
+        if !current {
+            return Ok(None);
+        }
+        let pods = running_pods(&client).await;
+        let all: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), deploy::NAMESPACE)
+            .list(&ListParams::default().labels(SELECTOR))
+            .await
+            .map_err(|e| e.to_string())?
+            .items;
+        Ok((pods.len() == want as usize && all.len() == pods.len()).then_some(pods))
+    })
+    .await;
+    result.unwrap_or_else(|e| panic!("{e}\n{}", describe(cp)))
 }
 
 /// The controller's pods that are running and not being deleted, by name.
@@ -153,4 +167,24 @@ pub fn names(pods: &[Pod]) -> Vec<String> {
     pods.iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect()
+}
+
+/// `kubectl get` of the controller's Deployment, ReplicaSets and pods, for failure messages.
+pub fn describe(cp: &ControlPlane) -> String {
+    let out = cp
+        .kubectl()
+        .args(["get", "deployment,replicaset,pod", "-o", "wide", "-n", deploy::NAMESPACE])
+        .output()
+        .expect("kubectl get");
+    let pods = cp
+        .kubectl()
+        .args(["logs", "-l", SELECTOR, "--tail=15", "--prefix", "-n", deploy::NAMESPACE])
+        .output()
+        .expect("kubectl logs");
+    format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&pods.stdout)
+    )
 }

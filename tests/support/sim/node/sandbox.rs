@@ -4,8 +4,8 @@
 //!
 //! The sandbox has its own mount, PID, IPC and UTS namespaces, the container process is
 //! PID 1 (so, as in a real container, SIGTERM is ignored unless it handles it), the root is
-//! an empty tmpfs with the host's /usr (minus /usr/local), /etc and library directories
-//! bound read-only, plus exactly the declared mounts. Not modelled: seccomp, AppArmor or
+//! an empty tmpfs with the host's /usr (minus /usr/local), /etc (entry by entry, so volumes
+//! can be mounted below it) and library directories bound read-only, plus exactly the declared mounts. Not modelled: seccomp, AppArmor or
 //! SELinux, cgroup limits, and the network (containers share the host's loopback; each
 //! pod is told its own 127.x address).
 
@@ -249,7 +249,7 @@ fn bind(cmd: &mut Command, host: &Path, path: &str, read_only: bool) {
 /// The host's system directories, read-only: what dynamically linked tools (rsync,
 /// stunnel, sh) need. /usr/local stays out, so an image's binary can appear there.
 fn host_root(cmd: &mut Command) {
-    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"] {
+    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
         let host = Path::new("/").join(top);
         if let Ok(target) = std::fs::read_link(&host) {
             cmd.arg("--symlink").arg(target).arg(&host);
@@ -257,11 +257,14 @@ fn host_root(cmd: &mut Command) {
             bind(cmd, &host, &host.to_string_lossy(), true);
         }
     }
-    let Ok(entries) = std::fs::read_dir("/usr") else {
-        return;
-    };
+    // /etc entry by entry too: a volume mounted below it (/etc/ferrosync) needs a mount
+    // point in a directory of the sandbox's own, not in the read-only host /etc.
+    let entries = ["/usr", "/etc"]
+        .into_iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten();
     for entry in entries.flatten() {
-        if entry.file_name() == "local" {
+        if entry.path() == Path::new("/usr/local") {
             continue;
         }
         let host = entry.path();
