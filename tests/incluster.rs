@@ -78,12 +78,19 @@ async fn replicate(cp: &ControlPlane, name: &str) -> TestNamespace {
     )
     .await;
     synced(&src, name, Duration::from_secs(180)).await;
-    let rd: ferrosync::api::ReplicationDestination = dst.api().get(name).await.expect("rd");
-    let image = rd
-        .status
-        .and_then(|s| s.latest_image)
-        .map(|i| i.name)
-        .expect("the destination's latest image");
+    // The destination publishes its image once its own mover has finished, which may be
+    // a moment after the source's.
+    let rds: Api<ferrosync::api::ReplicationDestination> = dst.api();
+    let image = wait::until(
+        "the destination to publish its image",
+        Duration::from_secs(60),
+        || async {
+            let rd = rds.get(name).await.map_err(|e| e.to_string())?;
+            Ok(rd.status.and_then(|s| s.latest_image).map(|i| i.name))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     tree::assert_same(&data, &claim_dir(&dst, &image).await);
     src
 }
@@ -146,8 +153,7 @@ async fn the_in_cluster_controller_completes_a_replication() {
         e["user"]["username"] == user.as_str()
             && e["objectRef"]["resource"] == "jobs"
             && e["verb"] == "create"
-            && e["user"]["extra"]["authentication.kubernetes.io/pod-name"][0]
-                == leader.as_str()
+            && e["user"]["extra"]["authentication.kubernetes.io/pod-name"][0] == leader.as_str()
     });
     assert!(
         from_leader,
@@ -182,6 +188,16 @@ async fn when_the_leader_pod_is_killed_the_other_replica_takes_over() {
     assert_ne!(new_leader, leader);
 
     sync_again(&src, "takeover", "after-takeover").await;
+    // The new leader did it, with its own pod's token.
+    let jobs_by = |pod: &str| {
+        cp.audit_events().into_iter().any(|e| {
+            e["objectRef"]["namespace"] == src.name.as_str()
+                && e["objectRef"]["resource"] == "jobs"
+                && e["verb"] == "create"
+                && e["user"]["extra"]["authentication.kubernetes.io/pod-name"][0] == pod
+        })
+    };
+    assert!(jobs_by(&new_leader), "no mover Job created by {new_leader}");
     // The ReplicaSet replaced the killed pod: two replicas again.
     let after = incluster::names(&incluster::rolled_out(cp).await);
     assert_eq!(after.len(), 2, "{after:?}");

@@ -18,7 +18,9 @@ use kube::{
 };
 
 use super::{
-    ControlPlane, Options, bins, components, controller::ferrosync_binary, deploy,
+    ControlPlane, Options, bins, components,
+    controller::ferrosync_binary,
+    deploy,
     sim::node::images::{self, Image},
     wait,
 };
@@ -173,12 +175,27 @@ pub fn names(pods: &[Pod]) -> Vec<String> {
 pub fn describe(cp: &ControlPlane) -> String {
     let out = cp
         .kubectl()
-        .args(["get", "deployment,replicaset,pod", "-o", "wide", "-n", deploy::NAMESPACE])
+        .args([
+            "get",
+            "deployment,replicaset,pod",
+            "-o",
+            "wide",
+            "-n",
+            deploy::NAMESPACE,
+        ])
         .output()
         .expect("kubectl get");
     let pods = cp
         .kubectl()
-        .args(["logs", "-l", SELECTOR, "--tail=15", "--prefix", "-n", deploy::NAMESPACE])
+        .args([
+            "logs",
+            "-l",
+            SELECTOR,
+            "--tail=15",
+            "--prefix",
+            "-n",
+            deploy::NAMESPACE,
+        ])
         .output()
         .expect("kubectl logs");
     format!(

@@ -25,7 +25,9 @@ pub fn start(client: Client) {
         let listener = match TcpListener::bind(frontend).await {
             Ok(l) => l,
             Err(err) => {
-                eprintln!("routing simulator: listening on {frontend} for default/kubernetes: {err}");
+                eprintln!(
+                    "routing simulator: listening on {frontend} for default/kubernetes: {err}"
+                );
                 return;
             }
         };
@@ -52,13 +54,7 @@ async fn addresses(client: &Client) -> Option<(SocketAddr, SocketAddr)> {
         .get_opt("kubernetes")
         .await
         .ok()??;
-    let target = endpoints
-        .subsets?
-        .first()?
-        .ports
-        .as_ref()?
-        .first()?
-        .port as u16;
+    let target = endpoints.subsets?.first()?.ports.as_ref()?.first()?.port as u16;
     let frontend = SocketAddr::new(ip, port);
     // Only ever loopback: anything else would leave the machine.
     frontend

@@ -66,7 +66,10 @@ pub fn spawn(client: Client, pod: Pod, pod_dir: PathBuf) -> JoinHandle<()> {
 }
 
 /// The files a volume of `data` holds: each key (or item path) and its contents.
-fn expected(data: &BTreeMap<String, Vec<u8>>, items: Option<&[KeyToPath]>) -> BTreeMap<String, Vec<u8>> {
+fn expected(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+) -> BTreeMap<String, Vec<u8>> {
     match items {
         Some(items) => items
             .iter()

@@ -215,7 +215,11 @@ pub(super) fn write_files(
 }
 
 /// After a swap: drops the links of keys no longer present and the previous payload.
-fn remove_stale(dir: &Path, previous: &Path, files: &[(String, &[u8], u32)]) -> std::io::Result<()> {
+fn remove_stale(
+    dir: &Path,
+    previous: &Path,
+    files: &[(String, &[u8], u32)],
+) -> std::io::Result<()> {
     let current: Vec<&str> = files
         .iter()
         .map(|(path, _, _)| path.split('/').next().unwrap_or(path))
