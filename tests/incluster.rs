@@ -19,6 +19,9 @@ mod tree;
 #[allow(dead_code)]
 mod volsync;
 
+#[path = "incluster/node_volumes.rs"]
+mod node_volumes;
+
 use std::{path::Path, time::Duration};
 
 use ferrosync::api::ReplicationSource;
