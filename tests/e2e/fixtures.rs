@@ -70,11 +70,6 @@ impl PodBuilder {
         )
     }
 
-    /// Mounts ConfigMap `name` at `path`.
-    pub fn config_map(self, name: &str, path: &str) -> Self {
-        self.volume(json!({"name": name, "configMap": {"name": name}}), path)
-    }
-
     /// Mounts a memory emptyDir at `path`.
     pub fn memory_dir(self, name: &str, path: &str) -> Self {
         self.volume(

@@ -130,10 +130,23 @@ async fn a_changed_config_map_is_swapped_into_a_running_pods_volume_at_once() {
     maps.create(&PostParams::default(), &map)
         .await
         .expect("creating the ConfigMap");
-    let mut spec = pod("user", SHELL_IMAGE, &["/bin/sh", "-c", "sleep 600"]);
-    spec = spec.config_map("settings", "/etc/settings");
-    let created = spec.create(&ns).await;
+    // Mounted below /etc, as the controller's configuration is.
+    let spec: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "user"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": SHELL_IMAGE,
+                "command": ["/bin/sh", "-c", "sleep 600"],
+                "volumeMounts": [{"name": "settings", "mountPath": "/etc/settings"}]}],
+            "volumes": [{"name": "settings", "configMap": {"name": "settings"}}],
+        },
+    }))
+    .expect("pod");
     let pods: Api<Pod> = ns.api();
+    let created = pods
+        .create(&PostParams::default(), &spec)
+        .await
+        .expect("creating the pod");
     let running = wait::until("the pod to run", STEP, || async {
         let p = pods.get("user").await.map_err(|e| e.to_string())?;
         let phase = p.status.as_ref().and_then(|s| s.phase.clone());
