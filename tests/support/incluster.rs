@@ -64,9 +64,15 @@ pub fn register_images() {
 /// `kubectl kustomize <dir> | kubectl apply --server-side -f -` (`dir` absolute, or
 /// relative to the repository), then waits for the rollout to finish.
 pub async fn install(cp: &ControlPlane, dir: &Path) {
+    let started = std::time::Instant::now();
     let manifests = deploy::render_dir(cp, &bins::repo_root().join(dir).to_string_lossy());
     deploy::apply(cp, &manifests);
     rolled_out(cp).await;
+    eprintln!(
+        "in-cluster controller: {} applied and rolled out in {:.1}s",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Waits until the Deployment controller has seen the current template, every replica
