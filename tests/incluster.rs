@@ -380,7 +380,18 @@ async fn a_changed_bundle_with_a_stable_name_is_reloaded_in_place() {
     // after a lost lease under load, is no rollout).
     let now = incluster::running_pods(&client).await;
     assert_eq!(template_hashes(&now), vec![template.clone(); now.len()]);
-    for pod in &now {
-        assert!(mounted_policy(pod).contains("# reloaded: second"));
-    }
+    // Every replica's mount follows (the node updates each pod's volume on its own beat).
+    wait::until(
+        "every replica to mount the changed bundle",
+        Duration::from_secs(30),
+        || async {
+            let pods = incluster::running_pods(&client).await;
+            let all = pods
+                .iter()
+                .all(|p| mounted_policy(p).contains("# reloaded: second"));
+            Ok(all.then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }
