@@ -8,6 +8,11 @@
 //!
 //! Needs a control plane started with [`options`]: the ServiceAccount admission plugin
 //! gives each pod its token volume.
+//!
+//! Differences from a real node that matter here: the simulated node does not restart
+//! containers, so a replica that exits (as one does when it loses the Lease) leaves a
+//! Failed pod that the ReplicaSet replaces, where a kubelet would restart the container in
+//! place; probes are not run (a started container is ready).
 
 use std::{path::Path, time::Duration};
 
