@@ -177,6 +177,7 @@ async fn when_the_leader_pod_is_killed_the_other_replica_takes_over() {
     // No grace: the process is killed, so the Lease is not released; the standby waits
     // for it to expire.
     let pods: Api<Pod> = Api::namespaced(client.clone(), deploy::NAMESPACE);
+    let killed = std::time::Instant::now();
     pods.delete(
         &leader,
         &DeleteParams {
@@ -188,6 +189,10 @@ async fn when_the_leader_pod_is_killed_the_other_replica_takes_over() {
     .expect("deleting the leader pod");
     let standby: Vec<String> = before.iter().filter(|p| **p != leader).cloned().collect();
     let new_leader = incluster::leader_among(&client, &standby).await;
+    eprintln!(
+        "in-cluster takeover: {new_leader} leads {:.1}s after {leader} was killed",
+        killed.elapsed().as_secs_f64()
+    );
     assert_ne!(new_leader, leader);
 
     sync_again(&src, "takeover", "after-takeover").await;
