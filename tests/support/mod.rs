@@ -29,6 +29,7 @@ pub mod deploy;
 pub mod kubeconfig;
 pub mod pki;
 pub mod process;
+pub mod registry;
 pub mod sim;
 pub mod toxiproxy;
 pub mod wait;

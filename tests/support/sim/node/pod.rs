@@ -300,8 +300,19 @@ fn launch(
         .command
         .clone()
         .unwrap_or_else(|| image.entrypoint.clone());
-    argv.extend(c.args.clone().unwrap_or_default());
-    let env = super::env::resolve(pod, c, pod_ip).map_err(config_err)?;
+    // As a runtime does: `args` replace the image's CMD, and a `command` drops it.
+    match (&c.command, &c.args) {
+        (_, Some(args)) => argv.extend(args.clone()),
+        (None, None) => argv.extend(image.cmd.clone()),
+        (Some(_), None) => {}
+    }
+    let mut env = super::env::resolve(pod, c, pod_ip).map_err(config_err)?;
+    // The image's ENV sits between the runtime's defaults and the container's `env`.
+    let own: Vec<&str> = c.env.iter().flatten().map(|v| v.name.as_str()).collect();
+    for (k, v) in image.env.iter().filter(|(k, _)| !own.contains(&k.as_str())) {
+        env.retain(|(n, _)| n != k);
+        env.push((k.clone(), v.clone()));
+    }
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let v = volumes
@@ -331,7 +342,7 @@ fn launch(
         image,
         argv,
         env,
-        working_dir: c.working_dir.clone(),
+        working_dir: c.working_dir.clone().or(image.working_dir.clone()),
         mounts,
         termination_log: (termination_log, path),
         identity,

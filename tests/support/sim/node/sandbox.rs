@@ -3,9 +3,11 @@
 //! and only then drops capabilities (dropping them first would make `setresuid` fail).
 //!
 //! The sandbox has its own mount, PID, IPC and UTS namespaces, the container process is
-//! PID 1 (so, as in a real container, SIGTERM is ignored unless it handles it), the root is
-//! an empty tmpfs with the host's /usr (minus /usr/local), /etc and library directories
-//! bound read-only, plus exactly the declared mounts. Not modelled: seccomp, AppArmor or
+//! PID 1 (so, as in a real container, SIGTERM is ignored unless it handles it). The root
+//! is the image's own filesystem for an image pulled from a registry (so `setpriv`, the
+//! binary and its libraries must be in the image), otherwise an empty tmpfs with the
+//! host's /usr (minus /usr/local), /etc and library directories bound read-only; plus
+//! exactly the declared mounts. Not modelled: seccomp, AppArmor or
 //! SELinux, cgroup limits, and the network (containers share the host's loopback; each
 //! pod is told its own 127.x address).
 
@@ -179,11 +181,22 @@ pub fn command(launch: &Launch) -> Command {
     .args(["--die-with-parent", "--hostname", &launch.hostname])
     // bwrap keeps root's capabilities so that setpriv can switch ids; setpriv drops them.
     .args(["--cap-add", "ALL"]);
-    host_root(&mut cmd);
-    cmd.args(["--proc", "/proc", "--dev", "/dev"]);
-    // An image whose binary is a host tool at its own path is already there.
-    if launch.image.binary != Path::new(&launch.image.path) {
-        bind(&mut cmd, &launch.image.binary, &launch.image.path, true);
+    match &launch.image.rootfs {
+        // A pulled image: its own root, shared by every container of that image, under a
+        // writable overlay layer of this container's own, as a runtime's snapshotter
+        // gives it; mount points are made in that layer (see `image_root`).
+        Some(_) => {
+            cmd.arg("--bind").arg(layer(launch).join("root")).arg("/");
+            cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+        }
+        None => {
+            host_root(&mut cmd);
+            cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+            // An image whose binary is a host tool at its own path is already there.
+            if launch.image.binary != Path::new(&launch.image.path) {
+                bind(&mut cmd, &launch.image.binary, &launch.image.path, true);
+            }
+        }
     }
     let mut mounts = launch.mounts.clone();
     // Parents before children, so a nested mount is not hidden by its parent's.
@@ -199,6 +212,43 @@ pub fn command(launch: &Launch) -> Command {
     cmd.args(["--chdir", launch.working_dir.as_deref().unwrap_or("/")]);
     cmd.arg("--").args(setpriv(&launch.identity)).arg("--");
     cmd.args(&launch.argv);
+    match &launch.image.rootfs {
+        Some(rootfs) => image_root(cmd, rootfs, &layer(launch)),
+        None => cmd,
+    }
+}
+
+/// The container's writable layer over its image: next to its termination-log file, in
+/// the pod's directory.
+fn layer(launch: &Launch) -> PathBuf {
+    launch.termination_log.0.with_extension("layer")
+}
+
+/// Runs `bwrap` in a mount namespace of its own in which the image's `rootfs` (read-only,
+/// shared by every container of the image) under the container's writable `layer` is an
+/// overlay at `layer/root` (bwrap 0.8 has no overlay of its own). The mount lives and dies
+/// with that namespace, so nothing stays mounted on the host; `exec` keeps bwrap's
+/// process id, which the node signals and `exec` looks into.
+fn image_root(bwrap: Command, rootfs: &Path, layer: &Path) -> Command {
+    // The container's PATH is for the container; the host's tools are found on the host's.
+    const SCRIPT: &str = r#"set -e
+layer=$1 lower=$2 container_path=$PATH
+shift 2
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mkdir -p "$layer/upper" "$layer/work" "$layer/root"
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$layer/upper,workdir=$layer/work" "$layer/root"
+program=$(command -v "$1")
+shift
+PATH=$container_path
+exec "$program" "$@""#;
+    let mut cmd = Command::new("unshare");
+    cmd.env_clear()
+        .envs(bwrap.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c", SCRIPT, "sh"])
+        .arg(layer)
+        .arg(rootfs)
+        .arg(bwrap.get_program())
+        .args(bwrap.get_args());
     cmd
 }
 
