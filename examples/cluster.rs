@@ -2,12 +2,15 @@
 //! It is the same harness the tests use (`tests/support`), so what works here works there.
 //!
 //! ```text
-//! cargo run --example cluster -- [--controllers] [--simulators] [--state-dir DIR] [--service-account NS/NAME]...
+//! cargo run --example cluster -- [--controllers] [--simulators] [--registry] [--state-dir DIR] [--service-account NS/NAME]...
 //! ```
 //!
 //! `--simulators` (implies `--controllers`) also runs the simulated node, storage, load
 //! balancer and routing of `tests/support/sim`, with the mover image mapped to the built
-//! `ferrosync` binary: the demo's real replication runs on it.
+//! `ferrosync` binary: the demo's real replication runs on it. `--registry` (implies
+//! `--simulators`) also starts the test registry with the images `scripts/build-images.sh`
+//! built, and writes its address, login and image references to `<state-dir>/registry.env`:
+//! movers of that image run in its own root filesystem.
 //!
 //! It writes `<state-dir>/env` (KUBECONFIG, PATH with the built kubectl), one
 //! `<ns>.<name>.kubeconfig` per `--service-account`, then `<state-dir>/ready`, and runs until
@@ -23,6 +26,7 @@ use support::{ControlPlane, Options};
 struct Args {
     controllers: bool,
     simulators: bool,
+    registry: bool,
     state_dir: PathBuf,
     service_accounts: Vec<(String, String)>,
 }
@@ -31,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         controllers: false,
         simulators: false,
+        registry: false,
         state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
         service_accounts: Vec::new(),
     };
@@ -41,6 +46,11 @@ fn parse_args() -> Result<Args, String> {
             "--simulators" => {
                 args.controllers = true;
                 args.simulators = true;
+            }
+            "--registry" => {
+                args.controllers = true;
+                args.simulators = true;
+                args.registry = true;
             }
             "--state-dir" => {
                 args.state_dir = argv.next().ok_or("--state-dir needs a directory")?.into()
@@ -84,6 +94,22 @@ fn write_state(cp: &ControlPlane, args: &Args) -> Result<(), String> {
             cp.bin_dir.display()
         ),
     )?;
+    if args.registry {
+        let registry = support::registry::shared();
+        write(
+            "registry.env",
+            format!(
+                "export FERROSYNC_REGISTRY={}\nexport FERROSYNC_REGISTRY_USERNAME={}\n\
+                 export FERROSYNC_REGISTRY_PASSWORD={}\nexport FERROSYNC_CONTROLLER_IMAGE={}\n\
+                 export FERROSYNC_MOVER_IMAGE={}\n",
+                registry.host,
+                support::registry::USERNAME,
+                registry.password,
+                registry.controller_image,
+                registry.mover_image,
+            ),
+        )?;
+    }
     write("ready", format!("{}\n", cp.server))
 }
 

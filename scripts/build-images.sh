@@ -20,6 +20,7 @@
 # the image config). A rerun with the same inputs builds nothing; a new binary costs a few
 # seconds. Prints one line per image: "<name> <layout dir>:<tag>".
 set -euo pipefail
+shopt -s inherit_errexit
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${FERROSYNC_CACHE:-$HOME/.cache/ferrosync}/images
 target=${CARGO_TARGET_DIR:-$here/target}
@@ -72,12 +73,14 @@ base() { # name packages
     mkdir -p "$cache/debs"
     mmdebstrap --quiet --variant=essential --include="$packages" "${dpkg_opts[@]}" \
       --skip=essential/unlink \
-      --setup-hook="mkdir -p \"\$1/var/cache/apt/archives\"; sync-in '$cache/debs' /var/cache/apt/archives/" \
+      --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
+      --setup-hook="sync-in '$cache/debs' /var/cache/apt/archives/" \
       --customize-hook="sync-out /var/cache/apt/archives '$cache/debs'" \
       --customize-hook='mkdir -p "$1/data" "$1/keys" "$1/usr/share/ferrosync" && chmod 1777 "$1/tmp"' \
       --customize-hook="dpkg-query --admindir=\"\$1/var/lib/dpkg\" -W -f '\${Package} \${Version}\n' | tee \"\$1/usr/share/ferrosync/packages.txt\" > '$tmp/packages.txt'" \
       --customize-hook='rm -rf "$1/var/cache/"* "$1/var/log/"*' \
       "$suite" "$tmp/rootfs.tar" "${sources[@]}"
+    [ -s "$tmp/rootfs.tar" ] || { echo "build-images: mmdebstrap made no root filesystem" >&2; exit 1; }
     echo "$((SECONDS - start))" > "$tmp/seconds"
     touch "$tmp/done"
     rm -rf "$dir"
@@ -94,6 +97,7 @@ build() { # name binary packages user entrypoint(comma-separated) cmd(comma-sepa
   [ -x "$binary" ] || { echo "build-images: $binary not found (cargo build --bins first)" >&2; exit 1; }
   local start=$SECONDS base_dir key
   base_dir=$(base "$name" "$packages")
+  [ -f "$base_dir/done" ] || exit 1
   key=$( {
     sha256sum "$0" "$binary" | cut -d' ' -f1
     printf '%s\n' "$base_dir" "$user" "$entrypoint" "$cmd" "${env[@]}"
@@ -113,8 +117,9 @@ build() { # name binary packages user entrypoint(comma-separated) cmd(comma-sepa
   chmod 0755 "$tmp/layer/usr/local/bin/ferrosync"
   # Every library the binary links must be in the root filesystem.
   local lib
+  tar -tf "$base_dir/rootfs.tar" > "$tmp/files.txt"
   for lib in $(objdump -p "$binary" | awk '/NEEDED/ {print $2}'); do
-    tar -tf "$base_dir/rootfs.tar" | grep -q "/$lib\$" \
+    grep -q "/$lib\$" "$tmp/files.txt" \
       || { echo "build-images: $name image lacks $lib, which $binary links" >&2; exit 1; }
   done
   tar --owner=0 --group=0 --numeric-owner -C "$tmp/layer" -cf "$tmp/binary.tar" usr
@@ -143,7 +148,7 @@ build() { # name binary packages user entrypoint(comma-separated) cmd(comma-sepa
   local unpacked compressed
   unpacked=$(( $(stat -c %s "$base_dir/rootfs.tar") + $(stat -c %s "$tmp/binary.tar") ))
   compressed=$(du -sb "$oci/blobs" | cut -f1)
-  rm -rf "$tmp/layer" "$tmp/binary.tar"
+  rm -rf "$tmp/layer" "$tmp/binary.tar" "$tmp/files.txt"
   printf 'built in %d s (root filesystem: %s s); unpacked %d MB, compressed %d MB; %d Debian packages\n' \
     $((SECONDS - start)) "$(cat "$base_dir/seconds")" $((unpacked / 1000000)) $((compressed / 1000000)) \
     "$(wc -l < "$base_dir/packages.txt")" | tee "$tmp/summary.txt" | sed "s/^/$name image: /" >&2

@@ -3,9 +3,11 @@
 #
 # It starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from
 # Go modules), the simulated node, storage, load balancer and routing (tests/support/sim),
-# and `ferrosync controller` as its own ServiceAccount bound by deploy/'s RBAC. It applies
-# the spec's examples (the Snapshot destination my-dest and the Clone source my-source),
-# writes sample data into the source volume, shows the replication with kubectl, restores
+# a registry on loopback with the images scripts/build-images.sh built (movers run in the
+# mover image's own root filesystem), and `ferrosync controller` as its own ServiceAccount
+# bound by deploy/'s RBAC. It applies the spec's examples (the Snapshot destination
+# my-dest and the Clone source my-source), writes sample data into the source volume,
+# shows the replication with kubectl, restores
 # the destination's latest VolumeSnapshot and proves it equals the source. Everything stays
 # up for you to poke at; `scripts/cluster.sh down` stops it.
 set -euo pipefail
@@ -15,12 +17,17 @@ export FERROSYNC_STATE_DIR=$state
 start=$(date +%s)
 
 bash scripts/install-deps.sh
-cargo build --quiet --bin ferrosync --example cluster
+cargo build --quiet --bin ferrosync --bin ferrosync-mover --example cluster
+# The controller and mover images (OCI, from Debian packages; cached, so usually seconds).
+bash scripts/build-images.sh >/dev/null
 
 bash scripts/cluster.sh down >/dev/null 2>&1 || true
-bash scripts/cluster.sh up --simulators --service-account ferrosync-system/ferrosync
+bash scripts/cluster.sh up --registry --service-account ferrosync-system/ferrosync
 # shellcheck disable=SC1091
 source "$state/env"
+# The test registry (HTTPS and a password, on loopback) with the images pushed to it.
+# shellcheck disable=SC1091
+source "$state/registry.env"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
@@ -39,6 +46,12 @@ wait_for() {
 say "The controller's namespace, ServiceAccount and least-privilege RBAC, from deploy/base/"
 step kubectl apply --server-side -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml -f deploy/base/rbac.yaml
 
+say "A registry login for the mover image, as for a private registry (the controller copies it next to each mover)"
+kubectl -n ferrosync-system create secret docker-registry ferrosync-registry \
+  --docker-server="$FERROSYNC_REGISTRY" --docker-username="$FERROSYNC_REGISTRY_USERNAME" \
+  --docker-password="$FERROSYNC_REGISTRY_PASSWORD"
+echo "movers run $FERROSYNC_MOVER_IMAGE, pulled with it"
+
 port=${FERROSYNC_DEMO_PORT:-18080}
 # /metrics in the development mode: plain HTTP, loopback only (deployed, it is HTTPS with
 # TokenReview and SubjectAccessReview).
@@ -49,6 +62,8 @@ FERROSYNC_SERVER__LISTEN="127.0.0.1:$port" \
 FERROSYNC_METRICS__LISTEN="127.0.0.1:$metrics_port" \
 FERROSYNC_METRICS__SECURE=false \
 FERROSYNC_REQUEUE__POLL=1s \
+FERROSYNC_MOVER__IMAGE="$FERROSYNC_MOVER_IMAGE" \
+FERROSYNC_MOVER__IMAGE_PULL_SECRETS='["ferrosync-registry"]' \
   setsid "${CARGO_TARGET_DIR:-target}/debug/ferrosync" controller >"$state/controller.log" 2>&1 </dev/null &
 echo $! >"$state/controller.pid"
 wait_for "the controller to be ready" 60 sh -c "curl -sf http://127.0.0.1:$port/readyz" >/dev/null

@@ -9,9 +9,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # simulator's sandboxes and addresses. openssl: the test control plane's certificates.
 # curl: the demo's readiness probe.
 # mmdebstrap, umoci, binutils (objcopy): scripts/build-images.sh builds the OCI images;
-# skopeo pushes them to the test registry, and the node simulator pulls them with it.
+# skopeo pushes them to the test registry, and the node simulator pulls them with it;
+# apache2-utils (htpasswd -B): the registry's bcrypt password file.
 apt_packages=(rsync stunnel4 bubblewrap util-linux iproute2 openssl libssl-dev pkg-config curl ca-certificates
-  mmdebstrap umoci skopeo binutils)
+  mmdebstrap umoci skopeo binutils apache2-utils)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

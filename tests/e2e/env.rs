@@ -60,7 +60,10 @@ pub fn env() -> Env {
             &[
                 ("POD_NAMESPACE", deploy::NAMESPACE),
                 ("FERROSYNC_MOVER__IMAGE", &registry.mover_image),
-                ("FERROSYNC_MOVER__IMAGE_PULL_SECRETS", &format!("[\"{PULL_SECRET}\"]")),
+                (
+                    "FERROSYNC_MOVER__IMAGE_PULL_SECRETS",
+                    &format!("[\"{PULL_SECRET}\"]"),
+                ),
                 ("FERROSYNC_MOVER__BACKOFF_LIMIT", &limit),
                 ("FERROSYNC_REQUEUE__POLL", "500ms"),
                 ("FERROSYNC_MOVER__PROGRESS_INTERVAL", "500ms"),

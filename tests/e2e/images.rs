@@ -20,9 +20,7 @@ use crate::{
     fixtures::{STEP, bound_dir, pvc, terminated},
     support::{TestNamespace, registry, wait},
     tree,
-    volsync::{
-        claim_dir, copy_secret, destination, privileged_movers, published, source, synced,
-    },
+    volsync::{claim_dir, copy_secret, destination, privileged_movers, published, source, synced},
 };
 
 /// A data owner that is neither root nor the movers' uid.
@@ -86,7 +84,10 @@ async fn movers_replicate_from_the_registry_image_in_its_own_root() {
     let image = &registry::shared().mover_image;
     // What tells the image's root from this machine's: only the image has the record.
     let record = "usr/share/ferrosync/packages.txt";
-    assert!(!Path::new("/").join(record).exists(), "the host has /{record}");
+    assert!(
+        !Path::new("/").join(record).exists(),
+        "the host has /{record}"
+    );
     let dst = env.cp.namespace("img-dst").await;
     let src = env.cp.namespace("img-src").await;
     // Privileged movers (root in the image), so that owners are compared too.
@@ -105,18 +106,33 @@ async fn movers_replicate_from_the_registry_image_in_its_own_root() {
     // image's /usr/local/bin/ferrosync is not this machine's full ferrosync binary).
     let packages = std::fs::read_to_string(root.join(record)).expect("the image's package record");
     for needed in ["rsync ", "stunnel4 ", "util-linux ", "libssl3 "] {
-        assert!(packages.contains(needed), "{needed}missing from:\n{packages}");
+        assert!(
+            packages.contains(needed),
+            "{needed}missing from:\n{packages}"
+        );
     }
-    let inside = std::fs::metadata(root.join(MOVER_BINARY.trim_start_matches('/'))).expect("mover binary");
-    let host = std::fs::metadata(crate::support::controller::ferrosync_binary()).expect("host binary");
-    assert_ne!(inside.len(), host.len(), "the container runs this machine's ferrosync");
+    let inside =
+        std::fs::metadata(root.join(MOVER_BINARY.trim_start_matches('/'))).expect("mover binary");
+    let host =
+        std::fs::metadata(crate::support::controller::ferrosync_binary()).expect("host binary");
+    assert_ne!(
+        inside.len(),
+        host.len(),
+        "the container runs this machine's ferrosync"
+    );
 
     let (address, key_secret) = published(&dst, "backup").await;
     copy_secret(&dst, &key_secret, &src, "backup-key").await;
     pvc("data").create(&src).await;
     let data = bound_dir(&src, "data").await;
     tree::write_sample(&data, OWNER);
-    source(&src, "backup", "data", json!({"keySecret": "backup-key", "address": address})).await;
+    source(
+        &src,
+        "backup",
+        "data",
+        json!({"keySecret": "backup-key", "address": address}),
+    )
+    .await;
     synced(&src, "backup", Duration::from_secs(120)).await;
     // The destination publishes the volume once its own mover succeeded.
     let rds: kube::Api<ReplicationDestination> = dst.api();
@@ -150,13 +166,19 @@ async fn a_wrong_or_missing_pull_secret_fails_the_pull_like_a_kubelet() {
                 .and_then(|cs| cs.into_iter().next())
                 .and_then(|c| c.state?.waiting)
                 .filter(|w| {
-                    matches!(w.reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+                    matches!(
+                        w.reason.as_deref(),
+                        Some("ErrImagePull" | "ImagePullBackOff")
+                    )
                 })
                 .map(|w| w.message.unwrap_or_default()))
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-        assert!(why.contains("unauthorized") || why.contains("Back-off"), "{name}: {why}");
+        assert!(
+            why.contains("unauthorized") || why.contains("Back-off"),
+            "{name}: {why}"
+        );
     }
     // Of two secrets for the registry, the one that works is used, as a kubelet tries each.
     let (code, message) = exit_of(&ns, "right-secret").await;
@@ -173,10 +195,24 @@ async fn an_image_without_a_binary_fails_although_the_host_has_it() {
 
     // The controller image has no rsync: a mover run from it cannot work.
     let rsync = ["/usr/bin/rsync", "--version"];
-    image_pod(&ns, "controller-rsync", &registry.controller_image, &rsync, &["pull"]).await;
+    image_pod(
+        &ns,
+        "controller-rsync",
+        &registry.controller_image,
+        &rsync,
+        &["pull"],
+    )
+    .await;
     // The mover image has it, and runs as the image's user (nobody) when the pod says none.
     let script = "id -u > /dev/termination-log && /usr/bin/rsync --version >/dev/null";
-    image_pod(&ns, "mover-rsync", &registry.mover_image, &["/bin/sh", "-c", script], &["pull"]).await;
+    image_pod(
+        &ns,
+        "mover-rsync",
+        &registry.mover_image,
+        &["/bin/sh", "-c", script],
+        &["pull"],
+    )
+    .await;
 
     let (code, message) = exit_of(&ns, "controller-rsync").await;
     assert_eq!(code, 127, "exec of a missing file: {message}");

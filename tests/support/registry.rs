@@ -44,7 +44,10 @@ pub struct Registry {
 pub fn shared() -> &'static Registry {
     static SHARED: OnceLock<Result<Registry, String>> = OnceLock::new();
     SHARED
-        .get_or_init(|| std::thread::scope(|s| s.spawn(start).join()).unwrap_or_else(|_| Err("registry start-up panicked".into())))
+        .get_or_init(|| {
+            std::thread::scope(|s| s.spawn(start).join())
+                .unwrap_or_else(|_| Err("registry start-up panicked".into()))
+        })
         .as_ref()
         .unwrap_or_else(|e| panic!("the test registry did not start: {e}"))
 }
@@ -61,7 +64,8 @@ impl Registry {
     pub fn push(&self, layout: &str, repository: &str, tag: &str) -> Result<String, String> {
         let reference = format!("{}/{repository}:{tag}", self.host);
         let creds = format!("{USERNAME}:{}", self.password);
-        run(Command::new("skopeo").args(["copy", "--quiet", "--insecure-policy"])
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--insecure-policy"])
             .arg("--dest-cert-dir")
             .arg(&self.cert_dir)
             .args(["--dest-creds", &creds])
@@ -124,17 +128,22 @@ fn start() -> Result<Registry, String> {
     std::fs::copy(&pki.ca_cert, cert_dir.join("ca.crt")).map_err(|e| e.to_string())?;
 
     let password = format!("{:032x}", rand::random::<u128>());
-    // bcrypt is what the registry's htpasswd accepts; the lowest cost keeps each request
-    // cheap (the registry checks the password on every one).
-    let hash = bcrypt::hash(&password, 4).map_err(|e| e.to_string())?;
+    // bcrypt is what the registry's htpasswd accepts (apache2-utils' htpasswd -B); the
+    // lowest cost keeps each request cheap (the registry checks the password on every one).
     let htpasswd = dir.join("htpasswd");
-    std::fs::write(&htpasswd, format!("{USERNAME}:{hash}\n")).map_err(|e| e.to_string())?;
+    run(Command::new("htpasswd")
+        .args(["-B", "-C", "4", "-b", "-c"])
+        .arg(&htpasswd)
+        .args([USERNAME, &password]))?;
 
     let port = process::free_port();
     let host = format!("127.0.0.1:{port}");
     let config = dir.join("config.yml");
-    std::fs::write(&config, config_yaml(&dir, &host, &serving.cert, &serving.key, &htpasswd))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &config,
+        config_yaml(&dir, &host, &serving.cert, &serving.key, &htpasswd),
+    )
+    .map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("registry.log")).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(binary()?);
     cmd.arg("serve")

@@ -19,6 +19,7 @@ pub mod images;
 pub mod kubelet_api;
 pub mod pod;
 pub mod pull;
+pub mod pull_backoff;
 pub mod sandbox;
 pub mod status;
 pub mod volumes;

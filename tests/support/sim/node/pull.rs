@@ -63,12 +63,6 @@ pub async fn pull(
     reference: &str,
     (host, cert_dir): (String, PathBuf),
 ) -> Result<Image, (String, String)> {
-    let failed = |why: String| {
-        (
-            "ErrImagePull".to_string(),
-            format!("failed to pull and unpack image {reference:?}: {why}"),
-        )
-    };
     let candidates = credentials(client, pod, &host).await;
     let attempts: Vec<Option<Credentials>> = if candidates.is_empty() {
         vec![None]
@@ -77,6 +71,12 @@ pub async fn pull(
     };
     let reference = reference.to_string();
     tokio::task::spawn_blocking(move || {
+        let failed = |why: String| {
+            (
+                "ErrImagePull".to_string(),
+                format!("failed to pull and unpack image {reference:?}: {why}"),
+            )
+        };
         let mut last = String::new();
         for creds in attempts {
             match resolve(&reference, creds.as_ref(), &cert_dir) {
@@ -127,8 +127,7 @@ pub fn docker_config_credentials(secret: &Secret, host: &str) -> Option<Credenti
     if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
         return Some((u.into(), p.into()));
     }
-    let auth: k8s_openapi::ByteString =
-        serde_json::from_value(entry["auth"].clone()).ok()?;
+    let auth: k8s_openapi::ByteString = serde_json::from_value(entry["auth"].clone()).ok()?;
     let text = String::from_utf8(auth.0).ok()?;
     let (u, p) = text.split_once(':')?;
     Some((u.into(), p.into()))
@@ -147,9 +146,9 @@ fn skopeo(args: &[&str], creds: Option<&Credentials>, flags: (&str, &str)) -> Co
 }
 
 fn output(mut cmd: Command) -> Result<Vec<u8>, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("running skopeo/umoci (scripts/install-deps.sh installs them): {e}"))?;
+    let out = cmd.output().map_err(|e| {
+        format!("running skopeo/umoci (scripts/install-deps.sh installs them): {e}")
+    })?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -159,7 +158,11 @@ fn output(mut cmd: Command) -> Result<Vec<u8>, String> {
 }
 
 /// Asks the registry for the manifest of `reference`: its digest (`sha256:…`).
-fn resolve(reference: &str, creds: Option<&Credentials>, cert_dir: &Path) -> Result<String, String> {
+fn resolve(
+    reference: &str,
+    creds: Option<&Credentials>,
+    cert_dir: &Path,
+) -> Result<String, String> {
     let mut cmd = skopeo(&["inspect", "--raw"], creds, ("--creds", "--no-creds"));
     cmd.arg("--cert-dir")
         .arg(cert_dir)
@@ -236,17 +239,27 @@ fn unpacked(
 /// The OCI image configuration of the one image in `layout`.
 fn image_config(layout: &Path) -> Result<serde_json::Value, String> {
     let read = |digest: &str| -> Result<serde_json::Value, String> {
-        let hex = digest.strip_prefix("sha256:").ok_or("not a sha256 digest")?;
-        let bytes = std::fs::read(layout.join("blobs/sha256").join(hex))
-            .map_err(|e| e.to_string())?;
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or("not a sha256 digest")?;
+        let bytes =
+            std::fs::read(layout.join("blobs/sha256").join(hex)).map_err(|e| e.to_string())?;
         serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     };
     let index: serde_json::Value = serde_json::from_slice(
         &std::fs::read(layout.join("index.json")).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let manifest = read(index["manifests"][0]["digest"].as_str().ok_or("empty layout")?)?;
-    read(manifest["config"]["digest"].as_str().ok_or("manifest without config")?)
+    let manifest = read(
+        index["manifests"][0]["digest"]
+            .as_str()
+            .ok_or("empty layout")?,
+    )?;
+    read(
+        manifest["config"]["digest"]
+            .as_str()
+            .ok_or("manifest without config")?,
+    )
 }
 
 /// What the node needs of an unpacked image: its root, user, entrypoint, cmd, env and

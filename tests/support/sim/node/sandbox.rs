@@ -244,7 +244,15 @@ exec "$program" "$@""#;
     let mut cmd = Command::new("unshare");
     cmd.env_clear()
         .envs(bwrap.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .args(["--mount", "--propagation", "private", "/bin/sh", "-c", SCRIPT, "sh"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            SCRIPT,
+            "sh",
+        ])
         .arg(layer)
         .arg(rootfs)
         .arg(bwrap.get_program())
