@@ -99,9 +99,9 @@ fn write_state(cp: &ControlPlane, args: &Args) -> Result<(), String> {
         write(
             "registry.env",
             format!(
-                "export FERROSYNC_REGISTRY={}\nexport FERROSYNC_REGISTRY_USERNAME={}\n\
-                 export FERROSYNC_REGISTRY_PASSWORD={}\nexport FERROSYNC_CONTROLLER_IMAGE={}\n\
-                 export FERROSYNC_MOVER_IMAGE={}\n",
+                "export DEMO_REGISTRY={}\nexport DEMO_REGISTRY_USERNAME={}\n\
+                 export DEMO_REGISTRY_PASSWORD={}\nexport DEMO_CONTROLLER_IMAGE={}\n\
+                 export DEMO_MOVER_IMAGE={}\n",
                 registry.host,
                 support::registry::USERNAME,
                 registry.password,

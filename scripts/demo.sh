@@ -48,9 +48,9 @@ step kubectl apply --server-side -f deploy/base/namespace.yaml -f deploy/base/se
 
 say "A registry login for the mover image, as for a private registry (the controller copies it next to each mover)"
 kubectl -n ferrosync-system create secret docker-registry ferrosync-registry \
-  --docker-server="$FERROSYNC_REGISTRY" --docker-username="$FERROSYNC_REGISTRY_USERNAME" \
-  --docker-password="$FERROSYNC_REGISTRY_PASSWORD"
-echo "movers run $FERROSYNC_MOVER_IMAGE, pulled with it"
+  --docker-server="$DEMO_REGISTRY" --docker-username="$DEMO_REGISTRY_USERNAME" \
+  --docker-password="$DEMO_REGISTRY_PASSWORD"
+echo "movers run $DEMO_MOVER_IMAGE, pulled with it"
 
 port=${FERROSYNC_DEMO_PORT:-18080}
 # /metrics in the development mode: plain HTTP, loopback only (deployed, it is HTTPS with
@@ -62,7 +62,7 @@ FERROSYNC_SERVER__LISTEN="127.0.0.1:$port" \
 FERROSYNC_METRICS__LISTEN="127.0.0.1:$metrics_port" \
 FERROSYNC_METRICS__SECURE=false \
 FERROSYNC_REQUEUE__POLL=1s \
-FERROSYNC_MOVER__IMAGE="$FERROSYNC_MOVER_IMAGE" \
+FERROSYNC_MOVER__IMAGE="$DEMO_MOVER_IMAGE" \
 FERROSYNC_MOVER__IMAGE_PULL_SECRETS='["ferrosync-registry"]' \
   setsid "${CARGO_TARGET_DIR:-target}/debug/ferrosync" controller >"$state/controller.log" 2>&1 </dev/null &
 echo $! >"$state/controller.pid"

@@ -224,40 +224,56 @@ fn layer(launch: &Launch) -> PathBuf {
     launch.termination_log.0.with_extension("layer")
 }
 
-/// Runs `bwrap` in a mount namespace of its own in which the image's `rootfs` (read-only,
-/// shared by every container of the image) under the container's writable `layer` is an
-/// overlay at `layer/root` (bwrap 0.8 has no overlay of its own). The mount lives and dies
-/// with that namespace, so nothing stays mounted on the host; `exec` keeps bwrap's
-/// process id, which the node signals and `exec` looks into.
-fn image_root(bwrap: Command, rootfs: &Path, layer: &Path) -> Command {
-    // The container's PATH is for the container; the host's tools are found on the host's.
-    const SCRIPT: &str = r#"set -e
-layer=$1 lower=$2 container_path=$PATH
-shift 2
-PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mkdir -p "$layer/upper" "$layer/work" "$layer/root"
-mount -t overlay overlay -o "lowerdir=$lower,upperdir=$layer/upper,workdir=$layer/work" "$layer/root"
-program=$(command -v "$1")
-shift
-PATH=$container_path
-exec "$program" "$@""#;
-    let mut cmd = Command::new("unshare");
-    cmd.env_clear()
-        .envs(bwrap.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "/bin/sh",
-            "-c",
-            SCRIPT,
-            "sh",
-        ])
-        .arg(layer)
-        .arg(rootfs)
-        .arg(bwrap.get_program())
-        .args(bwrap.get_args());
-    cmd
+/// Starts `bwrap` in a mount namespace of its own in which the image's `rootfs`
+/// (read-only, shared by every container of the image) under the container's writable
+/// `layer` is an overlay at `layer/root` (bwrap 0.8 has no overlay of its own). The
+/// namespace is made and the overlay mounted between fork and exec, so the mount lives
+/// and dies with the container, nothing stays mounted on the host, and no helper process
+/// sits between the node and bwrap.
+fn image_root(mut bwrap: Command, rootfs: &Path, layer: &Path) -> Command {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt};
+    let cstring = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap_or_default();
+    for dir in ["upper", "work", "root"] {
+        let _ = std::fs::create_dir_all(layer.join(dir));
+    }
+    let target = cstring(&layer.join("root"));
+    let options = CString::new(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        rootfs.display(),
+        layer.join("upper").display(),
+        layer.join("work").display()
+    ))
+    .unwrap_or_default();
+    let fail = || Err(std::io::Error::last_os_error());
+    // SAFETY: between fork and exec the closure makes only system calls (unshare, mount)
+    // on strings made before the fork; it allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut bwrap, move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            // Private, so the overlay does not propagate back to the host's namespace.
+            let none = c"none".as_ptr();
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(
+                none,
+                c"/".as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                return fail();
+            }
+            let overlay = c"overlay".as_ptr();
+            let data = options.as_ptr().cast();
+            if libc::mount(overlay, target.as_ptr(), overlay, 0, data) != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+    bwrap
 }
 
 fn setpriv(id: &Identity) -> Vec<String> {
