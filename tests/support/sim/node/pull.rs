@@ -201,6 +201,7 @@ fn unpacked(
     if bundle.join("config.json").is_file() {
         return Ok(bundle);
     }
+    let started = std::time::Instant::now();
     let work = tempfile::tempdir_in(store()).map_err(|e| e.to_string())?;
     let layout = work.path().join("layout");
     let repository = reference
@@ -233,6 +234,10 @@ fn unpacked(
     std::fs::write(staged.join("image-config.json"), config.to_string())
         .map_err(|e| e.to_string())?;
     std::fs::rename(&staged, &bundle).map_err(|e| e.to_string())?;
+    eprintln!(
+        "node simulator: pulled and unpacked {reference} ({digest}) in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(bundle)
 }
 
