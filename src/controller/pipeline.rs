@@ -29,6 +29,14 @@
 //! revisions grow; they are compared as numbers) reads the object once from the
 //! apiserver instead. A copy at or after our own write is used as it is: no GET.
 //!
+//! The other caches (`caches`) lag the same way, and each reader copes where it reads: a
+//! mover Job is trusted from the cache only while it runs, and read from the apiserver
+//! when it may just have been created, finished or deleted (`iteration::drive`); a Job the
+//! cache holds is not built again (`Target::mover_exists`), and should it turn out gone,
+//! nothing is created until the cache has caught up; a key Secret is read again whenever
+//! its resourceVersion differs from the one read (`keys::resolve`); a namespace the cache
+//! has not seen yet is waited for (`Context::namespace_annotations`).
+//!
 //! It must never write a status that did not change, and never run a kind's hook for an
 //! object ferrosync does not serve.
 
@@ -217,7 +225,17 @@ pub trait Kind: Replicated {
 
     /// After a successful transfer, before the iteration is recorded: publish its result
     /// and clean up. `Ok(Err)` holds the iteration open (publication not done yet).
-    async fn publish(&self, step: &mut Step<'_, Self>, prepared: &Self::Prepared) -> Hooked<()>;
+    async fn publish(&self, _step: &mut Step<'_, Self>, _: &Self::Prepared) -> Hooked<()> {
+        Ok(Ok(()))
+    }
+
+    /// After the iteration was recorded and its Job deleted: remove what only that Job used.
+    /// Not before: a copy deleted while its Job stays holds the next iteration (it waits for
+    /// the stale copy to go, which the finished pod keeps) should the controller stop between
+    /// the two.
+    async fn finish(&self, _step: &Step<'_, Self>) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// The resourceVersion of each object's last status write by this controller (see
@@ -471,6 +489,7 @@ async fn iterate<K: Kind>(
     }
     let status = &mut *step.status;
     let next = iteration::complete(ctx, &job, K::sync(status), mover, pass).await?;
+    obj.finish(&Step::<K> { ctx, at, status }).await?;
     Ok(decide::idle_progress(&next, &ctx.config.requeue, at.now))
 }
 

@@ -157,10 +157,10 @@ impl Kind for ReplicationSource {
         }))
     }
 
-    async fn publish(&self, step: &mut Step<'_, Self>, _: &Prepared) -> Hooked<()> {
+    async fn finish(&self, step: &Step<'_, Self>) -> Result<(), Error> {
         // Deletion is only requested: the copy stays in use by the finished pod until the
-        // Job goes, and the next iteration waits for a stale copy to disappear.
+        // Job is gone, and the next iteration waits for a stale copy to disappear.
         pit::cleanup(step.ctx, step.at.owner).await?;
-        Ok(Ok(()))
+        Ok(())
     }
 }
