@@ -21,6 +21,7 @@ mod leader;
 mod mover_env;
 mod mover_pod;
 mod mover_run;
+mod pair_release;
 mod pass;
 mod pit;
 mod plan;

@@ -11,6 +11,7 @@ use super::{
     apply::apply_status,
     context::Context,
     error::Error,
+    pair_release,
     progress::{Progress, settle},
     servable::{self, NotServed, Refusal, Verdict},
 };
@@ -93,6 +94,9 @@ pub async fn run<K: Replicated>(
     let object = fresh.object_ref(&());
     let mut status = fresh.stored_status().cloned().unwrap_or_default();
     let now = Timestamp::now();
+    if let Some(action) = pair_release::guard(&ctx, &fresh, &owner, &mut status, now).await? {
+        return Ok(action);
+    }
     let result = match fresh.verdict() {
         Verdict::Serve => step(&fresh, &ctx, &owner, &mut status, now).await,
         // Another controller's object: say so once, and write nothing, status included.
