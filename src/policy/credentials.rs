@@ -349,6 +349,40 @@ mod tests {
     }
 
     #[test]
+    fn a_member_target_names_only_the_asking_sides_own_entry() {
+        let policy = CredentialPolicy::new(
+            vec![
+                "https://vault:8200/v1/secret/data/ferrosync/psk/{pair}".into(),
+                "https://vault:8200/v1/secret/metadata/ferrosync/psk/{pair}/members/{member}"
+                    .into(),
+            ],
+            vec![],
+        );
+        policy.validate().expect("valid");
+        assert!(policy.has_member_targets());
+        let p = pair("team-a-db");
+        assert_eq!(
+            policy.scope_for(Some(&p), Some("source-1234")).targets,
+            [
+                "https://vault:8200/v1/secret/data/ferrosync/psk/team-a-db",
+                "https://vault:8200/v1/secret/metadata/ferrosync/psk/team-a-db/members/source-1234",
+            ]
+        );
+        // No member, or one that could leave its segment: no member target at all.
+        for member in [None, Some("../x"), Some("a/b"), Some("")] {
+            assert_eq!(
+                policy.scope_for(Some(&p), member).targets,
+                ["https://vault:8200/v1/secret/data/ferrosync/psk/team-a-db"],
+                "{member:?}"
+            );
+        }
+        assert!(!CredentialPolicy::default().has_member_targets());
+        let loose = CredentialPolicy::new(vec!["https://vault/v1/members/{member}".into()], vec![]);
+        let err = loose.validate().expect_err("a member outside its pair");
+        assert!(err.to_string().contains("under its {pair}"), "{err}");
+    }
+
+    #[test]
     fn invalid_entries_are_named() {
         policy().validate().expect("valid");
         for (bad, field) in [
