@@ -9,6 +9,7 @@ mod plugins {
     mod operator_caps;
     mod pins_and_reload;
     mod reliability;
+    mod second_language;
     mod vault;
     mod vault_release;
 }
