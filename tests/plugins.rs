@@ -9,7 +9,6 @@ mod plugins {
     mod operator_caps;
     mod pins_and_reload;
     mod reliability;
-    mod second_language;
     mod vault;
     mod vault_release;
 }

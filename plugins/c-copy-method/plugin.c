@@ -1,10 +1,11 @@
 // c-copy-method: the plugin template (plugins/template) in C, to show that a plugin need
 // not be written in Rust. It keeps the requested copy method; with none, it uses the
 // `default_method` setting ("direct", "clone" or "snapshot"; "direct" when unset). A
-// Snapshot takes the first of the driver's snapshot classes. It passes the same golden
-// table as its Rust twin (policies/examples/template-c and template-rust).
+// Snapshot takes the first of the driver's snapshot classes. It is meant to pass the same
+// golden table (tests.json here) as its Rust twin; not built by CI yet (work in progress:
+// the bindings' names below are those wit-bindgen's C generator is expected to emit).
 //
-// Bindings: `wit-bindgen c plugins/wit --world copy-method` (scripts/build-plugins.sh).
+// Bindings: `wit-bindgen c plugins/wit --world copy-method` (scripts/build-c-tools.sh).
 // No WASI call is made, so the component imports nothing but what the world names.
 
 #include <stdbool.h>
