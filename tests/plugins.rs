@@ -10,4 +10,5 @@ mod plugins {
     mod pins_and_reload;
     mod reliability;
     mod vault;
+    mod vault_release;
 }

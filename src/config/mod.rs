@@ -153,6 +153,11 @@ pub enum TlsTunnel {
 pub struct ReconcileConfig {
     /// Reconciles of each kind at once (at least 1).
     pub concurrency: u16,
+    /// How long a deleted object of a vault pair keeps its finalizer while its release
+    /// fails (an unreachable vault, a failing plugin); then it is let go with a Warning
+    /// Event, its membership left behind. Bounds how long a namespace deletion can wait.
+    #[serde(with = "humantime_serde")]
+    pub pair_release_timeout: Duration,
 }
 
 /// How soon objects are looked at again.

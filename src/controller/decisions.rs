@@ -11,7 +11,7 @@ use crate::{
     policy::{
         CopyMethodDecision, CopyMethodInput, Decided, DecidedBy, PolicyError, Provenance,
         PskDecision, PskInput, PvcInfo, ServiceTypeDecision, ServiceTypeInput, Side,
-        StorageClassInfo, pairs::AuthorisedPair,
+        StorageClassInfo, pairs::AuthorisedPair, release,
     },
     resources::pvc,
 };
@@ -86,6 +86,12 @@ pub async fn psk<K: Resource>(
         annotations: obj.meta().annotations.clone().unwrap_or_default(),
         key_secret_name: key_secret_name.to_string(),
         key_secret_exists,
+        // A pair's side joins it only where the operator lets the plugin record members;
+        // it then carries a finalizer that releases the membership (`pair_release`).
+        member: pair
+            .filter(|_| ctx.policy.tracks_pair_members())
+            .and_then(|_| release::member_id(side, obj.meta().uid.as_deref().unwrap_or_default()))
+            .unwrap_or_default(),
     };
     ctx.policy
         .psk_for_pair(&input, pair)

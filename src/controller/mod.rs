@@ -23,6 +23,7 @@ mod leader;
 mod mover_env;
 mod mover_pod;
 mod mover_run;
+mod pair_release;
 mod pipeline;
 mod pit;
 mod populator;

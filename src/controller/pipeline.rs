@@ -54,7 +54,7 @@ use super::{
     error::Error,
     iteration, keys,
     keys::Key,
-    mover_pod,
+    mover_pod, pair_release,
     progress::Progress,
     servable::{self, NotServed, Refusal, Verdict},
 };
@@ -244,7 +244,7 @@ pub trait Kind: Replicated {
 pub struct OwnWrites(Mutex<HashMap<String, u64>>);
 
 impl OwnWrites {
-    fn remember(&self, uid: &str, version: Option<&str>) {
+    pub(super) fn remember(&self, uid: &str, version: Option<&str>) {
         let Some(v) = version.and_then(|v| v.parse().ok()) else {
             return;
         };
@@ -302,6 +302,11 @@ pub async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action
     let mut status = fresh.stored_status().cloned().unwrap_or_default();
     let now = Timestamp::now();
     // Deletion hooks (finalizers) go here, before `leave_alone`.
+    if let Some(action) =
+        pair_release::guard(&ctx, fresh.as_ref(), &owner, &mut status, now).await?
+    {
+        return Ok(action);
+    }
     if decide::leave_alone(fresh.meta()) {
         return Ok(Action::await_change());
     }

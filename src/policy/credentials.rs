@@ -15,6 +15,9 @@ use super::{config::CredentialRef, http::origin_of, pairs::AuthorisedPair};
 
 /// The placeholder for the asking object's authorised pair in a credential target.
 pub const PAIR_PLACEHOLDER: &str = "{pair}";
+/// The placeholder for the asking object's own membership of its pair (the host's
+/// `<side>-<uid>`, [`super::release::member_id`]): a tenant reaches only its own entry.
+pub const MEMBER_PLACEHOLDER: &str = "{member}";
 
 /// `[policy.credentials]`: where the host may send an injected credential. The
 /// controller's configuration is the platform team's; a bundle cannot widen this.
@@ -90,7 +93,9 @@ impl CredentialPolicy {
     /// Checks every entry; the engine refuses to load with an invalid policy.
     pub fn validate(&self) -> Result<(), CredentialPolicyError> {
         for entry in &self.targets {
-            let probe = entry.replace(PAIR_PLACEHOLDER, "pair");
+            let probe = entry
+                .replace(PAIR_PLACEHOLDER, "pair")
+                .replace(MEMBER_PLACEHOLDER, "member");
             let err = |message: String| CredentialPolicyError::Target {
                 entry: entry.clone(),
                 message,
@@ -100,7 +105,14 @@ impl CredentialPolicy {
                 return Err(err("a target has no query or fragment".into()));
             }
             if probe.contains(['{', '}']) {
-                return Err(err(format!("only {PAIR_PLACEHOLDER} may be substituted")));
+                return Err(err(format!(
+                    "only {PAIR_PLACEHOLDER} and {MEMBER_PLACEHOLDER} may be substituted"
+                )));
+            }
+            if entry.contains(MEMBER_PLACEHOLDER) && !entry.contains(PAIR_PLACEHOLDER) {
+                return Err(err(format!(
+                    "a {MEMBER_PLACEHOLDER} target must be under its {PAIR_PLACEHOLDER}"
+                )));
             }
         }
         for entry in &self.allow_plain_http {
@@ -119,13 +131,31 @@ impl CredentialPolicy {
     /// The scope of one decision: targets without `{pair}`, and those with it when the
     /// asking object has an authorised pair.
     pub fn scope(&self, pair: Option<&AuthorisedPair>) -> CredentialScope {
+        self.scope_for(pair, None)
+    }
+
+    /// [`CredentialPolicy::scope`], with `{member}` targets for the asking object's own
+    /// membership when it has one (a single valid path segment, or none).
+    pub fn scope_for(
+        &self,
+        pair: Option<&AuthorisedPair>,
+        member: Option<&str>,
+    ) -> CredentialScope {
+        let member = member.filter(|m| super::pairs::valid_name(m));
         let targets = self
             .targets
             .iter()
-            .filter_map(|t| match (t.contains(PAIR_PLACEHOLDER), pair) {
-                (false, _) => Some(t.clone()),
-                (true, Some(p)) => Some(t.replace(PAIR_PLACEHOLDER, p.as_str())),
-                (true, None) => None,
+            .filter_map(|t| {
+                let t = match (t.contains(PAIR_PLACEHOLDER), pair) {
+                    (false, _) => t.clone(),
+                    (true, Some(p)) => t.replace(PAIR_PLACEHOLDER, p.as_str()),
+                    (true, None) => return None,
+                };
+                match (t.contains(MEMBER_PLACEHOLDER), member) {
+                    (false, _) => Some(t),
+                    (true, Some(m)) => Some(t.replace(MEMBER_PLACEHOLDER, m)),
+                    (true, None) => None,
+                }
             })
             .filter_map(|t| target_of(&t).ok())
             .collect();
@@ -138,6 +168,11 @@ impl CredentialPolicy {
                 .collect(),
             anywhere: self.replay,
         }
+    }
+
+    /// Whether any target names a member's own path (`{member}`).
+    pub fn has_member_targets(&self) -> bool {
+        self.targets.iter().any(|t| t.contains(MEMBER_PLACEHOLDER))
     }
 
     /// For `policy test`: replayed exchanges carry a placeholder token anywhere.
@@ -311,6 +346,40 @@ mod tests {
         assert!(!scope.anywhere);
         let none = policy().scope(None);
         assert_eq!(none.targets, ["https://vault:8200/v1/sys/health"]);
+    }
+
+    #[test]
+    fn a_member_target_names_only_the_asking_sides_own_entry() {
+        let policy = CredentialPolicy::new(
+            vec![
+                "https://vault:8200/v1/secret/data/ferrosync/psk/{pair}".into(),
+                "https://vault:8200/v1/secret/metadata/ferrosync/psk/{pair}/members/{member}"
+                    .into(),
+            ],
+            vec![],
+        );
+        policy.validate().expect("valid");
+        assert!(policy.has_member_targets());
+        let p = pair("team-a-db");
+        assert_eq!(
+            policy.scope_for(Some(&p), Some("source-1234")).targets,
+            [
+                "https://vault:8200/v1/secret/data/ferrosync/psk/team-a-db",
+                "https://vault:8200/v1/secret/metadata/ferrosync/psk/team-a-db/members/source-1234",
+            ]
+        );
+        // No member, or one that could leave its segment: no member target at all.
+        for member in [None, Some("../x"), Some("a/b"), Some("")] {
+            assert_eq!(
+                policy.scope_for(Some(&p), member).targets,
+                ["https://vault:8200/v1/secret/data/ferrosync/psk/team-a-db"],
+                "{member:?}"
+            );
+        }
+        assert!(!CredentialPolicy::default().has_member_targets());
+        let loose = CredentialPolicy::new(vec!["https://vault/v1/members/{member}".into()], vec![]);
+        let err = loose.validate().expect_err("a member outside its pair");
+        assert!(err.to_string().contains("under its {pair}"), "{err}");
     }
 
     #[test]

@@ -147,6 +147,7 @@ mod tests {
             annotations: Default::default(),
             key_secret_name: format!("volsync-rsync-tls-{name}"),
             key_secret_exists: false,
+            member: String::new(),
         }
     }
 

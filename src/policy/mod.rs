@@ -16,6 +16,7 @@
 //! - `key_wait`: the backoff of a replication waiting for its key.
 //! - `http`, `credentials`, `pairs`: the HTTP grant, the credentials it injects and where
 //!   they may go, and the replication pairs the host authorises.
+//! - `release`: the psk world's `release`, which removes a deleted side from its pair.
 //! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
 //!
 //! Wiring it into the controller:
@@ -52,6 +53,7 @@ pub mod metrics;
 mod outcome;
 pub mod pairs;
 pub mod plugin;
+pub mod release;
 pub mod reload;
 mod sandbox;
 pub mod types;

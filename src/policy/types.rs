@@ -180,6 +180,10 @@ pub struct PskInput {
     pub key_secret_name: String,
     #[serde(default)]
     pub key_secret_exists: bool,
+    /// This side's membership of its authorised pair ([`super::release::member_id`]),
+    /// set by the host only when the operator lets the credential reach member paths.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub member: String,
 }
 
 /// What to do about the key.
@@ -307,6 +311,7 @@ impl PskInput {
             annotations: pairs(&self.annotations),
             key_secret_name: self.key_secret_name.clone(),
             key_secret_exists: self.key_secret_exists,
+            member: self.member.clone(),
         }
     }
 }

@@ -121,10 +121,45 @@ impl Bao {
     /// A controller configuration using the shipped bundle against this server: the token
     /// goes only to the pairs' paths, and over plain HTTP only because it is allowed here.
     pub fn controller_config(&self, cp: &ControlPlane, name: &str) -> std::path::PathBuf {
+        self.config_with_targets(cp, name, &["data/ferrosync/psk/{pair}"])
+    }
+
+    /// [`Bao::controller_config`], also letting the token reach the pair's metadata, its
+    /// member list and the asking side's own member entry: the sides join their pair, and
+    /// the last to be deleted removes the key.
+    pub fn controller_config_with_members(
+        &self,
+        cp: &ControlPlane,
+        name: &str,
+    ) -> std::path::PathBuf {
+        self.config_with_targets(
+            cp,
+            name,
+            &[
+                "data/ferrosync/psk/{pair}",
+                "metadata/ferrosync/psk/{pair}",
+                "metadata/ferrosync/psk/{pair}/members",
+                "data/ferrosync/psk/{pair}/members/{member}",
+                "metadata/ferrosync/psk/{pair}/members/{member}",
+            ],
+        )
+    }
+
+    fn config_with_targets(
+        &self,
+        cp: &ControlPlane,
+        name: &str,
+        targets: &[&str],
+    ) -> std::path::PathBuf {
         let bundle = bundle_for(cp, &self.addr, name);
         let pin = ferrosync::policy::plugin::sha256_hex(
             &std::fs::read(bundle.join("psk-from-vault.wasm")).expect("component"),
         );
+        let targets = targets
+            .iter()
+            .map(|t| format!("\"{}/v1/secret/{t}\"", self.addr))
+            .collect::<Vec<_>>()
+            .join(", ");
         let config = cp.dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -136,7 +171,7 @@ impl Bao {
                  [policy.psk.ceiling]\nrandom = true\n\
                  limits = {{ fuel = 50000000, timeout = \"10s\", memory_mib = 16 }}\n\
                  http = {{ allow = [{addr:?}], timeout = \"3s\", max_response_kib = 64, max_requests = 4 }}\n\
-                 [policy.credentials]\ntargets = [\"{addr}/v1/secret/data/ferrosync/psk/{{pair}}\"]\n\
+                 [policy.credentials]\ntargets = [{targets}]\n\
                  allow_plain_http = [\"{addr}\"]\n",
                 bundle.to_string_lossy(),
                 addr = self.addr,
@@ -144,6 +179,17 @@ impl Bao {
         )
         .expect("config");
         config
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server: connections are accepted and
+    /// never answered, as from a vault that hangs or a network that drops replies.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
     }
 }
 

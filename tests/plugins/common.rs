@@ -180,6 +180,7 @@ pub fn psk_input(side: Side, pair: Option<&str>) -> PskInput {
             .unwrap_or_default(),
         key_secret_name: "volsync-rsync-tls-db".into(),
         key_secret_exists: false,
+        member: String::new(),
     }
 }
 

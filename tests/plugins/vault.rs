@@ -18,16 +18,16 @@ use serde_json::{Value, json};
 
 use super::common::*;
 
-const ROOT_TOKEN: &str = "ferrosync-test-root";
+pub(super) const ROOT_TOKEN: &str = "ferrosync-test-root";
 
 /// A dev-mode OpenBao server, killed on drop.
-struct Bao {
+pub(super) struct Bao {
     child: Child,
-    addr: String,
+    pub(super) addr: String,
 }
 
 impl Bao {
-    fn start() -> Bao {
+    pub(super) fn start() -> Bao {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -63,7 +63,7 @@ impl Bao {
 }
 
 /// One Vault API call. Blocking.
-fn call(
+pub(super) fn call(
     addr: &str,
     method: &str,
     path: &str,
@@ -124,7 +124,7 @@ impl Drop for Bao {
 const SHIPPED_ADDRESS: &str = "https://vault.vault.svc:8200";
 
 /// The shipped vault bundle, pointed at this server.
-fn bundle_for(bao: &Bao, dir: &Path) {
+pub(super) fn bundle_for(bao: &Bao, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for entry in std::fs::read_dir(root().join("policies/vault")).unwrap() {
         let entry = entry.unwrap();
@@ -175,7 +175,7 @@ async fn engine_for(
 }
 
 /// `pair` as the host authorises it for a namespace granted exactly that prefix.
-fn authorised(pair: &str) -> AuthorisedPair {
+pub(super) fn authorised(pair: &str) -> AuthorisedPair {
     let obj = [(pairs::PAIR_ANNOTATION.to_owned(), pair.to_owned())].into();
     let ns = [(pairs::PREFIXES_ANNOTATION.to_owned(), pair.to_owned())].into();
     pairs::authorise("dr", &obj, &ns)

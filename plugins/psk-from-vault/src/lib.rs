@@ -13,11 +13,21 @@
 //!   under an identity of its own (`<identity>.v<version>`), so the destination can accept
 //!   the previous key and the new one side by side until the source has switched.
 //! - Without the annotation there is no pair to share, so the host generates locally.
+//! - Membership: each side records itself under `<prefix>/<pair>/members/<member>` (the
+//!   host names the member; check-and-set 0, so a member already there writes nothing)
+//!   before it reads or stores the key. `release`, called by the host when a side is
+//!   deleted, removes that entry and, when no member remains, the key with all its
+//!   versions. The two sides may be in different clusters: only the vault knows both.
+//!   A member path the host does not let the token reach (an older `[policy.credentials]`)
+//!   is not recorded, and the decision goes on.
 //!
 //! The Vault token is injected by the host, and only for the pair's path the host
 //! authorised; this plugin never sees it.
 
-use ferrosync_plugin::psk::{Guest, Key, PskAnswer, PskDecision, PskInput, Side, http_json};
+use ferrosync_plugin::psk::{
+    Guest, Key, PskAnswer, PskDecision, PskInput, PskRelease, PskReleaseInput, ReleaseOutcome,
+    Side, http_json,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -88,12 +98,8 @@ impl Guest for Plugin {
             return Err(format!("{PAIR_ANNOTATION} {pair:?} is not a valid pair id"));
         }
         let path = format!("{}/{}", s.prefix.trim_matches('/'), pair);
-        let url = format!(
-            "{}/v1/{}/data/{}",
-            s.address.trim_end_matches('/'),
-            s.mount,
-            path
-        );
+        let url = vault_url(&s, "data", &path);
+        let joined = join(&s, &path, &input)?;
 
         let rotate = ferrosync_plugin::get(&input.annotations, ROTATE_ANNOTATION);
         if rotate.is_some_and(|r| r.len() > MAX_ROTATION_LEN) {
@@ -109,14 +115,14 @@ impl Guest for Plugin {
                 }
                 _ => Ok(decision(
                     PskAnswer::UseKey(stored.key),
-                    format!("key of pair {pair} from vault {path}"),
+                    format!("key of pair {pair} from vault {path}{joined}"),
                 )),
             };
         }
         match input.side {
             Side::Source => Ok(decision(
                 PskAnswer::NotAvailableYet,
-                format!("pair {pair}: the destination has not stored a key at {path} yet"),
+                format!("pair {pair}: the destination has not stored a key at {path} yet{joined}"),
             )),
             Side::Destination => {
                 let key = Key {
@@ -131,7 +137,7 @@ impl Guest for Plugin {
                 match status {
                     200 | 204 => Ok(decision(
                         PskAnswer::UseKey(key),
-                        format!("generated the key of pair {pair} and stored it in vault {path}"),
+                        format!("generated the key of pair {pair} and stored it in vault {path}{joined}"),
                     )),
                     // check-and-set lost: another destination stored a key first; use it.
                     400 if errors(&resp).contains("check-and-set") => match read(&url)? {
@@ -147,6 +153,121 @@ impl Guest for Plugin {
                 }
             }
         }
+    }
+
+    fn release(input: PskReleaseInput) -> Result<PskRelease, String> {
+        let s: Settings = ferrosync_plugin::settings(&input.settings)?;
+        if s.address.is_empty() {
+            return Err("settings.address is required".into());
+        }
+        let pair = &input.pair;
+        if !valid_segment(pair) {
+            return Err(format!("pair {pair:?} is not a valid pair id"));
+        }
+        if !valid_segment(&input.member) {
+            return Err(format!("member {:?} is not a valid member id", input.member));
+        }
+        let path = format!("{}/{}", s.prefix.trim_matches('/'), pair);
+        // Leave first, then look: a member that joins meanwhile is either seen (the key
+        // stays) or joins after the key is gone and gets a new one.
+        let member_url = vault_url(&s, "metadata", &format!("{path}/members/{}", input.member));
+        let (status, body) = http_json("DELETE", &member_url, None)?;
+        if !matches!(status, 200 | 204 | 404) {
+            return Err(vault_error("leave", &path, status, &body));
+        }
+        let members_url = vault_url(&s, "metadata", &format!("{path}/members"));
+        let (status, body) = http_json("GET", &format!("{members_url}?list=true"), None)?;
+        let others = match status {
+            // Its own entry again: a join sent before a hang, landing after the leave. It
+            // counts for no one: the key goes with the last other member all the same.
+            200 => body
+                .pointer("/data/keys")
+                .and_then(Value::as_array)
+                .map_or(0, |keys| {
+                    keys.iter()
+                        .filter(|k| k.as_str() != Some(input.member.as_str()))
+                        .count()
+                }),
+            404 => 0,
+            _ => return Err(vault_error("list the members of", &path, status, &body)),
+        };
+        if others > 0 {
+            return Ok(PskRelease {
+                outcome: ReleaseOutcome::Left,
+                reason: format!(
+                    "left pair {pair}; {others} other member(s) remain, so its key stays in vault {path}"
+                ),
+            });
+        }
+        let key_url = vault_url(&s, "metadata", &path);
+        let (status, body) = http_json("GET", &key_url, None)?;
+        match status {
+            404 => Ok(PskRelease {
+                outcome: ReleaseOutcome::NoSuchPair,
+                reason: format!("pair {pair}: vault {path} holds no key and no member"),
+            }),
+            200 => {
+                let (status, body) = http_json("DELETE", &key_url, None)?;
+                match status {
+                    200 | 204 | 404 => Ok(PskRelease {
+                        outcome: ReleaseOutcome::Deleted,
+                        reason: format!(
+                            "pair {pair}: the last member left; deleted its key (all versions) from vault {path}"
+                        ),
+                    }),
+                    _ => Err(vault_error("delete", &path, status, &body)),
+                }
+            }
+            _ => Err(vault_error("read the metadata of", &path, status, &body)),
+        }
+    }
+}
+
+/// Whether `s` is safe as one path segment.
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && !s.starts_with('.')
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// `<address>/v1/<mount>/<kind>/<path>` (`kind`: `data` or `metadata`).
+fn vault_url(s: &Settings, kind: &str, path: &str) -> String {
+    format!(
+        "{}/v1/{}/{kind}/{path}",
+        s.address.trim_end_matches('/'),
+        s.mount
+    )
+}
+
+/// Records the asking side as a member of the pair at `path` (nothing when the host gave
+/// no member). Returns a note for the reason: empty when recorded or already there.
+fn join(s: &Settings, path: &str, input: &PskInput) -> Result<String, String> {
+    if input.member.is_empty() {
+        return Ok(String::new());
+    }
+    if !valid_segment(&input.member) {
+        return Err(format!("member {:?} is not a valid member id", input.member));
+    }
+    let url = vault_url(s, "data", &format!("{path}/members/{}", input.member));
+    let side = match input.side {
+        Side::Source => "source",
+        Side::Destination => "destination",
+    };
+    let body = json!({
+        "options": { "cas": 0 },
+        "data": { "side": side, "namespace": input.namespace, "name": input.name },
+    });
+    match http_json("POST", &url, Some(&body)) {
+        Ok((200 | 204, _)) => Ok(String::new()),
+        // Already a member: check-and-set 0 wrote nothing.
+        Ok((400, resp)) if errors(&resp).contains("check-and-set") => Ok(String::new()),
+        Ok((status, resp)) => Err(vault_error("join", path, status, &resp)),
+        // The operator's [policy.credentials] has no member target: go on unrecorded.
+        Err(e) if e.contains("denied") => Ok(" (membership not recorded: the host allows no member path)".into()),
+        Err(e) => Err(e),
     }
 }
 

@@ -21,6 +21,7 @@ use super::{
         outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
         pairs::AuthorisedPair,
         plugin::LoadedPlugin,
+        release::{PskRelease, PskReleaseInput, PskReleasePoint},
         types::*,
     },
     PolicyEngine,
@@ -89,10 +90,34 @@ impl PolicyEngine {
         pair: Option<&AuthorisedPair>,
     ) -> Result<Decided<PskDecision>, PolicyError> {
         let set = self.current();
-        let scope = set.credential_policy.scope(pair);
+        let member = Some(input.member.as_str()).filter(|m| !m.is_empty());
+        let scope = set.credential_policy.scope_for(pair, member);
         let plugin = set.psk.clone();
         let ask = self.decide::<PskPoint>(plugin.clone(), input, None, scope);
         self.with_key_backoff(input, plugin.as_deref(), ask).await
+    }
+
+    /// The psk plugin's `release` for `input`, its credential scoped to `pair` and the
+    /// input's member; see [`PolicyEngine::psk_release`].
+    pub(crate) async fn release_with_scope(
+        &self,
+        pair: &AuthorisedPair,
+        input: &PskReleaseInput,
+    ) -> Result<Decided<PskRelease>, PolicyError> {
+        let set = self.current();
+        let scope = set
+            .credential_policy
+            .scope_for(Some(pair), Some(input.member.as_str()));
+        self.decide::<PskReleasePoint>(set.psk.clone(), input, None, scope)
+            .await
+    }
+
+    /// Whether a psk plugin is loaded whose credential the operator lets reach member
+    /// paths (a `{member}` target): only then do the objects of a pair join it, and
+    /// need a release when deleted.
+    pub fn tracks_pair_members(&self) -> bool {
+        let set = self.current();
+        set.psk.is_some() && set.credential_policy.has_member_targets()
     }
 
     /// `ask` (the psk plugin's run, not started yet), unless `input`'s replication was told

@@ -1,7 +1,10 @@
 //! A deliberately hostile `psk` plugin for the host's containment tests: the `mode`
 //! setting picks the misbehaviour. Built in the test run, never shipped.
 
-use ferrosync_plugin::psk::{Guest, Key, PskAnswer, PskDecision, PskInput, http, http_json};
+use ferrosync_plugin::psk::{
+    Guest, Key, PskAnswer, PskDecision, PskInput, PskRelease, PskReleaseInput, ReleaseOutcome,
+    http, http_json,
+};
 
 struct Plugin;
 
@@ -62,6 +65,22 @@ impl Guest for Plugin {
                 })
             }
             other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+
+    /// Releases whatever the settings' `url` names (another tenant's pair or member, say)
+    /// with a DELETE, and claims the key is deleted if anything answered 2xx.
+    fn release(input: PskReleaseInput) -> Result<PskRelease, String> {
+        let settings: serde_json::Value =
+            serde_json::from_str(&input.settings).map_err(|e| e.to_string())?;
+        let url = settings["url"].as_str().unwrap_or("http://127.0.0.1:9/");
+        match http_json("DELETE", url, None) {
+            Ok((status, _)) if (200..300).contains(&status) => Ok(PskRelease {
+                outcome: ReleaseOutcome::Deleted,
+                reason: format!("deleted {url}: HTTP {status}"),
+            }),
+            Ok((status, _)) => Err(format!("reached {url}: HTTP {status}")),
+            Err(e) => Err(e),
         }
     }
 }
