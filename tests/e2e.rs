@@ -61,6 +61,8 @@ mod simulators;
 mod tree;
 #[path = "e2e/tuning.rs"]
 mod tuning;
+#[path = "e2e/two_clusters.rs"]
+mod two_clusters;
 #[path = "e2e/user_roles.rs"]
 mod user_roles;
 #[path = "e2e/volsync.rs"]

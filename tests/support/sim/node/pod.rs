@@ -121,7 +121,7 @@ async fn start(
             }
         }
     };
-    let ip = addresses::PODS.allocate();
+    let ip = addresses::pods_under(dir).allocate();
     let mut launches = Vec::new();
     let mut blocked = Vec::new();
     for c in &spec.containers {
