@@ -535,16 +535,23 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let said = wait::until(
+    let waited = wait::until(
         "the returned source to report that it cannot sync",
         Duration::from_secs(240),
         || async {
             let text = source_status(&src, "db").await;
-            Ok(text.to_lowercase().contains("unreachable").then_some(text))
+            Ok(text.contains("\"result\":\"Failed\"").then_some(text))
         },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
+    let said = match waited {
+        Ok(text) => text,
+        Err(e) => panic!(
+            "{e}\nsource status: {}\nwest's controller:\n{}",
+            source_status(&src, "db").await,
+            sites.west.controller_tail()
+        ),
+    };
     assert!(
         !said.contains("\"lastManualSync\":\"after-return\""),
         "{said}"

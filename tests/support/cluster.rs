@@ -317,18 +317,35 @@ impl ControlPlane {
     }
 
     /// Starts the components [`ControlPlane::stop`] stopped, with the same command lines,
-    /// ports and data, and waits until the apiserver is ready again.
+    /// ports and data: etcd and the apiserver first, then (once it is ready; they refuse
+    /// to start without it) the controller manager and the scheduler.
     pub fn restart(&self) -> Result<(), String> {
         let commands = self
             .commands
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        for (name, argv) in commands {
-            let mut cmd = Command::new(&argv[0]);
-            cmd.args(&argv[1..]);
-            self.spawn_logged(name, cmd, true)?;
+        let (storage, controllers): (Vec<_>, Vec<_>) = commands
+            .into_iter()
+            .partition(|(name, _)| matches!(*name, "etcd" | "kube-apiserver"));
+        for (name, argv) in storage {
+            self.respawn(name, &argv)?;
         }
+        self.wait_ready_blocking()?;
+        for (name, argv) in controllers {
+            self.respawn(name, &argv)?;
+        }
+        Ok(())
+    }
+
+    fn respawn(&self, name: &'static str, argv: &[std::ffi::OsString]) -> Result<(), String> {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        self.spawn_logged(name, cmd, true)
+    }
+
+    /// Waits (blocking, on a runtime of its own) until the apiserver answers /readyz.
+    fn wait_ready_blocking(&self) -> Result<(), String> {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -352,7 +369,7 @@ impl ControlPlane {
                 })
             })
             .join()
-            .unwrap_or_else(|_| Err("restart panicked".into()))
+            .unwrap_or_else(|_| Err("waiting for the apiserver panicked".into()))
         })
     }
 
