@@ -58,25 +58,10 @@ port=${FERROSYNC_DEMO_PORT:-18080}
 metrics_port=${FERROSYNC_DEMO_METRICS_PORT:-18443}
 i=0
 for site in east west; do
-  say "$site: the controller's namespace, ServiceAccount and RBAC (deploy/base/), storage, and the application namespace"
+  # Storage: the simulated CSI driver's default StorageClass sim-csi and its
+  # VolumeSnapshotClass, installed by the simulators.
+  say "$site: the controller's namespace, ServiceAccount and RBAC (deploy/base/), and the application namespace"
   kubectl --context "$site" apply --server-side -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml -f deploy/base/rbac.yaml >/dev/null
-  kubectl --context "$site" apply -f - >/dev/null <<'EOF2'
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata:
-  name: standard
-  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
-provisioner: sim.csi.ferrosync.test
-reclaimPolicy: Delete
----
-apiVersion: snapshot.storage.k8s.io/v1
-kind: VolumeSnapshotClass
-metadata:
-  name: standard
-  annotations: {snapshot.storage.kubernetes.io/is-default-class: "true"}
-driver: sim.csi.ferrosync.test
-deletionPolicy: Delete
-EOF2
   kubectl --context "$site" create namespace shop >/dev/null
   # Privileged movers keep file owners, so the comparisons below cover them too.
   kubectl --context "$site" annotate namespace shop volsync.backube/privileged-movers=true >/dev/null
