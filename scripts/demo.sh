@@ -51,7 +51,8 @@ volume_dir() { # volume_dir CONTEXT NAMESPACE PVC
   pv=$(wait_for "PVC $3 in $1 to bind" 120 kubectl --context "$1" -n "$2" get pvc "$3" -o 'jsonpath={.spec.volumeName}')
   kubectl --context "$1" get pv "$pv" -o 'jsonpath={.spec.csi.volumeHandle}'
 }
-listing() { (cd "$1" && find . -mindepth 1 -printf '%p %y %m %U:%G %s %T@ %l\n' | sort); }
+# Sizes of files and links only: a directory's size depends on the filesystem holding it.
+listing() { (cd "$1" && { find . -mindepth 1 ! -type d -printf '%p %y %m %U:%G %s %T@ %l\n'; find . -mindepth 1 -type d -printf '%p %y %m %U:%G %T@\n'; } | sort); }
 same_tree() { diff -r --no-dereference "$1" "$2" >/dev/null && diff <(listing "$1") <(listing "$2") >/dev/null; }
 
 port=${FERROSYNC_DEMO_PORT:-18080}
@@ -105,7 +106,10 @@ step kubectl ferrosync replicate db --pvc db --manual once --rpo 10m "${sites[@]
 address=$(kubectl --context west -n shop get replicationdestination db -o 'jsonpath={.status.rsyncTLS.address}')
 echo "west's destination is reached at $address: a LoadBalancer address of west, from east's pods"
 
-say "A change in east, synced now (the first sync may still be running; this one follows it)"
+wait_for "the first sync" 120 kubectl --context east -n shop get replicationsource db -o 'jsonpath={.status.lastManualSync}' >/dev/null
+echo "the first sync is done: $(kubectl --context east -n shop get replicationsource db -o 'jsonpath={.status.lastSyncDuration}')"
+
+say "A change in east, synced now"
 echo "order 1001" >>"$east_dir/db/tables/t1.csv"
 step kubectl ferrosync sync db --wait "${sites[@]}"
 # Wait until west has published that sync as its latest image.
