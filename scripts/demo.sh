@@ -33,7 +33,7 @@ source "$state/env"
 export PATH=$target_dir/debug:$PATH NO_COLOR=${NO_COLOR:-}
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
-say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
+say() { printf '\n\033[1m# %s\033[0m  [%ss]\n' "$*" "$(( $(date +%s) - start ))"; }
 # wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND prints something non-empty.
 wait_for() {
   local what=$1 deadline=$(( $(date +%s) + $2 )) out

@@ -29,8 +29,6 @@ mod failures;
 mod fixtures;
 #[path = "e2e/keys.rs"]
 mod keys;
-#[path = "e2e/kubectl_plugin.rs"]
-mod kubectl_plugin;
 #[path = "e2e/lifecycle_changes.rs"]
 mod lifecycle_changes;
 #[path = "e2e/lifecycle_combinations.rs"]

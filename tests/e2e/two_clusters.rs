@@ -5,6 +5,7 @@
 //! ClusterIP is not (`support::sim::routing` says why it is done that way).
 //!
 //! The tests run one at a time: one of them stops a whole control plane, as a lost site.
+//! (They replace the one-cluster stand-in that used two contexts of one cluster.)
 
 use std::{
     path::{Path, PathBuf},
@@ -558,6 +559,12 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
     );
     tree::assert_same(&as_synced, &copy);
     assert!(!copy.join("after-last-sync").exists());
+    let resume = pair.run(&["resume", "db"]);
+    assert_eq!(
+        resume.status.code(),
+        Some(5),
+        "a fenced destination is never resumed"
+    );
 
     // Failback: 1% of the data changes on the promoted side; only that goes back, and
     // the original volume then equals the promoted one.

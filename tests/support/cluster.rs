@@ -119,7 +119,7 @@ pub fn control_plane_with(options: Options) -> &'static ControlPlane {
     type Slot = OnceLock<(Options, Result<ControlPlane, String>)>;
     static SHARED: Mutex<Option<HashMap<Site, &'static Slot>>> = Mutex::new(None);
     // One slot per site, leaked: shared control planes live as long as the binary.
-    let slot: &'static Slot = *SHARED
+    let slot: &'static Slot = SHARED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get_or_insert_with(HashMap::new)
