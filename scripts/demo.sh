@@ -57,6 +57,23 @@ same_tree() { diff -r --no-dereference "$1" "$2" >/dev/null && diff <(listing "$
 
 port=${FERROSYNC_DEMO_PORT:-18080}
 metrics_port=${FERROSYNC_DEMO_METRICS_PORT:-18443}
+# start_controller SITE N: `ferrosync controller` for SITE as its ServiceAccount, serving
+# /readyz on port+N and /metrics in the development mode (plain HTTP, loopback only;
+# deployed, it is HTTPS with TokenReview and SubjectAccessReview) on metrics_port+N.
+start_controller() {
+  local site=$1 n=$2
+  KUBECONFIG="$state/$site/ferrosync-system.ferrosync.kubeconfig" \
+  POD_NAMESPACE=ferrosync-system \
+  FERROSYNC_SERVER__LISTEN="127.0.0.1:$((port + n))" \
+  FERROSYNC_METRICS__LISTEN="127.0.0.1:$((metrics_port + n))" \
+  FERROSYNC_METRICS__SECURE=false \
+  FERROSYNC_REQUEUE__POLL=1s \
+  FERROSYNC_MOVER__PROGRESS_INTERVAL=1s \
+    setsid "$target_dir/debug/ferrosync" controller >>"$state/$site/controller.log" 2>&1 </dev/null &
+  echo $! >"$state/$site/controller.pid"
+  wait_for "the $site controller to be ready" 60 sh -c "curl -sf http://127.0.0.1:$((port + n))/readyz" >/dev/null
+  echo "$site: controller ready on http://127.0.0.1:$((port + n))"
+}
 i=0
 for site in east west; do
   # Storage: the simulated CSI driver's default StorageClass sim-csi and its
@@ -66,19 +83,8 @@ for site in east west; do
   kubectl --context "$site" create namespace shop >/dev/null
   # Privileged movers keep file owners, so the comparisons below cover them too.
   kubectl --context "$site" annotate namespace shop volsync.backube/privileged-movers=true >/dev/null
-  # /metrics in the development mode: plain HTTP, loopback only (deployed, it is HTTPS
-  # with TokenReview and SubjectAccessReview).
-  KUBECONFIG="$state/$site/ferrosync-system.ferrosync.kubeconfig" \
-  POD_NAMESPACE=ferrosync-system \
-  FERROSYNC_SERVER__LISTEN="127.0.0.1:$((port + i))" \
-  FERROSYNC_METRICS__LISTEN="127.0.0.1:$((metrics_port + i))" \
-  FERROSYNC_METRICS__SECURE=false \
-  FERROSYNC_REQUEUE__POLL=1s \
-  FERROSYNC_MOVER__PROGRESS_INTERVAL=1s \
-    setsid "$target_dir/debug/ferrosync" controller >"$state/$site/controller.log" 2>&1 </dev/null &
-  echo $! >"$state/$site/controller.pid"
-  wait_for "the $site controller to be ready" 60 sh -c "curl -sf http://127.0.0.1:$((port + i))/readyz" >/dev/null
-  echo "$site: controller ready on http://127.0.0.1:$((port + i))"
+  : >"$state/$site/controller.log"
+  start_controller "$site" "$i"
   i=$((i + 1))
 done
 
@@ -119,9 +125,14 @@ as_synced=$state/east-as-synced
 rm -rf "$as_synced" && mkdir -p "$as_synced" && cp -a "$east_dir/." "$as_synced/"
 step kubectl ferrosync status "${sites[@]}"
 
-say "A write in east that never reaches west, and then east is lost: its control plane stops"
+say "A write in east that never reaches west, and then east is lost: its control plane and controller stop"
 echo "order 1002 (after the last sync)" >>"$east_dir/db/tables/t1.csv"
 step bash scripts/cluster.sh lose east
+pid=$(cat "$state/east/controller.pid")
+kill -TERM "$pid"
+for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$pid" 2>/dev/null || true
+rm -f "$state/east/controller.pid"
 step kubectl --context east --request-timeout=3s get ns 2>&1 | tail -n 1 || true
 
 say "Fail over in west: fence the copy, restore the latest image as shop/db"
@@ -142,9 +153,10 @@ say "The application runs in west now and changes about 1% of the data"
 dd if=/dev/urandom of="$west_dir/db/ibdata1" bs=200000 count=1 seek=10 conv=notrunc status=none
 echo "order 2001 (written in west)" >>"$west_dir/db/tables/t1.csv"
 
-say "east comes back"
+say "east comes back: its control plane, then its controller"
 step bash scripts/cluster.sh restore east
 wait_for "east's API" 60 kubectl --context east get ns shop -o name >/dev/null
+start_controller east 0
 
 say "Fail back: east's volume becomes the destination of a reverse pair and gets only what changed"
 failback_out=$state/failback.out
