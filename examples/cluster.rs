@@ -2,7 +2,7 @@
 //! It is the same harness the tests use (`tests/support`), so what works here works there.
 //!
 //! ```text
-//! cargo run --example cluster -- [--controllers] [--simulators] [--site east|west] [--state-dir DIR] [--service-account NS/NAME]...
+//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--site east|west] [--state-dir DIR] [--service-account NS/NAME]...
 //! ```
 //!
 //! `--site` picks the address plan (Service, pod, load-balancer and node ranges), so two
@@ -13,6 +13,10 @@
 //! `--simulators` (implies `--controllers`) also runs the simulated node, storage, load
 //! balancer and routing of `tests/support/sim`, with the mover image mapped to the built
 //! `ferrosync` binary: the demo's real replication runs on it.
+//!
+//! `--in-cluster` (implies `--simulators`) readies the cluster for the controller's own
+//! Deployment (`kubectl apply --server-side -k deploy/overlays/test-cluster`): the
+//! ServiceAccount admission plugin (token volumes) and the overlay's images on the node.
 //!
 //! It writes `<state-dir>/env` (KUBECONFIG, PATH with the built kubectl), one
 //! `<ns>.<name>.kubeconfig` per `--service-account`, then `<state-dir>/ready`, and runs until
@@ -28,6 +32,7 @@ use support::{ControlPlane, Options};
 struct Args {
     controllers: bool,
     simulators: bool,
+    in_cluster: bool,
     state_dir: PathBuf,
     service_accounts: Vec<(String, String)>,
     site: support::sim::Site,
@@ -37,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         controllers: false,
         simulators: false,
+        in_cluster: false,
         state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
         service_accounts: Vec::new(),
         site: support::sim::Site::East,
@@ -53,6 +59,11 @@ fn parse_args() -> Result<Args, String> {
                 let name = argv.next().ok_or("--site needs east or west")?;
                 args.site = support::sim::Site::parse(&name)
                     .ok_or_else(|| format!("unknown site {name:?}: east or west"))?;
+            }
+            "--in-cluster" => {
+                args.controllers = true;
+                args.simulators = true;
+                args.in_cluster = true;
             }
             "--state-dir" => {
                 args.state_dir = argv.next().ok_or("--state-dir needs a directory")?.into()
@@ -108,11 +119,17 @@ fn main() -> ExitCode {
         }
     };
     let _ = std::fs::remove_file(args.state_dir.join("ready"));
-    let options = Options {
+    let mut options = Options {
         controllers: args.controllers,
         site: args.site,
         ..Options::default()
     };
+    if args.in_cluster {
+        options
+            .apiserver_args
+            .push(support::components::SERVICE_ACCOUNT_ADMISSION.into());
+        support::incluster::register_images();
+    }
     let cp = match ControlPlane::start(options) {
         Ok(cp) => cp,
         Err(err) => {

@@ -15,6 +15,7 @@
 //! serves its ClusterIPs to its own pods only.
 
 pub mod addresses;
+pub mod kubernetes_service;
 pub mod loadbalancer;
 pub mod node;
 pub mod peer;

@@ -80,6 +80,7 @@ enum Target {
 /// Starts the proxy on the current runtime, for the cluster whose simulators keep their
 /// state in `own_dir`.
 pub fn start(client: Client, own_dir: PathBuf) {
+    super::kubernetes_service::start(client.clone());
     let own_dir: Arc<Path> = own_dir.into();
     let changed = Arc::new(Notify::new());
     let cfg = watcher::Config::default;
