@@ -2,7 +2,7 @@
 //! It is the same harness the tests use (`tests/support`), so what works here works there.
 //!
 //! ```text
-//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--site east|west] [--state-dir DIR] [--service-account NS/NAME]...
+//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--registry] [--site east|west] [--state-dir DIR] [--service-account NS/NAME]...
 //! ```
 //!
 //! `--site` picks the address plan (Service, pod, load-balancer and node ranges), so two
@@ -12,7 +12,10 @@
 //!
 //! `--simulators` (implies `--controllers`) also runs the simulated node, storage, load
 //! balancer and routing of `tests/support/sim`, with the mover image mapped to the built
-//! `ferrosync` binary: the demo's real replication runs on it.
+//! `ferrosync` binary: the demo's real replication runs on it. `--registry` (implies
+//! `--simulators`) also starts the test registry with the images `scripts/build-images.sh`
+//! built, and writes its address, login and image references to `<state-dir>/registry.env`:
+//! movers of that image run in its own root filesystem.
 //!
 //! `--in-cluster` (implies `--simulators`) readies the cluster for the controller's own
 //! Deployment (`kubectl apply --server-side -k deploy/overlays/test-cluster`): the
@@ -33,6 +36,7 @@ struct Args {
     controllers: bool,
     simulators: bool,
     in_cluster: bool,
+    registry: bool,
     state_dir: PathBuf,
     service_accounts: Vec<(String, String)>,
     site: support::sim::Site,
@@ -43,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         controllers: false,
         simulators: false,
         in_cluster: false,
+        registry: false,
         state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
         service_accounts: Vec::new(),
         site: support::sim::Site::East,
@@ -64,6 +69,11 @@ fn parse_args() -> Result<Args, String> {
                 args.controllers = true;
                 args.simulators = true;
                 args.in_cluster = true;
+            }
+            "--registry" => {
+                args.controllers = true;
+                args.simulators = true;
+                args.registry = true;
             }
             "--state-dir" => {
                 args.state_dir = argv.next().ok_or("--state-dir needs a directory")?.into()
@@ -107,6 +117,22 @@ fn write_state(cp: &ControlPlane, args: &Args) -> Result<(), String> {
             cp.bin_dir.display()
         ),
     )?;
+    if args.registry {
+        let registry = support::registry::shared();
+        write(
+            "registry.env",
+            format!(
+                "export DEMO_REGISTRY={}\nexport DEMO_REGISTRY_USERNAME={}\n\
+                 export DEMO_REGISTRY_PASSWORD={}\nexport DEMO_CONTROLLER_IMAGE={}\n\
+                 export DEMO_MOVER_IMAGE={}\n",
+                registry.host,
+                support::registry::USERNAME,
+                registry.password,
+                registry.controller_image,
+                registry.mover_image,
+            ),
+        )?;
+    }
     write("ready", format!("{}\n", cp.server))
 }
 
