@@ -2,8 +2,13 @@
 //! It is the same harness the tests use (`tests/support`), so what works here works there.
 //!
 //! ```text
-//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--registry] [--state-dir DIR] [--service-account NS/NAME]...
+//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--registry] [--site east|west] [--state-dir DIR] [--service-account NS/NAME]...
 //! ```
+//!
+//! `--site` picks the address plan (Service, pod, load-balancer and node ranges), so two
+//! of these processes are two independent clusters whose ranges never overlap
+//! (`scripts/cluster.sh up --pair`). SIGUSR1 stops the control plane (etcd, apiserver,
+//! controllers; the data stays), as a lost site; SIGUSR2 starts it again.
 //!
 //! `--simulators` (implies `--controllers`) also runs the simulated node, storage, load
 //! balancer and routing of `tests/support/sim`, with the mover image mapped to the built
@@ -34,6 +39,7 @@ struct Args {
     registry: bool,
     state_dir: PathBuf,
     service_accounts: Vec<(String, String)>,
+    site: support::sim::Site,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         registry: false,
         state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
         service_accounts: Vec::new(),
+        site: support::sim::Site::East,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -52,6 +59,11 @@ fn parse_args() -> Result<Args, String> {
             "--simulators" => {
                 args.controllers = true;
                 args.simulators = true;
+            }
+            "--site" => {
+                let name = argv.next().ok_or("--site needs east or west")?;
+                args.site = support::sim::Site::parse(&name)
+                    .ok_or_else(|| format!("unknown site {name:?}: east or west"))?;
             }
             "--in-cluster" => {
                 args.controllers = true;
@@ -93,10 +105,10 @@ fn write_state(cp: &ControlPlane, args: &Args) -> Result<(), String> {
         std::fs::copy(&path, dir.join(format!("{ns}.{name}.kubeconfig")))
             .map_err(|e| format!("{e}"))?;
     }
-    write(
-        "kubeconfig",
-        std::fs::read_to_string(&cp.kubeconfig).map_err(|e| format!("{e}"))?,
-    )?;
+    // Named after the site (cluster, user and context), so that two sites' files merge
+    // into one kubeconfig with a context each.
+    let site = cp.options.site.name();
+    support::kubeconfig::merge_sites(&dir.join("kubeconfig"), &[(site, &cp.kubeconfig)])?;
     write(
         "env",
         format!(
@@ -135,6 +147,7 @@ fn main() -> ExitCode {
     let _ = std::fs::remove_file(args.state_dir.join("ready"));
     let mut options = Options {
         controllers: args.controllers,
+        site: args.site,
         ..Options::default()
     };
     if args.in_cluster {
@@ -174,11 +187,29 @@ fn main() -> ExitCode {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM");
+        let mut lose = signal(SignalKind::user_defined1()).expect("SIGUSR1");
+        let mut back = signal(SignalKind::user_defined2()).expect("SIGUSR2");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = lose.recv() => {
+                    cp.stop();
+                    let _ = std::fs::write(args.state_dir.join("stopped"), "");
+                    println!("control plane stopped (SIGUSR1); SIGUSR2 starts it again");
+                }
+                _ = back.recv() => {
+                    match cp.restart() {
+                        Ok(()) => {
+                            let _ = std::fs::remove_file(args.state_dir.join("stopped"));
+                            println!("control plane started again (SIGUSR2)");
+                        }
+                        Err(err) => eprintln!("cluster: restarting the control plane: {err}"),
+                    }
+                }
+            }
         }
     });
     let _ = std::fs::remove_file(args.state_dir.join("ready"));

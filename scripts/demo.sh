@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The demo: a real replication on a local control plane, from a fresh clone.
+# The demo: disaster recovery between two clusters, from a fresh clone.
 #
-# It starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from
-# Go modules), the simulated node, storage, load balancer and routing (tests/support/sim),
-# and ferrosync itself from deploy/ (kubectl apply --server-side -k), whose two replicas run
-# on the simulated node with their ServiceAccount's projected token. It applies
-# the spec's examples (the Snapshot destination my-dest and the Clone source my-source),
-# writes sample data into the source volume, shows the replication with kubectl, restores
-# the destination's latest VolumeSnapshot and proves it equals the source. Everything stays
-# up for you to poke at; `scripts/cluster.sh down` stops it.
+# Two independent clusters, `east` and `west`, come up side by side: each has its own etcd,
+# kube-apiserver, kube-controller-manager and kube-scheduler (built from Go modules), its
+# own simulated nodes, storage, load balancer and routing (tests/support/sim, with address
+# ranges that never overlap), and its own `ferrosync controller` running as its
+# ServiceAccount bound by deploy/'s RBAC. Then, with `kubectl ferrosync` only:
+#   1. an application's PVC in east, with data, is replicated to west through a
+#      LoadBalancer address (`replicate`), and `status` shows both sides;
+#   2. east is lost (its control plane stops); `failover` in west promotes the last synced
+#      copy, which is compared with what east had synced;
+#   3. east comes back; `failback` sends west's changes only (bytes sent next to the
+#      volume size) and switches back; east's volume then equals west's.
+# Everything stays up for you to explore; `scripts/cluster.sh down` stops both clusters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${FERROSYNC_STATE_DIR:-$PWD/target/ferrosync-cluster}
@@ -16,16 +20,20 @@ export FERROSYNC_STATE_DIR=$state
 start=$(date +%s)
 
 bash scripts/install-deps.sh
-cargo build --quiet --bin ferrosync --example cluster
+cargo build --quiet --bin ferrosync --bin kubectl-ferrosync --example cluster
+target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 
 bash scripts/cluster.sh down >/dev/null 2>&1 || true
-bash scripts/cluster.sh up --in-cluster
+bash scripts/cluster.sh up --pair --simulators --service-account ferrosync-system/ferrosync 2>&1 | tee "$state.up.log"
+pair_up=$(grep -o 'up in [0-9.]*s' "$state.up.log" | head -n1 || true)
+rm -f "$state.up.log"
 # shellcheck disable=SC1091
 source "$state/env"
+# `kubectl ferrosync` is the kubectl-ferrosync binary on PATH, as a plugin is installed.
+export PATH=$target_dir/debug:$PATH NO_COLOR=${NO_COLOR:-}
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
-say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
-controller_logs() { kubectl -n ferrosync-system logs -l app.kubernetes.io/name=ferrosync-controller --tail=40 --prefix 2>&1 || true; }
+say() { printf '\n\033[1m# %s\033[0m  [%ss]\n' "$*" "$(( $(date +%s) - start ))"; }
 # wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND prints something non-empty.
 wait_for() {
   local what=$1 deadline=$(( $(date +%s) + $2 )) out
@@ -33,127 +41,153 @@ wait_for() {
   while :; do
     out=$("$@" 2>/dev/null || true)
     [ -n "$out" ] && { printf '%s' "$out"; return 0; }
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for $what" >&2; controller_logs >&2; return 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for $what" >&2; tail -n 40 "$state"/*/controller.log >&2; return 1; }
     sleep 0.5
   done
 }
+# The directory holding a PVC's data on this machine (the simulated CSI driver's volume).
+volume_dir() { # volume_dir CONTEXT NAMESPACE PVC
+  local pv
+  pv=$(wait_for "PVC $3 in $1 to bind" 120 kubectl --context "$1" -n "$2" get pvc "$3" -o 'jsonpath={.spec.volumeName}')
+  kubectl --context "$1" get pv "$pv" -o 'jsonpath={.spec.csi.volumeHandle}'
+}
+# Sizes of files and links only: a directory's size depends on the filesystem holding it.
+listing() { (cd "$1" && { find . -mindepth 1 ! -type d -printf '%p %y %m %U:%G %s %T@ %l\n'; find . -mindepth 1 -type d -printf '%p %y %m %U:%G %T@\n'; } | sort); }
+same_tree() { diff -r --no-dereference "$1" "$2" >/dev/null && diff <(listing "$1") <(listing "$2") >/dev/null; }
 
-say "ferrosync as users install it: deploy/ (here its test-cluster overlay: two replicas, image names the simulated node knows), server-side applied"
-step kubectl apply --server-side -k deploy/overlays/test-cluster
-step kubectl -n ferrosync-system rollout status deployment/ferrosync-controller --timeout=120s
-leader=$(wait_for "a leader" 90 kubectl -n ferrosync-system get lease ferrosync-controller -o 'jsonpath={.spec.holderIdentity}')
-echo "the controller runs in the cluster as system:serviceaccount:ferrosync-system:ferrosync (its projected token); leader: $leader"
-
-say "Storage named as in the spec: StorageClass my-sc and VolumeSnapshotClass my-vsc (the simulated CSI driver)"
-kubectl apply -f - <<'EOF'
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: my-sc}
-provisioner: sim.csi.ferrosync.test
-reclaimPolicy: Delete
----
-apiVersion: snapshot.storage.k8s.io/v1
-kind: VolumeSnapshotClass
-metadata: {name: my-vsc}
-driver: sim.csi.ferrosync.test
-deletionPolicy: Delete
-EOF
-step kubectl create namespace myns
-step kubectl create namespace source
-# Privileged movers keep file owners, so the comparison below covers them too.
-step kubectl annotate namespace myns source volsync.backube/privileged-movers=true
-
-say "The destination, exactly as the spec writes it"
-step kubectl apply -f tests/fixtures/spec-examples/destination-my-dest.yaml
-address=$(wait_for "the destination's address" 60 kubectl -n myns get replicationdestination my-dest -o 'jsonpath={.status.rsyncTLS.address}')
-key_secret=$(kubectl -n myns get replicationdestination my-dest -o 'jsonpath={.status.rsyncTLS.keySecret}')
-step kubectl -n myns get replicationdestination my-dest -o 'jsonpath={.status.rsyncTLS}'; echo
-
-say "Copy the destination's key to the source, as the spec says a user does (the key is never printed)"
-psk=$(kubectl -n myns get secret "$key_secret" -o 'go-template={{index .data "psk.txt"}}')
-kubectl apply -f - <<EOF
-apiVersion: v1
-kind: Secret
-metadata: {name: volsync-rsync-dest-src-database-destination, namespace: source}
-type: Opaque
-data: {psk.txt: $psk}
-EOF
-unset psk
-
-say "The source volume mysql-pv-claim, with some data in it"
-kubectl apply -f - <<'EOF'
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: mysql-pv-claim, namespace: source}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: my-sc
-  resources: {requests: {storage: 1Gi}}
-EOF
-pv=$(wait_for "mysql-pv-claim to bind" 60 kubectl -n source get pvc mysql-pv-claim -o 'jsonpath={.spec.volumeName}')
-src_dir=$(kubectl get pv "$pv" -o 'jsonpath={.spec.csi.volumeHandle}')
-mkdir -p "$src_dir/db/tables" "$src_dir/conf" "$src_dir/empty"
-for i in $(seq 1 200); do echo "row $i of the demo table" >"$src_dir/db/tables/t$i.csv"; done
-head -c 20000000 /dev/urandom >"$src_dir/db/ibdata1"
-printf '[mysqld]\nport=3306\n' >"$src_dir/conf/my.cnf"
-ln -s ../conf/my.cnf "$src_dir/db/my.cnf"
-chown -R 999:999 "$src_dir/db"
-echo "wrote $(find "$src_dir" | wc -l) entries ($(du -sh "$src_dir" | cut -f1)) into the volume of $pv"
-
-say "The source, as the spec writes it, with the destination's address instead of my.host.com"
-sed "s/my\.host\.com/$address/" tests/fixtures/spec-examples/source-my-source.yaml | kubectl apply -f -
-
-say "The replication, as kubectl get shows it"
-deadline=$(( $(date +%s) + 120 ))
-while :; do
-  kubectl get replicationsources,replicationdestinations -A
-  image=$(kubectl -n myns get replicationdestination my-dest -o 'jsonpath={.status.latestImage.name}')
-  synced=$(kubectl -n source get replicationsource my-source -o 'jsonpath={.status.lastSyncTime}')
-  [ -n "$image" ] && [ -n "$synced" ] && break
-  [ "$(date +%s)" -lt "$deadline" ] || { echo "the replication did not finish" >&2; controller_logs >&2; exit 1; }
-  sleep 3
-  echo
+port=${FERROSYNC_DEMO_PORT:-18080}
+metrics_port=${FERROSYNC_DEMO_METRICS_PORT:-18443}
+# start_controller SITE N: `ferrosync controller` for SITE as its ServiceAccount, serving
+# /readyz on port+N and /metrics in the development mode (plain HTTP, loopback only;
+# deployed, it is HTTPS with TokenReview and SubjectAccessReview) on metrics_port+N.
+start_controller() {
+  local site=$1 n=$2
+  KUBECONFIG="$state/$site/ferrosync-system.ferrosync.kubeconfig" \
+  POD_NAMESPACE=ferrosync-system \
+  FERROSYNC_SERVER__LISTEN="127.0.0.1:$((port + n))" \
+  FERROSYNC_METRICS__LISTEN="127.0.0.1:$((metrics_port + n))" \
+  FERROSYNC_METRICS__SECURE=false \
+  FERROSYNC_REQUEUE__POLL=1s \
+  FERROSYNC_MOVER__PROGRESS_INTERVAL=1s \
+    setsid "$target_dir/debug/ferrosync" controller >>"$state/$site/controller.log" 2>&1 </dev/null &
+  echo $! >"$state/$site/controller.pid"
+  wait_for "the $site controller to be ready" 60 sh -c "curl -sf http://127.0.0.1:$((port + n))/readyz" >/dev/null
+  echo "$site: controller ready on http://127.0.0.1:$((port + n))"
+}
+i=0
+for site in east west; do
+  # Storage: the simulated CSI driver's default StorageClass sim-csi and its
+  # VolumeSnapshotClass, installed by the simulators.
+  say "$site: the controller's namespace, ServiceAccount and RBAC (deploy/base/), and the application namespace"
+  kubectl --context "$site" apply --server-side -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml -f deploy/base/rbac.yaml >/dev/null
+  kubectl --context "$site" create namespace shop >/dev/null
+  # Privileged movers keep file owners, so the comparisons below cover them too.
+  kubectl --context "$site" annotate namespace shop volsync.backube/privileged-movers=true >/dev/null
+  : >"$state/$site/controller.log"
+  start_controller "$site" "$i"
+  i=$((i + 1))
 done
-step kubectl -n source get replicationsource my-source -o 'jsonpath={.status.latestMoverStatus.logs}'; echo
-step kubectl -n myns get volumesnapshot
 
-say "Prove it: restore the destination's latestImage ($image) and compare it with the source"
-kubectl apply -f - <<EOF
+say "east: the application's volume shop/db, with data in it"
+kubectl --context east apply -f - <<'EOF2'
 apiVersion: v1
 kind: PersistentVolumeClaim
-metadata: {name: restored, namespace: myns}
+metadata: {name: db, namespace: shop}
 spec:
   accessModes: [ReadWriteOnce]
-  storageClassName: my-sc
-  resources: {requests: {storage: 10Gi}}
-  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: $image}
-EOF
-restored_pv=$(wait_for "the restore to bind" 60 kubectl -n myns get pvc restored -o 'jsonpath={.spec.volumeName}')
-restored_dir=$(kubectl get pv "$restored_pv" -o 'jsonpath={.spec.csi.volumeHandle}')
-listing() { (cd "$1" && find . -mindepth 1 -printf '%p %y %m %U:%G %s %T@ %l\n' | sort); }
-if diff -r --no-dereference "$src_dir" "$restored_dir" >/dev/null && diff <(listing "$src_dir") <(listing "$restored_dir") >/dev/null; then
-  echo "the restored snapshot equals the source: $(listing "$src_dir" | wc -l) entries, same contents, modes, owners, mtimes and symlinks"
+  resources: {requests: {storage: 1Gi}}
+EOF2
+east_dir=$(volume_dir east shop db)
+mkdir -p "$east_dir/db/tables" "$east_dir/conf"
+for n in $(seq 1 200); do echo "row $n of the demo table" >"$east_dir/db/tables/t$n.csv"; done
+head -c 20000000 /dev/urandom >"$east_dir/db/ibdata1"
+printf '[mysqld]\nport=3306\n' >"$east_dir/conf/my.cnf"
+ln -s ../conf/my.cnf "$east_dir/db/my.cnf"
+chown -R 999:999 "$east_dir/db"
+echo "wrote $(find "$east_dir" | wc -l) entries ($(du -sh "$east_dir" | cut -f1)) into east's volume"
+
+sites=(--source-context east --dest-context west --source-namespace shop)
+say "Replicate it to west: a destination there, its key into east (never printed), the source"
+step kubectl ferrosync replicate db --pvc db --manual once --rpo 10m "${sites[@]}"
+address=$(kubectl --context west -n shop get replicationdestination db -o 'jsonpath={.status.rsyncTLS.address}')
+echo "west's destination is reached at $address: a LoadBalancer address of west, from east's pods"
+
+wait_for "the first sync" 120 kubectl --context east -n shop get replicationsource db -o 'jsonpath={.status.lastManualSync}' >/dev/null
+echo "the first sync is done: $(kubectl --context east -n shop get replicationsource db -o 'jsonpath={.status.lastSyncDuration}')"
+
+say "A change in east, synced now"
+echo "order 1001" >>"$east_dir/db/tables/t1.csv"
+step kubectl ferrosync sync db --wait "${sites[@]}"
+# Wait until west has published that sync as its latest image.
+synced=$(kubectl --context east -n shop get replicationsource db -o 'jsonpath={.status.lastSyncTime}')
+wait_for "west to publish the last sync" 60 sh -c "t=\$(kubectl --context west -n shop get replicationdestination db -o 'jsonpath={.status.lastSyncTime}'); [ -n \"\$t\" ] && [ ! \"\$t\" \\< '$synced' ] && echo ok" >/dev/null
+as_synced=$state/east-as-synced
+rm -rf "$as_synced" && mkdir -p "$as_synced" && cp -a "$east_dir/." "$as_synced/"
+step kubectl ferrosync status "${sites[@]}"
+
+say "A write in east that never reaches west, and then east is lost: its control plane and controller stop"
+echo "order 1002 (after the last sync)" >>"$east_dir/db/tables/t1.csv"
+step bash scripts/cluster.sh lose east
+pid=$(cat "$state/east/controller.pid")
+kill -TERM "$pid"
+for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$pid" 2>/dev/null || true
+rm -f "$state/east/controller.pid"
+step kubectl --context east --request-timeout=3s get ns 2>&1 | tail -n 1 || true
+
+say "Fail over in west: fence the copy, restore the latest image as shop/db"
+failover_started=$(date +%s.%N)
+step kubectl ferrosync failover db "${sites[@]}"
+west_dir=$(volume_dir west shop db)
+failover_s=$(awk -v a="$failover_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "west's shop/db is bound and usable ${failover_s}s after the failover command started"
+if same_tree "$as_synced" "$west_dir"; then
+  echo "the promoted volume equals east's last synced data: $(listing "$west_dir" | wc -l) entries, same contents, modes, owners, mtimes and symlinks"
 else
-  echo "the restored snapshot differs from the source:" >&2
-  diff <(listing "$src_dir") <(listing "$restored_dir") >&2 || true
+  echo "the promoted volume differs from east's last synced data:" >&2
+  diff <(listing "$as_synced") <(listing "$west_dir") >&2 || true
   exit 1
 fi
 
+say "The application runs in west now and changes about 1% of the data"
+dd if=/dev/urandom of="$west_dir/db/ibdata1" bs=200000 count=1 seek=10 conv=notrunc status=none
+echo "order 2001 (written in west)" >>"$west_dir/db/tables/t1.csv"
+
+say "east comes back: its control plane, then its controller"
+step bash scripts/cluster.sh restore east
+wait_for "east's API" 60 kubectl --context east get ns shop -o name >/dev/null
+start_controller east 0
+
+say "Fail back: east's volume becomes the destination of a reverse pair and gets only what changed"
+failback_out=$state/failback.out
+kubectl ferrosync failback db --switch-back "${sites[@]}" | tee "$failback_out"
+if same_tree "$west_dir" "$east_dir"; then
+  echo "east's volume equals west's: $(listing "$east_dir" | wc -l) entries, same contents, modes, owners, mtimes and symlinks"
+else
+  echo "east's volume differs from west's:" >&2
+  diff <(listing "$west_dir") <(listing "$east_dir") >&2 || true
+  exit 1
+fi
+data_bytes=$(du -sb "$west_dir" | cut -f1)
+sent=$(sed -n 's/^reverse sync done: \([0-9]*\) bytes.*/\1/p' "$failback_out" | head -n1)
+echo "the reverse sync sent ${sent:-?} bytes for ${data_bytes} bytes of data in the volume"
+step kubectl ferrosync status "${sites[@]}"
+
 cat <<MSG
 
-ferrosync demo is running ($(( $(date +%s) - start ))s).
-  kubeconfig:  $state/kubeconfig   (admin)
-  controller:  deployment/ferrosync-controller in ferrosync-system, two replicas; the Lease
-               ferrosync-controller names the leader
+ferrosync two-cluster demo is running ($(( $(date +%s) - start ))s).
+  timings:      the pair ${pair_up:-started}; failover ${failover_s}s from the command to a bound PVC; reverse sync ${sent:-?} bytes for ${data_bytes} bytes
+  kubeconfig:   $state/kubeconfig   (contexts east and west, admin)
+  controllers:  http://127.0.0.1:$metrics_port/metrics (east), http://127.0.0.1:$((metrics_port + 1))/metrics (west)
+                logs in $state/east/controller.log and $state/west/controller.log
 
 Try:
-  source $state/env
-  kubectl get replicationsources,replicationdestinations -A
-  kubectl -n myns describe replicationdestination my-dest
-  kubectl -n source patch replicationsource my-source --type merge -p '{"spec":{"trigger":{"manual":"now"}}}'   # sync again
-  kubectl -n ferrosync-system logs -l app.kubernetes.io/name=ferrosync-controller --prefix --tail=20
-  kubectl -n ferrosync-system delete pod <the leader>   # the other replica takes over
-  kubectl -n myns patch replicationdestination my-dest --type merge -p '{"spec":{"rsyncTLS":{"copyMethod":"Clone"}}}'   # rejected by the schema
+  source $state/env; export PATH=$target_dir/debug:\$PATH
+  kubectl ferrosync status --source-context east --dest-context west --source-namespace shop
+  kubectl ferrosync sync db --wait --source-context east --dest-context west --source-namespace shop
+  kubectl --context west -n shop get replicationdestinations,volumesnapshots,pvc
+  bash scripts/cluster.sh lose east      # and: bash scripts/cluster.sh restore east
+  kubectl ferrosync --help
 
-Stop it with: scripts/cluster.sh down
+Stop both clusters with: scripts/cluster.sh down
 MSG

@@ -31,8 +31,6 @@ mod fixtures;
 mod images;
 #[path = "e2e/keys.rs"]
 mod keys;
-#[path = "e2e/kubectl_plugin.rs"]
-mod kubectl_plugin;
 #[path = "e2e/lifecycle_changes.rs"]
 mod lifecycle_changes;
 #[path = "e2e/lifecycle_combinations.rs"]
@@ -63,6 +61,8 @@ mod simulators;
 mod tree;
 #[path = "e2e/tuning.rs"]
 mod tuning;
+#[path = "e2e/two_clusters.rs"]
+mod two_clusters;
 #[path = "e2e/user_roles.rs"]
 mod user_roles;
 #[path = "e2e/volsync.rs"]

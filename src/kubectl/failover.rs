@@ -100,6 +100,24 @@ pub fn promotion(rd: &ReplicationDestination) -> Result<Promotion, Error> {
     }
 }
 
+/// Deletes the destination's mover Job, if any, and waits until it and its pods are gone.
+async fn stop_destination_mover(site: &Site, name: &str, timeout: Duration) -> Result<(), Error> {
+    let job = crate::resources::names::job(crate::resources::names::Side::Destination, name);
+    let jobs = site.jobs();
+    match jobs
+        .delete(&job, &kube::api::DeleteParams::foreground())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(site.api(e)),
+    }
+    wait::until("the destination's mover to stop", timeout, || async {
+        Ok(site.get_opt(&jobs, &job).await?.is_none().then_some(()))
+    })
+    .await
+}
+
 async fn destination(site: &Site, name: &str) -> Result<ReplicationDestination, Error> {
     site.get_opt(&site.destinations(), name)
         .await?
@@ -153,6 +171,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
         json!({ "metadata": { "annotations": { keys::FENCED: fenced_at } }, "spec": { "paused": true } }),
     )
     .await?;
+    // Paused, the controller starts no mover; one already listening (a destination waits
+    // for the next sync) keeps its port open until it is stopped here.
+    stop_destination_mover(&dest, &args.name, args.timeout).await?;
     eprintln!(
         "fenced {}",
         dest.describe("ReplicationDestination", &args.name)

@@ -71,9 +71,18 @@ pub fn check(step: &str, report: &Report) -> Result<(), Failure> {
             ": {} file error(s), the first: {first}",
             report.file_error_count
         ),
+        // Unreachable: the TLS client's own line names the address and why; rsync's
+        // last line ("error in rsync protocol data stream") says neither.
         None => report
             .errors
-            .last()
+            .iter()
+            .rev()
+            .find(|l| {
+                class == ErrorClass::Unreachable
+                    && super::tunnel_client::classify(l)
+                        == Some(super::stunnel::LogEvent::ConnectFailed)
+            })
+            .or(report.errors.last())
             .map(|l| format!(": {l}"))
             .unwrap_or_default(),
     };

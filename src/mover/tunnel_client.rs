@@ -85,7 +85,6 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
     let ctx = psk_tls::client_context(&key, &args.ssl_version_min).map_err(|e| e.to_string())?;
     let endpoint = &args.connect;
     let sock = dial(endpoint).map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
-    say(&format!("connected to {endpoint}"));
     let _ = relay::tune_socket(&sock);
     let _ = sock.set_read_timeout(Some(CONNECT_LIMIT));
     let (ssl, secrets) = psk_tls::new_connection(&ctx).map_err(|e| e.to_string())?;
@@ -96,8 +95,17 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
                 "authentication failed: {endpoint} refused the TLS-PSK handshake, so the keys differ ({text})"
             ));
         }
+        // Closed before any TLS reply: nothing that speaks TLS serves this address to us
+        // (a proxy with no backend, or another cluster's ClusterIP). To the user that is
+        // an unreachable destination, not a transfer that broke.
+        Err(e) if closed_before_reply(&e) => {
+            return Err(format!(
+                "cannot connect to {endpoint}: the connection was closed before any TLS reply ({e}); nothing serves this address from here"
+            ));
+        }
         Err(e) => return Err(format!("TLS handshake with {endpoint} failed: {e}")),
     };
+    say(&format!("connected to {endpoint}"));
     let _ = sock.set_read_timeout(None);
     exit_when_rsync_leaves();
     let stdin = File::from(
@@ -126,6 +134,22 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
         say(&format!("connection to {endpoint} ended: {e}"));
     }
     Ok(())
+}
+
+/// Whether the handshake ended because the other end closed or reset the connection
+/// (rather than answering, or refusing the key).
+fn closed_before_reply(e: &relay::HandshakeError) -> bool {
+    match e {
+        relay::HandshakeError::Eof => true,
+        relay::HandshakeError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::BrokenPipe
+        ),
+        relay::HandshakeError::Tls(_) => false,
+    }
 }
 
 /// Ends this process [`ORPHAN_LIMIT`] after rsync closed its end of the socketpair, in

@@ -1,6 +1,8 @@
 //! The shared end-to-end environment: control plane, simulators, the image registry, and one
 //! `ferrosync controller` for the whole binary (it watches every namespace, so two would
-//! fight over the same objects).
+//! fight over the same objects). The two-cluster tests add a second site, `west`, with
+//! its own control plane, simulators and controller (the registry is shared, as a public
+//! one is).
 
 use std::sync::OnceLock;
 
@@ -10,7 +12,7 @@ use crate::support::{
     deploy,
     registry::{self, Registry},
     sim::{
-        Cluster,
+        Cluster, Site,
         node::images::{self, Image},
     },
 };
@@ -40,13 +42,31 @@ pub struct Env {
 /// The environment, started by the first test that asks.
 pub fn env() -> Env {
     static CONTROLLER: OnceLock<RunningController> = OnceLock::new();
-    let cp = control_plane_with(Options::end_to_end());
+    site(control_plane_with(Options::end_to_end()), &CONTROLLER)
+}
+
+/// The second cluster, `west`: its own control plane, simulators and controller, with
+/// address ranges of its own (see `support::sim::addresses`). Started by the first
+/// two-cluster test, in parallel with `east` ([`env`]) when that is not up yet.
+pub fn west() -> Env {
+    static CONTROLLER: OnceLock<RunningController> = OnceLock::new();
+    let east = std::thread::spawn(env);
+    let west = site(
+        control_plane_with(Options::end_to_end().at(Site::West)),
+        &CONTROLLER,
+    );
+    east.join().expect("east started");
+    west
+}
+
+/// One site: its simulators and its controller, started once.
+fn site(cp: &'static ControlPlane, controller: &'static OnceLock<RunningController>) -> Env {
     images::register(SHELL_IMAGE, Image::binary("/bin/sh", "/bin/sh"));
     // The movers run from the mover image scripts/build-images.sh built, pulled from a
     // registry that wants a password: the node runs them in the image's own root.
     let registry = registry::shared();
     Cluster::start(cp);
-    let controller = CONTROLLER.get_or_init(|| {
+    let controller = controller.get_or_init(|| {
         let limit = BACKOFF_LIMIT.to_string();
         let backoff_min = format!("{}s", FAILURE_BACKOFF_MIN.as_secs());
         let backoff_max = format!("{}s", FAILURE_BACKOFF_MAX.as_secs());

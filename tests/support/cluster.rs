@@ -1,12 +1,17 @@
 //! The test control plane: etcd and kube-apiserver, optionally kube-controller-manager and
-//! kube-scheduler, started once per test binary on free loopback ports.
+//! kube-scheduler, started once per test binary and site on free loopback ports.
+//!
+//! A binary may hold two independent control planes, `east` and `west` ([`Site`]): each
+//! has its own etcd, apiserver, controllers, PKI and Service CIDR (from the site's
+//! address plan), and [`ControlPlane::stop`] / [`ControlPlane::restart`] take one down and
+//! bring it back with its data, as a lost site does.
 //!
 //! Tests share only paths (the kubeconfig, the PKI); each builds its own `kube::Client`
 //! inside its own runtime and works in its own namespace. Nothing here ever talks to
 //! anything but 127.0.0.1 (the Go module proxy aside, for the first download).
 
 use std::{
-    fs::File,
+    collections::HashMap,
     io::Write,
     path::{Path, PathBuf},
     process::{Child, Command},
@@ -19,7 +24,9 @@ use super::{
     components::{self, Audit, Ports},
     crds, kubeconfig,
     pki::Pki,
-    process, wait,
+    process,
+    sim::addresses::Site,
+    wait,
 };
 
 /// An audit policy that records who did what (verb, resource, user) without bodies: what
@@ -41,6 +48,8 @@ pub struct Options {
     pub apiserver_args: Vec<String>,
     /// Extra kube-controller-manager flags (e.g. shorter node-monitor periods).
     pub controller_manager_args: Vec<String>,
+    /// Which site it is: its Service CIDR and, with simulators, its other address ranges.
+    pub site: Site,
 }
 
 impl Default for Options {
@@ -51,6 +60,7 @@ impl Default for Options {
             audit_policy: None,
             apiserver_args: Vec::new(),
             controller_manager_args: Vec::new(),
+            site: Site::East,
         }
     }
 }
@@ -63,6 +73,11 @@ impl Options {
             audit_policy: Some(AUDIT_POLICY_METADATA.into()),
             ..Options::default()
         }
+    }
+
+    /// The same options for another site.
+    pub fn at(self, site: Site) -> Self {
+        Options { site, ..self }
     }
 }
 
@@ -88,6 +103,8 @@ pub struct ControlPlane {
     /// The JSON-lines audit log, when [`Options::audit_policy`] is set.
     pub audit_log: Option<PathBuf>,
     children: Mutex<Vec<(&'static str, Child)>>,
+    /// How each component was started, for [`ControlPlane::restart`].
+    commands: Mutex<Vec<(&'static str, Vec<std::ffi::OsString>)>>,
 }
 
 /// The control plane shared by all tests of this binary, with default [`Options`].
@@ -95,15 +112,24 @@ pub fn control_plane() -> &'static ControlPlane {
     control_plane_with(Options::default())
 }
 
-/// The shared control plane, started with `options` by the first caller. Every caller in
-/// one test binary must pass the same options.
+/// The shared control plane of `options.site`, started with `options` by the first
+/// caller. Every caller in one test binary must pass the same options for a site; the two
+/// sites start in parallel when two threads ask at once.
 pub fn control_plane_with(options: Options) -> &'static ControlPlane {
-    static SHARED: OnceLock<(Options, Result<ControlPlane, String>)> = OnceLock::new();
+    type Slot = OnceLock<(Options, Result<ControlPlane, String>)>;
+    static SHARED: Mutex<Option<HashMap<Site, &'static Slot>>> = Mutex::new(None);
+    // One slot per site, leaked: shared control planes live as long as the binary.
+    let slot: &'static Slot = SHARED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .entry(options.site)
+        .or_insert_with(|| Box::leak(Box::default()));
     let (started_with, result) =
-        SHARED.get_or_init(|| (options.clone(), ControlPlane::start(options.clone())));
+        slot.get_or_init(|| (options.clone(), ControlPlane::start(options.clone())));
     assert_eq!(
         started_with, &options,
-        "one test binary, one set of control-plane options"
+        "one test binary, one set of control-plane options per site"
     );
     result
         .as_ref()
@@ -145,6 +171,7 @@ impl ControlPlane {
             dir,
             options,
             children: Mutex::new(Vec::new()),
+            commands: Mutex::new(Vec::new()),
         };
         // From here on, an early return drops `cp`, which stops what was started.
         kubeconfig::write(&cp.kubeconfig, &cp.server, &cp.pki.ca_cert, &admin)?;
@@ -161,13 +188,15 @@ impl ControlPlane {
             policy: &policy,
             log,
         });
-        let apiserver = components::apiserver(
+        let mut apiserver = components::apiserver(
             &cp.bin_dir.join("kube-apiserver"),
             &cp.pki,
             ports,
             audit,
             &cp.options.apiserver_args,
         );
+        // The site's Service CIDR; the last occurrence of a flag wins.
+        apiserver.arg(cp.service_cidr_flag());
         cp.launch("kube-apiserver", apiserver)?;
 
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -229,13 +258,14 @@ impl ControlPlane {
     /// and the controller manager does its work (it creates `default` ServiceAccounts).
     async fn start_controllers(&self, client: &kube::Client) -> Result<(), String> {
         let (kcm_port, scheduler_port) = (process::free_port(), process::free_port());
-        let kcm = components::controller_manager(
+        let mut kcm = components::controller_manager(
             &self.bin_dir.join("kube-controller-manager"),
             &self.kubeconfig,
             &self.pki,
             kcm_port,
             &self.options.controller_manager_args,
         );
+        kcm.arg(self.service_cidr_flag());
         self.launch("kube-controller-manager", kcm)?;
         let scheduler = components::scheduler(
             &self.bin_dir.join("kube-scheduler"),
@@ -269,11 +299,107 @@ impl ControlPlane {
         Ok(())
     }
 
+    fn service_cidr_flag(&self) -> String {
+        format!(
+            "--service-cluster-ip-range={}",
+            self.options.site.plan().service_cidr
+        )
+    }
+
+    /// Stops every component (the apiserver before etcd), keeping etcd's data: the site is
+    /// lost, and clients get "connection refused". [`ControlPlane::restart`] brings it back.
+    pub fn stop(&self) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, child) in children.iter_mut().rev() {
+            process::kill_group(child);
+        }
+        children.clear();
+    }
+
+    /// Starts the components [`ControlPlane::stop`] stopped, with the same command lines,
+    /// ports and data: etcd and the apiserver first, then (once it is ready; they refuse
+    /// to start without it) the controller manager and the scheduler.
+    pub fn restart(&self) -> Result<(), String> {
+        let commands = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (storage, controllers): (Vec<_>, Vec<_>) = commands
+            .into_iter()
+            .partition(|(name, _)| matches!(*name, "etcd" | "kube-apiserver"));
+        for (name, argv) in storage {
+            self.respawn(name, &argv)?;
+        }
+        self.wait_ready_blocking()?;
+        for (name, argv) in controllers {
+            self.respawn(name, &argv)?;
+        }
+        Ok(())
+    }
+
+    fn respawn(&self, name: &'static str, argv: &[std::ffi::OsString]) -> Result<(), String> {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        self.spawn_logged(name, cmd, true)
+    }
+
+    /// Waits (blocking, on a runtime of its own) until the apiserver answers /readyz.
+    fn wait_ready_blocking(&self) -> Result<(), String> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("tokio runtime: {e}"))?;
+                runtime.block_on(async {
+                    let client = kubeconfig::client(&self.kubeconfig).await?;
+                    wait::until(
+                        "kube-apiserver /readyz after a restart",
+                        Duration::from_secs(60),
+                        || async {
+                            self.check_children()?;
+                            let request = http::Request::get("/readyz")
+                                .body(Vec::new())
+                                .expect("static request");
+                            Ok(client.request_text(request).await.ok().map(|_| ()))
+                        },
+                    )
+                    .await
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err("waiting for the apiserver panicked".into()))
+        })
+    }
+
     /// Starts `cmd` as a child of this control plane, logging to `<dir>/<name>.log`.
-    pub fn launch(&self, name: &'static str, mut cmd: Command) -> Result<(), String> {
+    pub fn launch(&self, name: &'static str, cmd: Command) -> Result<(), String> {
+        let argv: Vec<std::ffi::OsString> = std::iter::once(cmd.get_program().to_owned())
+            .chain(cmd.get_args().map(ToOwned::to_owned))
+            .collect();
+        // Environment and working directory are not set by the harness's commands.
+        self.commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, argv));
+        self.spawn_logged(name, cmd, false)
+    }
+
+    fn spawn_logged(
+        &self,
+        name: &'static str,
+        mut cmd: Command,
+        append: bool,
+    ) -> Result<(), String> {
         let log_path = self.dir.join(format!("{name}.log"));
-        let log =
-            File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log_path)
+            .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
         let err = log.try_clone().map_err(|e| format!("{e}"))?;
         cmd.stdout(log).stderr(err);
         let child = process::spawn(cmd).map_err(|e| format!("starting {name}: {e}"))?;

@@ -1,6 +1,7 @@
 //! The load-balancer simulator: what a cloud controller manager's service controller does
 //! for `type: LoadBalancer` Services of the default class. It gives each one an ingress IP
-//! from 127.66.0.0/16; the routing simulator then listens there.
+//! from its site's load-balancer range (`east`: 127.66.0.0/16); the routing simulator then
+//! listens there, for every client, as a cloud load balancer answers the whole network.
 //!
 //! The Service annotation [`ANNOTATION`] sets when: a delay (`3s`) or `never`, as a cloud
 //! provider's annotations tune its load balancers; without it the address comes at once.
@@ -32,8 +33,9 @@ use super::{
 /// `never`, or how long (humantime) to wait before assigning an address.
 pub const ANNOTATION: &str = "sim.ferrosync.test/load-balancer";
 
-/// Starts the load-balancer controller on the current runtime.
-pub fn start(client: Client) {
+/// Starts the load-balancer controller on the current runtime, handing out addresses
+/// from `pool`.
+pub fn start(client: Client, pool: &'static addresses::Pool) {
     let changed = Arc::new(Notify::new());
     let services = cache(
         Api::<Service>::all(client.clone()),
@@ -68,9 +70,7 @@ pub fn start(client: Client) {
                 if seen.elapsed() < delay {
                     continue;
                 }
-                let ip = *assigned
-                    .entry(uid)
-                    .or_insert_with(|| addresses::LOAD_BALANCERS.allocate());
+                let ip = *assigned.entry(uid).or_insert_with(|| pool.allocate());
                 let body = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}}});
                 let api: Api<Service> =
                     Api::namespaced(client.clone(), &svc.namespace().unwrap_or_default());

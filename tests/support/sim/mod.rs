@@ -7,29 +7,35 @@
 //! - `loadbalancer`: a cloud provider's load-balancer controller;
 //! - `routing`: kube-proxy.
 //!
-//! [`Cluster::start`] starts them once per test binary on a runtime of their own (tests
+//! [`Cluster::start`] starts them once per control plane on a runtime of their own (tests
 //! each have their own runtime, which ends with the test), and they stop when the binary
-//! exits. Their state lives in one tmpfs directory, removed at exit.
+//! exits. Their state lives in one tmpfs directory per cluster, removed at exit. A binary
+//! may hold two clusters (`east` and `west`, see `addresses::Site`): each has its own
+//! nodes, storage, load balancer and routing, its own address ranges, and its routing
+//! serves its ClusterIPs to its own pods only.
 
 pub mod addresses;
 pub mod kubernetes_service;
 pub mod loadbalancer;
 pub mod node;
+pub mod peer;
 pub mod routing;
 pub mod storage;
 pub mod watch;
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
-    sync::{OnceLock, mpsc},
+    sync::{Arc, Mutex, OnceLock, mpsc},
     time::Duration,
 };
 
 use k8s_openapi::api::core::v1::Node;
 
 use super::{ControlPlane, process, wait};
+pub use addresses::Site;
 
-/// The simulated node's name.
+/// The simulated node's name (in `east`, the cluster of single-cluster tests).
 pub const NODE: &str = "sim-node-0";
 /// A second node, tainted with [`SECOND_NODE_TAINT`] so that only pods that tolerate it
 /// (or follow a pod that does) run there: the tests of placement use it, and every other
@@ -38,23 +44,45 @@ pub const SECOND_NODE: &str = "sim-node-1";
 /// The taint key of [`SECOND_NODE`] (value "true", effect NoSchedule).
 pub const SECOND_NODE_TAINT: &str = "sim.ferrosync.test/second-node";
 
-/// The running simulators.
+/// The running simulators of one cluster.
 pub struct Cluster {
     /// Their working directory (volumes, snapshots, pod sandboxes).
     pub dir: PathBuf,
-    /// The node's name.
+    /// The (first) node's name.
     pub node: &'static str,
+    /// The second, tainted node's name.
+    pub second_node: &'static str,
+    /// Which site's address ranges it uses.
+    pub site: Site,
+}
+
+/// The node names of `site`: `east` keeps the names single-cluster tests always used.
+pub fn node_names(site: Site) -> [&'static str; 2] {
+    match site {
+        Site::East => [NODE, SECOND_NODE],
+        Site::West => ["west-node-0", "west-node-1"],
+    }
 }
 
 impl Cluster {
-    /// Starts the simulators against `cp` (an end-to-end control plane) once per test
-    /// binary, and waits until the node is Ready and schedulable.
+    /// Starts the simulators against `cp` (an end-to-end control plane) once per control
+    /// plane, and waits until the nodes are Ready and schedulable. Two control planes of
+    /// different sites start theirs in parallel.
     pub fn start(cp: &'static ControlPlane) -> &'static Cluster {
-        static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
-        CLUSTER
-            .get_or_init(|| start(cp))
-            .as_ref()
-            .unwrap_or_else(|e| panic!("the cluster simulators did not start: {e}"))
+        type Slot = Arc<OnceLock<Result<&'static Cluster, String>>>;
+        static CLUSTERS: Mutex<Option<HashMap<String, Slot>>> = Mutex::new(None);
+        let slot = CLUSTERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .entry(cp.server.clone())
+            .or_default()
+            .clone();
+        let started = slot.get_or_init(|| start(cp).map(|c| &*Box::leak(Box::new(c))));
+        match started {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("the cluster simulators did not start: {e}"),
+        }
     }
 
     /// Where a PV's data lives on this machine: a volume as its workload would see it.
@@ -68,15 +96,18 @@ fn start(cp: &'static ControlPlane) -> Result<Cluster, String> {
         cp.options.controllers,
         "the simulators need kube-controller-manager and kube-scheduler"
     );
+    let site = cp.options.site;
     let dir = tempfile::Builder::new()
-        .prefix("ferrosync-sim-")
+        .prefix(peer::SIM_DIR_PREFIX)
         .tempdir_in("/dev/shm")
         .map_err(|e| format!("creating the simulators' directory: {e}"))?
         .keep();
     process::remove_on_exit(&dir);
+    addresses::register_site_dir(&dir, site);
+    let names = node_names(site);
     // Each node's client certificate makes it `system:node:<name>`, so the Node authorizer
     // and NodeRestriction hold it to a kubelet's rights.
-    let node_kubeconfigs: Vec<PathBuf> = [NODE, SECOND_NODE]
+    let node_kubeconfigs: Vec<PathBuf> = names
         .iter()
         .map(|n| cp.user_kubeconfig(&format!("system:node:{n}"), &["system:nodes"]))
         .collect();
@@ -98,7 +129,7 @@ fn start(cp: &'static ControlPlane) -> Result<Cluster, String> {
                 }
             };
             runtime.block_on(async move {
-                let started = launch(cp, &node_kubeconfigs, thread_dir).await;
+                let started = launch(cp, &node_kubeconfigs, thread_dir, site).await;
                 let _ = tx.send(started);
                 // The simulators run on this runtime for the rest of the process.
                 std::future::pending::<()>().await;
@@ -107,28 +138,36 @@ fn start(cp: &'static ControlPlane) -> Result<Cluster, String> {
         .map_err(|e| format!("spawning the simulator thread: {e}"))?;
     rx.recv()
         .map_err(|_| "the simulator thread ended".to_string())??;
-    Ok(Cluster { dir, node: NODE })
+    Ok(Cluster {
+        dir,
+        node: names[0],
+        second_node: names[1],
+        site,
+    })
 }
 
 async fn launch(
     cp: &ControlPlane,
     node_kubeconfigs: &[PathBuf],
     dir: PathBuf,
+    site: Site,
 ) -> Result<(), String> {
     let admin = super::kubeconfig::client(&cp.kubeconfig).await?;
+    let plan = site.plan();
+    let [first, second] = node_names(site);
     storage::start(admin.clone(), dir.join("storage")).await?;
-    loadbalancer::start(admin.clone());
-    routing::start(admin.clone());
+    loadbalancer::start(admin.clone(), &plan.load_balancers);
+    routing::start(admin.clone(), dir.clone());
     let configs = [
         node::NodeConfig {
-            name: NODE.into(),
+            name: first.into(),
             ..node::NodeConfig::default()
         },
         node::NodeConfig {
-            name: SECOND_NODE.into(),
+            name: second.into(),
             taints: vec![serde_json::json!({
                 "key": SECOND_NODE_TAINT, "value": "true", "effect": "NoSchedule"})],
-            external_ip: Some(addresses::NODES.allocate()),
+            external_ip: Some(plan.nodes.allocate()),
         },
     ];
     for (config, kubeconfig) in configs.iter().zip(node_kubeconfigs) {
@@ -147,7 +186,7 @@ async fn launch(
             cert: cert.cert,
             key: cert.key,
         };
-        let pods = if name == NODE {
+        let pods = if name == first {
             dir.join("pods")
         } else {
             dir.join(format!("pods-{name}"))
@@ -157,7 +196,7 @@ async fn launch(
     // Schedulable once the node-lifecycle controller has seen it Ready and lifted the
     // `not-ready` taint that admission puts on every new Node.
     let nodes: kube::Api<Node> = kube::Api::all(admin);
-    for name in [NODE, SECOND_NODE] {
+    for name in [first, second] {
         wait::until(
             &format!("the simulated node {name} to become schedulable"),
             Duration::from_secs(60),

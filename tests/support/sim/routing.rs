@@ -1,8 +1,21 @@
 //! The routing simulator: kube-proxy's duty, in its old userspace mode. For every port of
-//! every Service it listens on the ClusterIP (the Service CIDR is loopback, 127.64.0.0/16)
-//! and on each load-balancer ingress IP, and forwards each TCP connection to a ready pod
-//! behind the Service. Every address involved is a loopback address, so no traffic ever
-//! leaves the machine.
+//! every Service it listens on the ClusterIP (the Service CIDR is a loopback /16 of the
+//! site's plan, see `addresses`) and on each load-balancer ingress IP, and forwards each
+//! TCP connection to a ready pod behind the Service. Every address involved is a loopback
+//! address, so no traffic ever leaves the machine.
+//!
+//! Two clusters, two sites. A load-balancer address is served to every client, as a cloud
+//! load balancer answers the whole network; a ClusterIP only to the pods of its own
+//! cluster (and to the host, as a node reaches ClusterIPs). This is the decision of
+//! issue #11 between a network namespace per cluster and a routing stand-in that knows
+//! whose pods connect; it is the latter, because every address here is loopback, and
+//! loopback is never routed between network namespaces: namespaces would need the whole
+//! address plan moved to routable ranges on bridges, every simulator and the node's
+//! sandboxes entering them, and host-wide interface setup that outlives a killed test.
+//! The routing simulator learns the client's cluster from the kernel instead (`peer`),
+//! and resets a connection from another cluster's pod before the first byte, so the
+//! mover's TLS client reports "cannot connect" and the source's status says the
+//! destination is unreachable.
 //!
 //! Endpoints are chosen the way the EndpointSlice controller chooses them (pods matching
 //! the selector, Ready, with an IP; named target ports resolved from container ports), not
@@ -19,6 +32,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -39,7 +53,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::watch::{cache, next_change};
+use super::{
+    peer::{self, Origin},
+    watch::{cache, next_change},
+};
 
 /// One listening address and what it stands for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +66,8 @@ struct Frontend {
     service: String,
     selector: Vec<(String, String)>,
     target: Target,
+    /// A ClusterIP: served to this cluster's pods and the host only.
+    cluster_only: bool,
 }
 
 /// A Service port's targetPort.
@@ -58,9 +77,11 @@ enum Target {
     Name(String),
 }
 
-/// Starts the proxy on the current runtime.
-pub fn start(client: Client) {
+/// Starts the proxy on the current runtime, for the cluster whose simulators keep their
+/// state in `own_dir`.
+pub fn start(client: Client, own_dir: PathBuf) {
     super::kubernetes_service::start(client.clone());
+    let own_dir: Arc<Path> = own_dir.into();
     let changed = Arc::new(Notify::new());
     let cfg = watcher::Config::default;
     let services = cache(Api::<Service>::all(client.clone()), cfg(), changed.clone());
@@ -80,7 +101,7 @@ pub fn start(client: Client) {
             for f in wanted {
                 listeners
                     .entry(f.clone())
-                    .or_insert_with(|| tokio::spawn(serve(f, pods.clone())));
+                    .or_insert_with(|| tokio::spawn(serve(f, pods.clone(), own_dir.clone())));
             }
             next_change(&changed).await;
         }
@@ -112,11 +133,11 @@ fn frontends(services: &Store<Service>, node_ips: &[IpAddr]) -> Vec<Frontend> {
         let Some(selector) = spec.selector.clone().filter(|s| !s.is_empty()) else {
             continue;
         };
-        let mut ips: Vec<String> = spec
+        let mut ips: Vec<(String, bool)> = spec
             .cluster_ip
             .iter()
             .filter(|ip| !ip.is_empty() && *ip != "None")
-            .cloned()
+            .map(|ip| (ip.clone(), true))
             .collect();
         if let Some(ingress) = svc
             .status
@@ -124,26 +145,28 @@ fn frontends(services: &Store<Service>, node_ips: &[IpAddr]) -> Vec<Frontend> {
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|l| l.ingress.as_ref())
         {
-            ips.extend(ingress.iter().filter_map(|i| i.ip.clone()));
+            ips.extend(ingress.iter().filter_map(|i| Some((i.ip.clone()?, false))));
         }
         for port in spec.ports.iter().flatten() {
             if port.protocol.as_deref().unwrap_or("TCP") != "TCP" {
                 continue;
             }
-            let service_addrs = ips
-                .iter()
-                .filter_map(|ip| ip.parse::<IpAddr>().ok())
-                .map(|ip| SocketAddr::new(ip, port.port as u16));
+            let service_addrs = ips.iter().filter_map(|(ip, cluster_only)| {
+                let ip = ip.parse::<IpAddr>().ok()?;
+                Some((SocketAddr::new(ip, port.port as u16), *cluster_only))
+            });
             // (LoadBalancer Services have node ports too; their traffic comes in on the
             // load balancer's address here, so only NodePort Services are served on nodes.)
             let node_port = port
                 .node_port
                 .filter(|p| *p > 0 && spec.type_.as_deref() == Some("NodePort"))
                 .map(|p| p as u16);
-            let node_addrs = node_port
-                .into_iter()
-                .flat_map(|p| node_ips.iter().map(move |ip| SocketAddr::new(*ip, p)));
-            for addr in service_addrs.chain(node_addrs) {
+            let node_addrs = node_port.into_iter().flat_map(|p| {
+                node_ips
+                    .iter()
+                    .map(move |ip| (SocketAddr::new(*ip, p), false))
+            });
+            for (addr, cluster_only) in service_addrs.chain(node_addrs) {
                 // Only ever loopback: anything else would leave the machine.
                 if !addr.ip().is_loopback() {
                     continue;
@@ -154,6 +177,7 @@ fn frontends(services: &Store<Service>, node_ips: &[IpAddr]) -> Vec<Frontend> {
                     service: svc.name_any(),
                     selector: selector.clone().into_iter().collect(),
                     target: target(port),
+                    cluster_only,
                 });
             }
         }
@@ -172,7 +196,7 @@ fn target(port: &ServicePort) -> Target {
     }
 }
 
-async fn serve(f: Frontend, pods: Store<Pod>) {
+async fn serve(f: Frontend, pods: Store<Pod>, own_dir: Arc<Path>) {
     let listener = match TcpListener::bind(f.addr).await {
         Ok(l) => l,
         Err(err) => {
@@ -184,19 +208,38 @@ async fn serve(f: Frontend, pods: Store<Pod>) {
         }
     };
     let next = Arc::new(AtomicUsize::new(0));
-    while let Ok((inbound, _)) = listener.accept().await {
+    while let Ok((inbound, client)) = listener.accept().await {
         let backends = endpoints(&pods, &f);
         if backends.is_empty() {
             continue; // dropped: closed without a backend
         }
         let pick = backends[next.fetch_add(1, Ordering::Relaxed) % backends.len()];
+        let (cluster_only, local, own_dir) = (f.cluster_only, f.addr, own_dir.clone());
         tokio::spawn(async move {
+            if cluster_only && from_another_cluster(client, local, own_dir).await {
+                // As if the address did not exist on that network: reset, no byte served.
+                let _ = inbound.set_zero_linger();
+                return;
+            }
             if let Ok(mut outbound) = TcpStream::connect(pick).await {
                 let mut inbound = inbound;
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
             }
         });
     }
+}
+
+/// Whether the client at `client` is a pod of another simulated cluster.
+async fn from_another_cluster(client: SocketAddr, local: SocketAddr, own_dir: Arc<Path>) -> bool {
+    let origin = tokio::task::spawn_blocking(move || peer::origin(client, local, &own_dir))
+        .await
+        .unwrap_or(Origin::Host);
+    if let Origin::ForeignPod(site) = &origin {
+        eprintln!(
+            "routing simulator: reset a connection to ClusterIP {local} from a pod of another cluster ({site})"
+        );
+    }
+    matches!(origin, Origin::ForeignPod(_))
 }
 
 /// Ready pods behind the frontend's Service, with the target port.

@@ -123,7 +123,7 @@ async fn start(
             }
         }
     };
-    let ip = addresses::PODS.allocate();
+    let ip = addresses::pods_under(dir).allocate();
     let mut backoff = pull_backoff::Backoff::default();
     let launches = loop {
         let mut launches = Vec::new();
