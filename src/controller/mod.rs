@@ -63,7 +63,7 @@ use crate::{
     config::{self, Config},
     policy::{
         EngineOptions, PolicyEngine, credentials::KubeCredentials, http::LiveTransport,
-        metrics::PolicyMetrics, reload,
+        metrics::PolicyMetrics, namespaces::KubeNamespaceLabels, reload,
     },
     resources::{Side, names},
     telemetry::{self, Health, Metrics, ObjectLabels},
@@ -122,6 +122,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         credentials: Arc::new(KubeCredentials::new(client.clone(), own_namespace())),
         transport: Arc::new(LiveTransport),
         metrics: policy_metrics,
+        namespaces: Arc::new(KubeNamespaceLabels::new(client.clone())),
     };
     let policy = PolicyEngine::new(&config.policy, options)
         .await

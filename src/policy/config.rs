@@ -34,6 +34,54 @@ pub struct PolicyConfig {
     /// Where the credentials the host injects may go (`[policy.credentials]`).
     #[serde(default)]
     pub credentials: super::credentials::CredentialPolicy,
+    /// Bundles serving some namespaces (or, for psk, some pair names) instead of the
+    /// cluster-wide default above (`[[policy.bindings]]`); see `scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<super::scope::BindingConfig>,
+    /// Candidates run beside the default's plugins, never acted on (`[policy.shadow]`).
+    #[serde(default, skip_serializing_if = "super::shadow::ShadowConfig::is_empty")]
+    pub shadow: super::shadow::ShadowConfig,
+}
+
+impl PolicyConfig {
+    /// The default's configuration of `point`.
+    pub fn point(&self, point: super::types::DecisionPoint) -> Option<&PointConfig> {
+        use super::types::DecisionPoint::*;
+        match point {
+            CopyMethod => self.copy_method.as_ref(),
+            ServiceType => self.service_type.as_ref(),
+            Psk => self.psk.as_ref(),
+        }
+    }
+
+    /// Every configured point, active and shadow, of the default and of each binding,
+    /// with the name of its scope: what reload watches and the pool is sized for.
+    pub fn all_points(&self) -> Vec<(&str, super::types::DecisionPoint, &PointConfig, bool)> {
+        use super::types::DecisionPoint;
+        let mut out = Vec::new();
+        let points = [
+            DecisionPoint::CopyMethod,
+            DecisionPoint::ServiceType,
+            DecisionPoint::Psk,
+        ];
+        for p in points {
+            if let Some(c) = self.point(p) {
+                out.push((super::scope::DEFAULT_BINDING, p, c, false));
+            }
+            if let Some(c) = self.shadow.point(p) {
+                out.push((super::scope::DEFAULT_BINDING, p, c, true));
+            }
+            for b in &self.bindings {
+                if let Some(c) = b.point(p) {
+                    out.push((b.name.as_str(), p, c, false));
+                }
+                if let Some(c) = b.shadow.point(p) {
+                    out.push((b.name.as_str(), p, c, true));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Settings shared by all plugins.

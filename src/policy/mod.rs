@@ -49,11 +49,14 @@ pub mod guest_text;
 pub mod http;
 mod key_wait;
 pub mod metrics;
+pub mod namespaces;
 mod outcome;
 pub mod pairs;
 pub mod plugin;
 pub mod reload;
 mod sandbox;
+pub mod scope;
+pub mod shadow;
 pub mod types;
 pub mod validate;
 

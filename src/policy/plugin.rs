@@ -194,6 +194,8 @@ pub(crate) struct LoadedPlugin {
     pub pre: Pre,
     /// Decisions of a plugin without grants are pure: cacheable by input.
     pub pure: bool,
+    /// A shadow candidate: no credential, HTTP cut to reading, answers never acted on.
+    pub shadow: bool,
 }
 
 /// Components compiled so far, by sha256: a reload of an unchanged plugin compiles nothing.
@@ -342,6 +344,7 @@ pub(crate) fn load(
         credential,
         pre,
         pure,
+        shadow: false,
     })
 }
 

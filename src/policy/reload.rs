@@ -10,20 +10,12 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 
-use super::{
-    config::PolicyConfig, engine::PolicyEngine, plugin::watched_files, types::DecisionPoint,
-};
+use super::{config::PolicyConfig, engine::PolicyEngine, plugin::watched_files};
 
 /// A digest of every watched file's path and contents (missing files included as such).
 pub fn fingerprint(config: &PolicyConfig) -> String {
     let mut hasher = Sha256::new();
-    let points = [
-        (DecisionPoint::CopyMethod, &config.copy_method),
-        (DecisionPoint::ServiceType, &config.service_type),
-        (DecisionPoint::Psk, &config.psk),
-    ];
-    for (point, cfg) in points {
-        let Some(cfg) = cfg else { continue };
+    for (_, point, cfg, _) in config.all_points() {
         for file in watched_files(point, cfg) {
             hasher.update(file.to_string_lossy().as_bytes());
             match std::fs::read(&file) {
