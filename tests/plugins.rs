@@ -9,5 +9,6 @@ mod plugins {
     mod operator_caps;
     mod pins_and_reload;
     mod reliability;
+    mod scoping;
     mod vault;
 }

@@ -426,6 +426,51 @@ mod tests {
     }
 
     #[test]
+    fn bindings_and_shadows_parse_and_old_configs_stay_valid() {
+        let c = parse(&format!(
+            r#"
+            [copy_method]
+            bundle = "/p/default"
+            sha256 = "{a}"
+            [shadow.copy_method]
+            bundle = "/p/candidate"
+            sha256 = "{a}"
+            [[bindings]]
+            name = "team-a"
+            namespaces = ["team-a", "team-a-dev"]
+            copy_method = {{ bundle = "/p/a", sha256 = "{a}" }}
+            [[bindings]]
+            name = "team-b"
+            namespace_selector = {{ match_labels = {{ team = "b" }}, match_expressions = [{{ key = "tier", operator = "In", values = ["gold"] }}] }}
+            service_type = {{ bundle = "/p/b", sha256 = "{a}" }}
+            [bindings.shadow.service_type]
+            bundle = "/p/b-next"
+            sha256 = "{a}"
+            [[bindings]]
+            name = "vault-db"
+            psk_pair_prefixes = ["db-"]
+            psk = {{ bundle = "/p/vault", sha256 = "{a}" }}
+            "#,
+            a = "a".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(c.bindings.len(), 3);
+        assert!(c.shadow.copy_method.is_some());
+        assert!(c.bindings[1].shadow.service_type.is_some());
+        super::super::scope::check(&c.bindings).unwrap();
+        // Default, its shadow, then each binding's, point by point.
+        let scopes: Vec<_> = c
+            .all_points()
+            .iter()
+            .map(|(b, p, _, s)| (*b, *p, *s))
+            .collect();
+        assert_eq!(scopes.len(), 6);
+        // A config without bindings reads as before.
+        let old = parse("[copy_method]\nbundle = \"/x\"\nsha256 = \"00\"").unwrap();
+        assert!(old.bindings.is_empty() && old.shadow.is_empty());
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         for bad in [
             "surprise = 1",
