@@ -28,6 +28,8 @@ mod behaviours_support;
 
 #[path = "e2e/lifecycle_own_aws_ebs.rs"]
 mod lifecycle_own_aws_ebs;
+#[path = "e2e/lifecycle_own_bindings.rs"]
+mod lifecycle_own_bindings;
 #[path = "e2e/lifecycle_own_kill.rs"]
 mod lifecycle_own_kill;
 #[path = "e2e/lifecycle_own_pull.rs"]
