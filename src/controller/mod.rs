@@ -34,7 +34,7 @@ mod source;
 mod stalled;
 mod startup;
 mod takeover;
-mod topology;
+pub(crate) mod topology;
 pub mod trigger;
 mod validate;
 

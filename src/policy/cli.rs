@@ -49,6 +49,33 @@ pub enum Command {
         #[arg(long = "credential", value_name = "SECRET/KEY=VALUE")]
         credentials: Vec<String>,
     },
+    /// Show where a candidate configuration would decide differently from the active
+    /// one over a running cluster's sources (copy method) and destinations (Service type).
+    /// Reads the cluster with the current kubeconfig; writes nothing.
+    Diff {
+        /// The active controller configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The candidate configuration (for example with a new bundle or binding).
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Only this namespace (default: all).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// `text` or `json`.
+        #[arg(long, short = 'o', default_value = "text")]
+        output: Output,
+        /// List the decisions that agree too.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 /// Runs a policy subcommand and returns its process exit code.
@@ -63,6 +90,72 @@ pub async fn run(cmd: Command) -> ExitCode {
             config,
             credentials,
         } => eval(decision, &input, bundle, config, &credentials).await,
+        Command::Diff {
+            config,
+            candidate,
+            namespace,
+            output,
+            all,
+        } => diff(&config, &candidate, namespace.as_deref(), output, all).await,
+    }
+}
+
+async fn diff(
+    config: &Path,
+    candidate: &Path,
+    namespace: Option<&str>,
+    output: Output,
+    all: bool,
+) -> ExitCode {
+    let (active, candidate) = match (load_policy(config), load_policy(candidate)) {
+        (Ok(a), Ok(c)) => (a, c),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("connecting to the cluster: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rows = match super::diff::diff(&client, &active, &candidate, namespace).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let differing = rows.iter().filter(|r| r.differs).count();
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        ),
+        Output::Text => {
+            for r in rows.iter().filter(|r| all || r.differs) {
+                println!(
+                    "{} {} {}/{} {}: {} ({}) -> {} ({})",
+                    if r.differs { "DIFF" } else { "same" },
+                    r.point,
+                    r.namespace,
+                    r.name,
+                    r.kind,
+                    r.active,
+                    r.active_by,
+                    r.candidate,
+                    r.candidate_by
+                );
+            }
+            println!("{differing} of {} decisions would change", rows.len());
+        }
+    }
+    if differing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -40,6 +40,7 @@ mod cli;
 pub mod config;
 pub mod credentials;
 pub mod defaults;
+pub mod diff;
 mod engine;
 mod execute;
 #[cfg(test)]
