@@ -10,5 +10,6 @@ mod plugins {
     mod pins_and_reload;
     mod reliability;
     mod scoping;
+    mod signatures;
     mod vault;
 }

@@ -38,6 +38,12 @@ pub struct PolicyConfig {
     /// cluster-wide default above (`[[policy.bindings]]`); see `scope`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<super::scope::BindingConfig>,
+    /// Keys every component must be signed by (`[policy.signatures]`); unset: none.
+    #[serde(
+        default,
+        skip_serializing_if = "super::signature::SignatureConfig::is_empty"
+    )]
+    pub signatures: super::signature::SignatureConfig,
     /// Candidates run beside the default's plugins, never acted on (`[policy.shadow]`).
     #[serde(default, skip_serializing_if = "super::shadow::ShadowConfig::is_empty")]
     pub shadow: super::shadow::ShadowConfig,

@@ -58,6 +58,7 @@ pub mod reload;
 mod sandbox;
 pub mod scope;
 pub mod shadow;
+pub mod signature;
 pub mod types;
 pub mod validate;
 

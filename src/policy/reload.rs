@@ -15,13 +15,16 @@ use super::{config::PolicyConfig, engine::PolicyEngine, plugin::watched_files};
 /// A digest of every watched file's path and contents (missing files included as such).
 pub fn fingerprint(config: &PolicyConfig) -> String {
     let mut hasher = Sha256::new();
-    for (_, point, cfg, _) in config.all_points() {
-        for file in watched_files(point, cfg) {
-            hasher.update(file.to_string_lossy().as_bytes());
-            match std::fs::read(&file) {
-                Ok(bytes) => hasher.update(Sha256::digest(&bytes)),
-                Err(e) => hasher.update(format!("unreadable: {}", e.kind())),
-            }
+    let keys = config.signatures.public_keys.iter().cloned();
+    let points = config
+        .all_points()
+        .into_iter()
+        .flat_map(|(_, point, cfg, _)| watched_files(point, cfg));
+    for file in keys.chain(points) {
+        hasher.update(file.to_string_lossy().as_bytes());
+        match std::fs::read(&file) {
+            Ok(bytes) => hasher.update(Sha256::digest(&bytes)),
+            Err(e) => hasher.update(format!("unreadable: {}", e.kind())),
         }
     }
     hex::encode(hasher.finalize())

@@ -31,6 +31,7 @@ use super::{
     sandbox::{self, HostState},
     scope::{self, BindingConfig, DEFAULT_BINDING},
     shadow::ShadowLog,
+    signature::Trust,
     types::*,
 };
 
@@ -393,18 +394,28 @@ impl PolicyEngine {
         let config = config.clone();
         // Compilation is CPU-bound: keep it off the async executor.
         tokio::task::spawn_blocking(move || {
+            let trust = Trust::load(&config.signatures).map_err(|source| LoadError::Signature {
+                plugin: "(signatures)".into(),
+                source,
+            })?;
             let load = |point, cfg: Option<&PointConfig>, shadow: bool| {
                 cfg.map(|c| {
-                    plugin::load(&inner.engine, &inner.linker, &inner.components, point, c).map(
-                        |mut p| {
-                            p.shadow = shadow;
-                            if shadow {
-                                // A candidate gets no credential (see `shadow`).
-                                p.credential = None;
-                            }
-                            Arc::new(p)
-                        },
+                    plugin::load(
+                        &inner.engine,
+                        &inner.linker,
+                        &inner.components,
+                        point,
+                        c,
+                        trust.as_ref(),
                     )
+                    .map(|mut p| {
+                        p.shadow = shadow;
+                        if shadow {
+                            // A candidate gets no credential (see `shadow`).
+                            p.credential = None;
+                        }
+                        Arc::new(p)
+                    })
                 })
                 .transpose()
             };
