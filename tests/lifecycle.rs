@@ -36,6 +36,8 @@ mod lifecycle_own_kill;
 mod lifecycle_own_pull;
 #[path = "e2e/lifecycle_own_rotation.rs"]
 mod lifecycle_own_rotation;
+#[path = "e2e/lifecycle_own_signatures.rs"]
+mod lifecycle_own_signatures;
 #[path = "e2e/lifecycle_own_takeover.rs"]
 mod lifecycle_own_takeover;
 #[path = "e2e/lifecycle_own_tenancy.rs"]
