@@ -55,6 +55,7 @@ mod outcome;
 pub mod pairs;
 pub mod plugin;
 pub mod reload;
+pub mod report;
 mod sandbox;
 pub mod scope;
 pub mod shadow;
