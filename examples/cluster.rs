@@ -2,12 +2,19 @@
 //! It is the same harness the tests use (`tests/support`), so what works here works there.
 //!
 //! ```text
-//! cargo run --example cluster -- [--controllers] [--simulators] [--state-dir DIR] [--service-account NS/NAME]...
+//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--registry] [--state-dir DIR] [--service-account NS/NAME]...
 //! ```
 //!
 //! `--simulators` (implies `--controllers`) also runs the simulated node, storage, load
 //! balancer and routing of `tests/support/sim`, with the mover image mapped to the built
-//! `ferrosync` binary: the demo's real replication runs on it.
+//! `ferrosync` binary: the demo's real replication runs on it. `--registry` (implies
+//! `--simulators`) also starts the test registry with the images `scripts/build-images.sh`
+//! built, and writes its address, login and image references to `<state-dir>/registry.env`:
+//! movers of that image run in its own root filesystem.
+//!
+//! `--in-cluster` (implies `--simulators`) readies the cluster for the controller's own
+//! Deployment (`kubectl apply --server-side -k deploy/overlays/test-cluster`): the
+//! ServiceAccount admission plugin (token volumes) and the overlay's images on the node.
 //!
 //! It writes `<state-dir>/env` (KUBECONFIG, PATH with the built kubectl), one
 //! `<ns>.<name>.kubeconfig` per `--service-account`, then `<state-dir>/ready`, and runs until
@@ -23,6 +30,8 @@ use support::{ControlPlane, Options};
 struct Args {
     controllers: bool,
     simulators: bool,
+    in_cluster: bool,
+    registry: bool,
     state_dir: PathBuf,
     service_accounts: Vec<(String, String)>,
 }
@@ -31,6 +40,8 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         controllers: false,
         simulators: false,
+        in_cluster: false,
+        registry: false,
         state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
         service_accounts: Vec::new(),
     };
@@ -41,6 +52,16 @@ fn parse_args() -> Result<Args, String> {
             "--simulators" => {
                 args.controllers = true;
                 args.simulators = true;
+            }
+            "--in-cluster" => {
+                args.controllers = true;
+                args.simulators = true;
+                args.in_cluster = true;
+            }
+            "--registry" => {
+                args.controllers = true;
+                args.simulators = true;
+                args.registry = true;
             }
             "--state-dir" => {
                 args.state_dir = argv.next().ok_or("--state-dir needs a directory")?.into()
@@ -84,6 +105,22 @@ fn write_state(cp: &ControlPlane, args: &Args) -> Result<(), String> {
             cp.bin_dir.display()
         ),
     )?;
+    if args.registry {
+        let registry = support::registry::shared();
+        write(
+            "registry.env",
+            format!(
+                "export DEMO_REGISTRY={}\nexport DEMO_REGISTRY_USERNAME={}\n\
+                 export DEMO_REGISTRY_PASSWORD={}\nexport DEMO_CONTROLLER_IMAGE={}\n\
+                 export DEMO_MOVER_IMAGE={}\n",
+                registry.host,
+                support::registry::USERNAME,
+                registry.password,
+                registry.controller_image,
+                registry.mover_image,
+            ),
+        )?;
+    }
     write("ready", format!("{}\n", cp.server))
 }
 
@@ -96,10 +133,16 @@ fn main() -> ExitCode {
         }
     };
     let _ = std::fs::remove_file(args.state_dir.join("ready"));
-    let options = Options {
+    let mut options = Options {
         controllers: args.controllers,
         ..Options::default()
     };
+    if args.in_cluster {
+        options
+            .apiserver_args
+            .push(support::components::SERVICE_ACCOUNT_ADMISSION.into());
+        support::incluster::register_images();
+    }
     let cp = match ControlPlane::start(options) {
         Ok(cp) => cp,
         Err(err) => {
