@@ -28,6 +28,8 @@ mod behaviours_support;
 
 #[path = "e2e/lifecycle_own_aws_ebs.rs"]
 mod lifecycle_own_aws_ebs;
+#[path = "e2e/lifecycle_own_bindings.rs"]
+mod lifecycle_own_bindings;
 #[path = "e2e/lifecycle_own_kill.rs"]
 mod lifecycle_own_kill;
 #[path = "e2e/lifecycle_own_pull.rs"]
@@ -36,6 +38,8 @@ mod lifecycle_own_pull;
 mod lifecycle_own_release;
 #[path = "e2e/lifecycle_own_rotation.rs"]
 mod lifecycle_own_rotation;
+#[path = "e2e/lifecycle_own_signatures.rs"]
+mod lifecycle_own_signatures;
 #[path = "e2e/lifecycle_own_takeover.rs"]
 mod lifecycle_own_takeover;
 #[path = "e2e/lifecycle_own_tenancy.rs"]

@@ -9,6 +9,8 @@ mod plugins {
     mod operator_caps;
     mod pins_and_reload;
     mod reliability;
+    mod scoping;
+    mod signatures;
     mod vault;
     mod vault_release;
 }

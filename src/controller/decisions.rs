@@ -112,11 +112,7 @@ pub async fn record(
     let entry = PolicyDecision {
         decision: provenance.point.to_string(),
         value,
-        decided_by: provenance
-            .plugin
-            .clone()
-            .filter(|_| provenance.decided_by != DecidedBy::Fallback)
-            .unwrap_or_else(|| "built-in".into()),
+        decided_by: provenance.decided_by(),
         reason: reason.to_string(),
         fallback: (provenance.decided_by == DecidedBy::Fallback).then_some(true),
     };
@@ -150,6 +146,32 @@ pub async fn record(
     match previous {
         Some(i) => entries[i] = entry,
         None => entries.push(entry),
+    }
+    scope_and_shadow_events(ctx, object, provenance).await;
+}
+
+/// Bindings overruled by precedence (a Warning: the namespace is selected twice) and a
+/// shadow candidate's first different answer for this object (Normal: nothing changed).
+async fn scope_and_shadow_events(ctx: &Context, object: &ObjectReference, p: &Provenance) {
+    if let Some(message) = p.overruled_message() {
+        ctx.event_for(
+            object,
+            true,
+            "PolicyBindingOverlap",
+            p.point.as_str(),
+            message,
+        )
+        .await;
+    }
+    if let Some(shadow) = p.shadow.as_ref().filter(|s| s.first_difference) {
+        ctx.event_for(
+            object,
+            false,
+            "PolicyShadowDifference",
+            p.point.as_str(),
+            shadow.message(&p.binding),
+        )
+        .await;
     }
 }
 

@@ -36,7 +36,7 @@ mod source;
 mod stalled;
 mod startup;
 mod takeover;
-mod topology;
+pub(crate) mod topology;
 pub mod trigger;
 mod validate;
 
@@ -62,7 +62,7 @@ use crate::{
     config::{self, Config},
     policy::{
         EngineOptions, PolicyEngine, credentials::KubeCredentials, http::LiveTransport,
-        metrics::PolicyMetrics, reload,
+        metrics::PolicyMetrics, namespaces::KubeNamespaceLabels, reload,
     },
     resources::{Side, names},
     telemetry::{self, Health, Metrics, ObjectLabels},
@@ -121,6 +121,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         credentials: Arc::new(KubeCredentials::new(client.clone(), own_namespace())),
         transport: Arc::new(LiveTransport),
         metrics: policy_metrics,
+        namespaces: Arc::new(KubeNamespaceLabels::new(client.clone())),
     };
     let policy = PolicyEngine::new(&config.policy, options)
         .await

@@ -15,6 +15,7 @@ use super::{
     credentials::StaticCredentials,
     engine::{EngineOptions, PolicyEngine},
     golden,
+    report::{self, BundleOutcome},
     types::DecisionPoint,
 };
 
@@ -23,9 +24,13 @@ use super::{
 pub enum Command {
     /// Run a bundle's golden test table (no cluster, HTTP replayed from the table).
     Test {
-        /// Bundle directories (each holds policy.toml).
+        /// Bundle directories (each holds policy.toml); all are run and reported, even
+        /// after one that cannot be loaded.
         #[arg(required = true)]
         bundles: Vec<PathBuf>,
+        /// `text`, `json` or `junit` (JUnit XML, for CI).
+        #[arg(long, short = 'o', default_value = "text")]
+        output: TestOutput,
     },
     /// Validate a controller configuration's policy section: files, pins, compilation
     /// and WIT worlds.
@@ -49,12 +54,47 @@ pub enum Command {
         #[arg(long = "credential", value_name = "SECRET/KEY=VALUE")]
         credentials: Vec<String>,
     },
+    /// Show where a candidate configuration would decide differently from the active
+    /// one over a running cluster's sources (copy method) and destinations (Service type).
+    /// Reads the cluster with the current kubeconfig; writes nothing.
+    Diff {
+        /// The active controller configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The candidate configuration (for example with a new bundle or binding).
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Only this namespace (default: all).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// `text` or `json`.
+        #[arg(long, short = 'o', default_value = "text")]
+        output: Output,
+        /// List the decisions that agree too.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Output formats of `policy test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestOutput {
+    Text,
+    Json,
+    Junit,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 /// Runs a policy subcommand and returns its process exit code.
 pub async fn run(cmd: Command) -> ExitCode {
     match cmd {
-        Command::Test { bundles } => test(&bundles).await,
+        Command::Test { bundles, output } => test(&bundles, output).await,
         Command::Check { config } => check(&config).await,
         Command::Eval {
             decision,
@@ -63,43 +103,133 @@ pub async fn run(cmd: Command) -> ExitCode {
             config,
             credentials,
         } => eval(decision, &input, bundle, config, &credentials).await,
+        Command::Diff {
+            config,
+            candidate,
+            namespace,
+            output,
+            all,
+        } => diff(&config, &candidate, namespace.as_deref(), output, all).await,
     }
 }
 
-async fn test(bundles: &[PathBuf]) -> ExitCode {
-    let mut code = ExitCode::SUCCESS;
-    for dir in bundles {
-        let report = match golden::run_bundle(dir).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("{}: {e}", dir.display());
-                return ExitCode::from(2);
-            }
-        };
-        println!(
-            "{}: {} plugin {} sha256:{}",
-            dir.display(),
-            report.point,
-            report.plugin,
-            &report.sha256[..16]
-        );
-        let width = report.cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
-        for case in &report.cases {
-            println!(
-                "  {} {:width$}  fuel {:>9}  time {:>9.1?}  {}",
-                if case.passed { "ok  " } else { "FAIL" },
-                case.name,
-                case.fuel_used,
-                case.latency,
-                case.detail,
-            );
+async fn diff(
+    config: &Path,
+    candidate: &Path,
+    namespace: Option<&str>,
+    output: Output,
+    all: bool,
+) -> ExitCode {
+    let (active, candidate) = match (load_policy(config), load_policy(candidate)) {
+        (Ok(a), Ok(c)) => (a, c),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
         }
-        println!("  {}/{} cases passed", report.passed(), report.cases.len());
-        if !report.all_passed() {
-            code = ExitCode::FAILURE;
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("connecting to the cluster: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rows = match super::diff::diff(&client, &active, &candidate, namespace).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let differing = rows.iter().filter(|r| r.differs).count();
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        ),
+        Output::Text => {
+            for r in rows.iter().filter(|r| all || r.differs) {
+                println!(
+                    "{} {} {}/{} {}: {} ({}) -> {} ({})",
+                    if r.differs { "DIFF" } else { "same" },
+                    r.point,
+                    r.namespace,
+                    r.name,
+                    r.kind,
+                    r.active,
+                    r.active_by,
+                    r.candidate,
+                    r.candidate_by
+                );
+            }
+            println!("{differing} of {} decisions would change", rows.len());
         }
     }
-    code
+    if differing == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn test(bundles: &[PathBuf], output: TestOutput) -> ExitCode {
+    let mut outcomes = Vec::new();
+    for dir in bundles {
+        outcomes.push(match golden::run_bundle(dir).await {
+            Ok(r) => BundleOutcome::Ran(r),
+            Err(e) => BundleOutcome::Unusable {
+                bundle: dir.clone(),
+                error: e.to_string(),
+            },
+        });
+    }
+    match output {
+        TestOutput::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&outcomes).unwrap_or_default()
+        ),
+        TestOutput::Junit => print!("{}", report::junit(&outcomes)),
+        TestOutput::Text => outcomes.iter().for_each(print_outcome),
+    }
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, BundleOutcome::Unusable { .. }))
+    {
+        ExitCode::from(2)
+    } else if outcomes.iter().all(BundleOutcome::passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn print_outcome(outcome: &BundleOutcome) {
+    let report = match outcome {
+        BundleOutcome::Ran(r) => r,
+        BundleOutcome::Unusable { bundle, error } => {
+            println!("{}: cannot run: {error}", bundle.display());
+            return;
+        }
+    };
+    println!(
+        "{}: {} plugin {} sha256:{}",
+        report.bundle.display(),
+        report.point,
+        report.plugin,
+        &report.sha256[..16]
+    );
+    let width = report.cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for case in &report.cases {
+        println!(
+            "  {} {:width$}  fuel {:>9}  time {:>9.1?}  {}",
+            if case.passed { "ok  " } else { "FAIL" },
+            case.name,
+            case.fuel_used,
+            case.latency,
+            case.detail,
+        );
+    }
+    println!("  {}/{} cases passed", report.passed(), report.cases.len());
 }
 
 fn load_policy(path: &Path) -> Result<PolicyConfig, String> {

@@ -34,6 +34,60 @@ pub struct PolicyConfig {
     /// Where the credentials the host injects may go (`[policy.credentials]`).
     #[serde(default)]
     pub credentials: super::credentials::CredentialPolicy,
+    /// Bundles serving some namespaces (or, for psk, some pair names) instead of the
+    /// cluster-wide default above (`[[policy.bindings]]`); see `scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<super::scope::BindingConfig>,
+    /// Keys every component must be signed by (`[policy.signatures]`); unset: none.
+    #[serde(
+        default,
+        skip_serializing_if = "super::signature::SignatureConfig::is_empty"
+    )]
+    pub signatures: super::signature::SignatureConfig,
+    /// Candidates run beside the default's plugins, never acted on (`[policy.shadow]`).
+    #[serde(default, skip_serializing_if = "super::shadow::ShadowConfig::is_empty")]
+    pub shadow: super::shadow::ShadowConfig,
+}
+
+impl PolicyConfig {
+    /// The default's configuration of `point`.
+    pub fn point(&self, point: super::types::DecisionPoint) -> Option<&PointConfig> {
+        use super::types::DecisionPoint::*;
+        match point {
+            CopyMethod => self.copy_method.as_ref(),
+            ServiceType => self.service_type.as_ref(),
+            Psk => self.psk.as_ref(),
+        }
+    }
+
+    /// Every configured point, active and shadow, of the default and of each binding,
+    /// with the name of its scope: what reload watches and the pool is sized for.
+    pub fn all_points(&self) -> Vec<(&str, super::types::DecisionPoint, &PointConfig, bool)> {
+        use super::types::DecisionPoint;
+        let mut out = Vec::new();
+        let points = [
+            DecisionPoint::CopyMethod,
+            DecisionPoint::ServiceType,
+            DecisionPoint::Psk,
+        ];
+        for p in points {
+            if let Some(c) = self.point(p) {
+                out.push((super::scope::DEFAULT_BINDING, p, c, false));
+            }
+            if let Some(c) = self.shadow.point(p) {
+                out.push((super::scope::DEFAULT_BINDING, p, c, true));
+            }
+            for b in &self.bindings {
+                if let Some(c) = b.point(p) {
+                    out.push((b.name.as_str(), p, c, false));
+                }
+                if let Some(c) = b.shadow.point(p) {
+                    out.push((b.name.as_str(), p, c, true));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Settings shared by all plugins.
@@ -375,6 +429,51 @@ mod tests {
         assert_eq!(copy.ceiling.limits, Limits::default());
         assert_eq!(copy.sha256.normalised().unwrap(), vec!["a".repeat(64)]);
         assert_eq!((copy.concurrency, copy.deadline), (None, None));
+    }
+
+    #[test]
+    fn bindings_and_shadows_parse_and_old_configs_stay_valid() {
+        let c = parse(&format!(
+            r#"
+            [copy_method]
+            bundle = "/p/default"
+            sha256 = "{a}"
+            [shadow.copy_method]
+            bundle = "/p/candidate"
+            sha256 = "{a}"
+            [[bindings]]
+            name = "team-a"
+            namespaces = ["team-a", "team-a-dev"]
+            copy_method = {{ bundle = "/p/a", sha256 = "{a}" }}
+            [[bindings]]
+            name = "team-b"
+            namespace_selector = {{ match_labels = {{ team = "b" }}, match_expressions = [{{ key = "tier", operator = "In", values = ["gold"] }}] }}
+            service_type = {{ bundle = "/p/b", sha256 = "{a}" }}
+            [bindings.shadow.service_type]
+            bundle = "/p/b-next"
+            sha256 = "{a}"
+            [[bindings]]
+            name = "vault-db"
+            psk_pair_prefixes = ["db-"]
+            psk = {{ bundle = "/p/vault", sha256 = "{a}" }}
+            "#,
+            a = "a".repeat(64)
+        ))
+        .unwrap();
+        assert_eq!(c.bindings.len(), 3);
+        assert!(c.shadow.copy_method.is_some());
+        assert!(c.bindings[1].shadow.service_type.is_some());
+        super::super::scope::check(&c.bindings).unwrap();
+        // Default, its shadow, then each binding's, point by point.
+        let scopes: Vec<_> = c
+            .all_points()
+            .iter()
+            .map(|(b, p, _, s)| (*b, *p, *s))
+            .collect();
+        assert_eq!(scopes.len(), 6);
+        // A config without bindings reads as before.
+        let old = parse("[copy_method]\nbundle = \"/x\"\nsha256 = \"00\"").unwrap();
+        assert!(old.bindings.is_empty() && old.shadow.is_empty());
     }
 
     #[test]

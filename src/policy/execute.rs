@@ -191,7 +191,8 @@ pub(crate) fn run<P: Point>(
     let grant = plugin
         .http
         .as_ref()
-        .and_then(|g| ResolvedGrant::new(g, credential).ok());
+        .and_then(|g| ResolvedGrant::new(g, credential).ok())
+        .map(|g| g.read_only(plugin.shadow));
     let limits = &plugin.limits;
     let memory = (limits.memory_mib as usize).saturating_mul(1 << 20);
     let gate = HttpGate::new(grant, transport, start + timeout);

@@ -138,9 +138,17 @@ pub struct ResolvedGrant {
     limits: HttpLimits,
     max_requests: u32,
     credential: Option<Credential>,
+    /// Only GET and HEAD: a shadow plugin may read, never write.
+    read_only: bool,
 }
 
 impl ResolvedGrant {
+    /// Cuts the grant to reading (GET and HEAD), as for a shadow plugin.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     /// Normalises the allow-list; an origin that does not parse is a configuration error.
     pub fn new(grant: &HttpGrant, credential: Option<Credential>) -> Result<Self, String> {
         let allow = grant
@@ -156,6 +164,7 @@ impl ResolvedGrant {
             },
             max_requests: grant.max_requests,
             credential,
+            read_only: false,
         })
     }
 }
@@ -195,6 +204,14 @@ impl HttpGate {
                 req.method, req.url
             )));
         };
+        if grant.read_only
+            && !(req.method.eq_ignore_ascii_case("GET") || req.method.eq_ignore_ascii_case("HEAD"))
+        {
+            return Err(HttpError::Denied(format!(
+                "a shadow plugin may only read: {} {} refused",
+                req.method, req.url
+            )));
+        }
         let origin = origin_of(&req.url).map_err(HttpError::Denied)?;
         if !grant.allow.contains(&origin) {
             return Err(HttpError::Denied(format!(

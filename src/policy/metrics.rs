@@ -39,6 +39,16 @@ pub struct PluginLabels {
     pub plugin: String,
 }
 
+/// Labels of a shadow candidate's comparison.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    pub point: String,
+    pub binding: String,
+    pub plugin: String,
+    /// `agree`, `differ` or `failed`.
+    pub outcome: String,
+}
+
 /// Labels of a reload.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -56,6 +66,8 @@ pub struct PolicyMetrics {
     pub latency: HistogramFamily<PluginLabels>,
     pub fuel: HistogramFamily<PluginLabels>,
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Shadow candidates' answers compared with the active ones.
+    pub shadow: Family<ShadowLabels, Counter>,
     /// 1 while the last reload was refused (the previous set keeps serving), else 0.
     pub reload_refused: Gauge,
 }
@@ -78,6 +90,7 @@ impl Default for PolicyMetrics {
             latency: Family::new_with_constructor(latency_histogram),
             fuel: Family::new_with_constructor(fuel_histogram),
             reloads: Family::default(),
+            shadow: Family::default(),
             reload_refused: Gauge::default(),
         }
     }
@@ -105,6 +118,11 @@ impl PolicyMetrics {
             "ferrosync_policy_fuel_used",
             "Wasm fuel used by plugin decisions",
             self.fuel.clone(),
+        );
+        registry.register(
+            "ferrosync_policy_shadow_decisions",
+            "Shadow candidates' decisions by decision point, binding, plugin and outcome (agree, differ, failed); never acted on",
+            self.shadow.clone(),
         );
         registry.register(
             "ferrosync_policy_reloads",

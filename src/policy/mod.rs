@@ -41,6 +41,7 @@ mod cli;
 pub mod config;
 pub mod credentials;
 pub mod defaults;
+pub mod diff;
 mod engine;
 mod execute;
 #[cfg(test)]
@@ -50,12 +51,17 @@ pub mod guest_text;
 pub mod http;
 mod key_wait;
 pub mod metrics;
+pub mod namespaces;
 mod outcome;
 pub mod pairs;
 pub mod plugin;
 pub mod release;
 pub mod reload;
+pub mod report;
 mod sandbox;
+pub mod scope;
+pub mod shadow;
+pub mod signature;
 pub mod types;
 pub mod validate;
 

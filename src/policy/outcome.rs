@@ -126,15 +126,27 @@ pub struct Provenance {
     /// Capability requests the host refused (they are not failures by themselves).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub denials: Vec<String>,
+    /// The binding whose plugin answered (`default`: the cluster-wide default).
+    pub binding: String,
+    /// Bindings that also selected the object's namespace and lost to the fixed
+    /// precedence (labels changed after load); empty normally.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overruled: Vec<String>,
+    /// A shadow candidate's answer to the same decision, never acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<super::shadow::ShadowComparison>,
 }
 
 impl Provenance {
     /// One line for an Event message: who decided, and why a fallback happened.
     pub fn summary(&self) -> String {
-        let who = match (&self.plugin, &self.sha256) {
+        let mut who = match (&self.plugin, &self.sha256) {
             (Some(p), Some(d)) => format!("plugin {p} (sha256:{})", &d[..12.min(d.len())]),
             _ => "built-in default".into(),
         };
+        if self.binding != super::scope::DEFAULT_BINDING && !self.binding.is_empty() {
+            who.push_str(&format!(" of binding {}", self.binding));
+        }
         match (&self.decided_by, &self.failure) {
             (DecidedBy::Fallback, Some(f)) => {
                 format!(
@@ -145,6 +157,38 @@ impl Provenance {
             (DecidedBy::Cache, _) => format!("{} decision by {who} (cached)", self.point),
             _ => format!("{} decision by {who}", self.point),
         }
+    }
+}
+
+impl Provenance {
+    /// Who answered, for `status.policy`'s `decidedBy`: the plugin's name (or
+    /// `built-in`), followed by its binding unless it is the cluster-wide default.
+    pub fn decided_by(&self) -> String {
+        let who = self
+            .plugin
+            .clone()
+            .filter(|_| self.decided_by != DecidedBy::Fallback)
+            .unwrap_or_else(|| "built-in".into());
+        if self.binding.is_empty() || self.binding == super::scope::DEFAULT_BINDING {
+            who
+        } else {
+            format!("{who} (binding {})", self.binding)
+        }
+    }
+
+    /// The warning to give when the namespace is selected by more than one binding.
+    pub fn overruled_message(&self) -> Option<String> {
+        (!self.overruled.is_empty()).then(|| {
+            format!(
+                "the namespace is selected by binding {} by name and by binding(s) {} by label; \
+                 by the fixed precedence (namespaces by name, then by label, then the default) \
+                 {} answers the {} decision. Remove the namespace from one of them",
+                self.binding,
+                self.overruled.join(", "),
+                self.binding,
+                self.point
+            )
+        })
     }
 }
 

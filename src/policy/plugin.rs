@@ -102,6 +102,12 @@ pub enum LoadError {
     },
     #[error("plugin {plugin}: {message}")]
     Invalid { plugin: String, message: String },
+    #[error("plugin {plugin}: refused: {source}")]
+    Signature {
+        plugin: String,
+        #[source]
+        source: super::signature::SignatureError,
+    },
 }
 
 /// A bundle's `policy.toml`.
@@ -194,6 +200,8 @@ pub(crate) struct LoadedPlugin {
     pub pre: Pre,
     /// Decisions of a plugin without grants are pure: cacheable by input.
     pub pure: bool,
+    /// A shadow candidate: no credential, HTTP cut to reading, answers never acted on.
+    pub shadow: bool,
 }
 
 /// Components compiled so far, by sha256: a reload of an unchanged plugin compiles nothing.
@@ -238,6 +246,7 @@ pub(crate) fn load(
     cache: &ComponentCache,
     point: DecisionPoint,
     cfg: &PointConfig,
+    trust: Option<&super::signature::Trust>,
 ) -> Result<LoadedPlugin, LoadError> {
     let spec = resolve(point, cfg)?;
     let name = spec.name.clone();
@@ -279,6 +288,15 @@ pub(crate) fn load(
             pinned,
             actual,
         });
+    }
+    if let Some(trust) = trust {
+        // The bytes verified are the bytes hashed and compiled.
+        trust
+            .verify(&spec.wasm, &bytes)
+            .map_err(|source| LoadError::Signature {
+                plugin: name.clone(),
+                source,
+            })?;
     }
     if cfg.bundle.is_some() {
         operator_allows(point, cfg, &spec, &actual)?;
@@ -342,6 +360,7 @@ pub(crate) fn load(
         credential,
         pre,
         pure,
+        shadow: false,
     })
 }
 
@@ -390,6 +409,7 @@ pub fn watched_files(point: DecisionPoint, cfg: &PointConfig) -> Vec<PathBuf> {
         files.push(dir.join(POLICY_FILE));
     }
     if let Ok(spec) = resolve(point, cfg) {
+        files.push(super::signature::signature_path(&spec.wasm));
         files.push(spec.wasm);
     }
     files

@@ -10,26 +10,21 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use tokio::task::JoinHandle;
 
-use super::{
-    config::PolicyConfig, engine::PolicyEngine, plugin::watched_files, types::DecisionPoint,
-};
+use super::{config::PolicyConfig, engine::PolicyEngine, plugin::watched_files};
 
 /// A digest of every watched file's path and contents (missing files included as such).
 pub fn fingerprint(config: &PolicyConfig) -> String {
     let mut hasher = Sha256::new();
-    let points = [
-        (DecisionPoint::CopyMethod, &config.copy_method),
-        (DecisionPoint::ServiceType, &config.service_type),
-        (DecisionPoint::Psk, &config.psk),
-    ];
-    for (point, cfg) in points {
-        let Some(cfg) = cfg else { continue };
-        for file in watched_files(point, cfg) {
-            hasher.update(file.to_string_lossy().as_bytes());
-            match std::fs::read(&file) {
-                Ok(bytes) => hasher.update(Sha256::digest(&bytes)),
-                Err(e) => hasher.update(format!("unreadable: {}", e.kind())),
-            }
+    let keys = config.signatures.public_keys.iter().cloned();
+    let points = config
+        .all_points()
+        .into_iter()
+        .flat_map(|(_, point, cfg, _)| watched_files(point, cfg));
+    for file in keys.chain(points) {
+        hasher.update(file.to_string_lossy().as_bytes());
+        match std::fs::read(&file) {
+            Ok(bytes) => hasher.update(Sha256::digest(&bytes)),
+            Err(e) => hasher.update(format!("unreadable: {}", e.kind())),
         }
     }
     hex::encode(hasher.finalize())

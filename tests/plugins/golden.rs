@@ -102,6 +102,43 @@ fn cli_policy_test_reports_cases_and_exit_code() {
     assert!(stdout.contains("7/8 cases passed"), "{stdout}");
 }
 
+/// Every bundle given is run and reported, even after one that cannot load; JSON and
+/// JUnit XML carry all of them.
+#[test]
+fn cli_policy_test_reports_every_bundle_as_json_and_junit() {
+    let missing = tempfile::tempdir().unwrap();
+    let run = |format: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
+            .args(["policy", "test", "-o", format])
+            .arg(missing.path())
+            .arg(root().join("policies/aws-ebs"))
+            .arg(root().join("policies/multi-cluster"))
+            .output()
+            .expect("run ferrosync")
+    };
+    let out = run("json");
+    assert_eq!(out.status.code(), Some(2), "a bundle could not be loaded");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let bundles = json.as_array().expect("one entry per bundle");
+    assert_eq!(bundles.len(), 3, "{json:#}");
+    assert!(
+        bundles[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("policy.toml")
+    );
+    assert_eq!(bundles[1]["plugin"], "copy-method-by-driver");
+    assert_eq!(bundles[1]["cases"].as_array().unwrap().len(), 8);
+    assert_eq!(bundles[2]["plugin"], "service-type-by-topology");
+
+    let out = run("junit");
+    let xml = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(xml.matches("<testsuite ").count(), 3, "{xml}");
+    assert!(xml.contains("errors=\"1\""), "{xml}");
+    assert!(xml.contains("name=\"ebs-clone-becomes-snapshot\""), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+}
+
 #[test]
 fn kustomization_ships_every_bundle_file_under_a_mebibyte() {
     let text = std::fs::read_to_string(root().join("policies/kustomization.yaml")).unwrap();

@@ -563,3 +563,105 @@ async fn an_ambiguous_credential_target_is_refused_at_load() {
         );
     }
 }
+
+/// A psk binding is chosen by the pair name: both sides of a pair, in different
+/// namespaces, get their key from the same bundle; another pair from the default.
+#[tokio::test]
+async fn both_sides_of_a_pair_get_their_key_from_the_same_binding() {
+    assert!(build().success, "{}", build().output);
+    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    bundle_for(&bao, &dir);
+    let mut config = PolicyConfig {
+        credentials: credential_policy(&bao, true),
+        bindings: vec![ferrosync::policy::scope::BindingConfig {
+            name: "vault-db".into(),
+            psk_pair_prefixes: vec!["db-".into()],
+            psk: bundle_point(&dir, FailureMode::Fail),
+            ..Default::default()
+        }],
+        ..PolicyConfig::default()
+    };
+    config.engine.key_retry_min = Duration::ZERO;
+    config.engine.key_retry_max = Duration::ZERO;
+    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
+    let engine = engine_with(&config, Arc::new(creds), None).await;
+
+    let pair = "db-eu-us";
+    let scope = authorised(pair);
+    let mut dst_input = psk_input(Side::Destination, Some(pair));
+    dst_input.namespace = "dr-site".into();
+    let dst = engine.psk_for_pair(&dst_input, Some(&scope)).await.unwrap();
+    let mut src_input = psk_input(Side::Source, Some(pair));
+    src_input.namespace = "prod-apps".into();
+    let src = engine.psk_for_pair(&src_input, Some(&scope)).await.unwrap();
+    assert_eq!(dst.provenance.binding, "vault-db");
+    assert_eq!(src.provenance.binding, "vault-db");
+    let (PskAnswer::UseKey(a), PskAnswer::UseKey(b)) = (&dst.decision.answer, &src.decision.answer)
+    else {
+        panic!("both sides use the vault's key: {dst:?} {src:?}");
+    };
+    assert_eq!(a.key_hex(), b.key_hex(), "one key for the pair");
+    assert!(stored(&bao, pair).await.is_some());
+
+    let other = authorised("web-eu-us");
+    let d = engine
+        .psk_for_pair(
+            &psk_input(Side::Destination, Some("web-eu-us")),
+            Some(&other),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.provenance.binding, "default");
+    assert_eq!(d.provenance.decided_by, DecidedBy::BuiltIn);
+    assert_eq!(d.decision.answer, PskAnswer::GenerateLocally);
+}
+
+/// A shadow psk plugin gets no credential and cannot write: the vault stays empty while
+/// the active (built-in) decision is used, and the candidate's answer is recorded.
+#[tokio::test]
+async fn a_shadow_psk_plugin_never_stores_a_key() {
+    assert!(build().success, "{}", build().output);
+    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    bundle_for(&bao, &dir);
+    let config = PolicyConfig {
+        credentials: credential_policy(&bao, true),
+        shadow: ferrosync::policy::shadow::ShadowConfig {
+            psk: bundle_point(&dir, FailureMode::Fail),
+            ..Default::default()
+        },
+        ..PolicyConfig::default()
+    };
+    // The token would let it write; the host never hands it over.
+    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
+    let engine = engine_with(&config, Arc::new(creds), None).await;
+    let pair = "db-shadow";
+    let scope = authorised(pair);
+    for side in [Side::Destination, Side::Source, Side::Destination] {
+        let d = engine
+            .psk_for_pair(&psk_input(side, Some(pair)), Some(&scope))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.decision.answer,
+            PskAnswer::GenerateLocally,
+            "the built-in acts"
+        );
+        assert_eq!(d.provenance.decided_by, DecidedBy::BuiltIn);
+        let shadow = d.provenance.shadow.expect("the candidate ran");
+        assert_ne!(
+            shadow.outcome,
+            ferrosync::policy::shadow::ShadowOutcome::Agree,
+            "{shadow:?}"
+        );
+    }
+    assert_eq!(
+        stored(&bao, pair).await,
+        None,
+        "nothing written to the vault"
+    );
+    assert_eq!(engine.shadow_log().len(), 3);
+}

@@ -17,14 +17,16 @@ use super::{
         execute::{self, CopyMethodPoint, Point, PskPoint, ServiceTypePoint},
         http::Credential,
         key_wait::WaitKey,
-        metrics::{DecisionLabels, FailureLabels, PluginLabels},
+        metrics::{DecisionLabels, FailureLabels, PluginLabels, ShadowLabels},
         outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, Provenance},
         pairs::AuthorisedPair,
         plugin::LoadedPlugin,
         release::{PskRelease, PskReleaseInput, PskReleasePoint},
+        scope::{self, DEFAULT_BINDING, Selection},
+        shadow::{self, Comparable, ObjectOf, ShadowComparison, ShadowOutcome, ShadowRecord},
         types::*,
     },
-    PolicyEngine,
+    PluginSet, PolicyEngine, Scope,
 };
 
 impl PolicyEngine {
@@ -39,14 +41,20 @@ impl PolicyEngine {
         input: &CopyMethodInput,
     ) -> Result<Decided<CopyMethodDecision>, PolicyError> {
         let set = self.current();
-        let scope = set.credential_policy.scope(None);
-        self.decide::<CopyMethodPoint>(
-            set.copy_method.clone(),
-            input,
-            Some(&self.inner.caches.copy_method),
-            scope,
-        )
-        .await
+        let point = DecisionPoint::CopyMethod;
+        let selection = self.select(&set, point, &input.pvc.namespace).await?;
+        let scope = set.scope(selection.binding);
+        let credentials = set.credential_policy.scope(None);
+        let decided = self
+            .decide::<CopyMethodPoint>(
+                scope.active.of(point),
+                input,
+                Some(&self.inner.caches.copy_method),
+                credentials,
+            )
+            .await;
+        self.scoped::<CopyMethodPoint>(decided, scope, selection, input, &set)
+            .await
     }
 
     /// Chooses a destination's Service type and annotations; apply them with
@@ -57,14 +65,160 @@ impl PolicyEngine {
         input: &ServiceTypeInput,
     ) -> Result<Decided<ServiceTypeDecision>, PolicyError> {
         let set = self.current();
-        let scope = set.credential_policy.scope(None);
-        self.decide::<ServiceTypePoint>(
-            set.service_type.clone(),
-            input,
-            Some(&self.inner.caches.service_type),
-            scope,
-        )
-        .await
+        let point = DecisionPoint::ServiceType;
+        let selection = self.select(&set, point, &input.namespace).await?;
+        let scope = set.scope(selection.binding);
+        let credentials = set.credential_policy.scope(None);
+        let decided = self
+            .decide::<ServiceTypePoint>(
+                scope.active.of(point),
+                input,
+                Some(&self.inner.caches.service_type),
+                credentials,
+            )
+            .await;
+        self.scoped::<ServiceTypePoint>(decided, scope, selection, input, &set)
+            .await
+    }
+
+    /// The binding answering `point` for an object in `namespace`; an error when its
+    /// labels are needed and cannot be read (transient: the reconcile retries).
+    async fn select(
+        &self,
+        set: &PluginSet,
+        point: DecisionPoint,
+        namespace: &str,
+    ) -> Result<Selection, PolicyError> {
+        if !scope::needs_labels(&set.binding_configs, point) {
+            return Ok(scope::select(&set.binding_configs, point, namespace, None));
+        }
+        match self.inner.options.namespaces.labels(namespace).await {
+            Ok(labels) => Ok(scope::select(
+                &set.binding_configs,
+                point,
+                namespace,
+                Some(&labels),
+            )),
+            Err(e) => {
+                let failure = Failure {
+                    kind: FailureKind::Internal,
+                    message: format!("choosing the binding: {e}"),
+                };
+                Err(PolicyError::PluginFailed {
+                    point,
+                    plugin: "(bindings)".into(),
+                    failure,
+                    provenance: Box::new(provenance(point, None, DecidedBy::BuiltIn)),
+                })
+            }
+        }
+    }
+
+    /// Marks a decision with the binding that answered, and runs the binding's shadow
+    /// candidate, if any, on the same input: its answer is compared and recorded, never
+    /// used.
+    async fn scoped<P: Point>(
+        &self,
+        decided: Result<Decided<P::Decision>, PolicyError>,
+        scope: &Scope,
+        selection: Selection,
+        input: &P::Input,
+        set: &PluginSet,
+    ) -> Result<Decided<P::Decision>, PolicyError>
+    where
+        P::Decision: Comparable,
+        P::Input: ObjectOf,
+    {
+        let mark = |p: &mut Provenance| {
+            p.binding = scope.name.clone();
+            p.overruled = selection.overruled.clone();
+        };
+        let mut decided = match decided {
+            Ok(mut d) => {
+                mark(&mut d.provenance);
+                d
+            }
+            Err(PolicyError::PluginFailed {
+                point,
+                plugin,
+                failure,
+                mut provenance,
+            }) => {
+                mark(&mut provenance);
+                return Err(PolicyError::PluginFailed {
+                    point,
+                    plugin,
+                    failure,
+                    provenance,
+                });
+            }
+        };
+        let Some(candidate) = scope.shadow.of(P::POINT) else {
+            return Ok(decided);
+        };
+        let name = candidate.name.clone();
+        let shadow = self
+            .decide::<P>(
+                Some(candidate),
+                input,
+                None,
+                set.credential_policy.scope(None),
+            )
+            .await;
+        let candidate = match &shadow {
+            Ok(d) if d.provenance.failure.is_none() => Ok(&d.decision),
+            Ok(d) => Err(d
+                .provenance
+                .failure
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()),
+            Err(e) => Err(e.to_string()),
+        };
+        let (outcome, answer) = shadow::compare(&decided.decision, candidate);
+        self.metrics()
+            .shadow
+            .get_or_create(&ShadowLabels {
+                point: P::POINT.as_str().into(),
+                binding: scope.name.clone(),
+                plugin: name.clone(),
+                outcome: outcome.as_str().into(),
+            })
+            .inc();
+        let (namespace, object) = input.object();
+        let mut comparison = ShadowComparison {
+            plugin: name,
+            outcome,
+            active: decided.decision.compared(),
+            candidate: answer,
+            first_difference: false,
+        };
+        comparison.first_difference = self.inner.shadow_log.record(ShadowRecord {
+            at: std::time::SystemTime::now(),
+            binding: scope.name.clone(),
+            point: P::POINT,
+            namespace,
+            name: object,
+            comparison: comparison.clone(),
+        });
+        if outcome != ShadowOutcome::Agree {
+            tracing::info!(
+                point = P::POINT.as_str(),
+                binding = %scope.name,
+                candidate = %comparison.plugin,
+                outcome = outcome.as_str(),
+                active = %comparison.active,
+                would = %comparison.candidate,
+                "shadow plugin answered differently; not acted on"
+            );
+        }
+        decided.provenance.shadow = Some(comparison);
+        Ok(decided)
+    }
+
+    /// The shadow log: candidates' answers that differed or failed, oldest first.
+    pub fn shadow_log(&self) -> Vec<ShadowRecord> {
+        self.inner.shadow_log.entries()
     }
 
     /// Supplies a replication's key. Ask only when the user gave no `keySecret`. A key
@@ -91,10 +245,16 @@ impl PolicyEngine {
     ) -> Result<Decided<PskDecision>, PolicyError> {
         let set = self.current();
         let member = Some(input.member.as_str()).filter(|m| !m.is_empty());
-        let scope = set.credential_policy.scope_for(pair, member);
-        let plugin = set.psk.clone();
-        let ask = self.decide::<PskPoint>(plugin.clone(), input, None, scope);
-        self.with_key_backoff(input, plugin.as_deref(), ask).await
+        let credentials = set.credential_policy.scope_for(pair, member);
+        // By the pair name, never the namespace: both sides of a pair get their key from
+        // the same bundle wherever they live (see `scope`).
+        let selection = scope::select_psk(&set.binding_configs, pair.map(|p| p.as_str()));
+        let scope = set.scope(selection.binding);
+        let plugin = scope.active.of(DecisionPoint::Psk);
+        let ask = self.decide::<PskPoint>(plugin.clone(), input, None, credentials);
+        let decided = self.with_key_backoff(input, plugin.as_deref(), ask).await;
+        self.scoped::<PskPoint>(decided, scope, selection, input, &set)
+            .await
     }
 
     /// The psk plugin's `release` for `input`, its credential scoped to `pair` and the
@@ -105,10 +265,14 @@ impl PolicyEngine {
         input: &PskReleaseInput,
     ) -> Result<Decided<PskRelease>, PolicyError> {
         let set = self.current();
-        let scope = set
+        let credentials = set
             .credential_policy
             .scope_for(Some(pair), Some(input.member.as_str()));
-        self.decide::<PskReleasePoint>(set.psk.clone(), input, None, scope)
+        // The bundle that gave the pair its key releases it: chosen by the pair's name,
+        // as for the key (see `scope`).
+        let selection = scope::select_psk(&set.binding_configs, Some(pair.as_str()));
+        let plugin = set.scope(selection.binding).active.of(DecisionPoint::Psk);
+        self.decide::<PskReleasePoint>(plugin, input, None, credentials)
             .await
     }
 
@@ -117,7 +281,7 @@ impl PolicyEngine {
     /// need a release when deleted.
     pub fn tracks_pair_members(&self) -> bool {
         let set = self.current();
-        set.psk.is_some() && set.credential_policy.has_member_targets()
+        set.scopes().any(|s| s.active.psk.is_some()) && set.credential_policy.has_member_targets()
     }
 
     /// `ask` (the psk plugin's run, not started yet), unless `input`'s replication was told
@@ -417,5 +581,8 @@ fn provenance(point: DecisionPoint, plugin: Option<&LoadedPlugin>, by: DecidedBy
         fuel_used: 0,
         latency: Duration::ZERO,
         denials: Vec::new(),
+        binding: DEFAULT_BINDING.into(),
+        overruled: Vec::new(),
+        shadow: None,
     }
 }

@@ -26,8 +26,12 @@ use super::{
     http::{HttpTransport, LiveTransport},
     key_wait::KeyWaits,
     metrics::{PolicyMetrics, ReloadLabels},
+    namespaces::{NamespaceLabels, StaticNamespaceLabels},
     plugin::{self, ComponentCache, LoadError, LoadedPlugin},
     sandbox::{self, HostState},
+    scope::{self, BindingConfig, DEFAULT_BINDING},
+    shadow::ShadowLog,
+    signature::Trust,
     types::*,
 };
 
@@ -45,6 +49,8 @@ pub struct EngineOptions {
     pub transport: Arc<dyn HttpTransport>,
     /// Where decisions are counted.
     pub metrics: PolicyMetrics,
+    /// Namespace labels, for bindings that select namespaces by label.
+    pub namespaces: Arc<dyn NamespaceLabels>,
 }
 
 impl Default for EngineOptions {
@@ -53,6 +59,7 @@ impl Default for EngineOptions {
             credentials: Arc::new(NoCredentials),
             transport: Arc::new(LiveTransport),
             metrics: PolicyMetrics::default(),
+            namespaces: Arc::new(StaticNamespaceLabels::default()),
         }
     }
 }
@@ -64,15 +71,84 @@ pub struct PluginInfo {
     pub name: String,
     pub sha256: String,
     pub on_failure: FailureMode,
+    /// The binding it serves (`default` for the cluster-wide default).
+    pub binding: String,
+    /// A shadow candidate: recorded, never acted on.
+    pub shadow: bool,
 }
 
+/// One decision point's plugin per point (any may be absent: the built-in answers).
 #[derive(Default)]
-struct PluginSet {
+pub(super) struct Points {
     copy_method: Option<Arc<LoadedPlugin>>,
     service_type: Option<Arc<LoadedPlugin>>,
     psk: Option<Arc<LoadedPlugin>>,
+}
+
+impl Points {
+    pub(super) fn of(&self, point: DecisionPoint) -> Option<Arc<LoadedPlugin>> {
+        match point {
+            DecisionPoint::CopyMethod => self.copy_method.clone(),
+            DecisionPoint::ServiceType => self.service_type.clone(),
+            DecisionPoint::Psk => self.psk.clone(),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        [&self.copy_method, &self.service_type, &self.psk]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// The plugins of the default or of one binding: active, and shadow candidates.
+pub(super) struct Scope {
+    pub(super) name: String,
+    pub(super) active: Points,
+    pub(super) shadow: Points,
+}
+
+struct PluginSet {
+    /// The cluster-wide default.
+    default: Scope,
+    /// `[[policy.bindings]]`, in configuration order, with their configurations (which
+    /// `scope::select` reads).
+    bindings: Vec<Scope>,
+    binding_configs: Vec<BindingConfig>,
     /// `[policy.credentials]`: where injected credentials may go.
     credential_policy: CredentialPolicy,
+}
+
+impl Default for PluginSet {
+    fn default() -> Self {
+        PluginSet {
+            default: Scope {
+                name: DEFAULT_BINDING.into(),
+                active: Points::default(),
+                shadow: Points::default(),
+            },
+            bindings: Vec::new(),
+            binding_configs: Vec::new(),
+            credential_policy: CredentialPolicy::default(),
+        }
+    }
+}
+
+impl PluginSet {
+    fn scope(&self, binding: Option<usize>) -> &Scope {
+        binding
+            .and_then(|i| self.bindings.get(i))
+            .unwrap_or(&self.default)
+    }
+
+    fn scopes(&self) -> impl Iterator<Item = &Scope> {
+        std::iter::once(&self.default).chain(&self.bindings)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.scopes()
+            .flat_map(|s| s.active.all().chain(s.shadow.all()))
+    }
 }
 
 struct Caches {
@@ -120,11 +196,11 @@ struct Permits {
 
 impl Permits {
     fn new(config: &PolicyConfig) -> Self {
-        let n = |p: &Option<PointConfig>| Arc::new(Semaphore::new(point_concurrency(config, p)));
+        let n = |p: DecisionPoint| Arc::new(Semaphore::new(point_concurrency(config, p)));
         Permits {
-            copy_method: n(&config.copy_method),
-            service_type: n(&config.service_type),
-            psk: n(&config.psk),
+            copy_method: n(DecisionPoint::CopyMethod),
+            service_type: n(DecisionPoint::ServiceType),
+            psk: n(DecisionPoint::Psk),
         }
     }
 
@@ -137,10 +213,11 @@ impl Permits {
     }
 }
 
-/// A point's concurrency: its own setting, else the engine's; at least one.
-fn point_concurrency(config: &PolicyConfig, point: &Option<PointConfig>) -> usize {
-    point
-        .as_ref()
+/// A point's concurrency: the default's setting, else the engine's; at least one. The
+/// point's slots are shared by every binding, so bindings cannot add threads.
+fn point_concurrency(config: &PolicyConfig, point: DecisionPoint) -> usize {
+    config
+        .point(point)
         .and_then(|p| p.concurrency)
         .unwrap_or(config.engine.max_concurrency)
         .max(1)
@@ -157,6 +234,7 @@ struct Inner {
     tick: Duration,
     options: EngineOptions,
     last_reload_error: Mutex<Option<String>>,
+    shadow_log: ShadowLog,
     _ticker: EpochTicker,
 }
 
@@ -166,16 +244,27 @@ pub struct PolicyEngine {
     inner: Arc<Inner>,
 }
 
+fn config_has_shadow(policy: &PolicyConfig) -> bool {
+    policy.all_points().iter().any(|(_, _, _, shadow)| *shadow)
+}
+
 fn wasmtime_engine(policy: &PolicyConfig) -> Result<Engine, LoadError> {
     let cfg = &policy.engine;
     let mut config = wasmtime::Config::new();
     config.consume_fuel(true).epoch_interruption(true);
     if cfg.pooling {
         // Every point's slots can be busy at once; a reload briefly doubles a point's runs.
-        let concurrency: usize = [&policy.copy_method, &policy.service_type, &policy.psk]
-            .into_iter()
-            .map(|p| point_concurrency(policy, p))
-            .sum();
+        // Shadow candidates run beside the active plugin: count each point twice when any
+        // candidate is configured.
+        let shadows = config_has_shadow(policy);
+        let concurrency: usize = [
+            DecisionPoint::CopyMethod,
+            DecisionPoint::ServiceType,
+            DecisionPoint::Psk,
+        ]
+        .into_iter()
+        .map(|p| point_concurrency(policy, p) * if shadows { 2 } else { 1 })
+        .sum();
         let slots = u32::try_from(concurrency).unwrap_or(u32::MAX / 64).max(1) * 4;
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
@@ -222,6 +311,7 @@ impl PolicyEngine {
             tick: config.engine.epoch_tick,
             options,
             last_reload_error: Mutex::new(None),
+            shadow_log: ShadowLog::default(),
         });
         let this = PolicyEngine { inner };
         let set = this.build_set(config).await?;
@@ -237,14 +327,20 @@ impl PolicyEngine {
     /// The plugins currently serving decisions.
     pub fn plugins(&self) -> Vec<PluginInfo> {
         let set = self.current();
-        [&set.copy_method, &set.service_type, &set.psk]
-            .into_iter()
-            .flatten()
-            .map(|p| PluginInfo {
-                point: p.point,
-                name: p.name.clone(),
-                sha256: p.sha256.clone(),
-                on_failure: p.on_failure,
+        set.scopes()
+            .flat_map(|s| {
+                let info = move |p: &Arc<LoadedPlugin>, shadow: bool| PluginInfo {
+                    point: p.point,
+                    name: p.name.clone(),
+                    sha256: p.sha256.clone(),
+                    on_failure: p.on_failure,
+                    binding: s.name.clone(),
+                    shadow,
+                };
+                s.active
+                    .all()
+                    .map(move |p| info(p, false))
+                    .chain(s.shadow.all().map(move |p| info(p, true)))
             })
             .collect()
     }
@@ -298,14 +394,44 @@ impl PolicyEngine {
         let config = config.clone();
         // Compilation is CPU-bound: keep it off the async executor.
         tokio::task::spawn_blocking(move || {
-            let load = |point, cfg: &Option<_>| -> Result<Option<Arc<LoadedPlugin>>, LoadError> {
-                cfg.as_ref()
-                    .map(|c| {
-                        plugin::load(&inner.engine, &inner.linker, &inner.components, point, c)
-                            .map(Arc::new)
+            let trust = Trust::load(&config.signatures).map_err(|source| LoadError::Signature {
+                plugin: "(signatures)".into(),
+                source,
+            })?;
+            let load = |point, cfg: Option<&PointConfig>, shadow: bool| {
+                cfg.map(|c| {
+                    plugin::load(
+                        &inner.engine,
+                        &inner.linker,
+                        &inner.components,
+                        point,
+                        c,
+                        trust.as_ref(),
+                    )
+                    .map(|mut p| {
+                        p.shadow = shadow;
+                        if shadow {
+                            // A candidate gets no credential (see `shadow`).
+                            p.credential = None;
+                        }
+                        Arc::new(p)
                     })
-                    .transpose()
+                })
+                .transpose()
             };
+            let points = |of: [Option<&PointConfig>; 3], shadow: bool| {
+                let [copy_method, service_type, psk] = of;
+                Ok::<_, LoadError>(Points {
+                    copy_method: load(DecisionPoint::CopyMethod, copy_method, shadow)?,
+                    service_type: load(DecisionPoint::ServiceType, service_type, shadow)?,
+                    psk: load(DecisionPoint::Psk, psk, shadow)?,
+                })
+            };
+            let all = [
+                DecisionPoint::CopyMethod,
+                DecisionPoint::ServiceType,
+                DecisionPoint::Psk,
+            ];
             config
                 .credentials
                 .validate()
@@ -313,16 +439,33 @@ impl PolicyEngine {
                     plugin: "(credentials)".into(),
                     message: e.to_string(),
                 })?;
+            scope::check(&config.bindings).map_err(|e| LoadError::Invalid {
+                plugin: "(bindings)".into(),
+                message: e.to_string(),
+            })?;
+            let default = Scope {
+                name: DEFAULT_BINDING.into(),
+                active: points(all.map(|p| config.point(p)), false)?,
+                shadow: points(all.map(|p| config.shadow.point(p)), true)?,
+            };
+            let bindings = config
+                .bindings
+                .iter()
+                .map(|b| {
+                    Ok(Scope {
+                        name: b.name.clone(),
+                        active: points(all.map(|p| b.point(p)), false)?,
+                        shadow: points(all.map(|p| b.shadow.point(p)), true)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, LoadError>>()?;
             let set = PluginSet {
-                copy_method: load(DecisionPoint::CopyMethod, &config.copy_method)?,
-                service_type: load(DecisionPoint::ServiceType, &config.service_type)?,
-                psk: load(DecisionPoint::Psk, &config.psk)?,
+                default,
+                bindings,
+                binding_configs: config.bindings.clone(),
                 credential_policy: config.credentials.clone(),
             };
-            for p in [&set.copy_method, &set.service_type, &set.psk]
-                .into_iter()
-                .flatten()
-            {
+            for p in set.all() {
                 if p.limits.memory_mib > MAX_PLUGIN_MEMORY_MIB {
                     return Err(LoadError::Invalid {
                         plugin: p.name.clone(),
@@ -340,11 +483,7 @@ impl PolicyEngine {
     }
 
     fn swap(&self, set: PluginSet) {
-        let keep: Vec<String> = [&set.copy_method, &set.service_type, &set.psk]
-            .into_iter()
-            .flatten()
-            .map(|p| p.sha256.clone())
-            .collect();
+        let keep: Vec<String> = set.all().map(|p| p.sha256.clone()).collect();
         *self.inner.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         self.inner.caches.copy_method.clear();
         self.inner.caches.service_type.clear();
