@@ -82,6 +82,7 @@ pub mod exit;
 #[cfg(test)]
 mod fuzz_tests;
 mod keyfile;
+mod pipe_out;
 mod procs;
 mod psk_tls;
 mod record;

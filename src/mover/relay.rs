@@ -182,7 +182,7 @@ pub fn run(
     side: Side,
     sock: &TcpStream,
     plain_in: impl Read + Send,
-    plain_out: impl Write + Send,
+    plain_out: impl Write + std::os::fd::AsFd + Send,
     linger: Duration,
 ) -> Relayed {
     match super::psk_tls::bulk_secrets(tls.ssl(), secrets, side == Side::Client) {
@@ -392,6 +392,12 @@ impl Write for ShutdownOnDrop {
 
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
+    }
+}
+
+impl std::os::fd::AsFd for ShutdownOnDrop {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 

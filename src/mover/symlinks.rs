@@ -116,7 +116,8 @@ pub fn find_all(data: &Path) -> io::Result<Vec<Vec<u8>>> {
                 continue;
             };
             let is_link = kind.is_symlink();
-            if !is_link && !(kind.is_dir() && entry.metadata().is_ok_and(|m| m.dev() == root_dev)) {
+            let descend = kind.is_dir() && entry.metadata().is_ok_and(|m| m.dev() == root_dev);
+            if !(is_link || descend) {
                 continue;
             }
             let mut child = rel.clone();
