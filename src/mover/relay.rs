@@ -390,6 +390,10 @@ impl Write for ShutdownOnDrop {
         self.0.write(buf)
     }
 
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
     }

@@ -46,6 +46,11 @@ pub struct ConnectArgs {
     /// Lowest TLS version to offer.
     #[arg(long, env = "SSL_VERSION_MIN", default_value = "TLSv1.3")]
     pub ssl_version_min: String,
+    /// What rsync appends when it starts this client as its remote shell (`-e`, with a
+    /// `host::module` destination): the host and the remote command. Ignored (the
+    /// destination starts its own daemon), except that they mark that mode.
+    #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub remote_shell_args: Vec<String>,
 }
 
 fn say(line: &str) {
@@ -112,6 +117,18 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
             .try_clone_to_owned()
             .map_err(|e| e.to_string())?,
     ));
+    // As rsync's remote shell, rsync waits for this process to exit before it closes its
+    // end: once the destination has closed, nothing more can be delivered, so the input
+    // is ended too (its reading side shut down), which ends the relay.
+    let input_end = if args.remote_shell_args.is_empty() {
+        None
+    } else {
+        Some(stdin.try_clone().map_err(|e| e.to_string())?)
+    };
+    let stdout = EndsInput {
+        out: stdout,
+        input: input_end,
+    };
     let outcome = relay::run(
         tls,
         &secrets,
@@ -126,6 +143,42 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
         say(&format!("connection to {endpoint} ended: {e}"));
     }
     Ok(())
+}
+
+/// The plaintext output which, when the relay drops it (the destination closed), also
+/// ends the plaintext input (see [`connect_and_relay`]).
+struct EndsInput {
+    out: relay::ShutdownOnDrop,
+    input: Option<File>,
+}
+
+impl std::io::Write for EndsInput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.out.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl AsFd for EndsInput {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.out.as_fd()
+    }
+}
+
+impl Drop for EndsInput {
+    fn drop(&mut self) {
+        if let Some(input) = &self.input {
+            // Wakes the reading thread with an end of input (ENOTSOCK for a pipe).
+            let _ = socket2::SockRef::from(input).shutdown(std::net::Shutdown::Read);
+        }
+    }
 }
 
 /// Ends this process [`ORPHAN_LIMIT`] after rsync closed its end of the socketpair, in
