@@ -123,7 +123,8 @@ pub enum Command {
     Destination(Box<settings::DestinationArgs>),
     /// Run the source side: push the data with rsync through a TLS-PSK client.
     Source(Box<settings::SourceArgs>),
-    /// One TLS-PSK connection for rsync's RSYNC_CONNECT_PROG (started by the source).
+    /// One TLS-PSK connection, as rsync's remote shell or RSYNC_CONNECT_PROG (started by the
+    /// source's rsync).
     #[command(hide = true)]
     Connect(tunnel_client::ConnectArgs),
     /// Run by the destination's rsync daemon before and after each transfer: admits one

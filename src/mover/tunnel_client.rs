@@ -1,7 +1,8 @@
 //! `ferrosync mover connect`: the source's built-in TLS-PSK client, started by rsync once
-//! per connection through `RSYNC_CONNECT_PROG`. Its stdin and stdout are rsync's end of a
-//! socketpair; it connects to the destination, completes the TLS 1.3 PSK handshake and
-//! relays ([`relay`]).
+//! per connection as its remote shell (`-e`, `host::module`; rsync's stdin and stdout for
+//! it are Unix socketpairs), or through `RSYNC_CONNECT_PROG` (one loopback TCP pair). It
+//! connects to the destination, completes the TLS 1.3 PSK handshake and relays
+//! ([`relay`]).
 //!
 //! It reports on stderr, which is rsync's, in lines [`classify`] understands, so the
 //! source learns per attempt whether the destination was unreachable or refused the key.
@@ -104,6 +105,12 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
         Err(e) => return Err(format!("TLS handshake with {endpoint} failed: {e}")),
     };
     let _ = sock.set_read_timeout(None);
+    // rsync may hand its remote shell a non-blocking stdout (it only makes it blocking
+    // with --blocking-io); the relay's threads block. These descriptions are this end's
+    // own, so rsync's ends are not affected.
+    for fd in [std::io::stdin().as_fd(), std::io::stdout().as_fd()] {
+        set_blocking(fd).map_err(|e| format!("making rsync's socket blocking: {e}"))?;
+    }
     exit_when_rsync_leaves();
     let stdin = File::from(
         std::io::stdin()
@@ -141,6 +148,15 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
     // A broken connection is rsync's to report (it sees the stream end); say why here.
     if let Some(e) = outcome.error {
         say(&format!("connection to {endpoint} ended: {e}"));
+    }
+    Ok(())
+}
+
+fn set_blocking(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    if flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
     }
     Ok(())
 }
