@@ -2,12 +2,16 @@
 //! It is the same harness the tests use (`tests/support`), so what works here works there.
 //!
 //! ```text
-//! cargo run --example cluster -- [--controllers] [--simulators] [--state-dir DIR] [--service-account NS/NAME]...
+//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--state-dir DIR] [--service-account NS/NAME]...
 //! ```
 //!
 //! `--simulators` (implies `--controllers`) also runs the simulated node, storage, load
 //! balancer and routing of `tests/support/sim`, with the mover image mapped to the built
 //! `ferrosync` binary: the demo's real replication runs on it.
+//!
+//! `--in-cluster` (implies `--simulators`) readies the cluster for the controller's own
+//! Deployment (`kubectl apply --server-side -k deploy/overlays/test-cluster`): the
+//! ServiceAccount admission plugin (token volumes) and the overlay's images on the node.
 //!
 //! It writes `<state-dir>/env` (KUBECONFIG, PATH with the built kubectl), one
 //! `<ns>.<name>.kubeconfig` per `--service-account`, then `<state-dir>/ready`, and runs until
@@ -23,6 +27,7 @@ use support::{ControlPlane, Options};
 struct Args {
     controllers: bool,
     simulators: bool,
+    in_cluster: bool,
     state_dir: PathBuf,
     service_accounts: Vec<(String, String)>,
 }
@@ -31,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         controllers: false,
         simulators: false,
+        in_cluster: false,
         state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
         service_accounts: Vec::new(),
     };
@@ -41,6 +47,11 @@ fn parse_args() -> Result<Args, String> {
             "--simulators" => {
                 args.controllers = true;
                 args.simulators = true;
+            }
+            "--in-cluster" => {
+                args.controllers = true;
+                args.simulators = true;
+                args.in_cluster = true;
             }
             "--state-dir" => {
                 args.state_dir = argv.next().ok_or("--state-dir needs a directory")?.into()
@@ -96,10 +107,16 @@ fn main() -> ExitCode {
         }
     };
     let _ = std::fs::remove_file(args.state_dir.join("ready"));
-    let options = Options {
+    let mut options = Options {
         controllers: args.controllers,
         ..Options::default()
     };
+    if args.in_cluster {
+        options
+            .apiserver_args
+            .push(support::components::SERVICE_ACCOUNT_ADMISSION.into());
+        support::incluster::register_images();
+    }
     let cp = match ControlPlane::start(options) {
         Ok(cp) => cp,
         Err(err) => {

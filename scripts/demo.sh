@@ -3,7 +3,8 @@
 #
 # It starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from
 # Go modules), the simulated node, storage, load balancer and routing (tests/support/sim),
-# and `ferrosync controller` as its own ServiceAccount bound by deploy/'s RBAC. It applies
+# and ferrosync itself from deploy/ (kubectl apply --server-side -k), whose two replicas run
+# on the simulated node with their ServiceAccount's projected token. It applies
 # the spec's examples (the Snapshot destination my-dest and the Clone source my-source),
 # writes sample data into the source volume, shows the replication with kubectl, restores
 # the destination's latest VolumeSnapshot and proves it equals the source. Everything stays
@@ -18,12 +19,13 @@ bash scripts/install-deps.sh
 cargo build --quiet --bin ferrosync --example cluster
 
 bash scripts/cluster.sh down >/dev/null 2>&1 || true
-bash scripts/cluster.sh up --simulators --service-account ferrosync-system/ferrosync
+bash scripts/cluster.sh up --in-cluster
 # shellcheck disable=SC1091
 source "$state/env"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
+controller_logs() { kubectl -n ferrosync-system logs -l app.kubernetes.io/name=ferrosync-controller --tail=40 --prefix 2>&1 || true; }
 # wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND prints something non-empty.
 wait_for() {
   local what=$1 deadline=$(( $(date +%s) + $2 )) out
@@ -31,28 +33,16 @@ wait_for() {
   while :; do
     out=$("$@" 2>/dev/null || true)
     [ -n "$out" ] && { printf '%s' "$out"; return 0; }
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for $what" >&2; tail -n 40 "$state/controller.log" >&2; return 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for $what" >&2; controller_logs >&2; return 1; }
     sleep 0.5
   done
 }
 
-say "The controller's namespace, ServiceAccount and least-privilege RBAC, from deploy/base/"
-step kubectl apply --server-side -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml -f deploy/base/rbac.yaml
-
-port=${FERROSYNC_DEMO_PORT:-18080}
-# /metrics in the development mode: plain HTTP, loopback only (deployed, it is HTTPS with
-# TokenReview and SubjectAccessReview).
-metrics_port=${FERROSYNC_DEMO_METRICS_PORT:-18443}
-KUBECONFIG="$state/ferrosync-system.ferrosync.kubeconfig" \
-POD_NAMESPACE=ferrosync-system \
-FERROSYNC_SERVER__LISTEN="127.0.0.1:$port" \
-FERROSYNC_METRICS__LISTEN="127.0.0.1:$metrics_port" \
-FERROSYNC_METRICS__SECURE=false \
-FERROSYNC_REQUEUE__POLL=1s \
-  setsid "${CARGO_TARGET_DIR:-target}/debug/ferrosync" controller >"$state/controller.log" 2>&1 </dev/null &
-echo $! >"$state/controller.pid"
-wait_for "the controller to be ready" 60 sh -c "curl -sf http://127.0.0.1:$port/readyz" >/dev/null
-echo "controller ready on http://127.0.0.1:$port (as system:serviceaccount:ferrosync-system:ferrosync)"
+say "ferrosync as users install it: deploy/ (here its test-cluster overlay: two replicas, image names the simulated node knows), server-side applied"
+step kubectl apply --server-side -k deploy/overlays/test-cluster
+step kubectl -n ferrosync-system rollout status deployment/ferrosync-controller --timeout=120s
+leader=$(wait_for "a leader" 90 kubectl -n ferrosync-system get lease ferrosync-controller -o 'jsonpath={.spec.holderIdentity}')
+echo "the controller runs in the cluster as system:serviceaccount:ferrosync-system:ferrosync (its projected token); leader: $leader"
 
 say "Storage named as in the spec: StorageClass my-sc and VolumeSnapshotClass my-vsc (the simulated CSI driver)"
 kubectl apply -f - <<'EOF'
@@ -120,7 +110,7 @@ while :; do
   image=$(kubectl -n myns get replicationdestination my-dest -o 'jsonpath={.status.latestImage.name}')
   synced=$(kubectl -n source get replicationsource my-source -o 'jsonpath={.status.lastSyncTime}')
   [ -n "$image" ] && [ -n "$synced" ] && break
-  [ "$(date +%s)" -lt "$deadline" ] || { echo "the replication did not finish" >&2; tail -n 40 "$state/controller.log" >&2; exit 1; }
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "the replication did not finish" >&2; controller_logs >&2; exit 1; }
   sleep 3
   echo
 done
@@ -152,15 +142,17 @@ fi
 cat <<MSG
 
 ferrosync demo is running ($(( $(date +%s) - start ))s).
-  kubeconfig:  $state/kubeconfig   (admin; the controller uses $state/ferrosync-system.ferrosync.kubeconfig)
-  controller:  http://127.0.0.1:$metrics_port/metrics, log in $state/controller.log
+  kubeconfig:  $state/kubeconfig   (admin)
+  controller:  deployment/ferrosync-controller in ferrosync-system, two replicas; the Lease
+               ferrosync-controller names the leader
 
 Try:
   source $state/env
   kubectl get replicationsources,replicationdestinations -A
   kubectl -n myns describe replicationdestination my-dest
   kubectl -n source patch replicationsource my-source --type merge -p '{"spec":{"trigger":{"manual":"now"}}}'   # sync again
-  curl -s http://127.0.0.1:$metrics_port/metrics | grep -E '^(volsync|ferrosync)_'
+  kubectl -n ferrosync-system logs -l app.kubernetes.io/name=ferrosync-controller --prefix --tail=20
+  kubectl -n ferrosync-system delete pod <the leader>   # the other replica takes over
   kubectl -n myns patch replicationdestination my-dest --type merge -p '{"spec":{"rsyncTLS":{"copyMethod":"Clone"}}}'   # rejected by the schema
 
 Stop it with: scripts/cluster.sh down

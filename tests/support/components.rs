@@ -83,7 +83,7 @@ pub struct Audit<'a> {
 
 /// kube-apiserver with the flags envtest uses: secure port on loopback, client-cert
 /// authentication, RBAC authorisation, service-account tokens, no ServiceAccount
-/// admission (no token volumes to mount), a Service CIDR.
+/// admission unless `extra` asks for it, a Service CIDR.
 pub fn apiserver(
     bin: &Path,
     pki: &Pki,
@@ -120,7 +120,6 @@ pub fn apiserver(
         "--service-account-signing-key-file={}",
         pki.service_account_key.display()
     ))
-    .arg("--disable-admission-plugins=ServiceAccount")
     .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
     // Privileged movers are an opt-in of the API; the apiserver must not forbid them.
     .arg("--allow-privileged=true");
@@ -134,9 +133,18 @@ pub fn apiserver(
             // Written before the response, so a test that has its answer can read the event.
             .arg("--audit-log-mode=blocking");
     }
+    // Off unless a test binary turns it on (the in-cluster tier, tests/incluster.rs, with
+    // [`SERVICE_ACCOUNT_ADMISSION`]): with it every pod gets a projected token volume.
+    if !extra.iter().any(|a| a == SERVICE_ACCOUNT_ADMISSION) {
+        cmd.arg("--disable-admission-plugins=ServiceAccount");
+    }
     cmd.args(extra);
     cmd
 }
+
+/// The apiserver flag that turns the ServiceAccount admission plugin on: pods get their
+/// ServiceAccount's projected token volume (`kube-api-access-*`), as in a real cluster.
+pub const SERVICE_ACCOUNT_ADMISSION: &str = "--enable-admission-plugins=ServiceAccount";
 
 /// Flags shared by kube-controller-manager and kube-scheduler: talk to the apiserver as
 /// `kubeconfig`, serve /healthz on `port` with a self-signed certificate, no leader

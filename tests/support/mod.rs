@@ -26,6 +26,7 @@ pub mod components;
 pub mod controller;
 pub mod crds;
 pub mod deploy;
+pub mod incluster;
 pub mod kubeconfig;
 pub mod pki;
 pub mod process;

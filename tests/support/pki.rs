@@ -21,7 +21,8 @@ pub struct Pki {
     /// The CA certificate: trusted for serving and client certificates alike.
     pub ca_cert: PathBuf,
     ca_key: PathBuf,
-    /// The apiserver's serving certificate (SANs 127.0.0.1 and localhost) and its key.
+    /// The apiserver's serving certificate (SANs 127.0.0.1, localhost, and the `kubernetes`
+    /// Service's ClusterIP and names) and its key.
     pub serving: (PathBuf, PathBuf),
     /// The service-account token signing key (its public half is derived from it).
     pub service_account_key: PathBuf,
@@ -93,7 +94,11 @@ impl Pki {
             &pki.serving.0,
             &pki.serving.1,
             &[
-                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                // Also the `kubernetes` Service's ClusterIP and names, which in-cluster
+                // clients use (the first address of components::SERVICE_CIDR).
+                "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:127.64.0.1,DNS:kubernetes,\
+                 DNS:kubernetes.default,DNS:kubernetes.default.svc,\
+                 DNS:kubernetes.default.svc.cluster.local",
                 "extendedKeyUsage=serverAuth",
             ],
         )?;

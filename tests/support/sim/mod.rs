@@ -12,6 +12,7 @@
 //! exits. Their state lives in one tmpfs directory, removed at exit.
 
 pub mod addresses;
+pub mod kubernetes_service;
 pub mod loadbalancer;
 pub mod node;
 pub mod routing;

@@ -60,6 +60,7 @@ enum Target {
 
 /// Starts the proxy on the current runtime.
 pub fn start(client: Client) {
+    super::kubernetes_service::start(client.clone());
     let changed = Arc::new(Notify::new());
     let cfg = watcher::Config::default;
     let services = cache(Api::<Service>::all(client.clone()), cfg(), changed.clone());

@@ -1,12 +1,20 @@
 //! A container's environment, as the kubelet and runtime build it: the image's defaults
 //! (PATH, HOSTNAME, HOME), then the container's `env` with `$(VAR)` references expanded and
-//! downward-API fields filled in. Not modelled: `envFrom`, Secret/ConfigMap key
+//! downward-API fields filled in. Also KUBERNETES_SERVICE_HOST/PORT. Not modelled: `envFrom`, Secret/ConfigMap key
 //! references, resource fields and service-link variables.
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 /// The runtime's default PATH.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The `kubernetes` Service's variables: its ClusterIP is the first address of the Service
+/// CIDR (`components::SERVICE_CIDR`), as the apiserver always allocates it, port 443.
+pub const KUBERNETES_SERVICE: [(&str, &str); 3] = [
+    ("KUBERNETES_SERVICE_HOST", "127.64.0.1"),
+    ("KUBERNETES_SERVICE_PORT", "443"),
+    ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+];
 
 /// The environment of `container` in `pod`, whose IP is `pod_ip`.
 pub fn resolve(
@@ -22,6 +30,13 @@ pub fn resolve(
         ),
         ("HOME".into(), "/".into()),
     ];
+    // What the kubelet always sets, service links or not: where in-cluster clients find the
+    // apiserver (the `kubernetes` Service, which the routing simulator forwards).
+    env.extend(
+        KUBERNETES_SERVICE
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => expand(v, &env),
@@ -47,7 +62,8 @@ pub fn resolve(
     Ok(env)
 }
 
-fn field_value(pod: &Pod, path: &str, pod_ip: &str) -> Option<String> {
+/// A downward-API field of `pod` (for `env` and projected `downwardAPI` items).
+pub(super) fn field_value(pod: &Pod, path: &str, pod_ip: &str) -> Option<String> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     Some(match path {

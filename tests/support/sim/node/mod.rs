@@ -2,7 +2,8 @@
 //!
 //! It registers a Ready Node with capacity, renews its Lease, and runs the pods the real
 //! scheduler binds to it (the real Job controller makes them) as sandboxed local processes
-//! (`sandbox`), with their volumes (`volumes`), environment (`env`) and images (`images`),
+//! (`sandbox`), with their volumes (`volumes`, `projected`, kept up to date by `refresh`),
+//! environment (`env`) and images (`images`),
 //! writing pod status like a kubelet (`status`) and completing graceful deletion (`pod`).
 //! Its HTTPS endpoint serves container logs to the API server (`kubelet_api`).
 //! It talks to the API as `system:node:<name>`, so the Node authorizer and NodeRestriction
@@ -17,6 +18,8 @@ pub mod exec;
 pub mod images;
 pub mod kubelet_api;
 pub mod pod;
+pub mod projected;
+pub mod refresh;
 pub mod sandbox;
 pub mod status;
 pub mod volumes;

@@ -51,7 +51,9 @@ pub async fn run(client: Client, pod: Pod, dir: PathBuf, mut deletion: Deletion)
     kubelet_api::register(&ns, &name, &dir);
     let outcome = start(&client, &pod, &dir, &mut deletion, &started, &mut reported).await;
     if let Some((ip, running)) = outcome {
+        let refresh = super::refresh::spawn(client.clone(), pod.clone(), dir.clone());
         let finished = wait(running, &mut deletion).await;
+        refresh.abort();
         let containers: Vec<Container> = finished.into_iter().collect();
         report(&pods, &pod, Some(&ip.to_string()), &containers, &started).await;
     }

@@ -4,10 +4,10 @@
 //!
 //! The sandbox has its own mount, PID, IPC and UTS namespaces, the container process is
 //! PID 1 (so, as in a real container, SIGTERM is ignored unless it handles it), the root is
-//! an empty tmpfs with the host's /usr (minus /usr/local), /etc and library directories
-//! bound read-only, plus exactly the declared mounts. Not modelled: seccomp, AppArmor or
-//! SELinux, cgroup limits, and the network (containers share the host's loopback; each
-//! pod is told its own 127.x address).
+//! an empty tmpfs with the host's /usr (minus /usr/local), /etc (entry by entry when a
+//! volume is mounted below it) and library directories bound read-only, plus exactly the
+//! declared mounts. Not modelled: seccomp, AppArmor or SELinux, cgroup limits, and the
+//! network (containers share the host's loopback; each pod is told its own 127.x address).
 
 use std::{
     path::{Path, PathBuf},
@@ -179,7 +179,11 @@ pub fn command(launch: &Launch) -> Command {
     .args(["--die-with-parent", "--hostname", &launch.hostname])
     // bwrap keeps root's capabilities so that setpriv can switch ids; setpriv drops them.
     .args(["--cap-add", "ALL"]);
-    host_root(&mut cmd);
+    let split_etc = launch
+        .mounts
+        .iter()
+        .any(|m| Path::new(&m.path).starts_with("/etc"));
+    host_root(&mut cmd, split_etc);
     cmd.args(["--proc", "/proc", "--dev", "/dev"]);
     // An image whose binary is a host tool at its own path is already there.
     if launch.image.binary != Path::new(&launch.image.path) {
@@ -248,8 +252,13 @@ fn bind(cmd: &mut Command, host: &Path, path: &str, read_only: bool) {
 
 /// The host's system directories, read-only: what dynamically linked tools (rsync,
 /// stunnel, sh) need. /usr/local stays out, so an image's binary can appear there.
-fn host_root(cmd: &mut Command) {
-    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"] {
+fn host_root(cmd: &mut Command, split_etc: bool) {
+    let tops: &[&str] = if split_etc {
+        &["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
+    } else {
+        &["bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc"]
+    };
+    for top in tops {
         let host = Path::new("/").join(top);
         if let Ok(target) = std::fs::read_link(&host) {
             cmd.arg("--symlink").arg(target).arg(&host);
@@ -257,11 +266,20 @@ fn host_root(cmd: &mut Command) {
             bind(cmd, &host, &host.to_string_lossy(), true);
         }
     }
-    let Ok(entries) = std::fs::read_dir("/usr") else {
-        return;
+    // /etc entry by entry too when a volume is mounted below it (/etc/ferrosync): its
+    // mount point must be made in a directory of the sandbox's own, not in the read-only
+    // host /etc. Only then: a hundred more binds make the sandbox slower to start.
+    let dirs: &[&str] = if split_etc {
+        &["/usr", "/etc"]
+    } else {
+        &["/usr"]
     };
+    let entries = dirs
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten();
     for entry in entries.flatten() {
-        if entry.file_name() == "local" {
+        if entry.path() == Path::new("/usr/local") {
             continue;
         }
         let host = entry.path();

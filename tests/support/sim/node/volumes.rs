@@ -9,6 +9,8 @@
 //!   (`..<timestamp>/key`, `..data`, `key -> ..data/key`), with `defaultMode` or the item's
 //!   mode, then fsGroup applied as `SetVolumeOwnership` does for a read-only volume:
 //!   group-owned, `mode | 0440`, directories setgid.
+//! - projected: service-account tokens from the TokenRequest API, ConfigMap, Secret and
+//!   downward-API sources in one directory (`projected`), laid out like a ConfigMap.
 //! - emptyDir (both media): a directory under the pod's directory, which is on tmpfs, mode
 //!   0777, group-owned and setgid with fsGroup. sizeLimit is not enforced.
 //!
@@ -78,19 +80,15 @@ pub async fn prepare(
                 read_only: true,
             }
         } else if let Some(config_map) = &volume.config_map {
-            let name = &config_map.name;
-            let found = Api::<ConfigMap>::namespaced(client.clone(), ns)
-                .get(name)
-                .await
-                .map_err(|e| format!("configmap {name:?}: {e}"))?;
-            let data: BTreeMap<String, Vec<u8>> = found
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
+            let data = config_map_data(client, ns, &config_map.name).await?;
             let mode = config_map.default_mode.unwrap_or(0o644) as u32;
             write_files(&dir, &data, config_map.items.as_deref(), mode, fs_group)?;
+            Prepared {
+                host: dir,
+                read_only: true,
+            }
+        } else if let Some(projected) = &volume.projected {
+            super::projected::prepare(client, pod, projected, &dir, fs_group).await?;
             Prepared {
                 host: dir,
                 read_only: true,
@@ -105,7 +103,7 @@ pub async fn prepare(
             }
         } else {
             return Err(format!(
-                "volume {:?}: only PVC, Secret, ConfigMap and emptyDir volumes are simulated",
+                "volume {:?}: only PVC, Secret, ConfigMap, projected and emptyDir volumes are simulated",
                 volume.name
             ));
         };
@@ -133,8 +131,34 @@ async fn pvc_dir(client: &Client, ns: &str, claim: &str) -> Result<PathBuf, Stri
         .ok_or_else(|| format!("persistentvolume {pv_name:?}: no local directory"))
 }
 
-/// Writes `data` (or the selected `items`) the way the atomic writer does.
-fn write_files(
+/// A ConfigMap's `data` and `binaryData` (bundles carry their components as binaryData).
+pub(super) async fn config_map_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let found = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .map_err(|e| format!("configmap {name:?}: {e}"))?;
+    let text = found
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()));
+    let binary = found
+        .binary_data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, ByteString(v))| (k, v));
+    Ok(text.chain(binary).collect())
+}
+
+/// Writes `data` (or the selected `items`) the way the atomic writer does. Called again on
+/// a written directory it swaps the whole payload at once, as the kubelet updates a
+/// ConfigMap volume: a new `..<timestamp>` directory, `..data` renamed over to point at it,
+/// links for new keys added and for removed keys dropped, the old payload removed.
+pub(super) fn write_files(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
@@ -178,8 +202,35 @@ fn write_files(
     }
     chown_chmod(&payload, fs_group, dir_mode)?;
     chown_chmod(dir, fs_group, dir_mode)?;
-    symlink(&stamp, dir.join("..data")).map_err(io)?;
+    let previous = std::fs::read_link(dir.join("..data")).ok();
+    // rename(2) over the old link: a reader sees the old payload or the new, never a mix.
+    let staged = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&staged);
+    symlink(&stamp, &staged).map_err(io)?;
+    std::fs::rename(&staged, dir.join("..data")).map_err(io)?;
+    if let Some(previous) = previous {
+        remove_stale(dir, &previous, &files).map_err(io)?;
+    }
     Ok(())
+}
+
+/// After a swap: drops the links of keys no longer present and the previous payload.
+fn remove_stale(
+    dir: &Path,
+    previous: &Path,
+    files: &[(String, &[u8], u32)],
+) -> std::io::Result<()> {
+    let current: Vec<&str> = files
+        .iter()
+        .map(|(path, _, _)| path.split('/').next().unwrap_or(path))
+        .collect();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") && !current.contains(&name.as_str()) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::remove_dir_all(dir.join(previous))
 }
 
 fn chown_chmod(path: &Path, group: Option<u32>, mode: u32) -> Result<(), String> {
