@@ -50,8 +50,9 @@
 //! On the wire it is the reference's: TLS 1.3 PSK (TLS_AES_128_GCM_SHA256, identity and
 //! key from `psk.txt`) on port 8000, an rsync daemon
 //! per connection with modules `data` and `control`, munged symlinks, `control/complete`.
-//! Our source lists top-level entries NUL-separated as `/<name>` (names starting with `#`
-//! or `;` are not comments), deletes inside them during pass 1 so pass 2 only compares the
+//! Our source names the top-level entries as rsync arguments (or, when there are too many,
+//! lists them NUL-separated as `/<name>`, where names starting with `#` or `;` are not
+//! comments), deletes inside them during pass 1 so pass 2 only compares the
 //! top level (`-d`), lists every symlink of the tree (not only those itemised as changed,
 //! which misses links sent by an interrupted run), and uploads the newline list, a
 //! NUL-separated `symlink-munging-file0` and `complete` (holding [`COMPLETE_MARKER`]) in one

@@ -2,8 +2,9 @@
 //! tunnel, in the reference's passes, then uploads the symlink lists and the completion
 //! signal.
 //!
-//! Per attempt: pass 1 copies the top-level entries listed NUL-separated (`--from0
-//! --files-from`), preserving everything and deleting inside them; pass 2 deletes
+//! Per attempt: pass 1 copies the top-level entries, named as arguments (or listed
+//! NUL-separated, `--from0 --files-from`, when there are too many), preserving everything
+//! and deleting inside them; pass 2 deletes
 //! top-level entries the source no longer has; then one connection uploads
 //! `control/symlink-munging-file` (newline list, reference format),
 //! `control/symlink-munging-file0` (NUL list) and `control/complete`.
