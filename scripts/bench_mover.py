@@ -135,8 +135,9 @@ class Sampler:
                         rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS"))
                     except (OSError, StopIteration):
                         continue
-                    if pid not in self.comm:
-                        self.comm[pid] = self.label(pid, comm)
+                    # Labelled again at every sample: a child is first seen under its
+                    # parent's name between fork and exec (stunnel started by the mover).
+                    self.comm[pid] = self.label(pid, comm)
                     name = self.comm[pid]
                     self.peak[name] = max(self.peak.get(name, 0), rss)
                     self.cpu[pid] = cpu
