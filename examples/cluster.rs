@@ -2,12 +2,15 @@
 //! It is the same harness the tests use (`tests/support`), so what works here works there.
 //!
 //! ```text
-//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--state-dir DIR] [--service-account NS/NAME]...
+//! cargo run --example cluster -- [--controllers] [--simulators] [--in-cluster] [--registry] [--state-dir DIR] [--service-account NS/NAME]...
 //! ```
 //!
 //! `--simulators` (implies `--controllers`) also runs the simulated node, storage, load
 //! balancer and routing of `tests/support/sim`, with the mover image mapped to the built
-//! `ferrosync` binary: the demo's real replication runs on it.
+//! `ferrosync` binary: the demo's real replication runs on it. `--registry` (implies
+//! `--simulators`) also starts the test registry with the images `scripts/build-images.sh`
+//! built, and writes its address, login and image references to `<state-dir>/registry.env`:
+//! movers of that image run in its own root filesystem.
 //!
 //! `--in-cluster` (implies `--simulators`) readies the cluster for the controller's own
 //! Deployment (`kubectl apply --server-side -k deploy/overlays/test-cluster`): the
@@ -28,6 +31,7 @@ struct Args {
     controllers: bool,
     simulators: bool,
     in_cluster: bool,
+    registry: bool,
     state_dir: PathBuf,
     service_accounts: Vec<(String, String)>,
 }
@@ -37,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
         controllers: false,
         simulators: false,
         in_cluster: false,
+        registry: false,
         state_dir: support::bins::repo_root().join("target/ferrosync-cluster"),
         service_accounts: Vec::new(),
     };
@@ -52,6 +57,11 @@ fn parse_args() -> Result<Args, String> {
                 args.controllers = true;
                 args.simulators = true;
                 args.in_cluster = true;
+            }
+            "--registry" => {
+                args.controllers = true;
+                args.simulators = true;
+                args.registry = true;
             }
             "--state-dir" => {
                 args.state_dir = argv.next().ok_or("--state-dir needs a directory")?.into()
@@ -95,6 +105,22 @@ fn write_state(cp: &ControlPlane, args: &Args) -> Result<(), String> {
             cp.bin_dir.display()
         ),
     )?;
+    if args.registry {
+        let registry = support::registry::shared();
+        write(
+            "registry.env",
+            format!(
+                "export DEMO_REGISTRY={}\nexport DEMO_REGISTRY_USERNAME={}\n\
+                 export DEMO_REGISTRY_PASSWORD={}\nexport DEMO_CONTROLLER_IMAGE={}\n\
+                 export DEMO_MOVER_IMAGE={}\n",
+                registry.host,
+                support::registry::USERNAME,
+                registry.password,
+                registry.controller_image,
+                registry.mover_image,
+            ),
+        )?;
+    }
     write("ready", format!("{}\n", cp.server))
 }
 

@@ -3,10 +3,13 @@
 # version under ~/.cache/ferrosync/bin, so only the first run on a machine pays for the build:
 #   helm      (helm.sh/helm/v3/cmd/helm)                     chart lint, template, install
 #   promtool  (github.com/prometheus/prometheus/cmd/promtool) alert rule checks and unit tests
+#   registry  (github.com/distribution/distribution/v3/cmd/registry) the OCI registry the
+#             node simulator pulls the built images from (htpasswd auth, TLS, on loopback)
 # Prints one line per tool: "<name> <path>". With tool names as arguments, builds only those.
 set -euo pipefail
 HELM_VERSION=v3.22.0
 PROMETHEUS_VERSION=v0.316.0   # the Go module version of Prometheus 3.x
+DISTRIBUTION_VERSION=v3.1.2
 cache=${FERROSYNC_CACHE:-$HOME/.cache/ferrosync}
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
@@ -26,11 +29,12 @@ build() { # name package version
 }
 
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(helm promtool)
+[ ${#want[@]} -gt 0 ] || want=(helm promtool registry)
 for tool in "${want[@]}"; do
   case $tool in
     helm) build helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" ;;
     promtool) build promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION" ;;
+    registry) build registry github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" ;;
     *) echo "unknown tool $tool" >&2; exit 2 ;;
   esac
 done

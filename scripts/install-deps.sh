@@ -8,7 +8,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # rsync, stunnel4: the data movers. bubblewrap, util-linux (setpriv), iproute2: the node
 # simulator's sandboxes and addresses. openssl: the test control plane's certificates.
 # curl: the demo's readiness probe.
-apt_packages=(rsync stunnel4 bubblewrap util-linux iproute2 openssl libssl-dev pkg-config curl ca-certificates)
+# mmdebstrap, umoci, binutils (objcopy): scripts/build-images.sh builds the OCI images;
+# skopeo pushes them to the test registry, and the node simulator pulls them with it;
+# apache2-utils (htpasswd -B): the registry's bcrypt password file.
+apt_packages=(rsync stunnel4 bubblewrap util-linux iproute2 openssl libssl-dev pkg-config curl ca-certificates
+  mmdebstrap umoci skopeo binutils apache2-utils)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -44,8 +48,9 @@ snapshotter=$(grep -o 'github.com/kubernetes-csi/external-snapshotter/client/v8@
 operator=$(grep -o 'github.com/prometheus-operator/prometheus-operator@v[0-9.]*' "$here/tests/support/bins.rs")
 (cd /tmp && GOFLAGS=-mod=mod go mod download "$operator")
 
-# --- helm and promtool (built from their Go modules, cached by version in ~/.cache) -------
-# The chart's lint/template/install tests and the alert rules' checks.
+# --- helm, promtool and registry (built from their Go modules, cached by version) ---------
+# The chart's lint/template/install tests, the alert rules' checks, and the OCI registry
+# (distribution) the node simulator pulls the built images from.
 "$here/scripts/build-tools.sh" >&2
 
 # --- OpenBao (policy plugin tests) -------------------------------------------------------

@@ -25,6 +25,14 @@ echo "cargo fmt --check and cargo clippy --all-targets -D warnings: clean"
 # when a rebuilt sample plugin's digest differs from the pin committed in its bundle.
 bash scripts/build-plugins.sh
 
+# The controller and mover images (OCI, from Debian packages, no Docker), from the
+# binaries the tests use; cached by content, so a warm run builds nothing. The end-to-end
+# tests and the demo pull them from a registry on loopback.
+images_start=$(date +%s)
+cargo build --quiet --bins
+bash scripts/build-images.sh >/dev/null
+echo "images built or found cached in $(( $(date +%s) - images_start ))s"
+
 # The README's first command, as written (its own state directory and port, so a demo
 # a developer has running is left alone); then stopped.
 mkdir -p target

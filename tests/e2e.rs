@@ -27,6 +27,8 @@ mod errors;
 mod failures;
 #[path = "e2e/fixtures.rs"]
 mod fixtures;
+#[path = "e2e/images.rs"]
+mod images;
 #[path = "e2e/keys.rs"]
 mod keys;
 #[path = "e2e/kubectl_plugin.rs"]

@@ -1,5 +1,7 @@
 # The mover image, ghcr.io/ferrosync/ferrosync-mover (the controller's mover.image): the
-# ferrosync binary (its built-in TLS-PSK tunnel links OpenSSL's libssl3) with rsync, and
+# mover alone (`ferrosync-mover`: no controller, kube client or policy engine, installed as
+# /usr/local/bin/ferrosync, the path mover Jobs run; its built-in TLS-PSK tunnel links
+# OpenSSL's libssl3) with rsync, and
 # stunnel for the TLS_TUNNEL=stunnel fallback, for `ferrosync mover source|destination`. Build
 # from the repository root (BuildKit reads mover.Dockerfile.dockerignore next to it, the
 # repository's .dockerignore otherwise; either keeps target/ and .git out):
@@ -14,7 +16,7 @@ WORKDIR /src
 COPY . .
 ARG FERROSYNC_GIT_COMMIT=unknown
 ENV FERROSYNC_GIT_COMMIT=${FERROSYNC_GIT_COMMIT}
-RUN cargo build --release --locked --bin ferrosync
+RUN cargo build --release --locked --bin ferrosync-mover
 
 FROM debian:bookworm-slim
 # rsync and stunnel4 as Debian ships them today: not pinned to one security update (that
@@ -34,7 +36,7 @@ RUN apt-get update \
  && command -v setpriv \
  && mkdir -p /data /keys /tmp \
  && chmod 1777 /tmp
-COPY --from=build /src/target/release/ferrosync /usr/local/bin/ferrosync
+COPY --from=build /src/target/release/ferrosync-mover /usr/local/bin/ferrosync
 # Unprivileged by default; a privileged mover Pod overrides with runAsUser: 0.
 USER 65534:65534
 ENV DATA_DIR=/data KEY_DIR=/keys TMP_DIR=/tmp

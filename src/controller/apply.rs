@@ -39,7 +39,8 @@ where
 }
 
 /// Applies `status` to the status subresource of `name`.
-pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
+/// Returns the stored object, whose resourceVersion the pipeline remembers.
+pub async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<K, kube::Error>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
     S: Serialize,
@@ -54,6 +55,5 @@ where
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
-    .await?;
-    Ok(())
+    .await
 }

@@ -8,14 +8,16 @@ use std::{
 };
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, ServiceAccount};
+use k8s_openapi::api::core::v1::{ObjectReference, ServiceAccount};
 use kube::{
     Api, Client,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use tracing::warn;
 
-use super::{error::Error, servable::NotServed, topology::TopologyCache};
+use super::{
+    caches::Caches, error::Error, pipeline::OwnWrites, servable::NotServed, topology::TopologyCache,
+};
 use crate::{
     config::Config, policy::PolicyEngine, resources::meta::PRIVILEGED_MOVERS, telemetry::Metrics,
 };
@@ -35,6 +37,10 @@ pub struct Context {
     pub policy: PolicyEngine,
     /// The topology summary the service-type policy sees.
     pub topology: TopologyCache,
+    /// The shared reflector caches the pipeline reads from.
+    pub caches: Caches,
+    /// The resourceVersions of this controller's own status writes (cache lag).
+    pub own_writes: OwnWrites,
     /// Objects of other movers already announced (once each).
     pub not_served: NotServed,
     recorder: Recorder,
@@ -43,6 +49,11 @@ pub struct Context {
     /// creating the next (the Jobs carry the count otherwise; see `retry`).
     mover_failures: Mutex<HashMap<String, u32>>,
     recent_events: Mutex<HashMap<(String, String, String), Instant>>,
+    /// Key Secrets already read and validated, by namespace/name: their resourceVersion
+    /// and what was found (`keys::resolve` reads a Secret again only when it changed).
+    pub known_keys: Mutex<HashMap<String, (String, super::keys::Key)>>,
+    /// When each object's mover log was last read for progress (`progress_due`).
+    progress_reads: Mutex<HashMap<String, Instant>>,
 }
 
 /// An identical Event (same object, reason and note) is recorded at most once per this
@@ -64,9 +75,13 @@ impl Context {
             policy,
             topology: TopologyCache::default(),
             not_served: NotServed::default(),
+            own_writes: OwnWrites::default(),
+            caches: Caches::new(),
+            known_keys: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             mover_failures: Mutex::new(HashMap::new()),
             recent_events: Mutex::new(HashMap::new()),
+            progress_reads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -170,6 +185,26 @@ impl Context {
         }
     }
 
+    /// Whether the mover log of the object `uid` is due for a progress read: the mover
+    /// logs progress every `mover.progress_interval`, so reading it more often (every pass)
+    /// would only read the same line again. Marks the read when due.
+    pub fn progress_due(&self, uid: &str) -> bool {
+        let mut reads = self
+            .progress_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let interval = self.config.mover.progress_interval;
+        reads.retain(|_, at| now.duration_since(*at) < interval.max(EVENT_REPEAT_WINDOW));
+        match reads.get(uid) {
+            Some(at) if now.duration_since(*at) < interval => false,
+            _ => {
+                reads.insert(uid.to_string(), now);
+                true
+            }
+        }
+    }
+
     /// Checks that the user's moverServiceAccount exists: a missing one would leave the
     /// mover Job unable to create pods, with the reason buried in the Job's events.
     pub async fn check_mover_service_account(
@@ -188,15 +223,22 @@ impl Context {
     }
 
     /// Whether `namespace` opted in to privileged movers.
-    pub async fn privileged_movers(&self, namespace: &str) -> Result<bool, kube::Error> {
-        let ns = Api::<Namespace>::all(self.client.clone())
-            .get(namespace)
-            .await?;
-        Ok(ns
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(PRIVILEGED_MOVERS))
+    pub fn privileged_movers(&self, namespace: &str) -> Result<bool, Error> {
+        Ok(self
+            .namespace_annotations(namespace)?
+            .get(PRIVILEGED_MOVERS)
             .is_some_and(|v| v == "true"))
+    }
+
+    /// The annotations of `namespace`, from the cache. A namespace the watch has not
+    /// delivered yet is waited for: guessing "no annotations" could start an unprivileged
+    /// mover or refuse a pair its namespace authorises.
+    pub fn namespace_annotations(
+        &self,
+        namespace: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, Error> {
+        self.caches.namespace_annotations(namespace).ok_or_else(|| {
+            Error::NotReady(format!("namespace {namespace} is not in the cache yet"))
+        })
     }
 }

@@ -1,15 +1,9 @@
 //! The three policy decisions as a reconcile makes them: gather the plugin's input from
-//! the cluster, ask the engine, and record who decided what (an Event when it changes,
+//! the caches (`caches`), ask the engine, and record who decided what (an Event when it changes,
 //! and `status.policy`, which `kubectl describe` shows).
 
-use k8s_openapi::api::{
-    core::v1::{ObjectReference, PersistentVolumeClaim},
-    storage::v1::StorageClass,
-};
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
-};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
+use kube::{Resource, ResourceExt};
 
 use super::{context::Context, error::Error};
 use crate::{
@@ -30,10 +24,7 @@ pub async fn copy_method(
     clone_failure: Option<String>,
 ) -> Result<Decided<CopyMethodDecision>, Error> {
     let spec = source.spec.clone().unwrap_or_default();
-    let classes = Api::<StorageClass>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let classes = ctx.caches.storage_classes();
     let class = spec
         .storage_class_name
         .as_deref()
@@ -54,7 +45,7 @@ pub async fn copy_method(
             parameters: c.parameters.clone().unwrap_or_default(),
         }),
         requested,
-        snapshot_classes: snapshot_classes_for(ctx, provisioner.as_deref()).await?,
+        snapshot_classes: snapshot_classes_for(ctx, provisioner.as_deref()),
         storage_classes: classes.iter().map(|c| c.name_any()).collect(),
         clone_failure,
     };
@@ -157,23 +148,14 @@ pub async fn record(
 }
 
 /// VolumeSnapshotClasses whose driver is `provisioner`, by name.
-async fn snapshot_classes_for(
-    ctx: &Context,
-    provisioner: Option<&str>,
-) -> Result<Vec<String>, Error> {
+fn snapshot_classes_for(ctx: &Context, provisioner: Option<&str>) -> Vec<String> {
     let Some(provisioner) = provisioner else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    let gvk = GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotClass");
-    let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ApiResource::from_gvk(&gvk));
-    let classes = match api.list(&ListParams::default()).await {
-        Ok(list) => list.items,
-        // No snapshot CRDs in this cluster: no classes.
-        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
-        Err(err) => return Err(err.into()),
-    };
-    let mut names: Vec<(bool, String)> = classes
-        .into_iter()
+    let mut names: Vec<(bool, String)> = ctx
+        .caches
+        .snapshot_classes()
+        .iter()
         .filter(|c| c.data.get("driver").and_then(|d| d.as_str()) == Some(provisioner))
         .map(|c| {
             let default = c
@@ -184,9 +166,8 @@ async fn snapshot_classes_for(
             (!default, c.name_any())
         })
         .collect();
-    // The default class first: built-in and plugins alike take the first one.
     names.sort();
-    Ok(names.into_iter().map(|(_, n)| n).collect())
+    names.into_iter().map(|(_, n)| n).collect()
 }
 
 fn policy_failed(err: PolicyError) -> Error {

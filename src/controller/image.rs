@@ -4,6 +4,7 @@
 
 use k8s_openapi::{
     api::core::v1::{PersistentVolumeClaim, TypedLocalObjectReference},
+    apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
 use kube::{
@@ -101,22 +102,19 @@ pub async fn prune(
             &ListParams::default().labels(&format!("{OWNER_UID}={},{IMAGE_LABEL}=true", owner.uid)),
         )
         .await?;
-    let mut images: Vec<VolumeSnapshot> = list.items;
-    // Newest first. Adopted VolSync images may follow another naming, so creation time
-    // orders them; names (ending in the iteration's timestamp) break ties.
-    images.sort_by_key(|s| {
-        std::cmp::Reverse((
-            s.meta().creation_timestamp.clone().map(|t| t.0),
-            s.name_any(),
-        ))
-    });
-    let doomed: Vec<String> = images
+    let images: Vec<(String, Option<Time>, bool)> = list
+        .items
         .iter()
         .filter(|s| s.meta().deletion_timestamp.is_none())
-        .skip(retain.max(1))
-        .filter(|s| s.name_any() != latest && !s.labels().contains_key(DO_NOT_DELETE))
-        .map(|s| s.name_any())
+        .map(|s| {
+            (
+                s.name_any(),
+                s.meta().creation_timestamp.clone(),
+                s.labels().contains_key(DO_NOT_DELETE),
+            )
+        })
         .collect();
+    let doomed = beyond_retention(&images, latest, retain);
     for name in &doomed {
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) | Err(kube::Error::Api(_)) => {}
@@ -124,6 +122,27 @@ pub async fn prune(
         }
     }
     Ok(doomed)
+}
+
+/// The images (name, creation time, labelled do-not-delete) beyond the newest `retain`,
+/// sparing the latest and the labelled ones. Pure.
+pub fn beyond_retention(
+    images: &[(String, Option<Time>, bool)],
+    latest: &str,
+    retain: usize,
+) -> Vec<String> {
+    let mut newest_first: Vec<&(String, Option<Time>, bool)> = images.iter().collect();
+    // Adopted VolSync images may follow another naming, so creation time orders them;
+    // names (ending in the iteration's timestamp) break ties.
+    newest_first.sort_by_key(|(name, created, _)| {
+        std::cmp::Reverse((created.as_ref().map(|t| t.0), name.clone()))
+    });
+    newest_first
+        .into_iter()
+        .skip(retain.max(1))
+        .filter(|(name, _, keep)| name != latest && !keep)
+        .map(|(name, ..)| name.clone())
+        .collect()
 }
 
 /// Releases the images labelled `volsync.backube/do-not-delete` from this destination, as

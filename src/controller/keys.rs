@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{Namespace, ObjectReference, Secret},
+    api::core::v1::{ObjectReference, Secret},
     jiff::Timestamp,
 };
 use kube::{Api, Resource};
@@ -43,19 +43,63 @@ pub struct Key {
     pub generated: bool,
 }
 
+/// Whose key: the object, on which side, in which context.
+pub struct KeyOf<'a, K> {
+    /// The reconcile context.
+    pub ctx: &'a Context,
+    /// The object.
+    pub obj: &'a K,
+    /// The object, for Events.
+    pub object: &'a ObjectReference,
+    /// Its identity.
+    pub owner: &'a Owner,
+    /// Its side.
+    pub side: Side,
+}
+
 /// Resolves the key Secret: the user's `keySecret`, which must exist and hold a valid
 /// `psk.txt`, or `volsync-rsync-tls-<name>`, created from the PSK policy's answer if
 /// absent. "Not available yet" (a source whose key the destination has not stored) is a
 /// transient error with the plugin's reason.
 pub async fn resolve<K: Resource>(
-    ctx: &Context,
-    obj: &K,
-    object: &ObjectReference,
-    owner: &Owner,
-    side: Side,
+    of: &KeyOf<'_, K>,
     user_secret: Option<&str>,
     policy_status: &mut Option<Vec<PolicyDecision>>,
 ) -> Result<Key, Error> {
+    let (ctx, owner, side) = (of.ctx, of.owner, of.side);
+    let wanted = user_secret.map_or_else(|| names::key_secret(side, &owner.name), str::to_string);
+    let cache_key = format!("{}/{wanted}", owner.namespace);
+    if let Some(known) = known_key(ctx, &owner.namespace, &cache_key, &wanted) {
+        return Ok(known);
+    }
+    let (key, version) = read_key(of, user_secret, policy_status).await?;
+    if let Some(version) = version {
+        ctx.known_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cache_key, (version, key.clone()));
+    }
+    Ok(key)
+}
+
+/// The key found when its Secret was last read, if the Secret has not changed since (its
+/// resourceVersion in the metadata cache is the one read).
+fn known_key(ctx: &Context, namespace: &str, cache_key: &str, secret: &str) -> Option<Key> {
+    let version = ctx.caches.secret_version(namespace, secret)?;
+    let known = ctx.known_keys.lock().unwrap_or_else(|e| e.into_inner());
+    known
+        .get(cache_key)
+        .filter(|(read, _)| *read == version)
+        .map(|(_, key)| key.clone())
+}
+
+/// Reads (or makes) the key Secret; returns it with the resourceVersion read.
+async fn read_key<K: Resource>(
+    of: &KeyOf<'_, K>,
+    user_secret: Option<&str>,
+    policy_status: &mut Option<Vec<PolicyDecision>>,
+) -> Result<(Key, Option<String>), Error> {
+    let (ctx, obj, object, owner, side) = (of.ctx, of.obj, of.object, of.owner, of.side);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     if let Some(name) = user_secret {
         let found = api
@@ -63,10 +107,11 @@ pub async fn resolve<K: Resource>(
             .await?
             .ok_or_else(|| Error::Invalid(format!("keySecret {name:?}: Secret not found")))?;
         secret::psk_of(&found).map_err(|e| Error::Invalid(format!("keySecret: {e}")))?;
-        return Ok(Key {
+        let key = Key {
             secret: name.to_string(),
             generated: false,
-        });
+        };
+        return Ok((key, found.metadata.resource_version));
     }
     let mut name = names::key_secret(side, &owner.name);
     let mut found = api.get_opt(&name).await?;
@@ -123,10 +168,15 @@ pub async fn resolve<K: Resource>(
             "generated key: {e}; delete the Secret to regenerate it"
         ))
     })?;
-    Ok(Key {
+    // A legacy name is not what the cache is looked up by: read it each time.
+    let version = (name == names::key_secret(side, &owner.name))
+        .then_some(stored.metadata.resource_version)
+        .flatten();
+    let key = Key {
         secret: name,
         generated: true,
-    })
+    };
+    Ok((key, version))
 }
 
 /// At the start of an iteration (`iteration`, before its mover Job exists), checks a
@@ -261,10 +311,7 @@ async fn authorised_pair<K: Resource>(
         return Ok(None);
     }
     let annotations = obj.meta().annotations.clone().unwrap_or_default();
-    let ns = Api::<Namespace>::all(ctx.client.clone())
-        .get(namespace)
-        .await?;
-    let ns_annotations = ns.metadata.annotations.unwrap_or_default();
+    let ns_annotations = ctx.namespace_annotations(namespace)?;
     pairs::authorise(namespace, &annotations, &ns_annotations)
         .map_err(|e| Error::Invalid(e.to_string()))
 }

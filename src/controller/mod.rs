@@ -4,10 +4,12 @@
 //! reconcile logic lives in submodules and never blocks the probe endpoint.
 
 mod apply;
+mod caches;
 mod cleanup;
 pub mod conditions;
 mod context;
 mod copy_trigger;
+mod decide;
 mod decisions;
 mod destination;
 mod error;
@@ -21,9 +23,8 @@ mod leader;
 mod mover_env;
 mod mover_pod;
 mod mover_run;
-mod pass;
+mod pipeline;
 mod pit;
-mod plan;
 mod populator;
 mod progress;
 mod pull_secrets;
@@ -41,10 +42,7 @@ mod validate;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    batch::v1::Job,
-    core::v1::{PersistentVolumeClaim, Secret, Service},
-};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use kube::{
     Api, ResourceExt,
     core::PartialObjectMeta,
@@ -203,6 +201,10 @@ async fn serve_metrics(
 /// Runs both reconcilers until a shutdown signal, then lets in-flight reconciles finish.
 pub async fn run_controllers(ctx: Arc<Context>) {
     let client = ctx.client.clone();
+    let Some(caches) = ctx.caches.start(&client, CACHES_READY_WITHIN).await else {
+        warn!("the controllers run already");
+        return;
+    };
     let watcher = watcher::Config::default();
     let limits = controller::Config::default().concurrency(ctx.config.reconcile.concurrency);
     let destinations = Controller::new(
@@ -213,30 +215,30 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     let rd_store = destinations.store();
     let rd_store_for_secrets = rd_store.clone();
     let destinations = destinations
-        .owns(Api::<Job>::all(client.clone()), watcher.clone())
+        .owns_shared_stream(caches.jobs.clone())
         .owns(Api::<Service>::all(client.clone()), watcher.clone())
         // A fixed key Secret must clear an Error at once, not at the next idle requeue.
         // Metadata only (`PartialObjectMeta`): the apiserver never sends this watch a
         // Secret's data.
-        .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher.clone(),
-            move |secret| {
-                referencing(
-                    &rd_store_for_secrets,
-                    &secret,
-                    Side::Destination,
-                    |rd: &ReplicationDestination| {
-                        rd.spec
-                            .rsync_tls
-                            .as_ref()
-                            .and_then(|t| t.key_secret.clone())
-                    },
-                )
-            },
-        )
+        .watches_shared_stream(caches.secrets.clone(), move |secret| {
+            referencing(
+                &rd_store_for_secrets,
+                &secret,
+                Side::Destination,
+                |rd: &ReplicationDestination| {
+                    rd.spec
+                        .rsync_tls
+                        .as_ref()
+                        .and_then(|t| t.key_secret.clone())
+                },
+            )
+        })
         .graceful_shutdown_on(shutdown_signal())
-        .run(destination::reconcile, error_policy, ctx.clone())
+        .run(
+            pipeline::reconcile::<ReplicationDestination>,
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|res| async move { log_result("ReplicationDestination", res) });
     let sources = Controller::new(
         Api::<ReplicationSource>::all(client.clone()),
@@ -251,26 +253,26 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     ));
     let rs_store_for_secrets = rs_store;
     let sources = sources
-        .owns(Api::<Job>::all(client.clone()), watcher.clone())
-        .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client),
-            watcher,
-            move |secret| {
-                referencing(
-                    &rs_store_for_secrets,
-                    &secret,
-                    Side::Source,
-                    |rs: &ReplicationSource| {
-                        rs.spec
-                            .rsync_tls
-                            .as_ref()
-                            .and_then(|t| t.key_secret.clone())
-                    },
-                )
-            },
-        )
+        .owns_shared_stream(caches.jobs)
+        .watches_shared_stream(caches.secrets, move |secret| {
+            referencing(
+                &rs_store_for_secrets,
+                &secret,
+                Side::Source,
+                |rs: &ReplicationSource| {
+                    rs.spec
+                        .rsync_tls
+                        .as_ref()
+                        .and_then(|t| t.key_secret.clone())
+                },
+            )
+        })
         .graceful_shutdown_on(shutdown_signal())
-        .run(source::reconcile, error_policy, ctx.clone())
+        .run(
+            pipeline::reconcile::<ReplicationSource>,
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|res| async move { log_result("ReplicationSource", res) });
     // The volume populator: PVCs whose dataSourceRef names a ReplicationDestination, and
     // the prime PVCs it makes for them.
@@ -288,7 +290,14 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     .for_each(|res| async move { log_result("PersistentVolumeClaim", res) });
     tokio::join!(destinations, sources, populated);
     sweep.abort();
+    for task in caches.tasks {
+        task.abort();
+    }
 }
+
+/// How long the controllers wait for the caches' first listing before they start anyway
+/// (a pass then waits for what it lacks).
+const CACHES_READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// The objects in the Secret's namespace whose key Secret (given, or generated for
 /// `side`) is this one.

@@ -6,10 +6,7 @@
 //! The decisions are pure functions of objects read elsewhere; only [`placement`] and
 //! [`replace_if_mode_changed`] talk to the API.
 
-use k8s_openapi::api::{
-    batch::v1::Job,
-    core::v1::{PersistentVolumeClaim, Pod},
-};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{Api, Resource, api::ListParams};
 
 use super::{conditions::Reason, context::Context, error::Error, mover_run, progress::Progress};
@@ -127,8 +124,8 @@ pub async fn replace_if_mode_changed(
     job: &str,
     debug: bool,
 ) -> Result<bool, Error> {
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    match jobs.get_opt(job).await? {
+    // From the cache: a Job it has not seen yet was just built in the mode asked for.
+    match ctx.caches.job(namespace, job) {
         Some(existing) if is_debug_job(&existing) != debug => {
             mover_run::delete(&ctx.client, namespace, job).await?;
             Ok(true)

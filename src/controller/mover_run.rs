@@ -94,15 +94,9 @@ pub async fn observe(
     if !super::takeover::is_ours(&job) {
         return Ok(JobState::Foreign);
     }
-    let finished = |kind: &str| {
-        job.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == kind && c.status == "True"))
-    };
-    let result = if finished("Complete") {
+    let result = if finished(&job, "Complete") {
         MoverResult::Successful
-    } else if finished("Failed") {
+    } else if finished(&job, "Failed") {
         MoverResult::Failed
     } else {
         return Ok(JobState::Running(JobMeta::of(&job)));
@@ -113,6 +107,19 @@ pub async fn observe(
         MoverResult::Successful => JobState::Succeeded(report),
         MoverResult::Failed => JobState::Failed(report, JobMeta::of(&job)),
     })
+}
+
+/// Whether the Job has a condition `kind` (Complete, Failed) that is True.
+fn finished(job: &Job, kind: &str) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == kind && c.status == "True"))
+}
+
+/// Whether the Job has neither completed nor failed.
+pub fn is_running(job: &Job) -> bool {
+    !finished(job, "Complete") && !finished(job, "Failed")
 }
 
 /// Deletes a Job and, through garbage collection, its pods.

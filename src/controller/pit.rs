@@ -6,13 +6,9 @@
 //! sent as if it were current.
 
 use k8s_openapi::{
-    api::core::v1::{Event as CoreEvent, PersistentVolumeClaim},
-    apimachinery::pkg::api::resource::Quantity,
+    api::core::v1::PersistentVolumeClaim, apimachinery::pkg::api::resource::Quantity,
 };
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams},
-};
+use kube::{Api, Resource, ResourceExt, api::DeleteParams};
 
 use super::{apply::create_if_absent, context::Context, error::Error};
 use crate::{
@@ -152,19 +148,12 @@ pub async fn ensure(
 
 /// The clone-failure message the provisioner left on the copy, if any: the signal that
 /// the copy-method policy uses to switch to Snapshot.
-pub async fn clone_failure(ctx: &Context, owner: &Owner) -> Result<Option<String>, Error> {
+pub fn clone_failure(ctx: &Context, owner: &Owner) -> Option<String> {
     let name = names::source_pit(&owner.name);
-    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let list = events
-        .list(&ListParams::default().fields(&format!(
-            "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={name},reason=ProvisioningFailed"
-        )))
-        .await?;
-    Ok(list
-        .items
+    ctx.caches
+        .provisioning_failures(&owner.namespace, &name)
         .into_iter()
-        .filter_map(|e| e.message)
-        .find(|m| m.contains("clone")))
+        .find(|m| m.contains("clone"))
 }
 
 /// Requests deletion of this owner's temporary PVCs and snapshots (marked by ferrosync

@@ -56,8 +56,8 @@ pub struct Input<'a> {
     pub trigger: Option<&'a Trigger>,
     pub paused: bool,
     pub status: &'a SyncTimes,
-    /// An iteration has started and not yet ended (the Synchronizing condition's reason is
-    /// `SyncInProgress`, which this machine writes when it starts one).
+    /// An iteration has started and not yet ended: `lastSyncStartTime` is set (the one
+    /// definition, `decide::in_progress`).
     pub in_progress: bool,
     pub now: DateTime<Utc>,
 }
@@ -90,26 +90,9 @@ impl Action {
     }
 }
 
-/// The reason of the `Synchronizing` condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    SyncInProgress,
-    WaitingForSchedule,
-    WaitingForManual,
-    Error,
-}
-
-impl Reason {
-    /// The reason as written in the condition.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SyncInProgress => "SyncInProgress",
-            Self::WaitingForSchedule => "WaitingForSchedule",
-            Self::WaitingForManual => "WaitingForManual",
-            Self::Error => "Error",
-        }
-    }
-}
+/// The reason of the `Synchronizing` condition: the one reason type of the controller
+/// (the machine itself uses SyncInProgress, WaitingForSchedule, WaitingForManual, Error).
+pub use super::conditions::Reason;
 
 /// The `Synchronizing` condition to show.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -158,7 +158,13 @@ async fn a_debug_mover_of_a_read_only_source_moves_nothing_until_the_annotation_
         "s3cr3t-token"
     );
     let marker = root.join("tmp/exit-debug-if-removed");
-    assert!(marker.exists(), "the debug mover waits on its marker");
+    // The Pod reports Running as its process is spawned: the mover writes the marker as it
+    // starts, a moment later.
+    wait::until("the debug mover waits on its marker", STEP, || async {
+        Ok(marker.exists().then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let dst_dir = claim_dir(&dst, "volsync-dbg-dst").await;
     holds_for(
         "the debug mover moves nothing",

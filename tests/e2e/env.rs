@@ -1,4 +1,4 @@
-//! The shared end-to-end environment: control plane, simulators, images, and one
+//! The shared end-to-end environment: control plane, simulators, the image registry, and one
 //! `ferrosync controller` for the whole binary (it watches every namespace, so two would
 //! fight over the same objects).
 
@@ -6,17 +6,18 @@ use std::sync::OnceLock;
 
 use crate::support::{
     ControlPlane, Options, control_plane_with,
-    controller::{MetricsTls, RunningController, ferrosync_binary},
+    controller::{MetricsTls, RunningController},
     deploy,
+    registry::{self, Registry},
     sim::{
         Cluster,
         node::images::{self, Image},
     },
 };
 
-/// The mover image the controller is configured with; the node maps it to the built
-/// `ferrosync` binary at the path the Job's command names.
-pub const MOVER_IMAGE: &str = "ferrosync.test/mover:e2e";
+/// The Secret in the controller's namespace with the test registry's credentials; the
+/// controller copies it next to every mover (`mover.image_pull_secrets`).
+pub const PULL_SECRET: &str = "ferrosync-registry";
 /// A shell image (the host's /bin/sh), for tests of the simulators themselves.
 pub const SHELL_IMAGE: &str = "ferrosync.test/shell:1";
 /// The Job's backoffLimit in these tests: one retry keeps a failing test short.
@@ -40,11 +41,10 @@ pub struct Env {
 pub fn env() -> Env {
     static CONTROLLER: OnceLock<RunningController> = OnceLock::new();
     let cp = control_plane_with(Options::end_to_end());
-    images::register(
-        MOVER_IMAGE,
-        Image::binary(ferrosync_binary(), ferrosync::resources::job::MOVER_BINARY),
-    );
     images::register(SHELL_IMAGE, Image::binary("/bin/sh", "/bin/sh"));
+    // The movers run from the mover image scripts/build-images.sh built, pulled from a
+    // registry that wants a password: the node runs them in the image's own root.
+    let registry = registry::shared();
     Cluster::start(cp);
     let controller = CONTROLLER.get_or_init(|| {
         let limit = BACKOFF_LIMIT.to_string();
@@ -53,12 +53,17 @@ pub fn env() -> Env {
         // As its own ServiceAccount, bound by deploy/'s RBAC: the suite proves those rights
         // suffice, and the audit log shows which it uses.
         let identity = deploy::controller_identity(cp);
+        pull_secret(cp, registry);
         RunningController::start_with(
             cp,
             &identity,
             &[
                 ("POD_NAMESPACE", deploy::NAMESPACE),
-                ("FERROSYNC_MOVER__IMAGE", MOVER_IMAGE),
+                ("FERROSYNC_MOVER__IMAGE", &registry.mover_image),
+                (
+                    "FERROSYNC_MOVER__IMAGE_PULL_SECRETS",
+                    &format!("[\"{PULL_SECRET}\"]"),
+                ),
                 ("FERROSYNC_MOVER__BACKOFF_LIMIT", &limit),
                 ("FERROSYNC_REQUEUE__POLL", "500ms"),
                 ("FERROSYNC_MOVER__PROGRESS_INTERVAL", "500ms"),
@@ -71,6 +76,17 @@ pub fn env() -> Env {
         )
     });
     Env { cp, controller }
+}
+
+/// The registry's credentials as a `kubernetes.io/dockerconfigjson` Secret in the
+/// controller's namespace, as a site stores its registry login.
+fn pull_secret(cp: &ControlPlane, registry: &Registry) {
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": PULL_SECRET, "namespace": deploy::NAMESPACE},
+        "stringData": {".dockerconfigjson": registry.docker_config_json(&registry.password)},
+    });
+    deploy::apply(cp, &secret.to_string());
 }
 
 /// /metrics as deployed: HTTPS with a certificate from files (as a mounted Secret gives

@@ -30,6 +30,7 @@ pub mod incluster;
 pub mod kubeconfig;
 pub mod pki;
 pub mod process;
+pub mod registry;
 pub mod sim;
 pub mod toxiproxy;
 pub mod wait;

@@ -1,9 +1,11 @@
 //! Container images, as far as the node simulator knows them: a table from image name to
-//! a local binary and the path it has inside the "image".
+//! a local binary and the path it has inside the "image", and, for names not in the
+//! table, real images pulled from a registry the harness started (`pull`).
 //!
-//! There is no registry, no layers and no image filesystem: every container sees the
+//! A table image has no layers and no filesystem of its own: its container sees the
 //! host's read-only /usr, /etc and friends (see `sandbox`), plus the image's one binary
-//! bound at its path. An image missing from the table fails to pull, as on a real node,
+//! bound at its path. A pulled image brings its own root filesystem, and its container
+//! sees nothing of the host's. An image missing from the table fails to pull, as on a real node,
 //! and so does a private image (one registered with [`Image::private`]) unless one of the
 //! pod's imagePullSecrets holds its registry's credentials, as a kubelet checks them.
 
@@ -22,10 +24,18 @@ pub struct Image {
     pub path: String,
     /// The image's ENTRYPOINT, used when the container has no `command`.
     pub entrypoint: Vec<String>,
+    /// The image's CMD, used when the container has neither `command` nor `args`.
+    pub cmd: Vec<String>,
     /// The image's USER (uid, gid), used when the security context sets none.
     pub user: (u32, u32),
     /// For a private image: the registry host and the username and password it wants.
     pub auth: Option<RegistryAuth>,
+    /// A pulled image's unpacked root filesystem; `None`: the host's (a table image).
+    pub rootfs: Option<PathBuf>,
+    /// The image's ENV, under the container's own.
+    pub env: Vec<(String, String)>,
+    /// The image's WORKDIR, used when the container sets no `workingDir`.
+    pub working_dir: Option<String>,
 }
 
 /// The credentials a private registry asks for.
@@ -46,8 +56,12 @@ impl Image {
             binary: binary.into(),
             path: path.into(),
             entrypoint: vec![path.into()],
+            cmd: Vec::new(),
             user: (0, 0),
             auth: None,
+            rootfs: None,
+            env: Vec::new(),
+            working_dir: None,
         }
     }
 
@@ -75,12 +89,18 @@ pub fn grants(secret: &k8s_openapi::api::core::v1::Secret, auth: &RegistryAuth) 
 }
 
 /// Pulls the image of a container of `pod`: `Err((reason, message))` in the kubelet's
-/// words when it is unknown or its registry refuses the pod's pull secrets.
+/// words when it is unknown or its registry refuses the pod's pull secrets. The table
+/// first (host-rootfs images), then a registry the harness started.
 pub async fn pull(
     client: &kube::Client,
     pod: &k8s_openapi::api::core::v1::Pod,
     image_name: &str,
 ) -> Result<Image, (String, String)> {
+    if lookup(image_name).is_none()
+        && let Some(registry) = super::pull::reachable(image_name)
+    {
+        return super::pull::pull(client, pod, image_name, registry).await;
+    }
     let image = lookup(image_name).ok_or_else(|| {
         (
             "ErrImagePull".to_string(),

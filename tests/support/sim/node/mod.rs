@@ -3,14 +3,14 @@
 //! It registers a Ready Node with capacity, renews its Lease, and runs the pods the real
 //! scheduler binds to it (the real Job controller makes them) as sandboxed local processes
 //! (`sandbox`), with their volumes (`volumes`, `projected`, kept up to date by `refresh`),
-//! environment (`env`) and images (`images`),
+//! environment (`env`) and images (`images`, pulled from a registry by `pull`),
 //! writing pod status like a kubelet (`status`) and completing graceful deletion (`pod`).
 //! Its HTTPS endpoint serves container logs to the API server (`kubelet_api`).
 //! It talks to the API as `system:node:<name>`, so the Node authorizer and NodeRestriction
 //! limit it as they limit a kubelet.
 //!
 //! Not modelled: node status beyond Ready (no pressure, no resource accounting),
-//! eviction, volume attach/detach, static pods, image pulls, and what `pod`,
+//! eviction, volume attach/detach, static pods, image pull policy, and what `pod`,
 //! `sandbox`, `volumes`, `env` and `kubelet_api` list.
 
 pub mod env;
@@ -19,6 +19,8 @@ pub mod images;
 pub mod kubelet_api;
 pub mod pod;
 pub mod projected;
+pub mod pull;
+pub mod pull_backoff;
 pub mod refresh;
 pub mod sandbox;
 pub mod status;

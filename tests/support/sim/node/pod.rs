@@ -23,7 +23,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::sync::watch;
 
 use super::{
-    images, kubelet_api,
+    images, kubelet_api, pull_backoff,
     sandbox::{self, Launch, Mount},
     status::{self, Container, ContainerState},
     volumes,
@@ -124,24 +124,37 @@ async fn start(
         }
     };
     let ip = addresses::PODS.allocate();
-    let mut launches = Vec::new();
-    let mut blocked = Vec::new();
-    for c in &spec.containers {
-        let pulled = images::pull(client, pod, c.image.as_deref().unwrap_or_default()).await;
-        match pulled.and_then(|image| launch(pod, c, image, &prepared, dir, &ip.to_string())) {
-            Ok(l) => launches.push((c.clone(), l)),
-            Err((reason, message)) => blocked.push(Container {
-                name: c.name.clone(),
-                image: c.image.clone().unwrap_or_default(),
-                state: ContainerState::Waiting { reason, message },
-            }),
+    let mut backoff = pull_backoff::Backoff::default();
+    let launches = loop {
+        let mut launches = Vec::new();
+        let mut blocked = Vec::new();
+        for c in &spec.containers {
+            let pulled = images::pull(client, pod, c.image.as_deref().unwrap_or_default()).await;
+            match pulled.and_then(|image| launch(pod, c, image, &prepared, dir, &ip.to_string())) {
+                Ok(l) => launches.push((c.clone(), l)),
+                Err((reason, message)) => blocked.push(Container {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    state: ContainerState::Waiting { reason, message },
+                }),
+            }
         }
-    }
-    if !blocked.is_empty() {
-        // Like the kubelet: the pod stays Pending with the reason until it is deleted.
+        if blocked.is_empty() {
+            break launches;
+        }
+        // Like the kubelet: the pod stays Pending with the reason until it is deleted; a
+        // failed pull is retried with a growing back-off (a pull secret may be fixed).
         report(&pods, pod, Some(&ip.to_string()), &blocked, started).await;
-        return None;
-    }
+        // Not a pull failure (a configuration error): not retried.
+        let backing_off = pull_backoff::backing_off(&blocked)?;
+        if !pull_backoff::pause(deletion, pull_backoff::NEXT_SYNC).await {
+            return None;
+        }
+        report(&pods, pod, Some(&ip.to_string()), &backing_off, started).await;
+        if !pull_backoff::pause(deletion, backoff.next()).await {
+            return None;
+        }
+    };
     let mut running = Vec::new();
     for (spec, launch) in launches {
         let log = dir.join(format!("{}.log", spec.name));
@@ -302,8 +315,19 @@ fn launch(
         .command
         .clone()
         .unwrap_or_else(|| image.entrypoint.clone());
-    argv.extend(c.args.clone().unwrap_or_default());
-    let env = super::env::resolve(pod, c, pod_ip).map_err(config_err)?;
+    // As a runtime does: `args` replace the image's CMD, and a `command` drops it.
+    match (&c.command, &c.args) {
+        (_, Some(args)) => argv.extend(args.clone()),
+        (None, None) => argv.extend(image.cmd.clone()),
+        (Some(_), None) => {}
+    }
+    let mut env = super::env::resolve(pod, c, pod_ip).map_err(config_err)?;
+    // The image's ENV sits between the runtime's defaults and the container's `env`.
+    let own: Vec<&str> = c.env.iter().flatten().map(|v| v.name.as_str()).collect();
+    for (k, v) in image.env.iter().filter(|(k, _)| !own.contains(&k.as_str())) {
+        env.retain(|(n, _)| n != k);
+        env.push((k.clone(), v.clone()));
+    }
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let v = volumes
@@ -328,12 +352,13 @@ fn launch(
         .termination_message_path
         .clone()
         .unwrap_or_else(|| "/dev/termination-log".into());
+    let working_dir = c.working_dir.clone().or_else(|| image.working_dir.clone());
     Ok(Launch {
         hostname: pod.metadata.name.clone().unwrap_or_default(),
         image,
         argv,
         env,
-        working_dir: c.working_dir.clone(),
+        working_dir,
         mounts,
         termination_log: (termination_log, path),
         identity,

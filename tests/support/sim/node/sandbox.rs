@@ -3,11 +3,13 @@
 //! and only then drops capabilities (dropping them first would make `setresuid` fail).
 //!
 //! The sandbox has its own mount, PID, IPC and UTS namespaces, the container process is
-//! PID 1 (so, as in a real container, SIGTERM is ignored unless it handles it), the root is
-//! an empty tmpfs with the host's /usr (minus /usr/local), /etc (entry by entry when a
-//! volume is mounted below it) and library directories bound read-only, plus exactly the
-//! declared mounts. Not modelled: seccomp, AppArmor or SELinux, cgroup limits, and the
-//! network (containers share the host's loopback; each pod is told its own 127.x address).
+//! PID 1 (so, as in a real container, SIGTERM is ignored unless it handles it). The root
+//! is the image's own filesystem for an image pulled from a registry (so `setpriv`, the
+//! binary and its libraries must be in the image), otherwise an empty tmpfs with the
+//! host's /usr (minus /usr/local), /etc (entry by entry when a volume is mounted below it)
+//! and library directories bound read-only; plus exactly the declared mounts. Not
+//! modelled: seccomp, AppArmor or SELinux, cgroup limits, and the network (containers
+//! share the host's loopback; each pod is told its own 127.x address).
 
 use std::{
     path::{Path, PathBuf},
@@ -179,15 +181,26 @@ pub fn command(launch: &Launch) -> Command {
     .args(["--die-with-parent", "--hostname", &launch.hostname])
     // bwrap keeps root's capabilities so that setpriv can switch ids; setpriv drops them.
     .args(["--cap-add", "ALL"]);
-    let split_etc = launch
-        .mounts
-        .iter()
-        .any(|m| Path::new(&m.path).starts_with("/etc"));
-    host_root(&mut cmd, split_etc);
-    cmd.args(["--proc", "/proc", "--dev", "/dev"]);
-    // An image whose binary is a host tool at its own path is already there.
-    if launch.image.binary != Path::new(&launch.image.path) {
-        bind(&mut cmd, &launch.image.binary, &launch.image.path, true);
+    match &launch.image.rootfs {
+        // A pulled image: its own root, shared by every container of that image, under a
+        // writable overlay layer of this container's own, as a runtime's snapshotter
+        // gives it; mount points are made in that layer (see `image_root`).
+        Some(_) => {
+            cmd.arg("--bind").arg(layer(launch).join("root")).arg("/");
+            cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+        }
+        None => {
+            let split_etc = launch
+                .mounts
+                .iter()
+                .any(|m| Path::new(&m.path).starts_with("/etc"));
+            host_root(&mut cmd, split_etc);
+            cmd.args(["--proc", "/proc", "--dev", "/dev"]);
+            // An image whose binary is a host tool at its own path is already there.
+            if launch.image.binary != Path::new(&launch.image.path) {
+                bind(&mut cmd, &launch.image.binary, &launch.image.path, true);
+            }
+        }
     }
     let mut mounts = launch.mounts.clone();
     // Parents before children, so a nested mount is not hidden by its parent's.
@@ -203,7 +216,68 @@ pub fn command(launch: &Launch) -> Command {
     cmd.args(["--chdir", launch.working_dir.as_deref().unwrap_or("/")]);
     cmd.arg("--").args(setpriv(&launch.identity)).arg("--");
     cmd.args(&launch.argv);
-    cmd
+    match &launch.image.rootfs {
+        Some(rootfs) => image_root(cmd, rootfs, &layer(launch)),
+        None => cmd,
+    }
+}
+
+/// The container's writable layer over its image: next to its termination-log file, in
+/// the pod's directory.
+fn layer(launch: &Launch) -> PathBuf {
+    launch.termination_log.0.with_extension("layer")
+}
+
+/// Starts `bwrap` in a mount namespace of its own in which the image's `rootfs`
+/// (read-only, shared by every container of the image) under the container's writable
+/// `layer` is an overlay at `layer/root` (bwrap 0.8 has no overlay of its own). The
+/// namespace is made and the overlay mounted between fork and exec, so the mount lives
+/// and dies with the container, nothing stays mounted on the host, and no helper process
+/// sits between the node and bwrap.
+fn image_root(mut bwrap: Command, rootfs: &Path, layer: &Path) -> Command {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt};
+    let cstring = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap_or_default();
+    for dir in ["upper", "work", "root"] {
+        let _ = std::fs::create_dir_all(layer.join(dir));
+    }
+    let target = cstring(&layer.join("root"));
+    let options = CString::new(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        rootfs.display(),
+        layer.join("upper").display(),
+        layer.join("work").display()
+    ))
+    .unwrap_or_default();
+    let fail = || Err(std::io::Error::last_os_error());
+    // SAFETY: between fork and exec the closure makes only system calls (unshare, mount)
+    // on strings made before the fork; it allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut bwrap, move || {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            // Private, so the overlay does not propagate back to the host's namespace.
+            let none = c"none".as_ptr();
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(
+                none,
+                c"/".as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                return fail();
+            }
+            let overlay = c"overlay".as_ptr();
+            let data = options.as_ptr().cast();
+            if libc::mount(overlay, target.as_ptr(), overlay, 0, data) != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+    bwrap
 }
 
 fn setpriv(id: &Identity) -> Vec<String> {
