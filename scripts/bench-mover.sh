@@ -4,7 +4,9 @@
 # tunnel; loopback, and an emulated WAN between two network namespaces (needs root, ip and
 # tc). Trees live on tmpfs (/dev/shm) so disk writeback does not mask the mover. Needs
 # rsync, stunnel and python3; takes 20-40 minutes and ~3 GiB of tmpfs.
-#   scripts/bench-mover.sh [--runs N] [--wan-runs N] [--sections loopback,incremental,delta,files,wan]
+#   scripts/bench-mover.sh [--quick] [--runs N] [--wan-runs N] [--sections loopback,incremental,delta,files,wan]
+# --quick: the side-by-side set in about 5 minutes on an idle host (fewer delta and WAN
+# configurations, one WAN repetition), ending with the targets table of issue 15.
 # The dev profile is enough: the built-in tunnel's per-byte work is in ring and OpenSSL,
 # which the dev profile builds optimised (profile.dev.package."*" opt-level 2).
 set -euo pipefail

@@ -33,6 +33,8 @@ use super::{
 
 /// How often the control file is looked for.
 const POLL: Duration = Duration::from_millis(25);
+/// How often the last connection is looked at once `complete` arrived.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 /// How often open connections are counted for the idle timeout.
 const ACTIVITY_POLL: Duration = Duration::from_millis(500);
 /// Longest wait for in-flight connections once `complete` arrived.
@@ -208,7 +210,8 @@ async fn finish(data: &Path, control: &Path, tunnel: &mut ServerTunnel) -> Resul
     );
     let deadline = Instant::now() + DRAIN_LIMIT;
     while tunnel.busy() && Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
+        // Short: the upload's daemon is only running its post-transfer gate by now.
+        tokio::time::sleep(DRAIN_POLL).await;
     }
     tunnel.stop(Duration::from_secs(5)).await;
 

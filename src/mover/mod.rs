@@ -50,8 +50,9 @@
 //! On the wire it is the reference's: TLS 1.3 PSK (TLS_AES_128_GCM_SHA256, identity and
 //! key from `psk.txt`) on port 8000, an rsync daemon
 //! per connection with modules `data` and `control`, munged symlinks, `control/complete`.
-//! Our source lists top-level entries NUL-separated as `/<name>` (names starting with `#`
-//! or `;` are not comments), deletes inside them during pass 1 so pass 2 only compares the
+//! Our source names the top-level entries as rsync arguments (or, when there are too many,
+//! lists them NUL-separated as `/<name>`, where names starting with `#` or `;` are not
+//! comments), deletes inside them during pass 1 so pass 2 only compares the
 //! top level (`-d`), lists every symlink of the tree (not only those itemised as changed,
 //! which misses links sent by an interrupted run), and uploads the newline list, a
 //! NUL-separated `symlink-munging-file0` and `complete` (holding [`COMPLETE_MARKER`]) in one
@@ -82,6 +83,7 @@ pub mod exit;
 #[cfg(test)]
 mod fuzz_tests;
 mod keyfile;
+mod pipe_out;
 mod procs;
 mod psk_tls;
 mod record;
@@ -122,7 +124,8 @@ pub enum Command {
     Destination(Box<settings::DestinationArgs>),
     /// Run the source side: push the data with rsync through a TLS-PSK client.
     Source(Box<settings::SourceArgs>),
-    /// One TLS-PSK connection for rsync's RSYNC_CONNECT_PROG (started by the source).
+    /// One TLS-PSK connection, as rsync's remote shell or RSYNC_CONNECT_PROG (started by the
+    /// source's rsync).
     #[command(hide = true)]
     Connect(tunnel_client::ConnectArgs),
     /// Run by the destination's rsync daemon before and after each transfer: admits one

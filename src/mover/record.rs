@@ -12,8 +12,9 @@
 //! This module must never log or return secrets, keys or plaintext.
 
 use std::{
-    io::{self, ErrorKind, IoSlice, IoSliceMut, Read, Write},
+    io::{self, ErrorKind, IoSliceMut, Read, Write},
     net::{Shutdown, TcpStream},
+    os::fd::AsFd,
     sync::{
         Mutex,
         atomic::{AtomicBool, Ordering},
@@ -22,6 +23,8 @@ use std::{
 };
 
 use ring::{aead, hkdf};
+
+use super::pipe_out::PlainOut;
 
 /// Content types (RFC 8446 §5.1).
 const ALERT: u8 = 21;
@@ -173,7 +176,7 @@ pub fn relay(
     pending: Vec<u8>,
     sock: &TcpStream,
     plain_in: impl Read + Send,
-    plain_out: impl Write + Send,
+    plain_out: impl Write + AsFd + Send,
     linger: Duration,
 ) -> super::relay::Relayed {
     let keys = match (Keys::new(&tx.0), Keys::new(&rx.0)) {
@@ -294,22 +297,29 @@ fn seal_up(tx: &Mutex<Tx>, sock: &TcpStream, mut plain_in: impl Read) -> io::Res
     }
 }
 
-/// Socket → records → plaintext peer: open records where they were read, one `writev`
-/// of their contents per read.
-fn open_down(
+/// Socket → records → plaintext peer: open records where they were read, and hand their
+/// contents over in one call per read ([`PlainOut`]: spliced into a pipe by reference, or
+/// one `writev`).
+fn open_down<W: Write + AsFd>(
     mut rx: Keys,
     tx: &Mutex<Tx>,
     pending: Vec<u8>,
     sock: &TcpStream,
-    mut plain_out: impl Write,
+    plain_out: W,
     up_done: &AtomicBool,
 ) -> io::Result<u64> {
-    let mut buf = vec![0u8; SLOT * SLOTS + MAX_RECORD];
-    let mut have = pending.len().min(buf.len());
-    buf[..have].copy_from_slice(&pending[..have]);
+    let mut out = PlainOut::new(plain_out, SLOT * SLOTS + MAX_RECORD);
+    let mut cur = out.next_buffer()?;
+    let mut have = {
+        let buf = out.buf(cur);
+        let have = pending.len().min(buf.len());
+        buf[..have].copy_from_slice(&pending[..have]);
+        have
+    };
     let mut total = 0u64;
     let mut first = true;
     loop {
+        let buf = out.buf(cur);
         if !first || have == 0 {
             let n = match (&*sock).read(&mut buf[have..]) {
                 Ok(n) => n,
@@ -324,7 +334,7 @@ fn open_down(
             };
             if n == 0 {
                 // A TCP close without close_notify: rsync judges a truncated stream.
-                plain_out.flush()?;
+                out.flush()?;
                 return Ok(total);
             }
             have += n;
@@ -382,25 +392,21 @@ fn open_down(
             }
             at += HEADER + len;
         }
-        let mut slices: Vec<IoSlice<'_>> = spans
-            .iter()
-            .map(|&(start, len)| IoSlice::new(&buf[start..start + len]))
-            .collect();
-        let mut out = &mut slices[..];
-        while !out.is_empty() {
-            let n = plain_out.write_vectored(out)?;
-            if n == 0 {
-                return Err(ErrorKind::WriteZero.into());
-            }
-            total += n as u64;
-            IoSlice::advance_slices(&mut out, n);
-        }
+        total += out.send(cur, &spans)?;
         if closed {
-            plain_out.flush()?;
+            out.flush()?;
             return Ok(total);
         }
-        // Keep the partial record at the front (at most one record is copied).
-        buf.copy_within(at..have, 0);
+        // Carry the partial record (at most one) to the front of the next buffer, which
+        // is this one again unless the contents just went into a pipe by reference.
+        let next = out.next_buffer()?;
+        if next == cur {
+            out.buf(cur).copy_within(at..have, 0);
+        } else {
+            let (from, to) = out.pair(cur, next);
+            to[..have - at].copy_from_slice(&from[at..have]);
+        }
+        cur = next;
         have -= at;
     }
 }

@@ -182,7 +182,7 @@ pub fn run(
     side: Side,
     sock: &TcpStream,
     plain_in: impl Read + Send,
-    plain_out: impl Write + Send,
+    plain_out: impl Write + std::os::fd::AsFd + Send,
     linger: Duration,
 ) -> Relayed {
     match super::psk_tls::bulk_secrets(tls.ssl(), secrets, side == Side::Client) {
@@ -390,8 +390,18 @@ impl Write for ShutdownOnDrop {
         self.0.write(buf)
     }
 
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()
+    }
+}
+
+impl std::os::fd::AsFd for ShutdownOnDrop {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 

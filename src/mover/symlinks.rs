@@ -109,17 +109,25 @@ pub fn find_all(data: &Path) -> io::Result<Vec<Vec<u8>>> {
             if name == "lost+found" {
                 continue;
             }
-            let Ok(meta) = entry.path().symlink_metadata() else {
+            // The directory entry's type, without a stat per entry (std stats only when
+            // the filesystem does not report types); only directories are stat'ed, for
+            // their device.
+            let Ok(kind) = entry.file_type() else {
                 continue;
             };
+            let is_link = kind.is_symlink();
+            let descend = kind.is_dir() && entry.metadata().is_ok_and(|m| m.dev() == root_dev);
+            if !(is_link || descend) {
+                continue;
+            }
             let mut child = rel.clone();
             if !child.is_empty() {
                 child.push(b'/');
             }
             child.extend_from_slice(name.as_bytes());
-            if meta.file_type().is_symlink() {
+            if is_link {
                 found.push(child);
-            } else if meta.is_dir() && meta.dev() == root_dev {
+            } else {
                 stack.push(child);
             }
         }

@@ -1,7 +1,8 @@
 //! `ferrosync mover connect`: the source's built-in TLS-PSK client, started by rsync once
-//! per connection through `RSYNC_CONNECT_PROG`. Its stdin and stdout are rsync's end of a
-//! socketpair; it connects to the destination, completes the TLS 1.3 PSK handshake and
-//! relays ([`relay`]).
+//! per connection as its remote shell (`-e`, `host::module`; rsync's stdin and stdout for
+//! it are Unix socketpairs), or through `RSYNC_CONNECT_PROG` (one loopback TCP pair). It
+//! connects to the destination, completes the TLS 1.3 PSK handshake and relays
+//! ([`relay`]).
 //!
 //! It reports on stderr, which is rsync's, in lines [`classify`] understands, so the
 //! source learns per attempt whether the destination was unreachable or refused the key.
@@ -46,6 +47,11 @@ pub struct ConnectArgs {
     /// Lowest TLS version to offer.
     #[arg(long, env = "SSL_VERSION_MIN", default_value = "TLSv1.3")]
     pub ssl_version_min: String,
+    /// What rsync appends when it starts this client as its remote shell (`-e`, with a
+    /// `host::module` destination): the host and the remote command. Ignored (the
+    /// destination starts its own daemon), except that they mark that mode.
+    #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub remote_shell_args: Vec<String>,
 }
 
 fn say(line: &str) {
@@ -107,6 +113,12 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
     };
     say(&format!("connected to {endpoint}"));
     let _ = sock.set_read_timeout(None);
+    // rsync may hand its remote shell a non-blocking stdout (it only makes it blocking
+    // with --blocking-io); the relay's threads block. These descriptions are this end's
+    // own, so rsync's ends are not affected.
+    for fd in [std::io::stdin().as_fd(), std::io::stdout().as_fd()] {
+        set_blocking(fd).map_err(|e| format!("making rsync's socket blocking: {e}"))?;
+    }
     exit_when_rsync_leaves();
     let stdin = File::from(
         std::io::stdin()
@@ -120,6 +132,18 @@ fn connect_and_relay(args: &ConnectArgs) -> Result<(), String> {
             .try_clone_to_owned()
             .map_err(|e| e.to_string())?,
     ));
+    // As rsync's remote shell, rsync waits for this process to exit before it closes its
+    // end: once the destination has closed, nothing more can be delivered, so the input
+    // is ended too (its reading side shut down), which ends the relay.
+    let input_end = if args.remote_shell_args.is_empty() {
+        None
+    } else {
+        Some(stdin.try_clone().map_err(|e| e.to_string())?)
+    };
+    let stdout = EndsInput {
+        out: stdout,
+        input: input_end,
+    };
     let outcome = relay::run(
         tls,
         &secrets,
@@ -149,6 +173,51 @@ fn closed_before_reply(e: &relay::HandshakeError) -> bool {
                 | std::io::ErrorKind::BrokenPipe
         ),
         relay::HandshakeError::Tls(_) => false,
+    }
+}
+
+fn set_blocking(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    if flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+/// The plaintext output which, when the relay drops it (the destination closed), also
+/// ends the plaintext input (see [`connect_and_relay`]).
+struct EndsInput {
+    out: relay::ShutdownOnDrop,
+    input: Option<File>,
+}
+
+impl std::io::Write for EndsInput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.out.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl AsFd for EndsInput {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.out.as_fd()
+    }
+}
+
+impl Drop for EndsInput {
+    fn drop(&mut self) {
+        if let Some(input) = &self.input {
+            // Wakes the reading thread with an end of input (ENOTSOCK for a pipe).
+            let _ = socket2::SockRef::from(input).shutdown(std::net::Shutdown::Read);
+        }
     }
 }
 

@@ -1,0 +1,278 @@
+//! Where the receiving direction of the built-in tunnel puts opened records, and how their
+//! plaintext reaches the plaintext peer.
+//!
+//! On the destination that peer is the rsync daemon's stdin, a pipe. Writing to a pipe
+//! copies every byte into newly allocated pipe pages; `vmsplice(2)` instead puts
+//! references to the tunnel's own pages into the pipe, and the daemon's `read` copies
+//! from them. The pages must then stay untouched until the daemon has read them, so the
+//! records are received into a ring of buffers, and a buffer is reused only once the pipe
+//! holds nothing of it any more: everything written to the pipe minus what it still holds
+//! (`FIONREAD`) is what the daemon has read. Any other peer (the source's socket to
+//! rsync) gets a plain `writev` from a single buffer.
+//!
+//! This module must never let a buffer be written, reused or freed while the pipe may
+//! still hold a reference to it: the daemon would read other data than was received.
+
+use std::{
+    io::{self, IoSlice, Write},
+    os::fd::{AsFd, AsRawFd},
+    time::{Duration, Instant},
+};
+
+/// Buffers in the ring when splicing: a pipe of 1 MiB holds at most 256 page references,
+/// about three full buffers' worth of records, so the next buffer is normally free.
+const RING: usize = 8;
+/// How often a full ring looks again whether the reader has moved on.
+const WAIT_POLL: Duration = Duration::from_millis(1);
+/// How long the end of a relay waits for the reader to take what the pipe holds; after
+/// that the buffers are leaked rather than freed under the reader.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// The plaintext peer of the receiving direction, with the buffers records are read into.
+pub struct PlainOut<W: Write + AsFd> {
+    out: W,
+    /// `vmsplice` works on this peer (a pipe) and has not failed.
+    splice: bool,
+    bufs: Vec<Vec<u8>>,
+    /// Per buffer: the stream position the reader must pass before it is free again.
+    ends: Vec<u64>,
+    /// Bytes written to the peer so far.
+    written: u64,
+    /// Some bytes went in by reference: the pipe may point into the buffers.
+    spliced: bool,
+    next: usize,
+}
+
+impl<W: Write + AsFd> PlainOut<W> {
+    /// Wraps `out`; every buffer has `len` bytes.
+    pub fn new(out: W, len: usize) -> Self {
+        let splice = is_pipe(&out);
+        let count = if splice { RING } else { 1 };
+        Self {
+            out,
+            splice,
+            bufs: (0..count).map(|_| vec![0u8; len]).collect(),
+            ends: vec![0; count],
+            written: 0,
+            spliced: false,
+            next: 0,
+        }
+    }
+
+    /// The next buffer to receive into, once the reader is done with it; returns its index.
+    pub fn next_buffer(&mut self) -> io::Result<usize> {
+        let i = self.next;
+        self.next = (i + 1) % self.bufs.len();
+        if self.splice {
+            self.wait_consumed(self.ends[i], None)?;
+        }
+        Ok(i)
+    }
+
+    /// Buffer `i`.
+    pub fn buf(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bufs[i]
+    }
+
+    /// Buffers `from` and `to` at once (distinct), to carry a partial record over.
+    pub fn pair(&mut self, from: usize, to: usize) -> (&[u8], &mut [u8]) {
+        assert_ne!(from, to, "two different buffers");
+        if from < to {
+            let (a, b) = self.bufs.split_at_mut(to);
+            (&a[from], &mut b[0])
+        } else {
+            let (a, b) = self.bufs.split_at_mut(from);
+            (&b[0], &mut a[to])
+        }
+    }
+
+    /// Writes `buf(i)[start..start + len]` for every span, in order; returns the bytes.
+    pub fn send(&mut self, i: usize, spans: &[(usize, usize)]) -> io::Result<u64> {
+        let buf = &self.bufs[i];
+        let mut slices: Vec<IoSlice<'_>> = spans
+            .iter()
+            .map(|&(start, len)| IoSlice::new(&buf[start..start + len]))
+            .collect();
+        let mut left = &mut slices[..];
+        let mut total = 0u64;
+        while !left.is_empty() {
+            let n = if self.splice {
+                match vmsplice(&self.out, left) {
+                    Ok(n) => {
+                        self.spliced = true;
+                        n
+                    }
+                    // Not allowed here (a seccomp profile, say): copy from now on.
+                    Err(e) if e.raw_os_error().is_some_and(not_supported) => {
+                        self.splice = false;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                self.out.write_vectored(left)?
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            total += n as u64;
+            IoSlice::advance_slices(&mut left, n);
+        }
+        self.written += total;
+        self.ends[i] = self.written;
+        Ok(total)
+    }
+
+    /// Flushes the peer.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Waits until the reader has taken the stream up to `end`, or is gone (then nothing
+    /// will read the pages any more), or `limit` passed (`Ok(false)`).
+    fn wait_consumed(&self, end: u64, limit: Option<Duration>) -> io::Result<bool> {
+        let start = Instant::now();
+        loop {
+            let unread = unread(&self.out)?;
+            if self.written.saturating_sub(unread) >= end || reader_gone(&self.out) {
+                return Ok(true);
+            }
+            if limit.is_some_and(|l| start.elapsed() >= l) {
+                return Ok(false);
+            }
+            std::thread::sleep(WAIT_POLL);
+        }
+    }
+}
+
+impl<W: Write + AsFd> Drop for PlainOut<W> {
+    fn drop(&mut self) {
+        if self.spliced
+            && !matches!(
+                self.wait_consumed(self.written, Some(DRAIN_LIMIT)),
+                Ok(true)
+            )
+        {
+            // The pipe may still point into the buffers: never hand them back.
+            std::mem::forget(std::mem::take(&mut self.bufs));
+        }
+    }
+}
+
+fn not_supported(errno: i32) -> bool {
+    use nix::libc::{EINVAL, ENOSYS, EPERM};
+    matches!(errno, EINVAL | ENOSYS | EPERM)
+}
+
+fn is_pipe(fd: &impl AsFd) -> bool {
+    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+            .contains(nix::sys::stat::SFlag::S_IFIFO)
+    })
+}
+
+/// Bytes the pipe holds unread.
+fn unread(fd: &impl AsFd) -> io::Result<u64> {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for it.
+    let r = unsafe { nix::libc::ioctl(fd.as_fd().as_raw_fd(), nix::libc::FIONREAD, &raw mut n) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Whether the pipe's reading end is closed.
+fn reader_gone(fd: &impl AsFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|_| {
+        fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
+    })
+}
+
+/// `vmsplice(2)` of `slices` into the pipe `fd`, without gifting the pages.
+fn vmsplice(fd: &impl AsFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    let count = slices.len().min(1024);
+    // SAFETY: IoSlice is ABI-compatible with iovec on Unix; the slices stay alive and
+    // unmodified until the reader has consumed them (see the ring's bookkeeping).
+    let n = unsafe {
+        nix::libc::vmsplice(
+            fd.as_fd().as_raw_fd(),
+            slices.as_ptr().cast::<nix::libc::iovec>(),
+            count,
+            0,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Many rounds through a pipe whose reader lags: every byte arrives as written, although
+    /// the ring's buffers are overwritten round after round.
+    #[test]
+    fn spliced_rounds_arrive_intact_through_a_slow_reader() {
+        let (mut rx, tx) = std::io::pipe().expect("pipe");
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let mut chunk = vec![0u8; 7000];
+            loop {
+                std::thread::sleep(Duration::from_micros(200));
+                match rx.read(&mut chunk).expect("read") {
+                    0 => return all,
+                    n => all.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        let mut expected = Vec::new();
+        {
+            let mut out = PlainOut::new(tx, 64 * 1024);
+            assert!(out.splice, "a pipe is spliced into");
+            for round in 0u32..200 {
+                let i = out.next_buffer().expect("buffer");
+                let buf = out.buf(i);
+                for (k, b) in buf.iter_mut().enumerate() {
+                    *b = (round as usize * 31 + k) as u8;
+                }
+                // Two spans with a gap, as records' contents lie between headers.
+                let spans = [(5, 20_000), (20_100, 30_000 + round as usize)];
+                for &(s, l) in &spans {
+                    expected.extend_from_slice(&out.buf(i)[s..s + l]);
+                }
+                out.send(i, &spans).expect("send");
+            }
+        }
+        let got = reader.join().expect("reader");
+        assert_eq!(got.len(), expected.len());
+        assert!(
+            got == expected,
+            "the pipe delivered other bytes than were sent"
+        );
+    }
+
+    #[test]
+    fn other_peers_get_a_copy_from_one_buffer() {
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let mut out = PlainOut::new(a, 1024);
+        assert!(!out.splice);
+        let i = out.next_buffer().expect("buffer");
+        out.buf(i)[..4].copy_from_slice(b"abcd");
+        out.send(i, &[(1, 2)]).expect("send");
+        assert_eq!(
+            out.next_buffer().expect("buffer"),
+            i,
+            "one buffer, reused at once"
+        );
+        drop(out);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).expect("read");
+        assert_eq!(got, b"bc");
+    }
+}
