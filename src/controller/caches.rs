@@ -18,7 +18,7 @@
 
 use std::{collections::BTreeMap, hash::Hash, sync::Mutex, time::Duration};
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, future::BoxFuture};
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Event as CoreEvent, Namespace, Secret},
@@ -36,7 +36,10 @@ use kube::{
 };
 use tokio::task::JoinHandle;
 
-use crate::resources::meta::{COMPONENT, MANAGED_BY};
+use crate::{
+    policy::namespaces::{Labels, NamespaceError, NamespaceLabels},
+    resources::meta::{COMPONENT, MANAGED_BY},
+};
 
 /// The reason an external provisioner gives a PVC it could not make.
 const PROVISIONING_FAILED: &str = "ProvisioningFailed";
@@ -207,6 +210,12 @@ impl Caches {
             .map(|ns| ns.metadata.annotations.clone().unwrap_or_default())
     }
 
+    /// The Namespaces' labels, for the policy engine's label-selecting bindings: from the
+    /// same metadata watch, so choosing a bundle costs no request.
+    pub fn namespace_labels(&self) -> CachedNamespaceLabels {
+        CachedNamespaceLabels(self.namespaces.clone())
+    }
+
     /// Every StorageClass.
     pub fn storage_classes(&self) -> Vec<std::sync::Arc<StorageClass>> {
         self.storage_classes.state()
@@ -248,4 +257,19 @@ where
             })
             .await;
     })
+}
+
+/// [`NamespaceLabels`] from the Namespace metadata cache. A namespace the watch has not
+/// seen yet is "not found": the decision fails and is retried, never made with no labels.
+pub struct CachedNamespaceLabels(Store<PartialObjectMeta<Namespace>>);
+
+impl NamespaceLabels for CachedNamespaceLabels {
+    fn labels<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Labels, NamespaceError>> {
+        let found = self
+            .0
+            .get(&ObjectRef::new(namespace))
+            .map(|ns| ns.metadata.labels.clone().unwrap_or_default())
+            .ok_or_else(|| NamespaceError::NotFound(namespace.into()));
+        Box::pin(async move { found })
+    }
 }

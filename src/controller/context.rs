@@ -61,8 +61,14 @@ pub struct Context {
 pub const EVENT_REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
 impl Context {
-    /// A context for `client` and `config`.
-    pub fn new(client: Client, config: Config, metrics: Metrics, policy: PolicyEngine) -> Self {
+    /// A context for `client` and `config`, reading from `caches` (not started yet).
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: Metrics,
+        policy: PolicyEngine,
+        caches: Caches,
+    ) -> Self {
         let reporter = Reporter {
             controller: "ferrosync".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -76,7 +82,7 @@ impl Context {
             topology: TopologyCache::default(),
             not_served: NotServed::default(),
             own_writes: OwnWrites::default(),
-            caches: Caches::new(),
+            caches,
             known_keys: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             mover_failures: Mutex::new(HashMap::new()),

@@ -62,7 +62,7 @@ use crate::{
     config::{self, Config},
     policy::{
         EngineOptions, PolicyEngine, credentials::KubeCredentials, http::LiveTransport,
-        metrics::PolicyMetrics, namespaces::KubeNamespaceLabels, reload,
+        metrics::PolicyMetrics, reload,
     },
     resources::{Side, names},
     telemetry::{self, Health, Metrics, ObjectLabels},
@@ -117,11 +117,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
 
     let client = kube::Client::try_default().await.map_err(Error::Connect)?;
     let _metrics_server = serve_metrics(&config.metrics, exposition, &client).await?;
+    // Namespace labels (for label-selecting policy bindings) come from the pipeline's
+    // Namespace metadata cache, started with the controllers.
+    let caches = caches::Caches::new();
     let options = EngineOptions {
         credentials: Arc::new(KubeCredentials::new(client.clone(), own_namespace())),
         transport: Arc::new(LiveTransport),
         metrics: policy_metrics,
-        namespaces: Arc::new(KubeNamespaceLabels::new(client.clone())),
+        namespaces: Arc::new(caches.namespace_labels()),
     };
     let policy = PolicyEngine::new(&config.policy, options)
         .await
@@ -144,7 +147,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
         () = shutdown_signal() => return Ok(()),
     }
     let election = config.leader_election.clone();
-    let ctx = Arc::new(Context::new(client.clone(), config, metrics, policy));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        metrics,
+        policy,
+        caches,
+    ));
     if !election.enabled {
         run_controllers(ctx).await;
         info!("shutting down");

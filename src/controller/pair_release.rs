@@ -21,10 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::core::v1::{Namespace, ObjectReference},
-    jiff::Timestamp,
-};
+use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Resource,
     api::{Patch, PatchParams},
@@ -310,10 +307,8 @@ async fn authorised<K: Resource>(
     namespace: &str,
 ) -> Result<Result<Option<AuthorisedPair>, pairs::PairError>, Error> {
     let annotations: BTreeMap<String, String> = obj.meta().annotations.clone().unwrap_or_default();
-    let ns = Api::<Namespace>::all(ctx.client.clone())
-        .get(namespace)
-        .await?;
-    let ns_annotations = ns.metadata.annotations.unwrap_or_default();
+    // From the Namespace metadata cache, as the key's own authorisation reads it.
+    let ns_annotations = ctx.namespace_annotations(namespace)?;
     Ok(pairs::authorise(namespace, &annotations, &ns_annotations))
 }
 

@@ -1,8 +1,10 @@
 //! Namespace labels, which label-selecting bindings need to choose a bundle.
 //!
-//! Looked up only when some binding of the decision point selects by labels, and never
-//! cached: labels may change at any time, and which bundle answers must follow them at
-//! the next decision (the precedence in `scope` then decides, visibly).
+//! Looked up only when some binding of the decision point selects by labels. The
+//! controller reads them from its Namespace metadata watch (`controller::caches`), which
+//! follows label changes, so which bundle answers follows them at the next decision (the
+//! precedence in `scope` then decides, visibly); `ferrosync policy diff` reads them with
+//! a GET, with the user's own rights.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +40,7 @@ impl NamespaceLabels for StaticNamespaceLabels {
     }
 }
 
-/// The cluster's Namespaces (`get` on namespaces, which the controller already has).
+/// The cluster's Namespaces, read with `get` (for `ferrosync policy diff`).
 pub struct KubeNamespaceLabels {
     client: kube::Client,
 }

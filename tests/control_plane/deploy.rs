@@ -205,7 +205,7 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
         ),
         ("get", "", "pods/log", Some("any"), None),
         ("create", "events.k8s.io", "events", Some("any"), None),
-        ("get", "", "namespaces", None, Some("any")),
+        ("watch", "", "namespaces", None, None),
         (
             "patch",
             "coordination.k8s.io",
@@ -231,7 +231,8 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
         ),
         ("create", "", "pods", Some("any"), None),
         ("update", "", "nodes", None, Some("any")),
-        ("list", "", "namespaces", None, None),
+        ("get", "", "namespaces", None, Some("any")),
+        ("delete", "", "namespaces", None, Some("any")),
         ("create", "", "serviceaccounts", Some("any"), None),
         (
             "update",
