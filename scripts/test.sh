@@ -48,7 +48,7 @@ trap 'rm -f "$log"; FERROSYNC_STATE_DIR=$demo_state bash scripts/cluster.sh down
 # Every end-to-end binary's apiserver appends its audit events here; the least-privilege
 # check then compares what the controller's ServiceAccount used with deploy/base/rbac.yaml.
 export FERROSYNC_AUDIT_LOG=$PWD/target/e2e-audit.log
-rm -f "$FERROSYNC_AUDIT_LOG" "${FERROSYNC_AUDIT_LOG%.log}"-*.log
+rm -f "$FERROSYNC_AUDIT_LOG" "$FERROSYNC_AUDIT_LOG.restarts" "${FERROSYNC_AUDIT_LOG%.log}"-*.log
 set +e
 cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

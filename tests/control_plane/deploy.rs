@@ -206,6 +206,7 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
         ("get", "", "pods/log", Some("any"), None),
         ("create", "events.k8s.io", "events", Some("any"), None),
         ("watch", "", "namespaces", None, None),
+        ("patch", volsync, "replicationsources", Some("any"), None),
         (
             "patch",
             "coordination.k8s.io",
@@ -248,7 +249,8 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
             Some(NS),
             Some("someone-else"),
         ),
-        ("patch", volsync, "replicationsources", Some("any"), None),
+        // Finalizers are merge-patched (the pair release); a whole-object update never.
+        ("update", volsync, "replicationsources", Some("any"), None),
         (
             "list",
             "apiextensions.k8s.io",

@@ -328,10 +328,12 @@ impl ControlPlane {
         let (storage, controllers): (Vec<_>, Vec<_>) = commands
             .into_iter()
             .partition(|(name, _)| matches!(*name, "etcd" | "kube-apiserver"));
+        let from = k8s_openapi::jiff::Timestamp::now();
         for (name, argv) in storage {
             self.respawn(name, &argv)?;
         }
         self.wait_ready_blocking()?;
+        record_restart(from);
         for (name, argv) in controllers {
             self.respawn(name, &argv)?;
         }
@@ -485,4 +487,27 @@ fn healthz(port: u16) -> bool {
         .ok()
         .and_then(|mut r| r.body_mut().read_to_string().ok())
         .is_some_and(|body| body == "ok")
+}
+
+/// How long after /readyz a restarted apiserver's authoriser may still refuse: its RBAC
+/// caches fill from the watch it starts with.
+const AUTHORISER_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Notes a restart window beside the suite's audit log (`<log>.restarts`), so the
+/// least-privilege check (`tests/rbac_audit.rs`) does not count the refusals of an
+/// apiserver still filling its caches as missing rules.
+fn record_restart(from: k8s_openapi::jiff::Timestamp) {
+    let Ok(log) = std::env::var("FERROSYNC_AUDIT_LOG") else {
+        return;
+    };
+    let until = k8s_openapi::jiff::Timestamp::now() + AUTHORISER_SETTLE;
+    let line = serde_json::json!({"from": from.to_string(), "until": until.to_string()});
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("{log}.restarts"));
+    if let Ok(mut file) = file {
+        use std::io::Write;
+        let _ = writeln!(file, "{line}");
+    }
 }
