@@ -29,7 +29,11 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{apply::apply_status, context::Context, decide, error::Error, pipeline::Replicated};
+use super::{
+    context::Context,
+    error::Error,
+    pipeline::{self, Replicated},
+};
 use crate::{
     api::ReplicationSource,
     policy::{
@@ -73,28 +77,8 @@ pub async fn guard<K: Replicated>(
         _ => return Ok(None),
     };
     // Recorded as the pass would record it: the Error condition, an Event, backoff.
-    let object = obj.object_ref(&());
-    let stored = obj.stored_status().map(serde_json::to_value);
-    let key = format!("{}/{}", owner.namespace, owner.name);
-    let (requeue, event) = decide::settle(
-        Err(failed),
-        &mut K::sync(status).conditions,
-        meta.generation,
-        now,
-        ctx.config.requeue.idle,
-        || ctx.backoff(&key),
-    )?;
-    if let Some(event) = event {
-        ctx.event(&object, event.warning, event.reason, event.note)
-            .await;
-    }
-    if stored.and_then(Result::ok) != serde_json::to_value(&*status).ok() {
-        let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-        let written = apply_status(&api, &owner.name, &*status).await?;
-        ctx.own_writes
-            .remember(&owner.uid, written.meta().resource_version.as_deref());
-    }
-    Ok(Some(Action::requeue(requeue)))
+    let action = pipeline::record(ctx, obj, owner, Err(failed), status.clone(), now).await?;
+    Ok(Some(action))
 }
 
 /// Puts the finalizer on an object that will join an authorised pair.

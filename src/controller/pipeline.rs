@@ -244,7 +244,7 @@ pub trait Kind: Replicated {
 pub struct OwnWrites(Mutex<HashMap<String, u64>>);
 
 impl OwnWrites {
-    pub(super) fn remember(&self, uid: &str, version: Option<&str>) {
+    fn remember(&self, uid: &str, version: Option<&str>) {
         let Some(v) = version.and_then(|v| v.parse().ok()) else {
             return;
         };
@@ -343,7 +343,20 @@ pub async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action
     };
     ctx.metrics
         .observe_reconcile(K::KIND, result.as_ref().err().map(Error::reason));
-    let generation = fresh.meta().generation;
+    record(&ctx, fresh.as_ref(), &owner, result, status, now).await
+}
+
+/// Records a pass's `result` on `obj`: the condition, an Event when it is news, the
+/// object's backoff, and the status, written only when it changed. Returns when to come
+/// back. Shared by the pass and the pair release, so a failure reads the same from both.
+pub(super) async fn record<K: Replicated>(
+    ctx: &Context,
+    obj: &K,
+    owner: &Owner,
+    result: Result<Progress, Error>,
+    mut status: K::Status,
+    now: Timestamp,
+) -> Result<Action, Error> {
     let key = format!("{}/{}", owner.namespace, owner.name);
     if result.is_ok() {
         ctx.reset_backoff(&key);
@@ -351,20 +364,26 @@ pub async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action
     let (requeue, event) = decide::settle(
         result,
         &mut K::sync(&mut status).conditions,
-        generation,
+        obj.meta().generation,
         now,
         ctx.config.requeue.idle,
         || ctx.backoff(&key),
     )?;
     if let Some(event) = event {
-        ctx.event(&object, event.warning, event.reason, event.note)
-            .await;
+        ctx.event(
+            &obj.object_ref(&()),
+            event.warning,
+            event.reason,
+            event.note,
+        )
+        .await;
     }
     // An unchanged status is not written again: an object stuck waiting is looked at
     // often, and each write would be an apiserver request, an etcd write and a watch
     // event for every watcher.
-    let stored = fresh.stored_status().map(serde_json::to_value);
+    let stored = obj.stored_status().map(serde_json::to_value);
     if stored.and_then(Result::ok) != serde_json::to_value(&status).ok() {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
         let written = apply_status(&api, &owner.name, &status).await?;
         ctx.own_writes
             .remember(&owner.uid, written.meta().resource_version.as_deref());
