@@ -177,7 +177,9 @@ async fn a_pairs_key_is_removed_when_both_sides_in_two_clusters_are_gone() {
     let config = bao.controller_config_with_members(env.cp, "release-one");
     let _one = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
     token_secret(env.cp).await;
-    let other = ControlPlane::start(Options::default()).expect("a second cluster");
+    // Audited: the source's finalizer patch happens only here, and the least-privilege check
+    // must see it.
+    let other = ControlPlane::start(Options::audited()).expect("a second cluster");
     let other_config = bao.controller_config_with_members(&other, "release-two");
     let _two = RunningController::start(
         &other,

@@ -14,7 +14,7 @@ use std::{
 };
 
 use ferrosync::api::{ReplicationDestination, ReplicationSource};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
@@ -99,8 +99,22 @@ impl Pair<'_> {
         )
     }
 
-    /// Waits until the destination has published the source's last sync.
-    async fn published(&self) {
+    /// The destination's last published sync, to tell a new one from it.
+    async fn dest_last_sync(&self) -> Option<Timestamp> {
+        let rd = self
+            .dest
+            .1
+            .api::<ReplicationDestination>()
+            .get("db")
+            .await
+            .expect("the destination");
+        rd.status.and_then(|s| s.sync.last_sync_time).map(|t| t.0)
+    }
+
+    /// Waits until the destination has published a sync newer than `before`, once the source
+    /// has finished one. The two sides' times come from two controllers and can land in either
+    /// order within a second, so they are not compared with each other.
+    async fn published(&self, before: Option<Timestamp>) {
         let (rss, rds) = (
             self.source.1.api::<ReplicationSource>(),
             self.dest.1.api::<ReplicationDestination>(),
@@ -111,13 +125,14 @@ impl Pair<'_> {
             || async {
                 let rs = rss.get("db").await.map_err(|e| e.to_string())?;
                 let rd = rds.get("db").await.map_err(|e| e.to_string())?;
-                let sent = rs.status.and_then(|s| s.sync.last_sync_time).map(|t| t.0);
+                let sent = rs.status.and_then(|s| s.sync.last_sync_time);
                 let status = rd.status.unwrap_or_default();
                 let published = status.sync.last_sync_time.map(|t| t.0);
-                Ok(
-                    (status.latest_image.is_some() && sent.is_some() && published >= sent)
-                        .then_some(()),
-                )
+                Ok((status.latest_image.is_some()
+                    && sent.is_some()
+                    && published.is_some()
+                    && published > before)
+                    .then_some(()))
             },
         )
         .await
@@ -249,7 +264,7 @@ async fn replicate_status_and_sync_between_two_clusters_through_a_load_balancer(
         "each side lives in its own cluster only"
     );
     synced(&src, "db", Duration::from_secs(180)).await;
-    pair.published().await;
+    pair.published(None).await;
 
     // Twice is a no-op.
     let versions = || async {
@@ -346,9 +361,10 @@ async fn replicate_status_and_sync_between_two_clusters_through_a_load_balancer(
 
     // sync --wait carries a change across; west's latest image holds east's tree.
     write_file(&east, "table.db", 4 * MIB, 2);
+    let before = pair.dest_last_sync().await;
     let out = pair.ok(&["sync", "db", "--wait"]);
     assert!(out.contains("synced db"), "{out}");
-    pair.published().await;
+    pair.published(before).await;
     let image = dst
         .api::<ReplicationDestination>()
         .get("db")
@@ -439,7 +455,7 @@ async fn failover_while_a_sync_is_in_flight_promotes_the_last_complete_sync() {
     write_file(&east, "table.db", MIB, 1);
     pair.ok(&["replicate", "db", "--pvc", "data", "--manual", "once"]);
     synced(&src, "db", Duration::from_secs(180)).await;
-    pair.published().await;
+    pair.published(None).await;
     let work = tempfile::tempdir().unwrap();
     let as_synced = work.path().join("as-synced");
     copy_tree(&east, &as_synced);
@@ -500,7 +516,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
     write_file(&origin, "table.db", 8 * MIB, 1);
     pair.ok(&["replicate", "db", "--pvc", "data", "--manual", "once"]);
     synced(&src, "db", Duration::from_secs(180)).await;
-    pair.published().await;
+    pair.published(None).await;
     let work = tempfile::tempdir().unwrap();
     let as_synced = work.path().join("as-synced");
     copy_tree(&origin, &as_synced);

@@ -75,6 +75,15 @@ impl Options {
         }
     }
 
+    /// A bare apiserver whose requests still count for the least-privilege check: tests that
+    /// run a controller against a second cluster without kube-controller-manager.
+    pub fn audited() -> Self {
+        Options {
+            audit_policy: Some(AUDIT_POLICY_METADATA.into()),
+            ..Options::default()
+        }
+    }
+
     /// The same options for another site.
     pub fn at(self, site: Site) -> Self {
         Options { site, ..self }
