@@ -8,6 +8,13 @@
 //! - Namespaces: metadata only (the privileged-movers and pair annotations).
 //! - StorageClasses and VolumeSnapshotClasses: the copy-method policy's inputs.
 //! - Events: only PVCs' ProvisioningFailed (a refused clone), by field selector.
+//! - PersistentVolumeClaims: the sources, the destinations' volumes and the copies; the
+//!   same stream drives the volume populator (one PVC watch, not two).
+//! - Services: the destinations' Services (`owns`), compared with the desired one so an
+//!   unchanged Service is not applied again.
+//! - Pods: only ferrosync's mover pods (by label): their termination message, why they
+//!   cannot start, which one runs. An application's pods are never watched.
+//! - VolumeSnapshots: copies and images, for retention and the cleanup sweep.
 //!
 //! A cache lags behind writes, this controller's own included. Each reader says how it
 //! copes: a mover Job is trusted from the cache only while it runs, and read from the
@@ -16,12 +23,18 @@
 //!
 //! It must never hold Secret data, and never watch Pods.
 
-use std::{collections::BTreeMap, hash::Hash, sync::Mutex, time::Duration};
+use std::{
+    collections::BTreeMap,
+    hash::Hash,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use futures::FutureExt;
 use futures::{Stream, StreamExt, future::BoxFuture};
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{Event as CoreEvent, Namespace, Secret},
+    core::v1::{Event as CoreEvent, Namespace, PersistentVolumeClaim, Pod, Secret, Service},
     storage::v1::StorageClass,
 };
 use kube::{
@@ -38,7 +51,10 @@ use tokio::task::JoinHandle;
 
 use crate::{
     policy::namespaces::{Labels, NamespaceError, NamespaceLabels},
-    resources::meta::{COMPONENT, MANAGED_BY},
+    resources::{
+        meta::{COMPONENT, MANAGED_BY},
+        snapshot::VolumeSnapshot,
+    },
 };
 
 /// The reason an external provisioner gives a PVC it could not make.
@@ -52,6 +68,10 @@ pub struct Caches {
     storage_classes: Store<StorageClass>,
     snapshot_classes: Store<DynamicObject>,
     provisioning_failures: Store<CoreEvent>,
+    pvcs: Store<PersistentVolumeClaim>,
+    services: Store<Service>,
+    mover_pods: Store<Pod>,
+    snapshots: Store<VolumeSnapshot>,
     feeds: Mutex<Option<Feeds>>,
 }
 
@@ -63,6 +83,10 @@ struct Feeds {
     storage_classes: Writer<StorageClass>,
     snapshot_classes: Writer<DynamicObject>,
     provisioning_failures: Writer<CoreEvent>,
+    pvcs: Writer<PersistentVolumeClaim>,
+    services: Writer<Service>,
+    mover_pods: Writer<Pod>,
+    snapshots: Writer<VolumeSnapshot>,
 }
 
 /// The running watches, and the streams that trigger the reconcilers.
@@ -73,6 +97,10 @@ pub struct Started {
     pub jobs: ReflectHandle<Job>,
     /// Secrets' metadata, as it changes.
     pub secrets: ReflectHandle<PartialObjectMeta<Secret>>,
+    /// PVCs, as they change (the volume populator's input).
+    pub pvcs: ReflectHandle<PersistentVolumeClaim>,
+    /// Services, as they change (a destination's address).
+    pub services: ReflectHandle<Service>,
 }
 
 /// Buffered changes per shared stream before the watch waits for the reconcilers.
@@ -101,6 +129,10 @@ impl Caches {
         let (storage_classes, storage_classes_w) = reflector::store();
         let snapshot_classes_w = Writer::new(snapshot_class_resource());
         let (provisioning_failures, provisioning_failures_w) = reflector::store();
+        let (pvcs, pvcs_w) = reflector::store_shared(SHARED_BUFFER);
+        let (services, services_w) = reflector::store_shared(SHARED_BUFFER);
+        let (mover_pods, mover_pods_w) = reflector::store();
+        let (snapshots, snapshots_w) = reflector::store();
         Self {
             jobs,
             secrets,
@@ -108,6 +140,10 @@ impl Caches {
             storage_classes,
             snapshot_classes: snapshot_classes_w.as_reader(),
             provisioning_failures,
+            pvcs,
+            services,
+            mover_pods,
+            snapshots,
             feeds: Mutex::new(Some(Feeds {
                 jobs: jobs_w,
                 secrets: secrets_w,
@@ -115,6 +151,10 @@ impl Caches {
                 storage_classes: storage_classes_w,
                 snapshot_classes: snapshot_classes_w,
                 provisioning_failures: provisioning_failures_w,
+                pvcs: pvcs_w,
+                services: services_w,
+                mover_pods: mover_pods_w,
+                snapshots: snapshots_w,
             })),
         }
     }
@@ -129,8 +169,11 @@ impl Caches {
             .take()?;
         let jobs = feeds.jobs.subscribe()?;
         let secrets = feeds.secrets.subscribe()?;
-        let movers =
-            watcher::Config::default().labels(&format!("{MANAGED_BY}=ferrosync,{COMPONENT}=mover"));
+        let pvcs = feeds.pvcs.subscribe()?;
+        let services = feeds.services.subscribe()?;
+        let movers = || {
+            watcher::Config::default().labels(&format!("{MANAGED_BY}=ferrosync,{COMPONENT}=mover"))
+        };
         let failures = watcher::Config::default().fields(&format!(
             "involvedObject.kind=PersistentVolumeClaim,reason={PROVISIONING_FAILED}"
         ));
@@ -138,7 +181,7 @@ impl Caches {
         let tasks = vec![
             feed(
                 "jobs",
-                watcher(Api::<Job>::all(client.clone()), movers),
+                watcher(Api::<Job>::all(client.clone()), movers()),
                 feeds.jobs,
             ),
             feed(
@@ -172,6 +215,26 @@ impl Caches {
                 watcher(Api::<CoreEvent>::all(client.clone()), failures),
                 feeds.provisioning_failures,
             ),
+            feed(
+                "persistentvolumeclaims",
+                watcher(Api::<PersistentVolumeClaim>::all(client.clone()), all()),
+                feeds.pvcs,
+            ),
+            feed(
+                "services",
+                watcher(Api::<Service>::all(client.clone()), all()),
+                feeds.services,
+            ),
+            feed(
+                "pods",
+                watcher(Api::<Pod>::all(client.clone()), movers()),
+                feeds.mover_pods,
+            ),
+            feed(
+                "volumesnapshots",
+                watcher(Api::<VolumeSnapshot>::all(client.clone()), all()),
+                feeds.snapshots,
+            ),
         ];
         let ready = async {
             let _ = futures::join!(
@@ -179,6 +242,9 @@ impl Caches {
                 self.secrets.wait_until_ready(),
                 self.namespaces.wait_until_ready(),
                 self.storage_classes.wait_until_ready(),
+                self.pvcs.wait_until_ready(),
+                self.services.wait_until_ready(),
+                self.mover_pods.wait_until_ready(),
             );
         };
         if tokio::time::timeout(ready_within, ready).await.is_err() {
@@ -188,11 +254,74 @@ impl Caches {
             tasks,
             jobs,
             secrets,
+            pvcs,
+            services,
+        })
+    }
+
+    /// The PVC store, for the volume populator's controller.
+    pub fn pvc_store(&self) -> Store<PersistentVolumeClaim> {
+        self.pvcs.clone()
+    }
+
+    /// Whether the mover Jobs' and pods' caches hold their first listing: until then an
+    /// absent Job may only not have been listed yet.
+    pub fn movers_ready(&self) -> bool {
+        ready(&self.jobs) && ready(&self.mover_pods)
+    }
+
+    /// The PVC `name` in `namespace`, as last seen; `None` also before the first listing
+    /// (see [`Caches::pvcs_ready`]).
+    pub fn pvc(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.pvcs.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Whether the PVC cache holds its first listing.
+    pub fn pvcs_ready(&self) -> bool {
+        ready(&self.pvcs)
+    }
+
+    /// The PVCs of `namespace` labelled `label=value`.
+    pub fn labelled_pvcs(
+        &self,
+        namespace: &str,
+        label: &str,
+        value: &str,
+    ) -> Vec<Arc<PersistentVolumeClaim>> {
+        self.pvcs
+            .state_filter(|p| in_namespace_labelled(p, namespace, &[(label, Some(value))]))
+    }
+
+    /// The Service `name` in `namespace`, as last seen.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.services.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The pods of the mover Job `job` in `namespace`, as last seen.
+    pub fn mover_pods(&self, namespace: &str, job: &str) -> Vec<Pod> {
+        self.mover_pods
+            .state_filter(|p| in_namespace_labelled(p, namespace, &[(JOB_NAME, Some(job))]))
+            .into_iter()
+            .map(|p| (*p).clone())
+            .collect()
+    }
+
+    /// The VolumeSnapshots of `namespace` with every label of `labels` (`None`: any
+    /// value), or `None` before the first listing (or where the snapshot CRDs are not
+    /// installed): the caller asks the apiserver then.
+    pub fn labelled_snapshots(
+        &self,
+        namespace: &str,
+        labels: &[(&str, Option<&str>)],
+    ) -> Option<Vec<Arc<VolumeSnapshot>>> {
+        ready(&self.snapshots).then(|| {
+            self.snapshots
+                .state_filter(|s| in_namespace_labelled(s, namespace, labels))
         })
     }
 
     /// The mover Job `name` in `namespace`, as last seen.
-    pub fn job(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<Job>> {
+    pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
         self.jobs.get(&ObjectRef::new(name).within(namespace))
     }
 
@@ -201,6 +330,17 @@ impl Caches {
         self.secrets
             .get(&ObjectRef::new(name).within(namespace))
             .and_then(|s| s.metadata.resource_version.clone())
+    }
+
+    /// Whether the Secret `name` in `namespace` is known not to exist: the metadata cache
+    /// has listed and does not hold it. (It may lag behind a Secret made a moment ago:
+    /// callers that made one themselves do not ask.)
+    pub fn secret_absent(&self, namespace: &str, name: &str) -> bool {
+        ready(&self.secrets)
+            && self
+                .secrets
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_none()
     }
 
     /// The annotations of the namespace `name`; `None` until the watch has seen it.
@@ -236,6 +376,33 @@ impl Caches {
             .filter_map(|e| e.message.clone())
             .collect()
     }
+}
+
+/// The label the Job controller puts on a Job's pods.
+const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+/// Whether the store's first listing has arrived (without waiting for it).
+fn ready<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
+}
+
+/// Whether `obj` is in `namespace` and carries every label of `labels` (`None`: any value).
+fn in_namespace_labelled<K: Resource>(
+    obj: &K,
+    namespace: &str,
+    labels: &[(&str, Option<&str>)],
+) -> bool {
+    let meta = obj.meta();
+    let own = meta.labels.as_ref();
+    meta.namespace.as_deref() == Some(namespace)
+        && labels.iter().all(|(key, value)| {
+            own.and_then(|l| l.get(*key))
+                .is_some_and(|v| value.is_none_or(|want| v == want))
+        })
 }
 
 /// Runs one watch into its store. Watch errors back off and are logged, never fatal (the

@@ -7,10 +7,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams},
-};
+use kube::{Api, Resource, ResourceExt, api::DeleteParams};
 
 use super::{context::Context, error::Error};
 use crate::resources::{
@@ -41,14 +38,19 @@ pub async fn sweep(ctx: &Context, owner: &Owner, keep: &[&str]) -> Result<Swept,
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let snaps: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let mut swept = Swept::default();
+    // From the caches: what is marked was made (or left by VolSync) long before the
+    // iteration ends; anything the caches have not shown yet goes at the next sweep.
+    let ns = &owner.namespace;
     for label in CLEANUP_LABELS {
-        let selector = ListParams::default().labels(&format!("{label}={}", owner.uid));
-        for pvc in pvcs.list(&selector).await?.items {
+        for pvc in ctx.labelled_pvcs(ns, label, &owner.uid).await? {
             if doomed(&pvc, keep, false) && swept.pvcs.insert(pvc.name_any()) {
                 delete(&pvcs, &pvc.name_any()).await?;
             }
         }
-        for snap in snaps.list(&selector).await?.items {
+        for snap in ctx
+            .labelled_snapshots(ns, &[(label, Some(owner.uid.as_str()))])
+            .await?
+        {
             if doomed(&snap, keep, true) && swept.snapshots.insert(snap.name_any()) {
                 delete(&snaps, &snap.name_any()).await?;
             }

@@ -8,18 +8,28 @@ use std::{
 };
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use k8s_openapi::api::core::v1::{ObjectReference, ServiceAccount};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, ServiceAccount};
 use kube::{
     Api, Client,
+    api::ListParams,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use tracing::warn;
 
 use super::{
-    caches::Caches, error::Error, pipeline::OwnWrites, servable::NotServed, topology::TopologyCache,
+    caches::Caches,
+    error::Error,
+    lag::{Writes, Wrote},
+    mover_run,
+    pipeline::OwnWrites,
+    servable::NotServed,
+    topology::TopologyCache,
 };
 use crate::{
-    config::Config, policy::PolicyEngine, resources::meta::PRIVILEGED_MOVERS, telemetry::Metrics,
+    config::Config,
+    policy::PolicyEngine,
+    resources::{meta::PRIVILEGED_MOVERS, snapshot::VolumeSnapshot},
+    telemetry::Metrics,
 };
 
 /// The field manager of every server-side apply ferrosync makes.
@@ -41,6 +51,13 @@ pub struct Context {
     pub caches: Caches,
     /// The resourceVersions of this controller's own status writes (cache lag).
     pub own_writes: OwnWrites,
+    /// The mover Jobs this controller created and deleted, until the Job cache shows it.
+    pub job_writes: Writes,
+    /// The PVCs this controller provisioned, until the PVC cache shows them.
+    pub pvc_writes: Writes,
+    /// The last Service applied, by namespace/name: a digest of what was applied, so an
+    /// unchanged desired Service is not applied again (`destination`).
+    pub services_applied: Mutex<HashMap<String, String>>,
     /// Objects of other movers already announced (once each).
     pub not_served: NotServed,
     recorder: Recorder,
@@ -82,6 +99,9 @@ impl Context {
             topology: TopologyCache::default(),
             not_served: NotServed::default(),
             own_writes: OwnWrites::default(),
+            job_writes: Writes::default(),
+            pvc_writes: Writes::default(),
+            services_applied: Mutex::new(HashMap::new()),
             caches,
             known_keys: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
@@ -209,6 +229,90 @@ impl Context {
                 true
             }
         }
+    }
+
+    /// Deletes the mover Job `name` (and, through garbage collection, its pods), and
+    /// remembers it, so that a pass whose cache still shows it waits for the watch
+    /// instead of judging it again (`lag`).
+    pub async fn delete_job(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let key = format!("{namespace}/{name}");
+        let uid = self
+            .caches
+            .job(namespace, name)
+            .and_then(|j| j.metadata.uid.clone())
+            .or_else(|| self.job_writes.uid(&key));
+        mover_run::delete(&self.client, namespace, name).await?;
+        self.job_writes.wrote(key, Wrote::Gone(uid));
+        Ok(())
+    }
+
+    /// The PVC `name` in `namespace`: from the cache, unless the cache has not listed yet
+    /// or shows it older than this controller's own last write to it (the copy-trigger
+    /// annotations), when it is read from the apiserver.
+    pub async fn pvc(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PersistentVolumeClaim>, kube::Error> {
+        if self.caches.pvcs_ready() {
+            match self.caches.pvc(namespace, name) {
+                None => return Ok(None),
+                Some(cached)
+                    if !self.own_writes.is_stale(
+                        cached.metadata.uid.as_deref().unwrap_or_default(),
+                        cached.metadata.resource_version.as_deref(),
+                    ) =>
+                {
+                    return Ok(Some((*cached).clone()));
+                }
+                Some(_) => {}
+            }
+        }
+        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+    }
+
+    /// The PVCs of `namespace` labelled `label=value`: from the cache, listed before its
+    /// first listing.
+    pub async fn labelled_pvcs(
+        &self,
+        namespace: &str,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<PersistentVolumeClaim>, kube::Error> {
+        if self.caches.pvcs_ready() {
+            let cached = self.caches.labelled_pvcs(namespace, label, value);
+            return Ok(cached.iter().map(|p| (**p).clone()).collect());
+        }
+        let selector = ListParams::default().labels(&format!("{label}={value}"));
+        Ok(Api::namespaced(self.client.clone(), namespace)
+            .list(&selector)
+            .await?
+            .items)
+    }
+
+    /// The VolumeSnapshots of `namespace` with every label of `labels` (`None`: any
+    /// value): from the cache, listed before its first listing.
+    pub async fn labelled_snapshots(
+        &self,
+        namespace: &str,
+        labels: &[(&str, Option<&str>)],
+    ) -> Result<Vec<VolumeSnapshot>, kube::Error> {
+        if let Some(cached) = self.caches.labelled_snapshots(namespace, labels) {
+            return Ok(cached.iter().map(|s| (**s).clone()).collect());
+        }
+        let selector: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.to_string(),
+            })
+            .collect();
+        Ok(Api::namespaced(self.client.clone(), namespace)
+            .list(&ListParams::default().labels(&selector.join(",")))
+            .await?
+            .items)
     }
 
     /// Checks that the user's moverServiceAccount exists: a missing one would leave the

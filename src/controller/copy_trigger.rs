@@ -142,25 +142,27 @@ pub fn after_copy(annotations: &BTreeMap<String, String>, iteration: &str) -> Ch
 
 /// Writes annotation changes to the PVC with a merge patch of its annotations only (the
 /// PVC is the user's: nothing else of it is touched).
+/// Returns the stored PVC (`None` when there was nothing to write).
 pub async fn patch(
     api: &Api<PersistentVolumeClaim>,
     pvc: &str,
     changes: &Changes,
-) -> Result<(), Error> {
+) -> Result<Option<PersistentVolumeClaim>, Error> {
     if changes.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let annotations: serde_json::Map<String, Value> = changes
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone().map_or(Value::Null, Value::String)))
         .collect();
-    api.patch(
-        pvc,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"metadata": {"annotations": annotations}})),
-    )
-    .await?;
-    Ok(())
+    Ok(Some(
+        api.patch(
+            pvc,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": annotations}})),
+        )
+        .await?,
+    ))
 }
 
 /// One pass's part in the handshake on the source PVC `pvc`, for iteration `iteration`.
@@ -256,7 +258,14 @@ impl Handshake<'_> {
     }
 
     async fn write(&mut self, changes: &Changes) -> Result<(), Error> {
-        patch(self.pvcs, self.pvc, changes).await?;
+        // The next pass reads the PVC from the cache: it must not see it before this write.
+        if let Some(stored) = patch(self.pvcs, self.pvc, changes).await? {
+            let meta = &stored.metadata;
+            self.ctx.own_writes.remember(
+                meta.uid.as_deref().unwrap_or_default(),
+                meta.resource_version.as_deref(),
+            );
+        }
         for (k, v) in changes {
             match v {
                 Some(v) => self.annotations.insert(k.to_string(), v.clone()),

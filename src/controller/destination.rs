@@ -14,10 +14,11 @@ use super::{
     error::Error,
     image::{self, ImageState},
     keys::Key,
+    lag::Seen,
     mover_pod,
     pipeline::{Common, Hooked, Kind, MoverData, Replicated, Step},
     progress::Progress,
-    takeover, validate,
+    takeover, unchanged, validate,
 };
 use crate::{
     api::{
@@ -94,9 +95,9 @@ impl Kind for ReplicationDestination {
             let merged = decided.decision.merged_annotations(&user_annotations);
             (decided.decision.service_type, merged)
         };
-        let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-        let svc = apply(
-            &svc_api,
+        let svc = ensure_service(
+            ctx,
+            owner,
             &service::destination_service(owner, service_type, annotations),
         )
         .await?;
@@ -165,18 +166,10 @@ impl Kind for ReplicationDestination {
         let (ctx, at) = (step.ctx, step.at);
         // A user's destinationPVC may be mounted by an application: go to its node.
         let placement = match &self.tls()?.destination_pvc {
-            Some(name) if !at.mover_exists => {
-                match Api::<PersistentVolumeClaim>::namespaced(
-                    ctx.client.clone(),
-                    &at.owner.namespace,
-                )
-                .get_opt(name)
-                .await?
-                {
-                    Some(pvc) => mover_pod::placement(ctx, &pvc).await?,
-                    None => None,
-                }
-            }
+            Some(name) if !at.mover_exists => match ctx.pvc(&at.owner.namespace, name).await? {
+                Some(pvc) => mover_pod::placement(ctx, &pvc).await?,
+                None => None,
+            },
             _ => None,
         };
         Ok(Ok(MoverData {
@@ -249,7 +242,7 @@ async fn ensure_volume(
 ) -> Result<String, Error> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     if let Some(name) = &tls.destination_pvc {
-        return match api.get_opt(name).await? {
+        return match ctx.pvc(&owner.namespace, name).await? {
             Some(pvc) if pvc.metadata.deletion_timestamp.is_some() => Err(Error::NotReady(
                 format!("spec.rsyncTLS.destinationPVC {name:?} is being deleted"),
             )),
@@ -268,7 +261,19 @@ async fn ensure_volume(
     let shape = VolumeShape::new(capacity.clone(), modes, tls.storage_class_name.clone());
     let desired = pvc::destination_pvc(owner, &shape);
     let name = desired.metadata.name.clone().unwrap_or_default();
-    let existing = api.get_opt(&name).await?;
+    let key = format!("{}/{name}", owner.namespace);
+    // cleanupTempPVC deletes this volume after every iteration: it is read fresh then, so
+    // a cache that has not seen the deletion yet never offers the old volume again.
+    let fresh = tls.cleanup_temp_pvc == Some(true) || !ctx.caches.pvcs_ready();
+    let cached = ctx.caches.pvc(&owner.namespace, &name);
+    if !fresh && !ctx.pvc_writes.caught_up(&key, Seen::of(cached.as_deref())) {
+        // Created by this controller, not in the cache yet.
+        return Ok(name);
+    }
+    let existing = match fresh {
+        true => api.get_opt(&name).await?,
+        false => cached.map(|p| (*p).clone()),
+    };
     if existing
         .as_ref()
         .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
@@ -280,7 +285,12 @@ async fn ensure_volume(
     }
     // Created, never applied: a PVC's spec is mostly immutable, and creating needs no
     // patch right on every namespace's PVCs.
-    if existing.is_none() && create_if_absent(&api, &desired).await?.1 {
+    if existing.is_some() {
+        return Ok(name);
+    }
+    let (stored, created) = create_if_absent(&api, &desired).await?;
+    ctx.pvc_writes.created(key, &stored);
+    if created {
         ctx.event(
             &rd.object_ref(&()),
             false,
@@ -290,4 +300,29 @@ async fn ensure_volume(
         .await;
     }
     Ok(name)
+}
+
+/// The destination's Service: applied when it differs from the one applied last (or
+/// from what is stored), else the cached one as it is.
+async fn ensure_service(ctx: &Context, owner: &Owner, desired: &Service) -> Result<Service, Error> {
+    let name = desired.metadata.name.clone().unwrap_or_default();
+    let key = format!("{}/{name}", owner.namespace);
+    let last = ctx
+        .services_applied
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    if let Some(cached) = ctx.caches.service(&owner.namespace, &name)
+        && unchanged::up_to_date(desired, last.as_deref(), cached.as_ref())
+    {
+        return Ok((*cached).clone());
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let stored = apply(&api, desired).await?;
+    ctx.services_applied
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, unchanged::digest(desired));
+    Ok(stored)
 }

@@ -9,7 +9,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 
 use super::{apply::create_if_absent, context::Context, error::Error};
@@ -97,13 +97,13 @@ pub async fn prune(
     retain: usize,
 ) -> Result<Vec<String>, Error> {
     let api: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let list = api
-        .list(
-            &ListParams::default().labels(&format!("{OWNER_UID}={},{IMAGE_LABEL}=true", owner.uid)),
+    let list = ctx
+        .labelled_snapshots(
+            &owner.namespace,
+            &[(OWNER_UID, Some(&owner.uid)), (IMAGE_LABEL, Some("true"))],
         )
         .await?;
-    let images: Vec<(String, Option<Time>, bool)> = list
-        .items
+    let mut images: Vec<(String, Option<Time>, bool)> = list
         .iter()
         .filter(|s| s.meta().deletion_timestamp.is_none())
         .map(|s| {
@@ -114,6 +114,10 @@ pub async fn prune(
             )
         })
         .collect();
+    // The cache may not show the image just taken yet: it is the newest.
+    if !images.iter().any(|(name, ..)| name == latest) {
+        images.push((latest.to_string(), Some(Time(Timestamp::now())), false));
+    }
     let doomed = beyond_retention(&images, latest, retain);
     for name in &doomed {
         match api.delete(name, &DeleteParams::background()).await {
@@ -150,14 +154,20 @@ pub fn beyond_retention(
 /// longer deletes them. Returns the released snapshots.
 pub async fn release_kept(ctx: &Context, owner: &Owner) -> Result<Vec<String>, Error> {
     let api: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let list = api
-        .list(&ListParams::default().labels(&format!(
-            "{OWNER_UID}={},{IMAGE_LABEL}=true,{DO_NOT_DELETE}",
-            owner.uid
-        )))
+    // From the cache, every pass: a patch made from a copy the cache has not updated yet
+    // is refused (it is conditional on the version) and made again next pass.
+    let list = ctx
+        .labelled_snapshots(
+            &owner.namespace,
+            &[
+                (OWNER_UID, Some(&owner.uid)),
+                (IMAGE_LABEL, Some("true")),
+                (DO_NOT_DELETE, None),
+            ],
+        )
         .await?;
     let mut released = Vec::new();
-    for snap in list.items {
+    for snap in list {
         let Some(patch) = without_owner(&snap, &owner.uid) else {
             continue;
         };

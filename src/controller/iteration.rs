@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::{
     batch::v1::Job,
-    core::v1::{ObjectReference, Secret},
+    core::v1::{ObjectReference, Pod, Secret},
 };
 use kube::{Api, ResourceExt};
 
@@ -14,6 +14,7 @@ use super::{
     context::Context,
     decide::{self, JobAct, MoverPlan, MoverRules, MoverSnapshot, Outcome, Pass},
     error::Error,
+    lag::Seen,
     mover_run::{self, JobMeta, JobState, MoverReport},
     progress::Progress,
     retry, stalled,
@@ -46,22 +47,39 @@ pub async fn drive(
     pass: Pass<'_>,
     (generation, debug): (Option<i64>, bool),
 ) -> Result<Result<MoverReport, Progress>, Error> {
-    let seen = observe(ctx, job, pass, generation).await?;
-    let outcome = if !buildable && seen.state == JobState::Absent {
-        Outcome::Running
-    } else {
-        let plan = decide::mover(&seen, sync, pass, rules(ctx))?;
-        act(ctx, object, job, plan).await?
+    let name = names::job(job.side, &job.owner.name);
+    let namespace = &job.owner.namespace;
+    let outcome = match observe(ctx, job, pass, generation).await? {
+        // The cache has not shown this controller's own create or delete of the Job yet:
+        // the watch event that brings it triggers the next pass.
+        None => Outcome::Running,
+        Some(seen) if !buildable && seen.state == JobState::Absent => Outcome::Running,
+        Some(mut seen) => {
+            let plan = decide::mover(&seen, sync, pass, rules(ctx))?;
+            match act(ctx, object, job, plan).await? {
+                Acted::Done(outcome) => outcome,
+                // A Job of that name the cache does not hold: VolSync's (its Jobs carry
+                // none of ferrosync's labels), or ours from before a restart. Judged as read.
+                Acted::Exists(existing) => {
+                    seen.state = judged(ctx, namespace, &name, Some(&existing)).await?;
+                    let plan = decide::mover(&seen, sync, pass, rules(ctx))?;
+                    match plan.job {
+                        JobAct::Create { .. } => Outcome::Running,
+                        _ => match act(ctx, object, job, plan).await? {
+                            Acted::Done(outcome) => outcome,
+                            Acted::Exists(_) => Outcome::Running,
+                        },
+                    }
+                }
+            }
+        }
     };
     Ok(match outcome {
         Outcome::Started | Outcome::Running if debug => {
-            Err(super::mover_pod::debug_running(ctx, &seen.job))
+            Err(super::mover_pod::debug_running(ctx, &name))
         }
         Outcome::Succeeded(_) if debug => {
-            Err(
-                super::mover_pod::debug_finished(ctx, object, &job.owner.namespace, &seen.job)
-                    .await?,
-            )
+            Err(super::mover_pod::debug_finished(ctx, object, namespace, &name).await?)
         }
         outcome => decide::mover_progress(outcome, rules(ctx)),
     })
@@ -80,25 +98,24 @@ fn rules(ctx: &Context) -> MoverRules {
     }
 }
 
-/// Reads what the mover decision depends on: the Job, and only when they matter its pods
-/// (past the start timeout), its log (at the progress interval) and its dependencies.
+/// Reads what the mover decision depends on, from the caches: the Job, its pods (past
+/// the start timeout), its log (at the progress interval) and its dependencies. `None`
+/// while the Job cache has not shown this controller's own last create or delete of the
+/// Job (`lag`), or has not listed yet.
 async fn observe(
     ctx: &Context,
     job: &MoverJob<'_>,
     pass: Pass<'_>,
     generation: Option<i64>,
-) -> Result<MoverSnapshot, Error> {
+) -> Result<Option<MoverSnapshot>, Error> {
     let name = names::job(job.side, &job.owner.name);
     let namespace = &job.owner.namespace;
-    // The cache is trusted only for a running Job of ours: one that may just have been
-    // created, finished or deleted is read from the apiserver, so a lagging cache never
-    // starts a second Job or publishes a result twice.
-    let state = match ctx.caches.job(namespace, &name) {
-        Some(cached) if super::takeover::is_ours(&cached) && mover_run::is_running(&cached) => {
-            JobState::Running(JobMeta::of(&cached))
-        }
-        _ => mover_run::observe(&ctx.client, namespace, &name).await?,
-    };
+    let cached = ctx.caches.job(namespace, &name);
+    let key = format!("{namespace}/{name}");
+    if !ctx.caches.movers_ready() || !ctx.job_writes.caught_up(&key, Seen::of(cached.as_deref())) {
+        return Ok(None);
+    }
+    let state = judged(ctx, namespace, &name, cached.as_deref()).await?;
     let mut seen = MoverSnapshot {
         job: name,
         state,
@@ -113,14 +130,59 @@ async fn observe(
                 Some(dependencies(ctx, namespace, job.key_secret, generation).await?);
         }
         JobState::Running(meta) => {
-            seen.start_problem = start_problem(ctx, namespace, &seen.job, meta, pass).await?;
+            let pods = pods_of(ctx, namespace, &seen.job, cached.as_deref());
+            seen.start_problem = start_problem(ctx, meta, &pods, pass);
             if seen.start_problem.is_none() && ctx.progress_due(&job.owner.uid) {
-                seen.progress = mover_run::progress(&ctx.client, namespace, &seen.job).await;
+                seen.progress = mover_run::progress(&ctx.client, namespace, &pods).await;
             }
         }
         JobState::Foreign | JobState::Succeeded(_) => {}
     }
-    Ok(seen)
+    Ok(Some(seen))
+}
+
+/// The cached pods of the Job `job` (those it owns: a deleted Job's pods may linger).
+fn pods_of(ctx: &Context, namespace: &str, name: &str, job: Option<&Job>) -> Vec<Pod> {
+    let uid = job.and_then(|j| j.metadata.uid.as_deref());
+    let mut pods = ctx.caches.mover_pods(namespace, name);
+    pods.retain(|p| owned_by(p, uid));
+    pods
+}
+
+fn owned_by(pod: &Pod, uid: Option<&str>) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| Some(r.uid.as_str()) == uid)
+}
+
+/// Where the Job `job` stands; a finished one's pods are listed when the pod cache lacks
+/// its result.
+async fn judged(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    job: Option<&Job>,
+) -> Result<JobState, Error> {
+    let Some(found) = job.filter(|j| super::takeover::is_ours(j)) else {
+        return Ok(mover_run::state(job, &[]));
+    };
+    let mut pods = pods_of(ctx, namespace, name, job);
+    if mover_run::lacks_result(found, &pods) {
+        pods = mover_run::pods(&ctx.client, namespace, name).await?;
+        let uid = found.metadata.uid.as_deref();
+        pods.retain(|p| owned_by(p, uid));
+    }
+    Ok(mover_run::state(job, &pods))
+}
+
+/// What `act` did.
+enum Acted {
+    /// The plan was carried out.
+    Done(Outcome),
+    /// The Job to create exists already (the cache did not hold it).
+    Exists(Job),
 }
 
 /// Carries out the mover plan.
@@ -129,7 +191,7 @@ async fn act(
     object: &ObjectReference,
     job: &MoverJob<'_>,
     plan: MoverPlan,
-) -> Result<Outcome, Error> {
+) -> Result<Acted, Error> {
     let namespace = &job.owner.namespace;
     let name = names::job(job.side, &job.owner.name);
     match plan.job {
@@ -147,13 +209,18 @@ async fn act(
                 .insert(retry::DEPENDS_ON.into(), depends_on);
             // Created, never applied: a Job's spec is immutable, and creating needs no
             // patch right on every namespace's Jobs.
-            create_if_absent(
+            let (stored, created) = create_if_absent(
                 &Api::<Job>::namespaced(ctx.client.clone(), namespace),
                 &built,
             )
             .await?;
+            if !created {
+                return Ok(Acted::Exists(stored));
+            }
+            ctx.job_writes
+                .created(format!("{namespace}/{name}"), &stored);
         }
-        JobAct::Delete => mover_run::delete(&ctx.client, namespace, &name).await?,
+        JobAct::Delete => ctx.delete_job(namespace, &name).await?,
     }
     if let Some(n) = plan.failures {
         ctx.set_mover_failures(&job.owner.uid, n);
@@ -162,7 +229,7 @@ async fn act(
         ctx.event(object, event.warning, event.reason, event.note)
             .await;
     }
-    Ok(plan.outcome)
+    Ok(Acted::Done(plan.outcome))
 }
 
 /// What a mover Job depends on now: the object's generation and its key Secret's version.
@@ -172,9 +239,21 @@ async fn dependencies(
     key_secret: &str,
     generation: Option<i64>,
 ) -> Result<String, Error> {
-    let version = match ctx.caches.secret_version(namespace, key_secret) {
+    // Not in the cache yet (just created): the version this controller read or made, else
+    // asked once.
+    let known = || {
+        ctx.known_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&format!("{namespace}/{key_secret}"))
+            .map(|(version, _)| version.clone())
+    };
+    let version = match ctx
+        .caches
+        .secret_version(namespace, key_secret)
+        .or_else(known)
+    {
         Some(version) => Some(version),
-        // Not in the cache yet (just created): asked once.
         None => Api::<Secret>::namespaced(ctx.client.clone(), namespace)
             .get_metadata_opt(key_secret)
             .await?
@@ -187,24 +266,15 @@ async fn dependencies(
     ))
 }
 
-/// Why a running Job's pods have not started, once `mover.start_timeout` has passed.
-async fn start_problem(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    meta: &JobMeta,
-    pass: Pass<'_>,
-) -> Result<Option<String>, Error> {
+/// Why a running Job's pods (`pods`) have not started, once `mover.start_timeout` has
+/// passed.
+fn start_problem(ctx: &Context, meta: &JobMeta, pods: &[Pod], pass: Pass<'_>) -> Option<String> {
     let timeout = ctx.config.mover.start_timeout;
-    let Some(created) = meta.created else {
-        return Ok(None);
-    };
-    // Listing pods only once it could matter keeps the common pass cheap.
+    let created = meta.created?;
     if pass.now.duration_since(created).unsigned_abs() < timeout {
-        return Ok(None);
+        return None;
     }
-    let pods = mover_run::pods(&ctx.client, namespace, name).await?;
-    Ok(stalled::start_problem(created, &pods, pass.now, timeout))
+    stalled::start_problem(created, pods, pass.now, timeout)
 }
 
 /// Records a successful iteration in `sync` and deletes its Job. Called only after the
@@ -236,6 +306,6 @@ pub async fn complete(
     ctx.set_mover_failures(&job.owner.uid, 0);
     let decision = decide::succeeded(pass, sync)?;
     let name = names::job(job.side, &job.owner.name);
-    mover_run::delete(&ctx.client, &job.owner.namespace, &name).await?;
+    ctx.delete_job(&job.owner.namespace, &name).await?;
     Ok(decision)
 }

@@ -114,12 +114,30 @@ async fn read_key<K: Resource>(
         return Ok((key, found.metadata.resource_version));
     }
     let mut name = names::key_secret(side, &owner.name);
-    let mut found = api.get_opt(&name).await?;
+    // A Secret the metadata cache says is absent is not asked for (a 404 per new object),
+    // unless this controller read or made it before: the cache may not show it yet.
+    let ns = &owner.namespace;
+    let absent = |name: &str| {
+        ctx.caches.secret_absent(ns, name)
+            && !ctx
+                .known_keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&format!("{ns}/{name}"))
+    };
+    let mut found = match absent(&name) {
+        true => None,
+        false => api.get_opt(&name).await?,
+    };
     if found.is_none() && side == Side::Source {
         // Before sources had a name of their own they used the destination's: keep a
         // Secret of that name this very source made, so upgrading changes no key.
         let legacy = names::legacy_key_secret(&owner.name);
-        if let Some(old) = api.get_opt(&legacy).await?.filter(|s| owned_by(s, owner)) {
+        let old = match absent(&legacy) {
+            true => None,
+            false => api.get_opt(&legacy).await?,
+        };
+        if let Some(old) = old.filter(|s| owned_by(s, owner)) {
             name = legacy;
             found = Some(old);
         }

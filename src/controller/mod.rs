@@ -19,6 +19,7 @@ mod image;
 mod iteration;
 mod key_rotation;
 mod keys;
+mod lag;
 mod leader;
 mod mover_env;
 mod mover_pod;
@@ -38,12 +39,13 @@ mod startup;
 mod takeover;
 pub(crate) mod topology;
 pub mod trigger;
+mod unchanged;
 mod validate;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
     core::PartialObjectMeta,
@@ -227,7 +229,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     let rd_store_for_secrets = rd_store.clone();
     let destinations = destinations
         .owns_shared_stream(caches.jobs.clone())
-        .owns(Api::<Service>::all(client.clone()), watcher.clone())
+        .owns_shared_stream(caches.services)
         // A fixed key Secret must clear an Error at once, not at the next idle requeue.
         // Metadata only (`PartialObjectMeta`): the apiserver never sends this watch a
         // Secret's data.
@@ -287,18 +289,14 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         .for_each(|res| async move { log_result("ReplicationSource", res) });
     // The volume populator: PVCs whose dataSourceRef names a ReplicationDestination, and
     // the prime PVCs it makes for them.
-    let populated = Controller::new(
-        Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(controller::Config::default().concurrency(ctx.config.reconcile.concurrency))
-    .owns(
-        Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
-        watcher::Config::default().labels(crate::resources::populator::PRIME_FOR),
-    )
-    .graceful_shutdown_on(shutdown_signal())
-    .run(populator::reconcile, error_policy, ctx)
-    .for_each(|res| async move { log_result("PersistentVolumeClaim", res) });
+    // The pipeline's PVC cache is its input: one PVC watch for both. A prime PVC is owned
+    // by the user's PVC it fills, so its changes trigger that one.
+    let populated = Controller::for_shared_stream(caches.pvcs.clone(), ctx.caches.pvc_store())
+        .with_config(controller::Config::default().concurrency(ctx.config.reconcile.concurrency))
+        .owns_shared_stream(caches.pvcs)
+        .graceful_shutdown_on(shutdown_signal())
+        .run(populator::reconcile, error_policy, ctx)
+        .for_each(|res| async move { log_result("PersistentVolumeClaim", res) });
     tokio::join!(destinations, sources, populated);
     sweep.abort();
     for task in caches.tasks {

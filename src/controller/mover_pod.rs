@@ -9,7 +9,7 @@
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{Api, Resource, api::ListParams};
 
-use super::{conditions::Reason, context::Context, error::Error, mover_run, progress::Progress};
+use super::{conditions::Reason, context::Context, error::Error, progress::Progress};
 use crate::resources::{
     job::{Placement, extras::is_debug_job},
     meta::MANAGED_BY,
@@ -127,7 +127,7 @@ pub async fn replace_if_mode_changed(
     // From the cache: a Job it has not seen yet was just built in the mode asked for.
     match ctx.caches.job(namespace, job) {
         Some(existing) if is_debug_job(&existing) != debug => {
-            mover_run::delete(&ctx.client, namespace, job).await?;
+            ctx.delete_job(namespace, job).await?;
             Ok(true)
         }
         _ => Ok(false),
@@ -142,7 +142,7 @@ pub async fn debug_finished(
     namespace: &str,
     job: &str,
 ) -> Result<Progress, Error> {
-    mover_run::delete(&ctx.client, namespace, job).await?;
+    ctx.delete_job(namespace, job).await?;
     ctx.event(
         object,
         false,

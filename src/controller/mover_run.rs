@@ -81,32 +81,34 @@ impl JobMeta {
     }
 }
 
-/// Reads the Job and, once it has finished, its last pod's termination message.
-pub async fn observe(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<JobState, kube::Error> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let Some(job) = jobs.get_opt(name).await? else {
-        return Ok(JobState::Absent);
+/// Where the Job stands, from the Job and its pods (for a finished Job, the last pod's
+/// termination message). Pure: the pods come from the mover-pod cache or, when it lacks
+/// the finished pod ([`lacks_result`]), from a LIST.
+pub fn state(job: Option<&Job>, pods: &[Pod]) -> JobState {
+    let Some(job) = job else {
+        return JobState::Absent;
     };
-    if !super::takeover::is_ours(&job) {
-        return Ok(JobState::Foreign);
+    if !super::takeover::is_ours(job) {
+        return JobState::Foreign;
     }
-    let result = if finished(&job, "Complete") {
+    let result = if finished(job, "Complete") {
         MoverResult::Successful
-    } else if finished(&job, "Failed") {
+    } else if finished(job, "Failed") {
         MoverResult::Failed
     } else {
-        return Ok(JobState::Running(JobMeta::of(&job)));
+        return JobState::Running(JobMeta::of(job));
     };
-    let message = last_termination_message(client, namespace, name).await?;
-    let report = mover_report(result, message.as_deref());
-    Ok(match result {
+    let report = mover_report(result, last_termination_message(pods).as_deref());
+    match result {
         MoverResult::Successful => JobState::Succeeded(report),
-        MoverResult::Failed => JobState::Failed(report, JobMeta::of(&job)),
-    })
+        MoverResult::Failed => JobState::Failed(report, JobMeta::of(job)),
+    }
+}
+
+/// Whether `job` finished while `pods` (as cached) show no terminated mover: the pod
+/// watch may lag behind the Job's, so its pods are listed before its result is judged.
+pub fn lacks_result(job: &Job, pods: &[Pod]) -> bool {
+    !is_running(job) && terminated(pods).next().is_none()
 }
 
 /// Whether the Job has a condition `kind` (Complete, Failed) that is True.
@@ -136,17 +138,12 @@ pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<(), 
     }
 }
 
-/// The latest progress line of the Job's running mover, through the `pods/log` API (the
-/// apiserver proxies it to the node's kubelet). `None` when there is no running pod or its
-/// log cannot be read: progress is informative, never a reason to fail a pass.
-pub async fn progress(client: &Client, namespace: &str, job: &str) -> Option<Progress> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
-        .await
-        .ok()?;
-    let running = list
-        .items
+/// The latest progress line of the Job's running mover (one of `pods`), through the
+/// `pods/log` API (the apiserver proxies it to the node's kubelet). `None` when there is
+/// no running pod or its log cannot be read: progress is informative, never a reason to
+/// fail a pass.
+pub async fn progress(client: &Client, namespace: &str, pods: &[Pod]) -> Option<Progress> {
+    let running = pods
         .iter()
         .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))?;
     let params = LogParams {
@@ -155,7 +152,8 @@ pub async fn progress(client: &Client, namespace: &str, job: &str) -> Option<Pro
         ..LogParams::default()
     };
     let name = running.metadata.name.as_deref()?;
-    match pods.logs(name, &params).await {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    match api.logs(name, &params).await {
         Ok(text) => text.lines().rev().find_map(Progress::parse),
         Err(err) => {
             tracing::debug!(pod = name, %err, "reading mover progress failed");
@@ -164,7 +162,7 @@ pub async fn progress(client: &Client, namespace: &str, job: &str) -> Option<Pro
     }
 }
 
-/// The pods of a Job.
+/// The pods of a Job, listed (when the mover-pod cache lacks them).
 pub async fn pods(client: &Client, namespace: &str, job: &str) -> Result<Vec<Pod>, kube::Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     Ok(pods
@@ -173,35 +171,29 @@ pub async fn pods(client: &Client, namespace: &str, job: &str) -> Result<Vec<Pod
         .items)
 }
 
-async fn last_termination_message(
-    client: &Client,
-    namespace: &str,
-    job: &str,
-) -> Result<Option<String>, kube::Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
-        .await?;
-    let mut terminated: Vec<_> = list
-        .items
-        .iter()
-        .filter_map(|pod| {
-            let state = pod
-                .status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .iter()
-                .find(|c| c.name == CONTAINER)?
-                .state
-                .as_ref()?
-                .terminated
-                .clone()?;
-            Some((state.finished_at.clone().map(|t| t.0), state.message))
-        })
-        .collect();
-    terminated.sort_by_key(|(finished, _)| *finished);
-    Ok(terminated.pop().and_then(|(_, message)| message))
+/// The terminated mover containers of `pods`: when they finished, and their message.
+fn terminated(pods: &[Pod]) -> impl Iterator<Item = (Option<Timestamp>, Option<String>)> + '_ {
+    pods.iter().filter_map(|pod| {
+        let state = pod
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == CONTAINER)?
+            .state
+            .as_ref()?
+            .terminated
+            .clone()?;
+        Some((state.finished_at.map(|t| t.0), state.message))
+    })
+}
+
+/// The termination message of the mover that finished last.
+fn last_termination_message(pods: &[Pod]) -> Option<String> {
+    let mut all: Vec<_> = terminated(pods).collect();
+    all.sort_by_key(|(finished, _)| *finished);
+    all.pop().and_then(|(_, message)| message)
 }
 
 /// What a finished mover reported.

@@ -244,7 +244,9 @@ pub trait Kind: Replicated {
 pub struct OwnWrites(Mutex<HashMap<String, u64>>);
 
 impl OwnWrites {
-    fn remember(&self, uid: &str, version: Option<&str>) {
+    /// Remembers the resourceVersion of this controller's write to the object `uid` (a
+    /// status, or a PVC's annotations).
+    pub(super) fn remember(&self, uid: &str, version: Option<&str>) {
         let Some(v) = version.and_then(|v| v.parse().ok()) else {
             return;
         };

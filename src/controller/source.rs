@@ -12,7 +12,7 @@ use super::{
     decisions,
     error::Error,
     keys::Key,
-    mover_env, mover_pod, mover_run,
+    mover_env, mover_pod,
     pipeline::{Common, Hooked, Kind, MoverData, Replicated, Step},
     pit::{self, PitPlan, PitState},
     progress::Progress,
@@ -66,9 +66,7 @@ impl Kind for ReplicationSource {
             key_secret: Some(key.secret.clone()),
         });
         let name = self.spec.source_pvc.as_deref().unwrap_or_default();
-        let pvcs: Api<PersistentVolumeClaim> =
-            Api::namespaced(ctx.client.clone(), &at.owner.namespace);
-        match pvcs.get_opt(name).await? {
+        match ctx.pvc(&at.owner.namespace, name).await? {
             Some(source) => Ok(Ok(Prepared { source })),
             None => Err(Error::NotReady(format!(
                 "spec.sourcePVC {name:?} does not exist"
@@ -135,7 +133,7 @@ impl Kind for ReplicationSource {
             PitState::Replacing(what) => {
                 // The mover waited on the old copy; it starts again with the new one.
                 let job = names::job(Side::Source, &owner.name);
-                mover_run::delete(&ctx.client, &owner.namespace, &job).await?;
+                ctx.delete_job(&owner.namespace, &job).await?;
                 return waiting(what);
             }
         };

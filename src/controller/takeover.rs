@@ -14,7 +14,7 @@
 use k8s_openapi::api::{batch::v1::Job, core::v1::ObjectReference};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
 };
 use serde_json::json;
 
@@ -55,15 +55,9 @@ pub async fn adopt_images(
     pvc: &str,
 ) -> Result<Vec<String>, Error> {
     let api: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let candidates = api
-        .list(&ListParams::default().labels(&format!("!{IMAGE_LABEL}")))
-        .await?;
+    let candidates = ctx.labelled_snapshots(&owner.namespace, &[]).await?;
     let mut adopted = Vec::new();
-    for snap in candidates
-        .items
-        .iter()
-        .filter(|s| adoptable(s, &owner.uid, pvc))
-    {
+    for snap in candidates.iter().filter(|s| adoptable(s, &owner.uid, pvc)) {
         let labels = json!({"metadata": {"labels": {IMAGE_LABEL: "true", OWNER_UID: owner.uid}}});
         api.patch(
             &snap.name_any(),
