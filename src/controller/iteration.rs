@@ -1,4 +1,5 @@
-//! One replication iteration's mover Job, the same on both sides: observe it, decide
+//! One replication iteration's mover Job, the same on both sides: observe it (from the
+//! Job and mover-pod caches, see "Cache lag" in `pipeline`), decide
 //! ([`decide::mover`], pure), act: start it, record its result through the trigger
 //! machine, remove it (a permanently failed one only when its retry is due: see `retry`),
 //! and say when its pods cannot start.
@@ -182,7 +183,7 @@ enum Acted {
     /// The plan was carried out.
     Done(Outcome),
     /// The Job to create exists already (the cache did not hold it).
-    Exists(Job),
+    Exists(Box<Job>),
 }
 
 /// Carries out the mover plan.
@@ -215,7 +216,7 @@ async fn act(
             )
             .await?;
             if !created {
-                return Ok(Acted::Exists(stored));
+                return Ok(Acted::Exists(Box::new(stored)));
             }
             ctx.job_writes
                 .created(format!("{namespace}/{name}"), &stored);

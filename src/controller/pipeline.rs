@@ -29,13 +29,26 @@
 //! revisions grow; they are compared as numbers) reads the object once from the
 //! apiserver instead. A copy at or after our own write is used as it is: no GET.
 //!
-//! The other caches (`caches`) lag the same way, and each reader copes where it reads: a
-//! mover Job is trusted from the cache only while it runs, and read from the apiserver
-//! when it may just have been created, finished or deleted (`iteration::drive`); a Job the
-//! cache holds is not built again (`Target::mover_exists`), and should it turn out gone,
-//! nothing is created until the cache has caught up; a key Secret is read again whenever
-//! its resourceVersion differs from the one read (`keys::resolve`); a namespace the cache
-//! has not seen yet is waited for (`Context::namespace_annotations`).
+//! The other caches (`caches`) lag the same way, and each reader copes where it reads:
+//! - mover Jobs: this controller remembers the Jobs it created and deleted (`lag`); a
+//!   cache that does not show its own last create or delete yet is waited for (its watch
+//!   event triggers the next pass), never acted on, so a lagging cache never starts a
+//!   second Job or publishes a result twice. Otherwise the cached Job is judged as it is
+//!   (`iteration::drive`), its pods from the mover-pod cache (listed only when a finished
+//!   Job's pod is not there yet). A Job to create that exists already (VolSync's, which
+//!   the labelled watch never shows) is read once and judged as read. A Job the cache
+//!   holds is not built again (`Target::mover_exists`);
+//! - PVCs: a source PVC whose cached copy is older than this controller's own
+//!   copy-trigger patch is read fresh (the status rule above, by the PVC's uid); a volume
+//!   it provisioned and the cache does not show yet is taken as made (`lag`); a volume
+//!   that `cleanupTempPVC` deletes every iteration is always read fresh;
+//! - the destination's Service is applied only when the desired Service differs from the
+//!   one applied last or from the cached one (`unchanged`);
+//! - a key Secret is read again whenever its resourceVersion differs from the one read
+//!   (`keys::resolve`), and not looked for when the metadata cache says it is absent;
+//! - a namespace the cache has not seen yet is waited for (`Context::namespace_annotations`);
+//! - the end-of-iteration sweep and retention take the marked PVCs and snapshots from
+//!   the caches; the image just taken counts even before the cache shows it.
 //!
 //! It must never write a status that did not change, and never run a kind's hook for an
 //! object ferrosync does not serve.

@@ -204,6 +204,15 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
             None,
         ),
         ("get", "", "pods/log", Some("any"), None),
+        // Mover pods and snapshots are watched into shared caches.
+        ("watch", "", "pods", None, None),
+        (
+            "watch",
+            "snapshot.storage.k8s.io",
+            "volumesnapshots",
+            None,
+            None,
+        ),
         ("create", "events.k8s.io", "events", Some("any"), None),
         ("watch", "", "namespaces", None, None),
         ("patch", volsync, "replicationsources", Some("any"), None),
@@ -231,6 +240,8 @@ async fn deploy_manifests_apply_and_grant_least_privilege() {
             None,
         ),
         ("create", "", "pods", Some("any"), None),
+        // A pod is never read whole: only the movers' logs, and pods through the caches.
+        ("get", "", "pods", Some("any"), None),
         ("update", "", "nodes", None, Some("any")),
         ("get", "", "namespaces", None, Some("any")),
         ("delete", "", "namespaces", None, Some("any")),
