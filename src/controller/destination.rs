@@ -262,14 +262,13 @@ async fn ensure_volume(
     let desired = pvc::destination_pvc(owner, &shape);
     let name = desired.metadata.name.clone().unwrap_or_default();
     let key = format!("{}/{name}", owner.namespace);
-    // cleanupTempPVC deletes this volume after every iteration: it is read fresh then, so
-    // a cache that has not seen the deletion yet never offers the old volume again.
-    let fresh = tls.cleanup_temp_pvc == Some(true) || !ctx.caches.pvcs_ready();
+    // Read fresh where the cache may not show this controller's own write yet: the volume
+    // it just created, and the one cleanupTempPVC deletes after every iteration (so a
+    // cache that has not seen the deletion never offers the old volume again).
     let cached = ctx.caches.pvc(&owner.namespace, &name);
-    if !fresh && !ctx.pvc_writes.caught_up(&key, Seen::of(cached.as_deref())) {
-        // Created by this controller, not in the cache yet.
-        return Ok(name);
-    }
+    let fresh = tls.cleanup_temp_pvc == Some(true)
+        || !ctx.caches.pvcs_ready()
+        || !ctx.pvc_writes.caught_up(&key, Seen::of(cached.as_deref()));
     let existing = match fresh {
         true => api.get_opt(&name).await?,
         false => cached.map(|p| (*p).clone()),

@@ -349,6 +349,68 @@ mod tests {
         assert!(logs.ends_with("sent 10 bytes  received 20 bytes"), "{logs}");
     }
 
+    fn job(ours: bool, condition: Option<&str>) -> Job {
+        let labels = if ours {
+            serde_json::json!({crate::resources::meta::MANAGED_BY: "ferrosync"})
+        } else {
+            serde_json::json!({})
+        };
+        let conditions: Vec<_> = condition
+            .map(|c| serde_json::json!({"type": c, "status": "True"}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j", "labels": labels},
+            "status": {"conditions": conditions},
+        }))
+        .expect("job fixture")
+    }
+
+    fn finished_pod(message: &str, at: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("p-{at}")},
+            "status": {"containerStatuses": [{
+                "name": CONTAINER, "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "message": message, "finishedAt": at}},
+            }]},
+        }))
+        .expect("pod fixture")
+    }
+
+    #[test]
+    fn a_cached_job_is_judged_with_its_last_pods_message() {
+        assert_eq!(state(None, &[]), JobState::Absent);
+        assert_eq!(state(Some(&job(false, None)), &[]), JobState::Foreign);
+        assert!(matches!(
+            state(Some(&job(true, None)), &[]),
+            JobState::Running(_)
+        ));
+        let pods = [
+            finished_pod("new", "2026-01-01T00:00:02Z"),
+            finished_pod("old", "2026-01-01T00:00:01Z"),
+        ];
+        let JobState::Succeeded(report) = state(Some(&job(true, Some("Complete"))), &pods) else {
+            panic!("succeeded");
+        };
+        assert_eq!(report.status.logs.as_deref(), Some("new"));
+        assert!(matches!(
+            state(Some(&job(true, Some("Failed"))), &pods),
+            JobState::Failed(..)
+        ));
+    }
+
+    #[test]
+    fn a_finished_job_without_a_finished_pod_in_the_cache_lacks_its_result() {
+        let done = job(true, Some("Complete"));
+        assert!(lacks_result(&done, &[]));
+        assert!(!lacks_result(
+            &done,
+            &[finished_pod("m", "2026-01-01T00:00:00Z")]
+        ));
+        assert!(!lacks_result(&job(true, None), &[]), "still running");
+    }
+
     #[test]
     fn plain_text_is_kept_and_bounded() {
         let report = mover_report(MoverResult::Successful, Some(&"é".repeat(3000)));

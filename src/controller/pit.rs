@@ -10,7 +10,12 @@ use k8s_openapi::{
 };
 use kube::{Api, Resource, ResourceExt, api::DeleteParams};
 
-use super::{apply::create_if_absent, context::Context, error::Error};
+use super::{
+    apply::create_if_absent,
+    context::Context,
+    error::Error,
+    lag::{Seen, Wrote},
+};
 use crate::{
     api::{AccessMode, CopyMethod, ReplicationSourceRsyncTLSSpec, Spelling},
     resources::{
@@ -80,12 +85,25 @@ pub async fn ensure(
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let snaps: Api<VolumeSnapshot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
 
-    if let Some(pvc) = pvcs.get_opt(&name).await? {
+    // From the cache (this is asked on every pass while the mover runs), unless it has not
+    // shown this controller's own last create or delete of the copy yet. A stale view is
+    // safe anyway: a copy is used only when it is marked with this iteration.
+    let key = format!("{}/{name}", owner.namespace);
+    let cached = ctx.caches.pvc(&owner.namespace, &name);
+    let existing = match ctx.caches.pvcs_ready()
+        && ctx.pvc_writes.caught_up(&key, Seen::of(cached.as_deref()))
+    {
+        true => cached.map(|p| (*p).clone()),
+        false => pvcs.get_opt(&name).await?,
+    };
+    if let Some(pvc) = existing {
         if is_current(&pvc, iteration) && made_by(&pvc) == method {
             return Ok(PitState::Ready(name));
         }
         let replacing = is_current(&pvc, iteration);
         delete_stale(&pvcs, &name).await?;
+        ctx.pvc_writes
+            .wrote(key, Wrote::Gone(pvc.metadata.uid.clone()));
         return Ok(if replacing {
             PitState::Replacing(format!(
                 "replacing {name} with a copy made by {}",
@@ -142,7 +160,8 @@ pub async fn ensure(
     }
     let mut copy = pvc::source_pit_pvc(owner, &shape, data_source.0);
     mark(&mut copy, iteration);
-    create_if_absent(&pvcs, &copy).await?;
+    let (stored, _) = create_if_absent(&pvcs, &copy).await?;
+    ctx.pvc_writes.created(key, &stored);
     Ok(PitState::Ready(name))
 }
 
