@@ -69,7 +69,7 @@ pub mod validate;
 
 pub use cli::{Command, run};
 pub use config::*;
-pub use engine::{EngineOptions, MAX_PLUGIN_MEMORY_MIB, PluginInfo, PolicyEngine};
+pub use engine::{BindingOverlap, EngineOptions, MAX_PLUGIN_MEMORY_MIB, PluginInfo, PolicyEngine};
 pub use outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, PolicyEvent, Provenance};
 pub use plugin::LoadError;
 pub use sandbox::STDERR_CAPACITY;
