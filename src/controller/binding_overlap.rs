@@ -53,18 +53,24 @@ pub fn apply(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Change {
-    let list = conditions.get_or_insert_with(Vec::new);
-    let at = list.iter().position(|c| c.type_ == CONDITION);
-    let change = match (overlap, at) {
+    let at = conditions
+        .as_ref()
+        .and_then(|list| list.iter().position(|c| c.type_ == CONDITION));
+    match (overlap, at) {
+        // Nothing to say, and nothing written: an object without conditions keeps none.
         (None, None) => Change::None,
         (None, Some(i)) => {
-            list.remove(i);
-            if list.is_empty() {
+            let emptied = conditions.as_mut().is_some_and(|list| {
+                list.remove(i);
+                list.is_empty()
+            });
+            if emptied {
                 *conditions = None;
             }
-            return Change::Cleared;
+            Change::Cleared
         }
         (Some(o), _) => {
+            let list = conditions.get_or_insert_with(Vec::new);
             let message = o.message();
             let old = at.map(|i| &list[i]);
             let change = if old.is_some_and(|c| c.message == message) {
@@ -86,8 +92,7 @@ pub fn apply(
             }
             change
         }
-    };
-    change
+    }
 }
 
 /// Looks at the object's namespace now, updates the condition and announces a change.
@@ -194,7 +199,10 @@ mod tests {
         );
         assert_eq!(apply(&mut conds, None, Some(2), at(40)), Change::Cleared);
         assert_eq!(conds, Some(vec![sync]));
-        // Nothing left: no empty list written.
+        // Nothing left: no empty list written, and none made.
+        let mut none = None;
+        assert_eq!(apply(&mut none, None, None, at(1)), Change::None);
+        assert_eq!(none, None);
         let mut only = None;
         apply(&mut only, Some(&overlap(&["x"])), None, at(1));
         apply(&mut only, None, None, at(2));
