@@ -54,11 +54,37 @@ fn bindings(wit: &Path, world: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The module's imports from WASI preview 1, which only the WASI adapter could satisfy.
+fn wasi_imports(module: &[u8]) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::ImportSection(section) = payload? {
+            for import in section.into_imports() {
+                let import = import?;
+                if import.module == "wasi_snapshot_preview1" {
+                    found.push(import.name.to_owned());
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Makes a component of a core module linked with the bindings' type object.
 fn new_component(core: &Path, component: &Path) -> Result<()> {
     let module = std::fs::read(core).with_context(|| format!("reading {}", core.display()))?;
     if module.get(..4) != Some(b"\0asm") {
         bail!("{} is not a WebAssembly module", core.display());
+    }
+    let wasi = wasi_imports(&module)?;
+    if !wasi.is_empty() {
+        bail!(
+            "{} calls WASI ({}): a plugin built without the WASI adapter may call only \
+             the world's functions and libc's that need no system (malloc, string functions), \
+             not printf, files or clocks",
+            core.display(),
+            wasi.join(", ")
+        );
     }
     let bytes = ComponentEncoder::default()
         .module(&module)
