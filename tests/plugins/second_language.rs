@@ -189,9 +189,7 @@ async fn the_c_plugin_refuses_the_settings_its_twin_refuses() {
         json!({ "drivers": { "x": { "clone": "yes" } } }),
         json!({ "drivers": {}, "extra": true }),
         json!({ "default": { "snapshots": true } }),
-        json!({ "drivers": { "x": { "prefer": 1 } } }),
         json!({ "drivers": [] }),
-        json!("drivers"),
     ] {
         for (engine, package) in twins(Some(bad.clone())).await.iter().zip([C.1, RUST.1]) {
             match engine.copy_method(input).await {
