@@ -32,6 +32,20 @@ fn the_c_plugin_is_built_from_source_small_and_pinned() {
         sizes.push(size);
     }
     eprintln!("component bytes: C {}, Rust {}", sizes[0], sizes[1]);
+
+    // Built without the WASI adapter, it imports nothing outside the contract.
+    let engine = wasmtime::Engine::default();
+    let component =
+        wasmtime::component::Component::from_file(&engine, wasm(C.1)).expect("a valid component");
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(&engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    assert!(
+        imports.iter().all(|i| i.starts_with("ferrosync:policy/")),
+        "{imports:?}"
+    );
 }
 
 #[tokio::test]
