@@ -57,10 +57,11 @@ static void add_quoted(buf_t *b, const uint8_t *s, size_t n) {
         else if (c == '\r') add(b, "\\r");
         else if (c == '\t') add(b, "\\t");
         else if (c == 0) add(b, "\\0");
-        else if (c < 0x20 || c == 0x7f) {
-            char esc[] = {'\\', 'u', '{', hex[c >> 4], hex[c & 15], '}'};
-            if (c < 0x10) add(b, "\\u{"), add_n(b, &hex[c], 1), add(b, "}");
-            else add_n(b, esc, sizeof esc);
+        else if (c < 0x20 || c == 0x7f) { // as `\u{1b}`: lowercase hex, no leading zero
+            add(b, "\\u{");
+            if (c >= 0x10) add_n(b, &hex[c >> 4], 1);
+            add_n(b, &hex[c & 15], 1);
+            add(b, "}");
         } else add_n(b, &c, 1);
     }
     add(b, "\"");

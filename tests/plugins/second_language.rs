@@ -111,7 +111,7 @@ fn inputs() -> Vec<CopyMethodInput> {
         Some("efs.csi.aws.com"),
         Some("csi.vsphere.vmware.com"),
         Some("rbd.csi.ceph.com"),
-        Some("odd\"driver\\\t"),
+        Some("odd\"driver\\\t\u{1}\u{1b}"),
         None,
     ];
     let requests = [
@@ -163,7 +163,7 @@ async fn the_c_plugin_decides_as_its_rust_twin() {
             "drivers": {
                 "rbd.csi.ceph.com": { "clone": true, "prefer": "snapshot",
                                       "snapshot_class": "missing", "pit_storage_class": null },
-                "odd\"driver\\\t": { "snapshot": true, "prefer": "snapshot",
+                "odd\"driver\\\t\u{1}\u{1b}": { "snapshot": true, "prefer": "snapshot",
                                      "snapshot_class": "other" }
             }
         })),
