@@ -15,6 +15,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 target="${FERROSYNC_PLUGINS_TARGET_DIR:-$root/plugins/target}"
 out="$target/wasm32-wasip2/release"
 mkdir -p "$out"
+for tool in clang-14 wasm-ld-14; do
+  command -v "$tool" >/dev/null || {
+    echo "$tool not found: scripts/install-deps.sh installs clang-14, lld-14 and wasi-libc" >&2
+    exit 1
+  }
+done
 
 # A host build: none of the plugins' wasm flags apply.
 env -u RUSTFLAGS CARGO_TARGET_DIR="$target" cargo build --quiet --locked --profile c-tool \
