@@ -164,6 +164,10 @@ pub fn files(point: DecisionPoint, name: &str) -> Result<Vec<File>, ScaffoldErro
     if let Some(table) = workspace["workspace"].as_table_mut() {
         table.decor_mut().set_prefix(WORKSPACE_HEADER);
     }
+    // The components' profile only; others serve tools of this tree.
+    if let Some(profiles) = workspace.get_mut("profile").and_then(|p| p.as_table_mut()) {
+        profiles.retain(|name, _| name == "release");
+    }
 
     let mut manifest = parse("plugins/template/*/Cargo.toml", t.manifest)?;
     manifest["package"]["name"] = value(name);
@@ -313,6 +317,13 @@ mod tests {
                 ws["workspace"]["members"].to_string().trim(),
                 r#"["plugin", "sdk"]"#
             );
+            let profiles: Vec<&str> = ws["profile"]
+                .as_table()
+                .unwrap()
+                .iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(profiles, ["release"]);
         }
     }
 
