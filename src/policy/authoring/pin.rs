@@ -75,7 +75,10 @@ pub fn pin(dir: &Path, built: Option<&Path>) -> Result<Pinned, PinError> {
                 size,
             });
         }
-        if built != component {
+        // The same file by another spelling must not be copied onto itself, which would
+        // truncate it.
+        let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+        if !same(built, &component) {
             std::fs::copy(built, &component).map_err(io(&component))?;
         }
     }
@@ -126,6 +129,12 @@ mod tests {
         // Without --wasm: the component already in the bundle.
         std::fs::write(tmp.path().join("p.wasm"), b"other").unwrap();
         assert_eq!(pin(tmp.path(), None).unwrap().sha256, sha256_hex(b"other"));
+        // The bundle's own component, spelled differently, is kept intact.
+        let spelled = tmp.path().join(".").join("p.wasm");
+        assert_eq!(
+            pin(tmp.path(), Some(&spelled)).unwrap().sha256,
+            sha256_hex(b"other")
+        );
     }
 
     #[test]
