@@ -156,6 +156,13 @@ async fn a_late_overlap_of_bindings_is_a_condition_while_it_lasts() {
     .await
     .expect("a Normal Event");
     assert_eq!(resolved.type_.as_deref(), Some("Normal"));
+    // All of it without a copy-method decision: the paused source never made one.
+    let rs = get().await.expect("source");
+    let decided = rs.status.as_ref().and_then(|s| s.sync.policy.as_ref());
+    assert!(
+        decided.is_none_or(|p| p.iter().all(|d| d.decision != "copy-method")),
+        "{decided:?}"
+    );
     drop(controller);
     eprintln!("late overlap: {:.1}s", started.elapsed().as_secs_f64());
 }
