@@ -12,6 +12,7 @@
 //! <dir>/Cargo.toml            workspace: the plugin and the SDK, the plugins' release profile
 //! <dir>/Cargo.lock            the versions ferrosync's own plugins are built and tested with
 //! <dir>/.cargo/config.toml    a 64 KiB stack, as the host expects
+//! <dir>/README.md             the commands that build, pin and test it
 //! <dir>/wit/policy.wit        the contract
 //! <dir>/sdk/                  the `ferrosync-plugin` helper crate
 //! <dir>/plugin/               the plugin crate (named after the directory, or --name)
@@ -67,6 +68,25 @@ const CARGO_CONFIG: &str = "\
 # the pages a decision touches few, so the host resets them cheaply between decisions.
 [target.wasm32-wasip2]
 rustflags = [\"-C\", \"link-arg=-zstack-size=65536\"]
+";
+
+const README: &str = "\
+# A ferrosync policy plugin
+
+- `plugin/src/lib.rs`: the plugin; `bundle/tests.json`: its golden cases;
+  `bundle/policy.toml`: its settings, limits and grants, and the pin.
+- `sdk/` and `wit/` are ferrosync's helper crate and contract, as of the `ferrosync` that
+  wrote this directory (`ferrosync policy new`).
+
+Build, pin, test (paths relative to this directory):
+
+    cargo build --target wasm32-wasip2 --release
+    ferrosync policy pin bundle --wasm target/wasm32-wasip2/release/NAME.wasm
+    ferrosync policy test bundle
+    ferrosync policy inspect bundle
+    ferrosync policy bench bundle
+
+`docs/authoring-policies.md` in ferrosync's repository is the guide.
 ";
 
 const WORKSPACE_HEADER: &str = "\
@@ -185,6 +205,7 @@ pub fn files(point: DecisionPoint, name: &str) -> Result<Vec<File>, ScaffoldErro
         file("Cargo.lock", LOCK.into()),
         file(".cargo/config.toml", CARGO_CONFIG.into()),
         file(".gitignore", "/target\n".into()),
+        file("README.md", README.replace("NAME", &name.replace('-', "_"))),
         file("wit/policy.wit", WIT.into()),
         file("sdk/Cargo.toml", SDK_MANIFEST.into()),
         file("sdk/src/lib.rs", SDK_LIB.into()),
@@ -324,6 +345,7 @@ mod tests {
                 .map(|(k, _)| k)
                 .collect();
             assert_eq!(profiles, ["release"]);
+            assert!(get(&files, "README.md").contains("release/my_plugin.wasm"));
         }
     }
 
