@@ -92,8 +92,19 @@ pub async fn install(cp: &ControlPlane, dir: &Path) {
 
 /// [`install`], with the images from `images`.
 pub async fn install_with(cp: &ControlPlane, dir: &Path, images: Images) {
+    install_configured(cp, dir, images, &[]).await;
+}
+
+/// [`install_with`], with `settings` (name, value) in the controller container's
+/// environment over the overlay's: what a site's own overlay would patch in.
+pub async fn install_configured(
+    cp: &ControlPlane,
+    dir: &Path,
+    images: Images,
+    settings: &[(&str, &str)],
+) {
     let started = std::time::Instant::now();
-    deploy::apply(cp, &render(cp, dir, images));
+    deploy::apply(cp, &with_settings(&render(cp, dir, images), settings));
     rolled_out(cp).await;
     eprintln!(
         "in-cluster controller: {} applied and rolled out in {:.1}s",
@@ -111,6 +122,35 @@ pub fn render(cp: &ControlPlane, dir: &Path, images: Images) -> String {
         Images::Host => manifests,
         Images::Registry => from_registry(&manifests, registry::shared()),
     }
+}
+
+/// `manifests` with `settings` set in the environment of the controller's container.
+fn with_settings(manifests: &str, settings: &[(&str, &str)]) -> String {
+    use serde::Deserialize;
+    if settings.is_empty() {
+        return manifests.to_string();
+    }
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(manifests) {
+        let mut object = serde_json::Value::deserialize(doc).expect("the rendered install parses");
+        if object.is_null() {
+            continue;
+        }
+        if object["kind"] == "Deployment" && object["metadata"]["name"] == DEPLOYMENT {
+            let containers = object["spec"]["template"]["spec"]["containers"].as_array_mut();
+            for container in containers.into_iter().flatten() {
+                let Some(env) = container["env"].as_array_mut() else {
+                    continue;
+                };
+                for (name, value) in settings {
+                    env.retain(|var| var["name"] != *name);
+                    env.push(serde_json::json!({"name": name, "value": value}));
+                }
+            }
+        }
+        out.push(object.to_string());
+    }
+    out.join("\n---\n")
 }
 
 /// The registry's credentials as a `kubernetes.io/dockerconfigjson` Secret in the
