@@ -1,11 +1,12 @@
 //! The controller inside the test cluster, installed from `deploy/` the way users install
 //! it: `kubectl kustomize` of an overlay, server-side applied; the Deployment controller
 //! and the scheduler place its replicas on the simulated node. With [`Images::Registry`]
-//! (the in-cluster tier) the node pulls the controller and mover images that
-//! `scripts/build-images.sh` built from the test registry, with a pull secret, and runs
-//! them in their own root filesystems; with [`Images::Host`] (the demo's example) it runs
-//! the built `ferrosync` binary as the image's entrypoint. Either way with the projected ServiceAccount token,
-//! the mounted configuration and bundle ConfigMaps and a read-only root. The controller
+//! (the in-cluster tier, the two-cluster tests' `west`) the node pulls the controller and
+//! mover images that `scripts/build-images.sh` built from the test registry, with a pull
+//! secret, and runs them in their own root filesystems; with [`Images::Host`] (the
+//! one-cluster demo's `cluster --in-cluster`) it runs the built `ferrosync` binary as the
+//! image's entrypoint. Either way with the projected ServiceAccount token, the mounted
+//! configuration and bundle ConfigMaps and a read-only root. The controller
 //! finds the apiserver through KUBERNETES_SERVICE_HOST, the `kubernetes` Service's
 //! ClusterIP, which the routing simulator forwards.
 //!
