@@ -10,7 +10,8 @@
 #
 # Each plugin is its own `cargo build -p`: the helper crate has one feature per WIT world,
 # and building them together would unify those features into every plugin.
-# Installs nothing, except the wasm32-wasip2 target when it is missing.
+# Installs nothing, except the wasm32-wasip2 target when it is missing. The plugins written
+# in C are built by scripts/build-c-plugins.sh (called below), their pins checked here.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 update=false
@@ -26,17 +27,20 @@ export RUSTFLAGS="--remap-path-prefix=$root/plugins=/plugins --remap-path-prefix
 export CARGO_TARGET_DIR="${FERROSYNC_PLUGINS_TARGET_DIR:-$root/plugins/target}"
 export SOURCE_DATE_EPOCH=0
 
-packages=(copy-method-by-driver service-type-by-topology psk-from-vault plugin-template
+packages=(copy-method-by-driver service-type-by-topology psk-from-vault
+          template-copy-method template-service-type template-psk
           hostile-copy-method hostile-service-type hostile-psk)
 for pkg in "${packages[@]}"; do
   cargo build --quiet --locked --release --target wasm32-wasip2 \
     --manifest-path "$root/plugins/Cargo.toml" -p "$pkg"
 done
 out="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+bash "$root/scripts/build-c-plugins.sh"
 
 # bundle:plugin of each shipped bundle.
 status=0
-for pair in aws-ebs:copy-method-by-driver multi-cluster:service-type-by-topology vault:psk-from-vault; do
+for pair in aws-ebs:copy-method-by-driver multi-cluster:service-type-by-topology vault:psk-from-vault \
+            aws-ebs-c:copy-method-by-driver-c; do
   bundle=${pair%%:*}; plugin=${pair#*:}
   dir="$root/policies/$bundle"
   built="$out/${plugin//-/_}.wasm"

@@ -2,6 +2,7 @@
 //! hostile), the real host, and a real OpenBao server for the vault plugin.
 
 mod plugins {
+    mod authoring;
     mod capabilities;
     pub mod common;
     mod golden;
@@ -10,6 +11,7 @@ mod plugins {
     mod pins_and_reload;
     mod reliability;
     mod scoping;
+    mod second_language;
     mod signatures;
     mod vault;
     mod vault_release;

@@ -101,6 +101,8 @@ pub struct Started {
     pub pvcs: ReflectHandle<PersistentVolumeClaim>,
     /// Services, as they change (a destination's address).
     pub services: ReflectHandle<Service>,
+    /// Namespaces' metadata, as it changes (their labels choose policy bindings).
+    pub namespaces: ReflectHandle<PartialObjectMeta<Namespace>>,
 }
 
 /// Buffered changes per shared stream before the watch waits for the reconcilers.
@@ -125,7 +127,7 @@ impl Caches {
     pub fn new() -> Self {
         let (jobs, jobs_w) = reflector::store_shared(SHARED_BUFFER);
         let (secrets, secrets_w) = reflector::store_shared(SHARED_BUFFER);
-        let (namespaces, namespaces_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store_shared(SHARED_BUFFER);
         let (storage_classes, storage_classes_w) = reflector::store();
         let snapshot_classes_w = Writer::new(snapshot_class_resource());
         let (provisioning_failures, provisioning_failures_w) = reflector::store();
@@ -171,6 +173,7 @@ impl Caches {
         let secrets = feeds.secrets.subscribe()?;
         let pvcs = feeds.pvcs.subscribe()?;
         let services = feeds.services.subscribe()?;
+        let namespaces = feeds.namespaces.subscribe()?;
         let movers = || {
             watcher::Config::default().labels(&format!("{MANAGED_BY}=ferrosync,{COMPONENT}=mover"))
         };
@@ -256,6 +259,7 @@ impl Caches {
             secrets,
             pvcs,
             services,
+            namespaces,
         })
     }
 
