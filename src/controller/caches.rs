@@ -17,11 +17,12 @@
 //! - VolumeSnapshots: copies and images, for retention and the cleanup sweep.
 //!
 //! A cache lags behind writes, this controller's own included. Each reader says how it
-//! copes: a mover Job is trusted from the cache only while it runs, and read from the
-//! apiserver when it may just have been created, finished or deleted (`iteration`); a
-//! namespace not seen yet is waited for, not guessed.
+//! copes ("Cache lag" in `pipeline`): a mover Job is read from the apiserver while the
+//! cache does not show this controller's own create or delete of it (`lag`); a namespace
+//! not seen yet is waited for, not guessed. Where a reader needs an answer the cache
+//! cannot give before its first listing, it asks the apiserver (`*_ready`).
 //!
-//! It must never hold Secret data, and never watch Pods.
+//! It must never hold Secret data, and never watch Pods other than ferrosync's movers.
 
 use std::{
     collections::BTreeMap,

@@ -4,9 +4,10 @@
 //! A reader compares what its cache shows with the record: a cached copy at or after our
 //! own write is current (and the record is dropped: later copies are only newer); an older
 //! copy, a copy of an object we deleted, or no copy of an object we created means the
-//! watch has not delivered our write yet. The reader then waits for it (the watch event
-//! triggers the next pass) instead of acting on the old view: a lagging cache never makes
-//! a second Job or publishes a result twice. The records live only while a cache lags.
+//! watch has not delivered our write yet. The reader then reads the object from the
+//! apiserver instead of acting on the old view (and records what it read): a lagging
+//! cache never makes a second Job or publishes a result twice. The records live only
+//! while a cache lags.
 
 use std::{collections::HashMap, sync::Mutex};
 

@@ -30,9 +30,9 @@
 //! apiserver instead. A copy at or after our own write is used as it is: no GET.
 //!
 //! The other caches (`caches`) lag the same way, and each reader copes where it reads:
-//! - mover Jobs: this controller remembers the Jobs it created and deleted (`lag`); a
-//!   cache that does not show its own last create or delete yet is waited for (its watch
-//!   event triggers the next pass), never acted on, so a lagging cache never starts a
+//! - mover Jobs: this controller remembers the Jobs it created and deleted (`lag`); while
+//!   the cache does not show its own last create or delete yet, the Job is read from the
+//!   apiserver instead, never judged from the old copy, so a lagging cache never starts a
 //!   second Job or publishes a result twice. Otherwise the cached Job is judged as it is
 //!   (`iteration::drive`), its pods from the mover-pod cache (listed only when a finished
 //!   Job's pod is not there yet). A Job to create that exists already (VolSync's, which
