@@ -74,6 +74,12 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Push a bundle directory to an OCI registry as a policy bundle artifact; prints the
+    /// pinned reference (`<registry>/<repo>@sha256:…`) to name in the configuration.
+    Push(super::oci::cli::PushArgs),
+    /// Pull a bundle from an OCI registry into a directory, verifying every digest and
+    /// the component's pin; prints the pinned reference.
+    Pull(super::oci::cli::PullArgs),
 }
 
 /// Output formats of `policy test`.
@@ -110,6 +116,8 @@ pub async fn run(cmd: Command) -> ExitCode {
             output,
             all,
         } => diff(&config, &candidate, namespace.as_deref(), output, all).await,
+        Command::Push(args) => super::oci::cli::push(args).await,
+        Command::Pull(args) => super::oci::cli::pull(args).await,
     }
 }
 

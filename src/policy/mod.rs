@@ -18,6 +18,7 @@
 //!   they may go, and the replication pairs the host authorises.
 //! - `release`: the psk world's `release`, which removes a deleted side from its pair.
 //! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
+//! - `oci`: bundles pulled from an OCI registry by digest; `policy push` and `pull`.
 //!
 //! Wiring it into the controller:
 //!
@@ -52,6 +53,7 @@ pub mod http;
 mod key_wait;
 pub mod metrics;
 pub mod namespaces;
+pub mod oci;
 mod outcome;
 pub mod pairs;
 pub mod plugin;
