@@ -61,8 +61,8 @@ use crate::{
     api::{ReplicationDestination, ReplicationSource},
     config::{self, Config},
     policy::{
-        EngineOptions, PolicyEngine, credentials::KubeCredentials, http::LiveTransport,
-        metrics::PolicyMetrics, oci, reload,
+        EngineOptions, credentials::KubeCredentials, http::LiveTransport, metrics::PolicyMetrics,
+        oci, reload,
     },
     resources::{Side, names},
     telemetry::{self, Health, Metrics, ObjectLabels},

@@ -181,7 +181,9 @@ pub fn resolve(point: DecisionPoint, cfg: &PointConfig) -> Result<PluginSpec, Lo
         (None, None) if cfg.oci.is_some() => Err(config_err(
             "an `oci` bundle is served once pulled; this configuration was not resolved",
         )),
-        (None, None) => Err(config_err("give a `bundle` directory, an `oci` reference or a `plugin`")),
+        (None, None) => Err(config_err(
+            "give a `bundle` directory, an `oci` reference or a `plugin`",
+        )),
     }
 }
 
@@ -287,7 +289,10 @@ pub(crate) fn load(
         .len();
     // A pulled component has no ConfigMap to fit in, only the registry's bound.
     let (max, within) = match cfg.oci {
-        Some(_) => (super::oci::MAX_PULLED_COMPONENT_BYTES, "are pulled from a registry"),
+        Some(_) => (
+            super::oci::MAX_PULLED_COMPONENT_BYTES,
+            "are pulled from a registry",
+        ),
         None => (MAX_COMPONENT_BYTES, "fit a ConfigMap"),
     };
     if size > max {

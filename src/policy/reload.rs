@@ -64,9 +64,11 @@ pub fn spawn_watcher(
             // Errors are logged, counted and kept for status by `reload` itself.
             match engine.reload(&config).await {
                 Err(e) if e.is_retryable() => {
-                    let (at, waits) =
-                        retry.get_or_insert_with(|| (std::time::Instant::now(), super::oci::retry_backoff()));
-                    *at = std::time::Instant::now() + waits.next().unwrap_or(Duration::from_secs(120));
+                    let (at, waits) = retry.get_or_insert_with(|| {
+                        (std::time::Instant::now(), super::oci::retry_backoff())
+                    });
+                    *at = std::time::Instant::now()
+                        + waits.next().unwrap_or(Duration::from_secs(120));
                 }
                 _ => retry = None,
             }

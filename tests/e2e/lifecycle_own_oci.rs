@@ -52,8 +52,11 @@ fn bundle_for_the_simulator(dir: &Path) -> PathBuf {
     }
     let policy = bundle.join("policy.toml");
     let text = std::fs::read_to_string(&policy).expect("read");
-    std::fs::write(&policy, text.replace("\"ebs.csi.aws.com\"", &format!("{DRIVER:?}")))
-        .expect("write");
+    std::fs::write(
+        &policy,
+        text.replace("\"ebs.csi.aws.com\"", &format!("{DRIVER:?}")),
+    )
+    .expect("write");
     bundle
 }
 
@@ -127,7 +130,10 @@ async fn policy_push_then_pull_round_trips_by_digest_and_refuses_bad_credentials
 
     let pinned = push(registry, &shipped(), "policies/aws-ebs", &good);
     // The same bundle pushed again has the same digest: the manifest is reproducible.
-    assert_eq!(push(registry, &shipped(), "policies/aws-ebs", &good), pinned);
+    assert_eq!(
+        push(registry, &shipped(), "policies/aws-ebs", &good),
+        pinned
+    );
 
     let out_dir = tmp.path().join("pulled");
     let out = pull(registry, &pinned, &out_dir, &good);
@@ -143,13 +149,22 @@ async fn policy_push_then_pull_round_trips_by_digest_and_refuses_bad_credentials
     // A tag resolves to the same digest, printed to pin.
     let tagged = format!("{}/policies/aws-ebs:1", registry.host);
     let out = pull(registry, &tagged, &tmp.path().join("by-tag"), &good);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pinned, "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        pinned,
+        "{}",
+        text(&out)
+    );
 
     // Refused credentials: nothing pulled or pushed, and the message says why.
     let refused = tmp.path().join("refused");
     let out = pull(registry, &pinned, &refused, &bad);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("refused the credentials"), "{}", text(&out));
+    assert!(
+        text(&out).contains("refused the credentials"),
+        "{}",
+        text(&out)
+    );
     assert!(!text(&out).contains(&registry.password));
     assert!(!refused.join("policy.toml").exists());
     let ca = registry.cert_dir.join("ca.crt");
@@ -164,10 +179,18 @@ async fn policy_push_then_pull_round_trips_by_digest_and_refuses_bad_credentials
         &ca.to_string_lossy(),
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("refused the credentials"), "{}", text(&out));
+    assert!(
+        text(&out).contains("refused the credentials"),
+        "{}",
+        text(&out)
+    );
 
     // A digest the registry does not hold.
-    let missing = format!("{}/policies/aws-ebs@sha256:{}", registry.host, "0".repeat(64));
+    let missing = format!(
+        "{}/policies/aws-ebs@sha256:{}",
+        registry.host,
+        "0".repeat(64)
+    );
     let out = pull(registry, &missing, &tmp.path().join("missing"), &good);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("not in the registry"), "{}", text(&out));
@@ -229,12 +252,27 @@ async fn a_bundle_pulled_by_digest_decides_for_the_controller() {
     let bundle = bundle_for_the_simulator(&dir);
     let good = docker_config(&dir, registry, &registry.password, "good.json");
     let pinned = push(registry, &bundle, "policies/aws-ebs-sim", &good);
-    let pin = ferrosync::policy::plugin::sha256_hex(&std::fs::read(bundle.join(COMPONENT)).expect("component"));
+    let pin = ferrosync::policy::plugin::sha256_hex(
+        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
+    );
     let client = env.cp.client().await;
     deploy::controller_identity(env.cp);
-    pull_secret(&client, "policy-registry", registry.docker_config_json(&registry.password)).await;
+    pull_secret(
+        &client,
+        "policy-registry",
+        registry.docker_config_json(&registry.password),
+    )
+    .await;
     let cache = dir.join("cache");
-    let config = controller_config(&dir, "controller.toml", registry, &pinned, &pin, "policy-registry", &cache);
+    let config = controller_config(
+        &dir,
+        "controller.toml",
+        registry,
+        &pinned,
+        &pin,
+        "policy-registry",
+        &cache,
+    );
 
     let controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
     let dst = env.cp.namespace("oci-dst").await;
@@ -246,19 +284,29 @@ async fn a_bundle_pulled_by_digest_decides_for_the_controller() {
     create_rs(
         &src,
         "first",
-        source_spec("pulled", "first", &address, json!({"manual": "one"}), json!({"copyMethod": "Clone"})),
+        source_spec(
+            "pulled",
+            "first",
+            &address,
+            json!({"manual": "one"}),
+            json!({"copyMethod": "Clone"}),
+        ),
     )
     .await;
     let api: Api<ReplicationSource> = src.api();
-    let decided = wait::until("first's copy-method decision", Duration::from_secs(120), || async {
-        let rs = api.get("first").await.map_err(|e| e.to_string())?;
-        Ok(rs
-            .status
-            .and_then(|s| s.sync.policy)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|d| d.decision == "copy-method"))
-    })
+    let decided = wait::until(
+        "first's copy-method decision",
+        Duration::from_secs(120),
+        || async {
+            let rs = api.get("first").await.map_err(|e| e.to_string())?;
+            Ok(rs
+                .status
+                .and_then(|s| s.sync.policy)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|d| d.decision == "copy-method"))
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
     assert_eq!(decided.value, "Snapshot", "{decided:?}");
@@ -275,25 +323,51 @@ async fn a_bundle_pulled_by_digest_decides_for_the_controller() {
 async fn a_wrong_digest_or_refused_credentials_keep_the_old_set_serving() {
     let env = env();
     let registry = registry::bare();
-    let dir = env.cp.dir.join(format!("oci-refusals-{}", std::process::id()));
+    let dir = env
+        .cp
+        .dir
+        .join(format!("oci-refusals-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
     let bundle = bundle_for_the_simulator(&dir);
     let good = docker_config(&dir, registry, &registry.password, "good.json");
     let pinned = push(registry, &bundle, "policies/aws-ebs-refusals", &good);
-    let pin = ferrosync::policy::plugin::sha256_hex(&std::fs::read(bundle.join(COMPONENT)).expect("component"));
+    let pin = ferrosync::policy::plugin::sha256_hex(
+        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
+    );
     let client = env.cp.client().await;
     deploy::controller_identity(env.cp);
-    pull_secret(&client, "policy-registry-ok", registry.docker_config_json(&registry.password)).await;
-    pull_secret(&client, "policy-registry-wrong", registry.docker_config_json("wrong")).await;
+    pull_secret(
+        &client,
+        "policy-registry-ok",
+        registry.docker_config_json(&registry.password),
+    )
+    .await;
+    pull_secret(
+        &client,
+        "policy-registry-wrong",
+        registry.docker_config_json("wrong"),
+    )
+    .await;
     let cache = dir.join("cache");
     let options = || EngineOptions {
         pull_secrets: Arc::new(KubePullSecrets::new(client.clone(), deploy::NAMESPACE)),
         ..EngineOptions::default()
     };
-    let good_config = load(&controller_config(&dir, "good.toml", registry, &pinned, &pin, "policy-registry-ok", &cache));
-    let engine = PolicyEngine::new(&good_config, options()).await.expect("pulled and loaded");
+    let good_config = load(&controller_config(
+        &dir,
+        "good.toml",
+        registry,
+        &pinned,
+        &pin,
+        "policy-registry-ok",
+        &cache,
+    ));
+    let engine = PolicyEngine::new(&good_config, options())
+        .await
+        .expect("pulled and loaded");
     let cases: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("tests.json")).expect("tests")).expect("json");
+        serde_json::from_slice(&std::fs::read(bundle.join("tests.json")).expect("tests"))
+            .expect("json");
     let mut input = cases["cases"][0]["input"].clone();
     input["storageClass"]["provisioner"] = json!(DRIVER);
     let decide = || async {
@@ -303,38 +377,114 @@ async fn a_wrong_digest_or_refused_credentials_keep_the_old_set_serving() {
             .expect("decides")
     };
     let before = decide().await;
-    assert_eq!(before.decision["method"], "Snapshot", "{:?}", before.decision);
+    assert_eq!(
+        before.decision["method"], "Snapshot",
+        "{:?}",
+        before.decision
+    );
     assert_eq!(before.provenance.sha256.as_deref(), Some(pin.as_str()));
 
     // A digest the registry does not hold: refused, retryable, the old set decides.
-    let wrong = format!("{}/policies/aws-ebs-refusals@sha256:{}", registry.host, "1".repeat(64));
-    let config = load(&controller_config(&dir, "wrong.toml", registry, &wrong, &pin, "policy-registry-ok", &cache));
+    let wrong = format!(
+        "{}/policies/aws-ebs-refusals@sha256:{}",
+        registry.host,
+        "1".repeat(64)
+    );
+    let config = load(&controller_config(
+        &dir,
+        "wrong.toml",
+        registry,
+        &wrong,
+        &pin,
+        "policy-registry-ok",
+        &cache,
+    ));
     let err = engine.reload(&config).await.expect_err("refused");
-    assert!(matches!(err, LoadError::Oci(OciError::NotFound { .. })), "{err}");
+    assert!(
+        matches!(err, LoadError::Oci(OciError::NotFound { .. })),
+        "{err}"
+    );
     assert!(err.is_retryable());
-    assert!(engine.last_reload_error().expect("kept").contains("correct the digest"));
-    assert_eq!(decide().await.provenance.sha256.as_deref(), Some(pin.as_str()));
+    assert!(
+        engine
+            .last_reload_error()
+            .expect("kept")
+            .contains("correct the digest")
+    );
+    assert_eq!(
+        decide().await.provenance.sha256.as_deref(),
+        Some(pin.as_str())
+    );
 
     // Credentials the registry refuses (nothing cached yet in this cache): refused.
     let empty_cache = dir.join("empty-cache");
-    let config = load(&controller_config(&dir, "bad.toml", registry, &pinned, &pin, "policy-registry-wrong", &empty_cache));
+    let config = load(&controller_config(
+        &dir,
+        "bad.toml",
+        registry,
+        &pinned,
+        &pin,
+        "policy-registry-wrong",
+        &empty_cache,
+    ));
     let err = engine.reload(&config).await.expect_err("refused");
-    assert!(matches!(err, LoadError::Oci(OciError::Unauthorized { .. })), "{err}");
+    assert!(
+        matches!(err, LoadError::Oci(OciError::Unauthorized { .. })),
+        "{err}"
+    );
     assert!(!err.to_string().contains(&registry.password));
-    assert_eq!(decide().await.provenance.sha256.as_deref(), Some(pin.as_str()));
+    assert_eq!(
+        decide().await.provenance.sha256.as_deref(),
+        Some(pin.as_str())
+    );
     // A pull secret that does not exist: refused, named.
-    let config = load(&controller_config(&dir, "none.toml", registry, &pinned, &pin, "no-such-secret", &empty_cache));
-    let err = engine.reload(&config).await.expect_err("refused").to_string();
-    assert!(err.contains("no-such-secret") && err.contains("not found"), "{err}");
+    let config = load(&controller_config(
+        &dir,
+        "none.toml",
+        registry,
+        &pinned,
+        &pin,
+        "no-such-secret",
+        &empty_cache,
+    ));
+    let err = engine
+        .reload(&config)
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("no-such-secret") && err.contains("not found"),
+        "{err}"
+    );
 
     // A restart that finds the blobs in its cache pulls nothing: even with credentials
     // the registry would refuse, the cached, re-verified bundle loads.
-    let restarted = load(&controller_config(&dir, "restart.toml", registry, &pinned, &pin, "policy-registry-wrong", &cache));
-    let again = PolicyEngine::new(&restarted, options()).await.expect("loaded from the cache");
+    let restarted = load(&controller_config(
+        &dir,
+        "restart.toml",
+        registry,
+        &pinned,
+        &pin,
+        "policy-registry-wrong",
+        &cache,
+    ));
+    let again = PolicyEngine::new(&restarted, options())
+        .await
+        .expect("loaded from the cache");
     assert_eq!(again.plugins()[0].sha256, pin);
 
     // A tag in the configuration is refused when it is read, and says why.
-    let tagged = controller_config(&dir, "tag.toml", registry, &format!("{}/policies/x:1", registry.host), &pin, "s", &cache);
-    let err = ferrosync::config::Config::load(Some(&tagged)).expect_err("refused").to_string();
+    let tagged = controller_config(
+        &dir,
+        "tag.toml",
+        registry,
+        &format!("{}/policies/x:1", registry.host),
+        &pin,
+        "s",
+        &cache,
+    );
+    let err = ferrosync::config::Config::load(Some(&tagged))
+        .expect_err("refused")
+        .to_string();
     assert!(err.contains("must be named by digest"), "{err}");
 }

@@ -396,10 +396,9 @@ impl PolicyEngine {
         let inner = self.inner.clone();
         // Bundles named by OCI reference are pulled (or found in the cache) and verified
         // first; from then on they load as directories.
-        let config =
-            super::oci::materialise(config, inner.options.pull_secrets.as_ref())
-                .await
-                .map_err(LoadError::Oci)?;
+        let config = super::oci::materialise(config, inner.options.pull_secrets.as_ref())
+            .await
+            .map_err(LoadError::Oci)?;
         // Compilation is CPU-bound: keep it off the async executor.
         tokio::task::spawn_blocking(move || {
             let trust = Trust::load(&config.signatures).map_err(|source| LoadError::Signature {

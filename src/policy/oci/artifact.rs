@@ -133,9 +133,11 @@ pub fn pack(dir: &Path, annotations: &BTreeMap<String, String>) -> Result<Packed
     let name_in_dir = |path: &Path, what: &str| -> Result<String, OciError> {
         let rel = path.strip_prefix(dir).unwrap_or(path);
         let name = rel.to_string_lossy().into_owned();
-        plain_name(&name)
-            .then_some(name)
-            .ok_or_else(|| bad(format!("{what} {rel:?} must be a file directly in the bundle")))
+        plain_name(&name).then_some(name).ok_or_else(|| {
+            bad(format!(
+                "{what} {rel:?} must be a file directly in the bundle"
+            ))
+        })
     };
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| bad(format!("{name}: {e}")));
     let component = name_in_dir(&bundle.plugin.wasm, "the component")?;
@@ -228,8 +230,7 @@ pub fn plan(reference: &str, manifest: &[u8]) -> Result<Vec<Planned>, OciError> 
     };
     let manifest: Manifest =
         serde_json::from_slice(manifest).map_err(|e| refuse(format!("manifest: {e}")))?;
-    if manifest.schema_version != 2 || manifest.media_type.as_deref() != Some(MANIFEST_MEDIA_TYPE)
-    {
+    if manifest.schema_version != 2 || manifest.media_type.as_deref() != Some(MANIFEST_MEDIA_TYPE) {
         return Err(refuse(format!(
             "the manifest is {:?} (schema {}), not an OCI image manifest",
             manifest.media_type, manifest.schema_version
@@ -309,7 +310,10 @@ pub fn check_files(reference: &str, files: &[(Planned, Vec<u8>)]) -> Result<(), 
             bundle.plugin.wasm, component.title
         )));
     }
-    let pinned = format!("sha256:{}", bundle.plugin.sha256.trim().to_ascii_lowercase());
+    let pinned = format!(
+        "sha256:{}",
+        bundle.plugin.sha256.trim().to_ascii_lowercase()
+    );
     if component.descriptor.digest != pinned {
         return Err(refuse(format!(
             "the component layer is {}, but {POLICY_FILE} pins {pinned}",
@@ -409,14 +413,42 @@ mod tests {
         bundle(dir.path(), b"c", false);
         let packed = pack(dir.path(), &BTreeMap::new()).unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("artifactType", edited(&packed, |m| m.artifact_type = Some("application/x".into()))),
-            ("not an OCI image manifest", edited(&packed, |m| m.media_type = None)),
+            (
+                "artifactType",
+                edited(&packed, |m| m.artifact_type = Some("application/x".into())),
+            ),
+            (
+                "not an OCI image manifest",
+                edited(&packed, |m| m.media_type = None),
+            ),
             ("empty descriptor", edited(&packed, |m| m.config.size = 3)),
-            ("unknown layer media type", edited(&packed, |m| m.layers[2].media_type = "text/plain".into())),
-            ("two layers", edited(&packed, |m| { let l = m.layers[1].clone(); m.layers.push(l) })),
-            ("plain file name", edited(&packed, |m| { m.layers[1].annotations.insert(TITLE.into(), "../x".into()); })),
-            ("at most", edited(&packed, |m| m.layers[0].size = MAX_TEXT_LAYER_BYTES + 1)),
-            ("no application/wasm layer", edited(&packed, |m| { m.layers.remove(1); })),
+            (
+                "unknown layer media type",
+                edited(&packed, |m| m.layers[2].media_type = "text/plain".into()),
+            ),
+            (
+                "two layers",
+                edited(&packed, |m| {
+                    let l = m.layers[1].clone();
+                    m.layers.push(l)
+                }),
+            ),
+            (
+                "plain file name",
+                edited(&packed, |m| {
+                    m.layers[1].annotations.insert(TITLE.into(), "../x".into());
+                }),
+            ),
+            (
+                "at most",
+                edited(&packed, |m| m.layers[0].size = MAX_TEXT_LAYER_BYTES + 1),
+            ),
+            (
+                "no application/wasm layer",
+                edited(&packed, |m| {
+                    m.layers.remove(1);
+                }),
+            ),
             ("manifest:", b"{not json".to_vec()),
         ];
         for (expect, bytes) in cases {

@@ -77,7 +77,8 @@ impl PullSecretSource for KubePullSecrets {
                 secret: name.clone(),
                 message,
             };
-            let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), &self.namespace);
+            let api: kube::Api<Secret> =
+                kube::Api::namespaced(self.client.clone(), &self.namespace);
             let found = api
                 .get_opt(secret)
                 .await
@@ -114,17 +115,21 @@ pub fn auth_for(config: &[u8], registry: &str, secret: &str) -> Result<RegistryA
     };
     let parsed: DockerConfig =
         serde_json::from_slice(config).map_err(|e| bad(format!("not a Docker config: {e}")))?;
-    let entry = parsed.auths.iter().find(|(key, _)| host_of(key) == registry);
+    let entry = parsed
+        .auths
+        .iter()
+        .find(|(key, _)| host_of(key) == registry);
     let Some((_, entry)) = entry else {
         return Ok(RegistryAuth::Anonymous);
     };
     if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
         return Ok(RegistryAuth::Basic(user.clone(), password.clone()));
     }
-    let encoded = entry
-        .auth
-        .as_deref()
-        .ok_or_else(|| bad(format!("the entry for {registry} has neither username/password nor auth")))?;
+    let encoded = entry.auth.as_deref().ok_or_else(|| {
+        bad(format!(
+            "the entry for {registry} has neither username/password nor auth"
+        ))
+    })?;
     let decoded = base64::decode_block(encoded)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
@@ -174,7 +179,10 @@ mod tests {
         ));
         let err = auth_for(config.as_bytes(), "bad.example", "s").unwrap_err();
         assert!(err.to_string().contains("not base64"), "{err}");
-        let err = auth_for(b"[]", "x", "s").unwrap_err().to_string();
-        assert!(err.contains("not a Docker config") && !err.contains("pw"), "{err}");
+        let err = auth_for(b"pw: not json", "x", "s").unwrap_err().to_string();
+        assert!(
+            err.contains("not a Docker config") && !err.contains("pw"),
+            "{err}"
+        );
     }
 }

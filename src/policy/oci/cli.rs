@@ -156,7 +156,11 @@ fn connect(
                 secret: path.display().to_string(),
                 message: e.to_string(),
             })?;
-            auth::auth_for(&bytes, target.resolve_registry(), &path.display().to_string())?
+            auth::auth_for(
+                &bytes,
+                target.resolve_registry(),
+                &path.display().to_string(),
+            )?
         }
         None => RegistryAuth::Anonymous,
     };

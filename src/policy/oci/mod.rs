@@ -28,8 +28,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use artifact::{
-    ARTIFACT_TYPE, COMPONENT_MEDIA_TYPE, EMPTY_CONFIG_DIGEST, EMPTY_MEDIA_TYPE,
-    POLICY_MEDIA_TYPE, SIGNATURE_MEDIA_TYPE, TESTS_MEDIA_TYPE,
+    ARTIFACT_TYPE, COMPONENT_MEDIA_TYPE, EMPTY_CONFIG_DIGEST, EMPTY_MEDIA_TYPE, POLICY_MEDIA_TYPE,
+    SIGNATURE_MEDIA_TYPE, TESTS_MEDIA_TYPE,
 };
 pub use auth::{DockerConfigFile, KubePullSecrets, NoPullSecrets, PullSecretSource};
 pub use reference::BundleRef;
@@ -92,9 +92,7 @@ pub enum OciError {
     PullSecret { secret: String, message: String },
     #[error("{reference}: the registry refused the credentials ({message}); check the pull secret")]
     Unauthorized { reference: String, message: String },
-    #[error(
-        "{reference}: not in the registry ({message}); push the bundle, or correct the digest"
-    )]
+    #[error("{reference}: not in the registry ({message}); push the bundle, or correct the digest")]
     NotFound { reference: String, message: String },
     #[error("{reference}: cannot reach the registry: {message}; retried with backoff")]
     Unreachable { reference: String, message: String },
@@ -155,9 +153,7 @@ pub async fn start_engine(
         let metrics = options.metrics.clone();
         match super::PolicyEngine::new(config, options).await {
             Err(e) if e.is_retryable() => {
-                let wait = waits
-                    .next()
-                    .unwrap_or(std::time::Duration::from_secs(120));
+                let wait = waits.next().unwrap_or(std::time::Duration::from_secs(120));
                 metrics.reload_refused.set(1);
                 tracing::error!(error = %e, retry_in = ?wait, "policy bundle not loaded; retrying");
                 tokio::time::sleep(wait).await;

@@ -59,13 +59,16 @@ fn classify(reference: &Reference, e: OciDistributionError) -> OciError {
                 | OciErrorCode::NotFound
         )
     };
-    let denied = |code: &OciErrorCode| matches!(code, OciErrorCode::Unauthorized | OciErrorCode::Denied);
+    let denied =
+        |code: &OciErrorCode| matches!(code, OciErrorCode::Unauthorized | OciErrorCode::Denied);
     match &e {
         OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => OciError::Unauthorized { reference, message },
-        OciDistributionError::ServerError { code: 401 | 403, .. } => {
+        | OciDistributionError::AuthenticationFailure(_) => {
             OciError::Unauthorized { reference, message }
         }
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => OciError::Unauthorized { reference, message },
         OciDistributionError::ServerError { code: 404, .. }
         | OciDistributionError::ImageManifestNotFoundError(_) => {
             OciError::NotFound { reference, message }
@@ -117,7 +120,11 @@ pub async fn push(
         .await
         .map_err(err)?;
     client
-        .push_blob(reference, artifact::EMPTY_CONFIG, artifact::EMPTY_CONFIG_DIGEST)
+        .push_blob(
+            reference,
+            artifact::EMPTY_CONFIG,
+            artifact::EMPTY_CONFIG_DIGEST,
+        )
         .await
         .map_err(err)?;
     for (descriptor, bytes) in &packed.layers {
@@ -185,7 +192,10 @@ pub async fn blob(
         ),
     };
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| classify(reference, e))?;
+        let chunk = chunk.map_err(|e| OciError::Unreachable {
+            reference: reference.whole(),
+            message: format!("reading layer {}: {e}", descriptor.digest),
+        })?;
         bytes.extend_from_slice(&chunk);
         if bytes.len() as u64 > descriptor.size {
             return Err(wrong_size(bytes.len()));

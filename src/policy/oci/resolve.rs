@@ -9,13 +9,19 @@ use oci_client::{Client, secrets::RegistryAuth};
 use super::{
     OciConfig, OciError, PullSecretSource,
     artifact::{self, Planned},
-    auth, cache::Cache, reference::BundleRef, registry,
+    auth,
+    cache::Cache,
+    reference::BundleRef,
+    registry,
 };
 use crate::policy::config::{PointConfig, PolicyConfig};
 
 /// Whether any point of `config` names an OCI bundle.
 pub fn has_oci(config: &PolicyConfig) -> bool {
-    config.all_points().iter().any(|(_, _, p, _)| p.oci.is_some())
+    config
+        .all_points()
+        .iter()
+        .any(|(_, _, p, _)| p.oci.is_some())
 }
 
 /// `config` with each OCI point served from a verified directory in the cache.
@@ -35,23 +41,29 @@ pub async fn materialise(
         client: None,
     };
     let mut points: Vec<(String, &mut PointConfig)> = Vec::new();
-    let mut add = |scope: &str, p: [&mut Option<PointConfig>; 3]| {
-        for (name, slot) in ["copy_method", "service_type", "psk"].into_iter().zip(p) {
-            if let Some(point) = slot.as_mut() {
-                points.push((format!("{scope}{name}"), point));
-            }
-        }
-    };
-    add("", [&mut out.copy_method, &mut out.service_type, &mut out.psk]);
+    slots(
+        "",
+        [&mut out.copy_method, &mut out.service_type, &mut out.psk],
+        &mut points,
+    );
     let s = &mut out.shadow;
-    add("shadow.", [&mut s.copy_method, &mut s.service_type, &mut s.psk]);
+    slots(
+        "shadow.",
+        [&mut s.copy_method, &mut s.service_type, &mut s.psk],
+        &mut points,
+    );
     for b in &mut out.bindings {
         let scope = format!("bindings.{}.", b.name);
-        add(&scope, [&mut b.copy_method, &mut b.service_type, &mut b.psk]);
+        slots(
+            &scope,
+            [&mut b.copy_method, &mut b.service_type, &mut b.psk],
+            &mut points,
+        );
         let s = &mut b.shadow;
-        add(
+        slots(
             &format!("{scope}shadow."),
             [&mut s.copy_method, &mut s.service_type, &mut s.psk],
+            &mut points,
         );
     }
     for (name, point) in points {
@@ -66,6 +78,22 @@ pub async fn materialise(
         point.bundle = Some(fetcher.fetch(&reference).await?);
     }
     Ok(out)
+}
+
+/// The configured points of one scope, named as in the configuration.
+fn slots<'a>(
+    scope: &str,
+    points: [&'a mut Option<PointConfig>; 3],
+    out: &mut Vec<(String, &'a mut PointConfig)>,
+) {
+    for (name, slot) in ["copy_method", "service_type", "psk"]
+        .into_iter()
+        .zip(points)
+    {
+        if let Some(point) = slot.as_mut() {
+            out.push((format!("{scope}{name}"), point));
+        }
+    }
 }
 
 struct Fetcher<'a> {
@@ -115,10 +143,7 @@ impl Fetcher<'_> {
     }
 
     /// The client and the credentials for `reference`'s registry.
-    async fn client(
-        &mut self,
-        reference: &BundleRef,
-    ) -> Result<(&Client, RegistryAuth), OciError> {
+    async fn client(&mut self, reference: &BundleRef) -> Result<(&Client, RegistryAuth), OciError> {
         if self.client.is_none() {
             let config = match &self.settings.pull_secret {
                 Some(secret) => Some(self.secrets.docker_config(secret).await?),
