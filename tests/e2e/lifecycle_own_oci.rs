@@ -488,3 +488,228 @@ async fn a_wrong_digest_or_refused_credentials_keep_the_old_set_serving() {
         .to_string();
     assert!(err.contains("must be named by digest"), "{err}");
 }
+
+/// `<component>.sig` as `cosign sign-blob --key` writes it, made with openssl: base64 of
+/// the DER ECDSA P-256 signature over the component. Returns the public key's file.
+fn sign(dir: &Path, bundle: &Path) -> PathBuf {
+    use openssl::{
+        base64,
+        ec::{EcGroup, EcKey},
+        hash::MessageDigest,
+        nid::Nid,
+        pkey::PKey,
+        sign::Signer,
+    };
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey");
+    let public = dir.join("team.pub");
+    std::fs::write(&public, key.public_key_to_pem().expect("pem")).expect("write key");
+    let component = std::fs::read(bundle.join(COMPONENT)).expect("component");
+    let mut signer = Signer::new(MessageDigest::sha256(), &key).expect("signer");
+    let signature = signer.sign_oneshot_to_vec(&component).expect("sign");
+    std::fs::write(
+        bundle.join(format!("{COMPONENT}.sig")),
+        base64::encode_block(&signature),
+    )
+    .expect("write signature");
+    public
+}
+
+fn requiring_signatures(config: &Path, public: &Path) -> PolicyConfig {
+    let text = std::fs::read_to_string(config).expect("config");
+    let signed = config.with_extension("signed.toml");
+    std::fs::write(
+        &signed,
+        format!(
+            "{text}[policy.signatures]\npublic_keys = [{:?}]\n",
+            public.to_string_lossy()
+        ),
+    )
+    .expect("write");
+    load(&signed)
+}
+
+#[tokio::test]
+async fn a_signature_travels_with_the_bundle_and_is_checked_when_required() {
+    let env = env();
+    let registry = registry::bare();
+    let dir = env
+        .cp
+        .dir
+        .join(format!("oci-signed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let bundle = bundle_for_the_simulator(&dir);
+    let good = docker_config(&dir, registry, &registry.password, "good.json");
+    let unsigned = push(registry, &bundle, "policies/unsigned", &good);
+    let public = sign(&dir, &bundle);
+    let signed = push(registry, &bundle, "policies/signed", &good);
+    let pin = ferrosync::policy::plugin::sha256_hex(
+        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
+    );
+    let client = env.cp.client().await;
+    deploy::controller_identity(env.cp);
+    pull_secret(
+        &client,
+        "policy-registry-signed",
+        registry.docker_config_json(&registry.password),
+    )
+    .await;
+    let options = || EngineOptions {
+        pull_secrets: Arc::new(KubePullSecrets::new(client.clone(), deploy::NAMESPACE)),
+        ..EngineOptions::default()
+    };
+    let cache = dir.join("cache");
+
+    let config = controller_config(
+        &dir,
+        "signed.toml",
+        registry,
+        &signed,
+        &pin,
+        "policy-registry-signed",
+        &cache,
+    );
+    let engine = PolicyEngine::new(&requiring_signatures(&config, &public), options())
+        .await
+        .expect("the signed bundle loads");
+    assert_eq!(engine.plugins()[0].sha256, pin);
+
+    let config = controller_config(
+        &dir,
+        "unsigned.toml",
+        registry,
+        &unsigned,
+        &pin,
+        "policy-registry-signed",
+        &cache,
+    );
+    let err = engine
+        .reload(&requiring_signatures(&config, &public))
+        .await
+        .expect_err("an unsigned bundle is refused")
+        .to_string();
+    assert!(err.contains("is not signed"), "{err}");
+    assert_eq!(engine.plugins()[0].sha256, pin);
+
+    // `policy pull` brings the signature along.
+    let out = pull(registry, &signed, &dir.join("pulled"), &good);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(dir.join("pulled").join(format!("{COMPONENT}.sig"))).expect("sig"),
+        std::fs::read(bundle.join(format!("{COMPONENT}.sig"))).expect("sig")
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_are_retried_with_backoff_until_the_secret_is_fixed() {
+    let env = env();
+    let registry = registry::bare();
+    let dir = env.cp.dir.join(format!("oci-retry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let bundle = bundle_for_the_simulator(&dir);
+    let good = docker_config(&dir, registry, &registry.password, "good.json");
+    let pinned = push(registry, &bundle, "policies/retried", &good);
+    let pin = ferrosync::policy::plugin::sha256_hex(
+        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
+    );
+    let client = env.cp.client().await;
+    deploy::controller_identity(env.cp);
+    pull_secret(
+        &client,
+        "policy-registry-first",
+        registry.docker_config_json(&registry.password),
+    )
+    .await;
+    pull_secret(
+        &client,
+        "policy-registry-later",
+        registry.docker_config_json("wrong"),
+    )
+    .await;
+    let options = || EngineOptions {
+        pull_secrets: Arc::new(KubePullSecrets::new(client.clone(), deploy::NAMESPACE)),
+        ..EngineOptions::default()
+    };
+    // A second point from a directory, whose change makes the watcher reload.
+    let service = dir.join("multi-cluster");
+    std::fs::create_dir_all(&service).expect("mkdir");
+    for entry in std::fs::read_dir(shipped().with_file_name("multi-cluster"))
+        .expect("bundle")
+        .flatten()
+    {
+        std::fs::copy(entry.path(), service.join(entry.file_name())).expect("copy");
+    }
+    let service_pin = ferrosync::policy::plugin::sha256_hex(
+        &std::fs::read(service.join("service-type-by-topology.wasm")).expect("component"),
+    );
+    let with_service = |name: &str, secret: &str, cache: &Path| {
+        let path = controller_config(&dir, name, registry, &pinned, &pin, secret, cache);
+        let text = std::fs::read_to_string(&path).expect("config");
+        std::fs::write(
+            &path,
+            format!(
+                "{text}[policy.service_type]\nbundle = {:?}\nsha256 = {service_pin:?}\n",
+                service.to_string_lossy()
+            ),
+        )
+        .expect("write");
+        load(&path)
+    };
+    let started = with_service(
+        "first.toml",
+        "policy-registry-first",
+        &dir.join("cache-first"),
+    );
+    let engine = PolicyEngine::new(&started, options()).await.expect("loads");
+    // The watcher's configuration pulls with a Secret the registry refuses, into an empty
+    // cache; a changed service-type bundle makes it reload.
+    let watched = with_service(
+        "later.toml",
+        "policy-registry-later",
+        &dir.join("cache-later"),
+    );
+    let _watcher = ferrosync::policy::reload::spawn_watcher(
+        engine.clone(),
+        watched,
+        Duration::from_millis(100),
+    );
+    let policy = service.join("policy.toml");
+    let text = std::fs::read_to_string(&policy).expect("read");
+    std::fs::write(&policy, format!("{text}\n# changed\n")).expect("write");
+    let refused = wait::until(
+        "the reload to be refused",
+        Duration::from_secs(30),
+        || async {
+            Ok(engine
+                .last_reload_error()
+                .filter(|e| e.contains("refused the credentials")))
+        },
+    )
+    .await
+    .expect("refused");
+    assert!(!refused.contains(&registry.password));
+    let reloads = |result: &str| {
+        engine
+            .metrics()
+            .reloads
+            .get_or_create(&ferrosync::policy::metrics::ReloadLabels {
+                result: result.into(),
+            })
+            .get()
+    };
+    assert_eq!(reloads("ok"), 0);
+    // Fixed: the next retry, without any file changing, pulls and swaps the set in.
+    pull_secret(
+        &client,
+        "policy-registry-later",
+        registry.docker_config_json(&registry.password),
+    )
+    .await;
+    wait::until("the retry to succeed", Duration::from_secs(30), || async {
+        Ok(engine.last_reload_error().is_none().then_some(()))
+    })
+    .await
+    .expect("retried");
+    assert_eq!(reloads("ok"), 1);
+    assert!(dir.join("cache-later/blobs/sha256").join(&pin).is_file());
+}
