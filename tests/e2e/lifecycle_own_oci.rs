@@ -1,7 +1,7 @@
 //! Issue 16, bundles from an OCI registry: the real registry (distribution v3, htpasswd,
 //! HTTPS with its own CA, on loopback). `ferrosync policy push` then `pull` round-trips a
 //! bundle by digest; a controller configured with the bundle's digest and a pull secret
-//! decides with it; a wrong digest or refused credentials are refused while the old set
+//! retries while the registry refuses the Secret's credentials, then decides with it; a wrong digest or refused credentials are refused while the old set
 //! keeps serving; a restart with the blobs cached pulls nothing.
 
 use std::{
@@ -257,10 +257,11 @@ async fn a_bundle_pulled_by_digest_decides_for_the_controller() {
     );
     let client = env.cp.client().await;
     deploy::controller_identity(env.cp);
+    // The Secret holds a password the registry refuses at first.
     pull_secret(
         &client,
         "policy-registry",
-        registry.docker_config_json(&registry.password),
+        registry.docker_config_json("wrong"),
     )
     .await;
     let cache = dir.join("cache");
@@ -275,6 +276,35 @@ async fn a_bundle_pulled_by_digest_decides_for_the_controller() {
     );
 
     let controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
+    // Refused, said so, retried with backoff; unready meanwhile (a rolling update keeps the
+    // previous pod serving).
+    wait::until(
+        "the pull to be refused",
+        Duration::from_secs(60),
+        || async {
+            let log = std::fs::read_to_string(&controller.log).unwrap_or_default();
+            Ok(log
+                .lines()
+                .filter(|l| l.contains("policy bundle not loaded; retrying"))
+                .find(|l| l.contains("refused the credentials"))
+                .map(str::to_owned))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
+    assert_eq!(controller.get("/readyz").map(|(code, _)| code), Some(503));
+    assert!(
+        !std::fs::read_to_string(&controller.log)
+            .unwrap_or_default()
+            .contains(&registry.password)
+    );
+    // Fixed: the next attempt pulls, and the controller starts deciding.
+    pull_secret(
+        &client,
+        "policy-registry",
+        registry.docker_config_json(&registry.password),
+    )
+    .await;
     let dst = env.cp.namespace("oci-dst").await;
     let src = env.cp.namespace("oci-src").await;
     snapshot_destination(&dst, "pulled", 1, json!({})).await;
