@@ -62,7 +62,7 @@ impl Default for EngineOptions {
             transport: Arc::new(LiveTransport),
             metrics: PolicyMetrics::default(),
             namespaces: Arc::new(StaticNamespaceLabels::default()),
-            pull_secrets: Arc::new(super::oci::NoPullSecrets),
+            pull_secrets: Arc::new(super::oci::LocalDockerConfig),
         }
     }
 }

@@ -30,10 +30,37 @@ impl PullSecretSource for NoPullSecrets {
         Box::pin(async move {
             Err(OciError::PullSecret {
                 secret: secret.into(),
-                message: "no cluster to read it from here; give --registry-config".into(),
+                message: "only the controller reads it from its namespace; here, log in to \
+                          the registry (~/.docker/config.json) or set DOCKER_CONFIG"
+                    .into(),
             })
         })
     }
+}
+
+/// For tools without a cluster (`policy check`, `policy eval`): the user's own Docker
+/// `config.json` (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`), which
+/// `docker login`, `oras login` and `crane auth login` write, stands in for the Secret.
+#[derive(Debug, Default)]
+pub struct LocalDockerConfig;
+
+impl PullSecretSource for LocalDockerConfig {
+    fn docker_config<'a>(&'a self, secret: &'a str) -> BoxFuture<'a, Result<Vec<u8>, OciError>> {
+        Box::pin(async move {
+            match default_docker_config() {
+                Some(path) => DockerConfigFile(path).docker_config(secret).await,
+                None => NoPullSecrets.docker_config(secret).await,
+            }
+        })
+    }
+}
+
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, when it exists.
+pub fn default_docker_config() -> Option<PathBuf> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    Some(dir.join("config.json")).filter(|p| p.is_file())
 }
 
 /// A Docker `config.json` on disk stands in for any Secret named (the CLI).

@@ -149,7 +149,10 @@ fn connect(
         ..OciConfig::default()
     };
     let client = registry::client(&settings)?;
-    let config = args.registry_config.clone().or_else(default_docker_config);
+    let config = args
+        .registry_config
+        .clone()
+        .or_else(auth::default_docker_config);
     let auth = match config {
         Some(path) => {
             let bytes = std::fs::read(&path).map_err(|e| OciError::PullSecret {
@@ -165,11 +168,4 @@ fn connect(
         None => RegistryAuth::Anonymous,
     };
     Ok((client, auth))
-}
-
-fn default_docker_config() -> Option<PathBuf> {
-    let dir = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
-    Some(dir.join("config.json")).filter(|p| p.is_file())
 }

@@ -31,7 +31,9 @@ pub use artifact::{
     ARTIFACT_TYPE, COMPONENT_MEDIA_TYPE, EMPTY_CONFIG_DIGEST, EMPTY_MEDIA_TYPE, POLICY_MEDIA_TYPE,
     SIGNATURE_MEDIA_TYPE, TESTS_MEDIA_TYPE,
 };
-pub use auth::{DockerConfigFile, KubePullSecrets, NoPullSecrets, PullSecretSource};
+pub use auth::{
+    DockerConfigFile, KubePullSecrets, LocalDockerConfig, NoPullSecrets, PullSecretSource,
+};
 pub use reference::BundleRef;
 pub use resolve::{has_oci, materialise};
 
@@ -94,7 +96,7 @@ pub enum OciError {
     Unauthorized { reference: String, message: String },
     #[error("{reference}: not in the registry ({message}); push the bundle, or correct the digest")]
     NotFound { reference: String, message: String },
-    #[error("{reference}: cannot reach the registry: {message}; retried with backoff")]
+    #[error("{reference}: cannot reach the registry: {message}")]
     Unreachable { reference: String, message: String },
     #[error("{reference}: {message}")]
     Registry { reference: String, message: String },

@@ -30,6 +30,14 @@ pub fn client(settings: &OciConfig) -> Result<Client, OciError> {
             data,
         });
     }
+    if let Some(host) = settings.plain_http.iter().find(|h| !loopback(h)) {
+        return Err(OciError::Settings {
+            registry: host.clone(),
+            message: "plain HTTP is allowed only to a registry on loopback \
+                      (127.0.0.0/8, [::1], localhost); give its CA with ca_files instead"
+                .into(),
+        });
+    }
     let protocol = if settings.plain_http.is_empty() {
         ClientProtocol::Https
     } else {
@@ -44,6 +52,18 @@ pub fn client(settings: &OciConfig) -> Result<Client, OciError> {
         read_timeout: Some(Duration::from_secs(30)),
         ..ClientConfig::default()
     }))
+}
+
+/// Whether `host[:port]` names this machine: nothing else may be spoken to without TLS.
+fn loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Turns the crate's error into one that says what to do.
@@ -214,4 +234,35 @@ pub async fn blob(
         });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
+            assert!(loopback(ok), "{ok}");
+        }
+        for bad in [
+            "registry.example:5000",
+            "10.0.0.1:5000",
+            "[2001:db8::1]:80",
+            "localhost.example",
+        ] {
+            assert!(!loopback(bad), "{bad}");
+        }
+        let settings = OciConfig {
+            plain_http: vec!["registry.example:5000".into()],
+            ..OciConfig::default()
+        };
+        let err = client(&settings).err().expect("refused").to_string();
+        assert!(err.contains("only to a registry on loopback"), "{err}");
+    }
 }
