@@ -28,7 +28,11 @@ impl Cache {
         };
         std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(err)?;
         std::fs::create_dir_all(dir.join("bundles")).map_err(err)?;
-        restrict(&dir).map_err(err)?;
+        // Owner-only where we own it; a mount point owned by root stays as mounted (every
+        // blob is verified when read anyway).
+        if let Err(e) = restrict(&dir) {
+            tracing::debug!(dir = %dir.display(), error = %e, "policy cache permissions left as they are");
+        }
         Ok(Cache { dir })
     }
 
