@@ -34,6 +34,8 @@ mod lifecycle_own_bindings;
 mod lifecycle_own_kill;
 #[path = "e2e/lifecycle_own_oci.rs"]
 mod lifecycle_own_oci;
+#[path = "e2e/lifecycle_own_overlap.rs"]
+mod lifecycle_own_overlap;
 #[path = "e2e/lifecycle_own_pull.rs"]
 mod lifecycle_own_pull;
 #[path = "e2e/lifecycle_own_release.rs"]

@@ -74,6 +74,9 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Authoring: `new`, `pin`, `inspect`, `bench`.
+    #[command(flatten)]
+    Authoring(super::authoring::Command),
     /// Push a bundle directory to an OCI registry as a policy bundle artifact; prints the
     /// pinned reference (`<registry>/<repo>@sha256:…`) to name in the configuration.
     Push(super::oci::cli::PushArgs),
@@ -116,6 +119,7 @@ pub async fn run(cmd: Command) -> ExitCode {
             output,
             all,
         } => diff(&config, &candidate, namespace.as_deref(), output, all).await,
+        Command::Authoring(cmd) => super::authoring::run(cmd).await,
         Command::Push(args) => super::oci::cli::push(args).await,
         Command::Pull(args) => super::oci::cli::pull(args).await,
     }
