@@ -43,6 +43,8 @@ const REFILL_AT: u64 = 4;
 /// faster than measured never waits long for more, long enough to be worth a wake-up.
 const PAUSE_MIN: Duration = Duration::from_micros(20);
 const PAUSE_MAX: Duration = Duration::from_millis(2);
+/// The longest pause while the reader takes nothing at all.
+const STALLED_MAX: Duration = Duration::from_millis(50);
 /// The reader's rate assumed before one was measured (bytes per second): high, so the
 /// first pause errs short.
 const FIRST_RATE: f64 = 2e9;
@@ -294,13 +296,19 @@ fn not_supported(errno: i32) -> bool {
 fn wait_for_room(out: &impl AsFd, size: u64, rate: &mut f64) -> io::Result<()> {
     let low = size / REFILL_AT;
     let mut seen = (Instant::now(), unread(out)?);
+    let mut stalled = PAUSE_MIN;
     while seen.1 > low && !reader_gone(out) {
-        let secs = (seen.1 - low) as f64 / *rate;
-        std::thread::sleep(Duration::from_secs_f64(secs).clamp(PAUSE_MIN, PAUSE_MAX));
+        let pause = Duration::from_secs_f64((seen.1 - low) as f64 / *rate);
+        std::thread::sleep(pause.clamp(PAUSE_MIN, PAUSE_MAX).max(stalled));
         let now = (Instant::now(), unread(out)?);
         let dt = now.0.duration_since(seen.0).as_secs_f64();
         if now.1 < seen.1 && dt > 0.0 {
             *rate = (seen.1 - now.1) as f64 / dt;
+            stalled = PAUSE_MIN;
+        } else {
+            // The reader took nothing (busy elsewhere, or stuck until its I/O timeout):
+            // look less and less often.
+            stalled = (stalled * 2).min(STALLED_MAX);
         }
         seen = now;
     }

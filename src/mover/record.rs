@@ -202,7 +202,6 @@ pub fn relay(
         let up = s.spawn(|| {
             // Moved in: a receiver cannot be shared between threads.
             let done_rx = done_rx;
-            batch_scheduling();
             let r = seal_up(&tx, sock, plain_in);
             if r.is_err() {
                 let _ = sock.shutdown(Shutdown::Both);
@@ -215,7 +214,6 @@ pub fn relay(
             up_done.store(true, Ordering::Release);
             r
         });
-        batch_scheduling();
         let down = open_down(rx, &tx, pending, sock, plain_out, &up_done);
         let _ = done_tx.send(());
         if down.is_err() {
@@ -237,16 +235,6 @@ pub fn relay(
         Err(e) => out.error = out.error.take().or(Some(e)),
     }
     out
-}
-
-/// Puts the calling relay thread under `SCHED_BATCH`: woken by data, it does not preempt
-/// the rsync process that wrote it, which so goes on writing until its time slice ends or
-/// it blocks, and the relay then takes a larger batch per wake-up. Each wake-up that did
-/// preempt cost a context switch on both sides. Best effort (any user may ask for it).
-fn batch_scheduling() {
-    let param = nix::libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler(2) on the calling thread (0) with a valid parameter.
-    let _ = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_BATCH, &raw const param) };
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
