@@ -43,8 +43,9 @@ const REFILL_AT: u64 = 4;
 /// faster than measured never waits long for more, long enough to be worth a wake-up.
 const PAUSE_MIN: Duration = Duration::from_micros(20);
 const PAUSE_MAX: Duration = Duration::from_millis(2);
-/// The longest pause while the reader takes nothing at all.
-const STALLED_MAX: Duration = Duration::from_millis(50);
+/// The longest pause while the reader takes nothing at all: at most this long of a
+/// resumed reader waiting on an empty pipe, at least this long between two looks.
+const STALLED_MAX: Duration = Duration::from_millis(5);
 /// The reader's rate assumed before one was measured (bytes per second): high, so the
 /// first pause errs short.
 const FIRST_RATE: f64 = 2e9;
