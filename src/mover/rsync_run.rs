@@ -1,10 +1,11 @@
 //! Runs one rsync client through the TLS tunnel and digests its output as it streams:
-//! statistics, itemised changes, progress, and the errors of rsync and of the per-connection
-//! stunnel client (both arrive on rsync's stderr).
+//! statistics, progress, and the errors of rsync and of the per-connection TLS client
+//! (both arrive on rsync's stderr).
 //!
-//! rsync runs with `LC_ALL=C` so names are escaped the same way everywhere. Itemised lines
-//! are never echoed (there may be millions); this module must never print the key file's
-//! contents, which it never sees anyway.
+//! rsync runs with `LC_ALL=C` so names are escaped the same way everywhere. The source asks
+//! for no per-file lines; itemised lines, should an rsync print them, are never echoed
+//! (there may be millions). This module must never print the key file's contents, which
+//! it never sees anyway.
 
 use std::{
     ffi::OsString,
