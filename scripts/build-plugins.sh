@@ -10,7 +10,8 @@
 #
 # Each plugin is its own `cargo build -p`: the helper crate has one feature per WIT world,
 # and building them together would unify those features into every plugin.
-# Installs nothing, except the wasm32-wasip2 target when it is missing.
+# Installs nothing, except the wasm32-wasip2 target when it is missing. The plugins written
+# in C are built by scripts/build-c-plugins.sh (called below), their pins checked here.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 update=false
@@ -33,10 +34,12 @@ for pkg in "${packages[@]}"; do
     --manifest-path "$root/plugins/Cargo.toml" -p "$pkg"
 done
 out="$CARGO_TARGET_DIR/wasm32-wasip2/release"
+bash "$root/scripts/build-c-plugins.sh"
 
 # bundle:plugin of each shipped bundle.
 status=0
-for pair in aws-ebs:copy-method-by-driver multi-cluster:service-type-by-topology vault:psk-from-vault; do
+for pair in aws-ebs:copy-method-by-driver multi-cluster:service-type-by-topology vault:psk-from-vault \
+            aws-ebs-c:copy-method-by-driver-c; do
   bundle=${pair%%:*}; plugin=${pair#*:}
   dir="$root/policies/$bundle"
   built="$out/${plugin//-/_}.wasm"

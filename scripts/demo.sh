@@ -4,8 +4,12 @@
 # Two independent clusters, `east` and `west`, come up side by side: each has its own etcd,
 # kube-apiserver, kube-controller-manager and kube-scheduler (built from Go modules), its
 # own simulated nodes, storage, load balancer and routing (tests/support/sim, with address
-# ranges that never overlap), and its own `ferrosync controller` running as its
-# ServiceAccount bound by deploy/'s RBAC. Then, with `kubectl ferrosync` only:
+# ranges that never overlap) and its own image registry on loopback (htpasswd), holding the
+# controller and mover images scripts/build-images.sh built. ferrosync is installed in each
+# as users install it: `kubectl apply --server-side -k` of an overlay over deploy/ (two
+# replicas under leader election with their projected ServiceAccount token, read-only
+# root, non-root), whose images the node pulls from the site's registry with a pull
+# secret and runs in their own root filesystems; movers too. Then, with `kubectl ferrosync` only:
 #   1. an application's PVC in east, with data, is replicated to west through a
 #      LoadBalancer address (`replicate`), and `status` shows both sides;
 #   2. east is lost (its control plane stops); `failover` in west promotes the last synced
@@ -20,11 +24,11 @@ export FERROSYNC_STATE_DIR=$state
 start=$(date +%s)
 
 bash scripts/install-deps.sh
-cargo build --quiet --bin ferrosync --bin kubectl-ferrosync --example cluster
+cargo build --quiet --bin ferrosync --bin ferrosync-mover --bin kubectl-ferrosync --example cluster
 target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 
 bash scripts/cluster.sh down >/dev/null 2>&1 || true
-bash scripts/cluster.sh up --pair --simulators --service-account ferrosync-system/ferrosync 2>&1 | tee "$state.up.log"
+bash scripts/cluster.sh up --pair --in-cluster --registry 2>&1 | tee "$state.up.log"
 pair_up=$(grep -o 'up in [0-9.]*s' "$state.up.log" | head -n1 || true)
 rm -f "$state.up.log"
 # shellcheck disable=SC1091
@@ -34,6 +38,9 @@ export PATH=$target_dir/debug:$PATH NO_COLOR=${NO_COLOR:-}
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 say() { printf '\n\033[1m# %s\033[0m  [%ss]\n' "$*" "$(( $(date +%s) - start ))"; }
+controller_logs() { # controller_logs SITE: the tail of its controller pods' logs
+  kubectl --context "$1" -n ferrosync-system logs -l app.kubernetes.io/name=ferrosync-controller --tail=40 --prefix 2>&1 || true
+}
 # wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND prints something non-empty.
 wait_for() {
   local what=$1 deadline=$(( $(date +%s) + $2 )) out
@@ -41,7 +48,11 @@ wait_for() {
   while :; do
     out=$("$@" 2>/dev/null || true)
     [ -n "$out" ] && { printf '%s' "$out"; return 0; }
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for $what" >&2; tail -n 40 "$state"/*/controller.log >&2; return 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || {
+      echo "timed out waiting for $what" >&2
+      for site in east west; do controller_logs "$site" >&2; done
+      return 1
+    }
     sleep 0.5
   done
 }
@@ -55,38 +66,71 @@ volume_dir() { # volume_dir CONTEXT NAMESPACE PVC
 listing() { (cd "$1" && { find . -mindepth 1 ! -type d -printf '%p %y %m %U:%G %s %T@ %l\n'; find . -mindepth 1 -type d -printf '%p %y %m %U:%G %T@\n'; } | sort); }
 same_tree() { diff -r --no-dereference "$1" "$2" >/dev/null && diff <(listing "$1") <(listing "$2") >/dev/null; }
 
-port=${FERROSYNC_DEMO_PORT:-18080}
-metrics_port=${FERROSYNC_DEMO_METRICS_PORT:-18443}
-# start_controller SITE N: `ferrosync controller` for SITE as its ServiceAccount, serving
-# /readyz on port+N and /metrics in the development mode (plain HTTP, loopback only;
-# deployed, it is HTTPS with TokenReview and SubjectAccessReview) on metrics_port+N.
-start_controller() {
-  local site=$1 n=$2
-  KUBECONFIG="$state/$site/ferrosync-system.ferrosync.kubeconfig" \
-  POD_NAMESPACE=ferrosync-system \
-  FERROSYNC_SERVER__LISTEN="127.0.0.1:$((port + n))" \
-  FERROSYNC_METRICS__LISTEN="127.0.0.1:$((metrics_port + n))" \
-  FERROSYNC_METRICS__SECURE=false \
-  FERROSYNC_REQUEUE__POLL=1s \
-  FERROSYNC_MOVER__PROGRESS_INTERVAL=1s \
-    setsid "$target_dir/debug/ferrosync" controller >>"$state/$site/controller.log" 2>&1 </dev/null &
-  echo $! >"$state/$site/controller.pid"
-  wait_for "the $site controller to be ready" 60 sh -c "curl -sf http://127.0.0.1:$((port + n))/readyz" >/dev/null
-  echo "$site: controller ready on http://127.0.0.1:$((port + n))"
+# install_overlay SITE: a site's own overlay over deploy/overlays/test-cluster (two
+# replicas, short leader-election and polling timings, each pod on its own address), as a
+# platform team writes one: the controller and mover images from the site's registry, and
+# its login as the pull secret of the controller and (copied by the controller) of the movers.
+install_overlay() {
+  local site=$1 dir=$state/$1/install
+  # shellcheck disable=SC1090,SC1091
+  (
+    source "$state/$site/registry.env"
+    mkdir -p "$dir"
+    printf '{"auths":{"%s":{"username":"%s","password":"%s"}}}' \
+      "$DEMO_REGISTRY" "$DEMO_REGISTRY_USERNAME" "$DEMO_REGISTRY_PASSWORD" >"$dir/dockerconfig.json"
+    chmod 600 "$dir/dockerconfig.json"
+    cat >"$dir/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- $(realpath --relative-to="$dir" deploy/overlays/test-cluster)
+images:
+- name: ferrosync.test/controller
+  newName: ${DEMO_CONTROLLER_IMAGE%:*}
+  newTag: ${DEMO_CONTROLLER_IMAGE##*:}
+secretGenerator:
+- name: ferrosync-registry
+  namespace: ferrosync-system
+  type: kubernetes.io/dockerconfigjson
+  files: [.dockerconfigjson=dockerconfig.json]
+  options: {disableNameSuffixHash: true}
+patches:
+- patch: |-
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: ferrosync-controller, namespace: ferrosync-system}
+    spec:
+      template:
+        spec:
+          imagePullSecrets: [{name: ferrosync-registry}]
+          containers:
+          - name: controller
+            env:
+            - {name: FERROSYNC_MOVER__IMAGE, value: "$DEMO_MOVER_IMAGE"}
+            - {name: FERROSYNC_MOVER__IMAGE_PULL_SECRETS, value: '["ferrosync-registry"]'}
+            - {name: FERROSYNC_MOVER__PROGRESS_INTERVAL, value: 1s}
+EOF
+  )
+  echo "$dir"
 }
-i=0
+# wait_controller SITE: the rollout done and one replica holding the Lease.
+wait_controller() {
+  local site=$1 leader
+  kubectl --context "$site" -n ferrosync-system rollout status deployment/ferrosync-controller --timeout=180s >/dev/null
+  leader=$(wait_for "a leader in $site" 90 kubectl --context "$site" -n ferrosync-system get lease ferrosync-controller -o 'jsonpath={.spec.holderIdentity}')
+  echo "$site: $(kubectl --context "$site" -n ferrosync-system get deployment ferrosync-controller -o 'jsonpath={.status.readyReplicas}') controller replicas ready, image $(kubectl --context "$site" -n ferrosync-system get deployment ferrosync-controller -o 'jsonpath={.spec.template.spec.containers[0].image}'); leader ${leader%-*}"
+}
 for site in east west; do
-  # Storage: the simulated CSI driver's default StorageClass sim-csi and its
-  # VolumeSnapshotClass, installed by the simulators.
-  say "$site: the controller's namespace, ServiceAccount and RBAC (deploy/base/), and the application namespace"
-  kubectl --context "$site" apply --server-side -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml -f deploy/base/rbac.yaml >/dev/null
+  say "$site: ferrosync from deploy/ (server-side apply), its images from $site's registry; the application namespace"
+  overlay=$(install_overlay "$site")
+  printf '\n\033[1m$ %s\033[0m\n' "kubectl --context $site apply --server-side -k ${overlay#"$PWD"/}"
+  echo "$(kubectl --context "$site" apply --server-side -k "$overlay" | wc -l) objects applied"
   kubectl --context "$site" create namespace shop >/dev/null
   # Privileged movers keep file owners, so the comparisons below cover them too.
   kubectl --context "$site" annotate namespace shop volsync.backube/privileged-movers=true >/dev/null
-  : >"$state/$site/controller.log"
-  start_controller "$site" "$i"
-  i=$((i + 1))
 done
+# Both sites' rollouts (image pulls, two replicas each) at once.
+for site in east west; do wait_controller "$site"; done
 
 say "east: the application's volume shop/db, with data in it"
 kubectl --context east apply -f - <<'EOF2'
@@ -125,14 +169,9 @@ as_synced=$state/east-as-synced
 rm -rf "$as_synced" && mkdir -p "$as_synced" && cp -a "$east_dir/." "$as_synced/"
 step kubectl ferrosync status "${sites[@]}"
 
-say "A write in east that never reaches west, and then east is lost: its control plane and controller stop"
+say "A write in east that never reaches west, and then east is lost: its control plane stops"
 echo "order 1002 (after the last sync)" >>"$east_dir/db/tables/t1.csv"
 step bash scripts/cluster.sh lose east
-pid=$(cat "$state/east/controller.pid")
-kill -TERM "$pid"
-for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -KILL "$pid" 2>/dev/null || true
-rm -f "$state/east/controller.pid"
 step kubectl --context east --request-timeout=3s get ns 2>&1 | tail -n 1 || true
 
 say "Fail over in west: fence the copy, restore the latest image as shop/db"
@@ -153,10 +192,10 @@ say "The application runs in west now and changes about 1% of the data"
 dd if=/dev/urandom of="$west_dir/db/ibdata1" bs=200000 count=1 seek=10 conv=notrunc status=none
 echo "order 2001 (written in west)" >>"$west_dir/db/tables/t1.csv"
 
-say "east comes back: its control plane, then its controller"
+say "east comes back: its control plane, and with it its controller"
 step bash scripts/cluster.sh restore east
 wait_for "east's API" 60 kubectl --context east get ns shop -o name >/dev/null
-start_controller east 0
+wait_controller east
 
 say "Fail back: east's volume becomes the destination of a reverse pair and gets only what changed"
 failback_out=$state/failback.out
@@ -178,8 +217,9 @@ cat <<MSG
 ferrosync two-cluster demo is running ($(( $(date +%s) - start ))s).
   timings:      the pair ${pair_up:-started}; failover ${failover_s}s from the command to a bound PVC; reverse sync ${sent:-?} bytes for ${data_bytes} bytes
   kubeconfig:   $state/kubeconfig   (contexts east and west, admin)
-  controllers:  http://127.0.0.1:$metrics_port/metrics (east), http://127.0.0.1:$((metrics_port + 1))/metrics (west)
-                logs in $state/east/controller.log and $state/west/controller.log
+  controllers:  in each cluster, from $state/east/install and $state/west/install:
+                kubectl --context east -n ferrosync-system get deployment,pods,lease
+                kubectl --context east -n ferrosync-system logs -l app.kubernetes.io/name=ferrosync-controller
 
 Try:
   source $state/env; export PATH=$target_dir/debug:\$PATH

@@ -13,6 +13,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # apache2-utils (htpasswd -B): the registry's bcrypt password file.
 apt_packages=(rsync stunnel4 bubblewrap util-linux iproute2 openssl libssl-dev pkg-config curl ca-certificates
   mmdebstrap umoci skopeo binutils apache2-utils)
+# clang-14, lld-14 (wasm-ld), wasi-libc, libclang-rt-14-dev-wasm32: the policy plugins
+# written in C (scripts/build-c-plugins.sh).
+apt_packages+=(clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

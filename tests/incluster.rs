@@ -1,7 +1,9 @@
 //! The controller inside the test cluster, installed from `deploy/overlays/test-cluster`
 //! with `kubectl apply --server-side`: two replicas under leader election, in-cluster
 //! configuration from the projected ServiceAccount token, the configuration and the
-//! aws-ebs bundle from mounted ConfigMaps, read-only root (`support::incluster`).
+//! aws-ebs bundle from mounted ConfigMaps, read-only root (`support::incluster`); the
+//! controller and its movers run from the images `scripts/build-images.sh` built, pulled
+//! from the test registry with a pull secret.
 //!
 //! Its own binary: the end-to-end binary runs a host controller that would reconcile the
 //! same objects, and this one turns on the ServiceAccount admission plugin. The tests share
@@ -36,7 +38,8 @@ use crate::{
     fixtures::{bound_dir, pvc},
     support::{
         ControlPlane, TestNamespace, control_plane_with, deploy,
-        incluster::{self, OVERLAY},
+        incluster::{self, Images, OVERLAY},
+        registry,
         sim::Cluster,
         wait,
     },
@@ -124,10 +127,20 @@ async fn sync_again(ns: &TestNamespace, name: &str, trigger: &str) {
 async fn the_in_cluster_controller_completes_a_replication() {
     let _serial = SERIAL.lock().await;
     let cp = cluster();
-    incluster::install(cp, Path::new(OVERLAY)).await;
+    incluster::install_with(cp, Path::new(OVERLAY), Images::Registry).await;
     let client = cp.client().await;
     let pods = incluster::running_pods(&client).await;
     assert_eq!(pods.len(), 2, "two replicas: {}", incluster::describe(cp));
+    // Both replicas run the controller image scripts/build-images.sh built, pulled from
+    // the registry with the pull secret (the node runs it in the image's own root).
+    for pod in &pods {
+        let spec = pod.spec.as_ref().expect("a pod spec");
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some(registry::shared().controller_image.as_str()),
+            "the controller's image"
+        );
+    }
     // As deployed: the token volume the admission plugin added, a read-only root.
     for pod in &pods {
         let spec = pod.spec.as_ref().expect("spec");
@@ -168,7 +181,7 @@ async fn the_in_cluster_controller_completes_a_replication() {
 async fn when_the_leader_pod_is_killed_the_other_replica_takes_over() {
     let _serial = SERIAL.lock().await;
     let cp = cluster();
-    incluster::install(cp, Path::new(OVERLAY)).await;
+    incluster::install_with(cp, Path::new(OVERLAY), Images::Registry).await;
     let client = cp.client().await;
     let before = incluster::names(&incluster::running_pods(&client).await);
     let leader = incluster::leader_among(&client, &before).await;
@@ -313,12 +326,12 @@ async fn a_changed_bundle_with_a_hashed_name_rolls_the_deployment() {
     let client = cp.client().await;
     let dir = tempfile::tempdir().expect("tempdir");
     bundle_variant(dir.path(), true, "\n# rolled: first\n");
-    incluster::install(cp, dir.path()).await;
+    incluster::install_with(cp, dir.path(), Images::Registry).await;
     let (first, _) = mounted_bundle(&client).await;
     let old_pods = incluster::names(&incluster::running_pods(&client).await);
 
     bundle_variant(dir.path(), true, "\n# rolled: second\n");
-    incluster::install(cp, dir.path()).await;
+    incluster::install_with(cp, dir.path(), Images::Registry).await;
     let (second, _) = mounted_bundle(&client).await;
     assert!(
         second.starts_with(&format!("{BUNDLE_CONFIG_MAP}-")) && second != first,
@@ -350,7 +363,7 @@ async fn a_changed_bundle_with_a_stable_name_is_reloaded_in_place() {
     let client = cp.client().await;
     let dir = tempfile::tempdir().expect("tempdir");
     bundle_variant(dir.path(), false, "\n# reloaded: first\n");
-    incluster::install(cp, dir.path()).await;
+    incluster::install_with(cp, dir.path(), Images::Registry).await;
     let (name, generation) = mounted_bundle(&client).await;
     assert_eq!(name, BUNDLE_CONFIG_MAP, "the stable name is mounted");
     let running = incluster::running_pods(&client).await;
@@ -363,8 +376,7 @@ async fn a_changed_bundle_with_a_stable_name_is_reloaded_in_place() {
         .count();
 
     bundle_variant(dir.path(), false, "\n# reloaded: second\n");
-    let manifests = deploy::render_dir(cp, &dir.path().to_string_lossy());
-    deploy::apply(cp, &manifests);
+    deploy::apply(cp, &incluster::render(cp, dir.path(), Images::Registry));
     // Same ConfigMap, same pod template: nothing rolls...
     assert_eq!(mounted_bundle(&client).await, (name, generation));
     // ...the node swaps the mounted files, and the running leader reloads them.

@@ -10,6 +10,7 @@ mod plugins {
     mod pins_and_reload;
     mod reliability;
     mod scoping;
+    mod second_language;
     mod signatures;
     mod vault;
     mod vault_release;

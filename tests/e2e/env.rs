@@ -1,15 +1,21 @@
 //! The shared end-to-end environment: control plane, simulators, the image registry, and one
 //! `ferrosync controller` for the whole binary (it watches every namespace, so two would
 //! fight over the same objects). The two-cluster tests add a second site, `west`, with
-//! its own control plane, simulators and controller (the registry is shared, as a public
-//! one is).
+//! its own control plane and simulators, and ferrosync installed in it as users install it
+//! (the registry is shared, as a public one is).
+//!
+//! East's controller stays a host process with a kubeconfig: the fault-injection tests stop
+//! it and start their own with per-test settings (`lifecycle_own_*`), which a Deployment
+//! shared by the whole binary cannot give them; the in-cluster tier and west cover the
+//! installed controller.
 
-use std::sync::OnceLock;
+use std::{path::Path, sync::OnceLock};
 
 use crate::support::{
-    ControlPlane, Options, control_plane_with,
+    ControlPlane, Options, components, control_plane_with,
     controller::{MetricsTls, RunningController},
     deploy,
+    incluster::{self, Images},
     registry::{self, Registry},
     sim::{
         Cluster, Site,
@@ -45,18 +51,77 @@ pub fn env() -> Env {
     site(control_plane_with(Options::end_to_end()), &CONTROLLER)
 }
 
-/// The second cluster, `west`: its own control plane, simulators and controller, with
-/// address ranges of its own (see `support::sim::addresses`). Started by the first
-/// two-cluster test, in parallel with `east` ([`env`]) when that is not up yet.
-pub fn west() -> Env {
-    static CONTROLLER: OnceLock<RunningController> = OnceLock::new();
+/// The second cluster, `west`, with ferrosync installed in it.
+pub struct West {
+    /// Its control plane.
+    pub cp: &'static ControlPlane,
+}
+
+/// The second cluster, `west`: its own control plane and simulators, with address ranges
+/// of its own (see `support::sim::addresses`), and ferrosync installed from
+/// `deploy/overlays/test-cluster` with `kubectl apply --server-side`: two replicas under
+/// leader election with their projected token, the controller and mover images pulled
+/// from the registry with a pull secret (`support::incluster`), this file's settings.
+/// Started by the first two-cluster test, in parallel with `east` ([`env`]) when that is
+/// not up yet.
+pub fn west() -> West {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
     let east = std::thread::spawn(env);
-    let west = site(
-        control_plane_with(Options::end_to_end().at(Site::West)),
-        &CONTROLLER,
-    );
+    let cp = control_plane_with(Options {
+        apiserver_args: vec![components::SERVICE_ACCOUNT_ADMISSION.into()],
+        ..Options::end_to_end().at(Site::West)
+    });
+    Cluster::start(cp);
+    INSTALLED.get_or_init(|| {
+        let settings = settings();
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // Its own runtime: the caller's test runtime is busy awaiting this.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(incluster::install_configured(
+                        cp,
+                        Path::new(incluster::OVERLAY),
+                        Images::Registry,
+                        &settings,
+                    ))
+            })
+            .join()
+        })
+        .expect("installing ferrosync in west");
+    });
     east.join().expect("east started");
-    west
+    West { cp }
+}
+
+impl West {
+    /// The controller's Deployment, pods and their logs' ends, for failure messages.
+    pub fn controller_tail(&self) -> String {
+        incluster::describe(self.cp)
+    }
+}
+
+/// The controller's settings in these tests, on both sites (the mover image and its pull
+/// secret come with the install).
+fn settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("FERROSYNC_MOVER__BACKOFF_LIMIT", BACKOFF_LIMIT.to_string()),
+        ("FERROSYNC_REQUEUE__POLL", "500ms".into()),
+        ("FERROSYNC_MOVER__PROGRESS_INTERVAL", "500ms".into()),
+        ("FERROSYNC_REQUEUE__IDLE", "10s".into()),
+        (
+            "FERROSYNC_MOVER__FAILURE_BACKOFF_MIN",
+            format!("{}s", FAILURE_BACKOFF_MIN.as_secs()),
+        ),
+        (
+            "FERROSYNC_MOVER__FAILURE_BACKOFF_MAX",
+            format!("{}s", FAILURE_BACKOFF_MAX.as_secs()),
+        ),
+        ("FERROSYNC_MOVER__START_TIMEOUT", START_TIMEOUT.into()),
+    ]
 }
 
 /// One site: its simulators and its controller, started once.
@@ -67,33 +132,19 @@ fn site(cp: &'static ControlPlane, controller: &'static OnceLock<RunningControll
     let registry = registry::shared();
     Cluster::start(cp);
     let controller = controller.get_or_init(|| {
-        let limit = BACKOFF_LIMIT.to_string();
-        let backoff_min = format!("{}s", FAILURE_BACKOFF_MIN.as_secs());
-        let backoff_max = format!("{}s", FAILURE_BACKOFF_MAX.as_secs());
         // As its own ServiceAccount, bound by deploy/'s RBAC: the suite proves those rights
         // suffice, and the audit log shows which it uses.
         let identity = deploy::controller_identity(cp);
         pull_secret(cp, registry);
-        RunningController::start_with(
-            cp,
-            &identity,
-            &[
-                ("POD_NAMESPACE", deploy::NAMESPACE),
-                ("FERROSYNC_MOVER__IMAGE", &registry.mover_image),
-                (
-                    "FERROSYNC_MOVER__IMAGE_PULL_SECRETS",
-                    &format!("[\"{PULL_SECRET}\"]"),
-                ),
-                ("FERROSYNC_MOVER__BACKOFF_LIMIT", &limit),
-                ("FERROSYNC_REQUEUE__POLL", "500ms"),
-                ("FERROSYNC_MOVER__PROGRESS_INTERVAL", "500ms"),
-                ("FERROSYNC_REQUEUE__IDLE", "10s"),
-                ("FERROSYNC_MOVER__FAILURE_BACKOFF_MIN", &backoff_min),
-                ("FERROSYNC_MOVER__FAILURE_BACKOFF_MAX", &backoff_max),
-                ("FERROSYNC_MOVER__START_TIMEOUT", START_TIMEOUT),
-            ],
-            Some(metrics_tls(cp)),
-        )
+        let pull_secrets = format!("[\"{PULL_SECRET}\"]");
+        let settings = settings();
+        let mut env: Vec<(&str, &str)> = vec![
+            ("POD_NAMESPACE", deploy::NAMESPACE),
+            ("FERROSYNC_MOVER__IMAGE", &registry.mover_image),
+            ("FERROSYNC_MOVER__IMAGE_PULL_SECRETS", &pull_secrets),
+        ];
+        env.extend(settings.iter().map(|(k, v)| (*k, v.as_str())));
+        RunningController::start_with(cp, &identity, &env, Some(metrics_tls(cp)))
     });
     Env { cp, controller }
 }

@@ -1,7 +1,8 @@
 //! Disaster recovery between two clusters, through `kubectl ferrosync`: `east` (this
-//! binary's shared cluster) and `west` ([`crate::env::west`]), each with its own etcd,
-//! apiserver, controllers, simulators and ferrosync controller, and address ranges that
-//! never overlap. A LoadBalancer address of one is reachable from the other's pods; a
+//! binary's shared cluster, its ferrosync controller a host process) and `west`
+//! ([`crate::env::west`], ferrosync installed in it from `deploy/` and run from the
+//! registry's images), each with its own etcd, apiserver, controllers and simulators, and
+//! address ranges that never overlap. A LoadBalancer address of one is reachable from the other's pods; a
 //! ClusterIP is not (`support::sim::routing` says why it is done that way).
 //!
 //! The tests run one at a time: one of them stops a whole control plane, as a lost site.
@@ -22,7 +23,7 @@ use kube::{
 use serde_json::json;
 
 use crate::{
-    env::{Env, env, west},
+    env::{Env, West, env, west},
     fixtures::{bound_dir, pvc},
     support::{ControlPlane, TestNamespace, kubeconfig, wait},
     tree,
@@ -38,7 +39,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Both sites, and a kubeconfig with a context for each, as a user has.
 struct Sites {
     east: Env,
-    west: Env,
+    west: West,
     kubeconfig: PathBuf,
     _dir: tempfile::TempDir,
 }

@@ -157,7 +157,7 @@ impl ControlPlane {
         let started = Instant::now();
         let bin_dir = bins::bin_dir()?;
         let dir = tmpfs_dir()?;
-        let pki = Pki::create(&dir.join("pki"))?;
+        let pki = Pki::create_for(&dir.join("pki"), options.site.plan().kubernetes_ip())?;
         let admin = pki.client_cert("admin", "admin", &["system:masters"])?;
         let ports = Ports {
             etcd_client: process::free_port(),

@@ -1,8 +1,12 @@
 //! The controller inside the test cluster, installed from `deploy/` the way users install
 //! it: `kubectl kustomize` of an overlay, server-side applied; the Deployment controller
-//! and the scheduler place its replicas on the simulated node, which runs the built
-//! `ferrosync` binary as the image's entrypoint, with the projected ServiceAccount token,
-//! the mounted configuration and bundle ConfigMaps and a read-only root. The controller
+//! and the scheduler place its replicas on the simulated node. With [`Images::Registry`]
+//! (the in-cluster tier, the two-cluster tests' `west`) the node pulls the controller and
+//! mover images that `scripts/build-images.sh` built from the test registry, with a pull
+//! secret, and runs them in their own root filesystems; with [`Images::Host`] (the
+//! one-cluster demo's `cluster --in-cluster`) it runs the built `ferrosync` binary as the
+//! image's entrypoint. Either way with the projected ServiceAccount token, the mounted
+//! configuration and bundle ConfigMaps and a read-only root. The controller
 //! finds the apiserver through KUBERNETES_SERVICE_HOST, the `kubernetes` Service's
 //! ClusterIP, which the routing simulator forwards.
 //!
@@ -26,6 +30,7 @@ use super::{
     ControlPlane, Options, bins, components,
     controller::ferrosync_binary,
     deploy,
+    registry::{self, Registry},
     sim::node::images::{self, Image},
     wait,
 };
@@ -66,18 +71,140 @@ pub fn register_images() {
     );
 }
 
+/// Where the controller's and the movers' images come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Images {
+    /// The overlay's names, registered with [`register_images`]: the host's binary.
+    Host,
+    /// The images `scripts/build-images.sh` built, pulled from the test registry with
+    /// [`PULL_SECRET`] (Debian's root, the image's user and paths: what users run).
+    Registry,
+}
+
+/// The registry login in the controller's namespace, named by the Deployment and by the
+/// controller's `mover.image_pull_secrets`.
+pub const PULL_SECRET: &str = "ferrosync-registry";
+
 /// `kubectl kustomize <dir> | kubectl apply --server-side -f -` (`dir` absolute, or
-/// relative to the repository), then waits for the rollout to finish.
+/// relative to the repository), with the host's images, then waits for the rollout.
 pub async fn install(cp: &ControlPlane, dir: &Path) {
+    install_with(cp, dir, Images::Host).await;
+}
+
+/// [`install`], with the images from `images`.
+pub async fn install_with(cp: &ControlPlane, dir: &Path, images: Images) {
+    install_configured(cp, dir, images, &[]).await;
+}
+
+/// [`install_with`], with `settings` (name, value) in the controller container's
+/// environment over the overlay's: what a site's own overlay would patch in.
+pub async fn install_configured(
+    cp: &ControlPlane,
+    dir: &Path,
+    images: Images,
+    settings: &[(&str, &str)],
+) {
     let started = std::time::Instant::now();
-    let manifests = deploy::render_dir(cp, &bins::repo_root().join(dir).to_string_lossy());
-    deploy::apply(cp, &manifests);
+    deploy::apply(cp, &with_settings(&render(cp, dir, images), settings));
     rolled_out(cp).await;
     eprintln!(
         "in-cluster controller: {} applied and rolled out in {:.1}s",
         dir.display(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// `kubectl kustomize <dir>` with the images from `images`: what [`install_with`] applies.
+/// An apply of `dir` that bypasses it would put the overlay's image names back into the
+/// Deployment and roll it.
+pub fn render(cp: &ControlPlane, dir: &Path, images: Images) -> String {
+    let manifests = deploy::render_dir(cp, &bins::repo_root().join(dir).to_string_lossy());
+    match images {
+        Images::Host => manifests,
+        Images::Registry => from_registry(&manifests, registry::shared()),
+    }
+}
+
+/// `manifests` with `settings` set in the environment of the controller's container.
+fn with_settings(manifests: &str, settings: &[(&str, &str)]) -> String {
+    use serde::Deserialize;
+    if settings.is_empty() {
+        return manifests.to_string();
+    }
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(manifests) {
+        let mut object = serde_json::Value::deserialize(doc).expect("the rendered install parses");
+        if object.is_null() {
+            continue;
+        }
+        if object["kind"] == "Deployment" && object["metadata"]["name"] == DEPLOYMENT {
+            let containers = object["spec"]["template"]["spec"]["containers"].as_array_mut();
+            for container in containers.into_iter().flatten() {
+                let Some(env) = container["env"].as_array_mut() else {
+                    continue;
+                };
+                for (name, value) in settings {
+                    env.retain(|var| var["name"] != *name);
+                    env.push(serde_json::json!({"name": name, "value": value}));
+                }
+            }
+        }
+        out.push(object.to_string());
+    }
+    out.join("\n---\n")
+}
+
+/// The registry's credentials as a `kubernetes.io/dockerconfigjson` Secret in the
+/// controller's namespace, as a site keeps its registry login.
+fn pull_secret(registry: &Registry) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": PULL_SECRET, "namespace": deploy::NAMESPACE},
+        "stringData": {".dockerconfigjson": registry.docker_config_json(&registry.password)},
+    })
+}
+
+/// The rendered install with the Deployment pulling the registry's controller image with
+/// [`PULL_SECRET`], and the controller configured to run movers from the registry's
+/// mover image with the same secret (what a site's overlay or Helm values set).
+fn from_registry(manifests: &str, registry: &Registry) -> String {
+    use serde::Deserialize;
+    // The Secret goes in the same apply, after the install's Namespace.
+    let mut out = Vec::new();
+    let mut secret = Some(pull_secret(registry).to_string());
+    for doc in serde_yaml_ng::Deserializer::from_str(manifests) {
+        let mut object = serde_json::Value::deserialize(doc).expect("the rendered install parses");
+        if object.is_null() {
+            continue;
+        }
+        if object["kind"] == "Deployment" && object["metadata"]["name"] == DEPLOYMENT {
+            let pod = &mut object["spec"]["template"]["spec"];
+            pod["imagePullSecrets"] = serde_json::json!([{"name": PULL_SECRET}]);
+            for container in pod["containers"].as_array_mut().into_iter().flatten() {
+                if container["image"] == CONTROLLER_IMAGE {
+                    container["image"] = registry.controller_image.clone().into();
+                }
+                let env = container["env"].as_array_mut();
+                let Some(env) = env else { continue };
+                for var in env.iter_mut() {
+                    if var["name"] == "FERROSYNC_MOVER__IMAGE" {
+                        var["value"] = registry.mover_image.clone().into();
+                    }
+                }
+                env.push(serde_json::json!({
+                    "name": "FERROSYNC_MOVER__IMAGE_PULL_SECRETS",
+                    "value": format!("[\"{PULL_SECRET}\"]"),
+                }));
+            }
+        }
+        let namespace = object["kind"] == "Namespace";
+        out.push(object.to_string());
+        if namespace {
+            out.extend(secret.take());
+        }
+    }
+    out.extend(secret);
+    out.join("\n---\n")
 }
 
 /// Waits until the Deployment controller has seen the current template, every replica

@@ -61,8 +61,15 @@ fn s(path: &Path) -> &str {
 }
 
 impl Pki {
-    /// Creates the CA, the serving certificate and the service-account key in `dir`.
+    /// Creates the CA, the serving certificate and the service-account key in `dir`, for
+    /// the first site's apiserver.
     pub fn create(dir: &Path) -> Result<Pki, String> {
+        Self::create_for(dir, super::sim::Site::East.plan().kubernetes_ip())
+    }
+
+    /// [`Pki::create`] for an apiserver whose `kubernetes` Service has `cluster_ip`, which
+    /// its serving certificate then covers (in-cluster clients connect to it).
+    pub fn create_for(dir: &Path, cluster_ip: std::net::Ipv4Addr) -> Result<Pki, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let ca_cert = dir.join("ca.crt");
         let ca_key = dir.join("ca.key");
@@ -89,18 +96,17 @@ impl Pki {
                 key: dir.join("kubelet-client.key"),
             },
         };
+        // Also the `kubernetes` Service's ClusterIP and names, which in-cluster clients use.
+        let names = format!(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{cluster_ip},DNS:kubernetes,\
+             DNS:kubernetes.default,DNS:kubernetes.default.svc,\
+             DNS:kubernetes.default.svc.cluster.local"
+        );
         pki.sign(
             "/CN=kube-apiserver",
             &pki.serving.0,
             &pki.serving.1,
-            &[
-                // Also the `kubernetes` Service's ClusterIP and names, which in-cluster
-                // clients use (the first address of components::SERVICE_CIDR).
-                "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:127.64.0.1,DNS:kubernetes,\
-                 DNS:kubernetes.default,DNS:kubernetes.default.svc,\
-                 DNS:kubernetes.default.svc.cluster.local",
-                "extendedKeyUsage=serverAuth",
-            ],
+            &[names.as_str(), "extendedKeyUsage=serverAuth"],
         )?;
         pki.sign(
             "/O=system:masters/CN=kube-apiserver-kubelet-client",

@@ -75,6 +75,18 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The `kubernetes` Service's ClusterIP: the first address of the Service CIDR, which
+    /// the apiserver always gives it (what KUBERNETES_SERVICE_HOST names).
+    pub fn kubernetes_ip(&self) -> Ipv4Addr {
+        let network: Ipv4Addr = self
+            .service_cidr
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("a site's Service CIDR is an IPv4 network");
+        Ipv4Addr::from(u32::from(network) + 1)
+    }
+
     /// Whether `ip` is one of this site's ClusterIPs.
     pub fn is_cluster_ip(&self, ip: Ipv4Addr) -> bool {
         let prefix = self.service_cidr.split('.').take(2).collect::<Vec<_>>();
@@ -163,15 +175,17 @@ pub fn register_site_dir(dir: &Path, site: Site) {
         .push((dir.to_path_buf(), site));
 }
 
-/// The pod address pool of the site whose simulators run pods under `pods_dir`
-/// (`east`'s when none was registered).
-pub fn pods_under(pods_dir: &Path) -> &'static Pool {
+/// The site whose simulators run pods under `pods_dir` (`east` when none was registered).
+pub fn site_under(pods_dir: &Path) -> Site {
     let dirs = SITE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
-    let site = dirs
-        .iter()
+    dirs.iter()
         .find(|(dir, _)| pods_dir.starts_with(dir))
-        .map_or(Site::East, |(_, site)| *site);
-    &site.plan().pods
+        .map_or(Site::East, |(_, site)| *site)
+}
+
+/// The pod address pool of the site whose simulators run pods under `pods_dir`.
+pub fn pods_under(pods_dir: &Path) -> &'static Pool {
+    &site_under(pods_dir).plan().pods
 }
 
 #[cfg(test)]
@@ -194,6 +208,8 @@ mod tests {
                 p.nodes.prefix,
             ]
         };
+        assert_eq!(EAST.kubernetes_ip(), Ipv4Addr::new(127, 64, 0, 1));
+        assert_eq!(WEST.kubernetes_ip(), Ipv4Addr::new(127, 72, 0, 1));
         let mut all: Vec<[u8; 2]> = Site::ALL.iter().flat_map(|s| prefixes(s.plan())).collect();
         let n = all.len();
         all.sort();

@@ -8,19 +8,23 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 /// The runtime's default PATH.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The `kubernetes` Service's variables: its ClusterIP is the first address of the Service
-/// CIDR (`components::SERVICE_CIDR`), as the apiserver always allocates it, port 443.
-pub const KUBERNETES_SERVICE: [(&str, &str); 3] = [
-    ("KUBERNETES_SERVICE_HOST", "127.64.0.1"),
-    ("KUBERNETES_SERVICE_PORT", "443"),
-    ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
-];
+/// The `kubernetes` Service's variables, given its ClusterIP (the first address of the
+/// site's Service CIDR, `addresses::Plan::kubernetes_ip`): port 443.
+pub fn kubernetes_service(cluster_ip: std::net::Ipv4Addr) -> [(String, String); 3] {
+    [
+        ("KUBERNETES_SERVICE_HOST".into(), cluster_ip.to_string()),
+        ("KUBERNETES_SERVICE_PORT".into(), "443".into()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), "443".into()),
+    ]
+}
 
-/// The environment of `container` in `pod`, whose IP is `pod_ip`.
+/// The environment of `container` in `pod`, whose IP is `pod_ip`, on a node of the
+/// cluster whose `kubernetes` Service has `cluster_ip`.
 pub fn resolve(
     pod: &Pod,
     container: &Container,
     pod_ip: &str,
+    cluster_ip: std::net::Ipv4Addr,
 ) -> Result<Vec<(String, String)>, String> {
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), PATH.into()),
@@ -32,11 +36,7 @@ pub fn resolve(
     ];
     // What the kubelet always sets, service links or not: where in-cluster clients find the
     // apiserver (the `kubernetes` Service, which the routing simulator forwards).
-    env.extend(
-        KUBERNETES_SERVICE
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
+    env.extend(kubernetes_service(cluster_ip));
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => expand(v, &env),

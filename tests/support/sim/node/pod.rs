@@ -321,7 +321,9 @@ fn launch(
         (None, None) => argv.extend(image.cmd.clone()),
         (Some(_), None) => {}
     }
-    let mut env = super::env::resolve(pod, c, pod_ip).map_err(config_err)?;
+    // The node's own cluster's `kubernetes` Service (two sites' differ).
+    let cluster_ip = addresses::site_under(dir).plan().kubernetes_ip();
+    let mut env = super::env::resolve(pod, c, pod_ip, cluster_ip).map_err(config_err)?;
     // The image's ENV sits between the runtime's defaults and the container's `env`.
     let own: Vec<&str> = c.env.iter().flatten().map(|v| v.name.as_str()).collect();
     for (k, v) in image.env.iter().filter(|(k, _)| !own.contains(&k.as_str())) {

@@ -202,14 +202,24 @@ pub fn command(launch: &Launch) -> Command {
             }
         }
     }
+    // In an image's own root a mount's path may cross the image's symlinks (Debian's
+    // /var/run -> /run): resolved inside that root first, as a runtime does, since bwrap
+    // would follow an absolute link out of it while setting up.
+    let destination = |path: &str| match &launch.image.rootfs {
+        Some(rootfs) => in_root(rootfs, path),
+        None => path.to_string(),
+    };
     let mut mounts = launch.mounts.clone();
+    for m in &mut mounts {
+        m.path = destination(&m.path);
+    }
     // Parents before children, so a nested mount is not hidden by its parent's.
     mounts.sort_by_key(|m| m.path.matches('/').count());
     for m in &mounts {
         bind(&mut cmd, &m.host, &m.path, m.read_only);
     }
     let (log_host, log_path) = &launch.termination_log;
-    bind(&mut cmd, log_host, log_path, false);
+    bind(&mut cmd, log_host, &destination(log_path), false);
     if launch.identity.read_only_root {
         cmd.args(["--remount-ro", "/"]);
     }
@@ -220,6 +230,46 @@ pub fn command(launch: &Launch) -> Command {
         Some(rootfs) => image_root(cmd, rootfs, &layer(launch)),
         None => cmd,
     }
+}
+
+/// `path` as it lands inside the image's `root`: each symlink of the image's own tree on
+/// the way is followed within `root` (an absolute target starts again at the image's root,
+/// `..` stops there), as runc's securejoin resolves a mount destination. The parts that
+/// do not exist yet are kept as given (they are made in the container's layer).
+fn in_root(root: &Path, path: &str) -> String {
+    /// Links followed at most, as the kernel's limit (a loop ends, unresolved).
+    const MAX_LINKS: usize = 40;
+    let mut resolved = PathBuf::from("/");
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = Path::new(path)
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        match part.to_str() {
+            Some("/" | "." | "") => continue,
+            Some("..") => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let next = resolved.join(&part);
+        let inside = root.join(next.strip_prefix("/").unwrap_or(&next));
+        match std::fs::read_link(&inside) {
+            Ok(target) if links < MAX_LINKS => {
+                links += 1;
+                if target.is_absolute() {
+                    resolved = PathBuf::from("/");
+                }
+                for c in target.components().rev() {
+                    pending.push_front(c.as_os_str().to_owned());
+                }
+            }
+            _ => resolved = next,
+        }
+    }
+    resolved.to_string_lossy().into_owned()
 }
 
 /// The container's writable layer over its image: next to its termination-log file, in
@@ -362,5 +412,30 @@ fn host_root(cmd: &mut Command, split_etc: bool) {
         } else {
             bind(cmd, &host, &host.to_string_lossy(), true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_follow_the_images_links_inside_its_root() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let r = root.path();
+        std::fs::create_dir_all(r.join("run")).expect("run");
+        std::fs::create_dir_all(r.join("var/lib")).expect("var/lib");
+        std::os::unix::fs::symlink("/run", r.join("var/run")).expect("absolute link");
+        std::os::unix::fs::symlink("../run", r.join("var/lock")).expect("relative link");
+        std::os::unix::fs::symlink("/../../etc", r.join("escape")).expect("escaping link");
+        let token = "/var/run/secrets/kubernetes.io/serviceaccount";
+        assert_eq!(
+            in_root(r, token),
+            "/run/secrets/kubernetes.io/serviceaccount"
+        );
+        assert_eq!(in_root(r, "/var/lock/x"), "/run/x");
+        assert_eq!(in_root(r, "/var/lib/data"), "/var/lib/data");
+        assert_eq!(in_root(r, "/escape/ferrosync"), "/etc/ferrosync");
+        assert_eq!(in_root(r, "/data"), "/data");
     }
 }
