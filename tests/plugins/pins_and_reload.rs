@@ -9,8 +9,8 @@ use std::{
 use ferrosync::{
     api::ServiceType,
     policy::{
-        EngineOptions, FailureMode, LoadError, Pins, PolicyConfig, PolicyEngine, ServiceTypeInput,
-        reload::spawn_watcher,
+        Decided, EngineOptions, FailureMode, LoadError, Pins, PolicyConfig, PolicyEngine,
+        ServiceTypeDecision, reload::spawn_watcher,
     },
 };
 use serde_json::json;
@@ -52,13 +52,13 @@ impl Reloadable {
     }
 }
 
-/// Nodes of a provider whose load balancers the shipped bundle does not trust, and none
-/// seen yet: ClusterIP, until the bundle trusts hetzner's.
-fn hetzner_input() -> ServiceTypeInput {
+/// The engine's service type for nodes of a provider whose load balancers the shipped
+/// bundle does not trust, and none seen yet: ClusterIP, until the bundle trusts hetzner's.
+async fn hetzner_decision(engine: &PolicyEngine) -> Decided<ServiceTypeDecision> {
     let mut input = service_input();
     input.topology.load_balancer_ingress_seen = false;
     input.topology.provider_id_prefixes = vec!["hetzner".into()];
-    input
+    engine.service_type(&input).await.expect("decides")
 }
 
 /// A good change: the shipped bundle again, with settings that trust hetzner's load
@@ -124,12 +124,7 @@ async fn reload_swaps_a_good_bundle_and_keeps_the_old_on_bad_ones() {
         config,
         engine,
     } = Reloadable::new().await;
-    let decide = || async {
-        engine
-            .service_type(&hetzner_input())
-            .await
-            .expect("decides")
-    };
+    let decide = || hetzner_decision(&engine);
     let before = decide().await;
     assert_eq!(before.decision.service_type, ServiceType::ClusterIP);
     let old_digest = before.provenance.sha256.clone().unwrap();
@@ -200,14 +195,8 @@ async fn watcher_reloads_changed_files_without_a_restart() {
         engine,
     } = Reloadable::new().await;
     let watcher = spawn_watcher(engine.clone(), config.clone(), Duration::from_millis(50));
-    let input = hetzner_input();
     assert_eq!(
-        engine
-            .service_type(&input)
-            .await
-            .unwrap()
-            .decision
-            .service_type,
+        hetzner_decision(&engine).await.decision.service_type,
         ServiceType::ClusterIP
     );
 
@@ -219,12 +208,7 @@ async fn watcher_reloads_changed_files_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        engine
-            .service_type(&input)
-            .await
-            .unwrap()
-            .decision
-            .service_type,
+        hetzner_decision(&engine).await.decision.service_type,
         ServiceType::ClusterIP
     );
 
@@ -232,7 +216,7 @@ async fn watcher_reloads_changed_files_without_a_restart() {
     trust_hetzner(&dir);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let d = engine.service_type(&input).await.unwrap();
+        let d = hetzner_decision(&engine).await;
         if d.decision.service_type == ServiceType::LoadBalancer {
             break;
         }
