@@ -122,13 +122,29 @@ async fn sample_volume(src: &TestNamespace, db_len: usize) -> PathBuf {
     dir
 }
 
-/// A copy of `dir` as it is now, to compare with what a later step leaves (the temporary
-/// directory holding it goes with the first of the pair).
-fn copy_as_it_is(dir: &Path) -> (tempfile::TempDir, PathBuf) {
-    let work = tempfile::tempdir().unwrap();
-    let copy = work.path().join("as-synced");
-    copy_tree(dir, &copy);
-    (work, copy)
+/// A source volume synced once, and a copy of it as synced, to compare with what a later
+/// step leaves.
+struct SyncedOnce {
+    volume: PathBuf,
+    as_synced: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Placed {
+    /// The source's [`sample_volume`] with a `db_len`-byte `table.db`, replicated as `db`
+    /// on a manual trigger and synced once.
+    async fn synced_once(&self, db_len: usize) -> SyncedOnce {
+        let volume = sample_volume(&self.src, db_len).await;
+        self.pair().replicate_and_sync_once().await;
+        let work = tempfile::tempdir().unwrap();
+        let as_synced = work.path().join("as-synced");
+        copy_tree(&volume, &as_synced);
+        SyncedOnce {
+            volume,
+            as_synced,
+            _work: work,
+        }
+    }
 }
 
 /// `kubectl ferrosync` for one pair: which context and namespace each side is in.
@@ -510,9 +526,8 @@ async fn failover_while_a_sync_is_in_flight_promotes_the_last_complete_sync() {
         .with_privileged_movers()
         .await;
     let (src, dst, pair) = (&placed.src, &placed.dst, placed.pair());
-    let east = sample_volume(src, MIB).await;
-    pair.replicate_and_sync_once().await;
-    let (_work, as_synced) = copy_as_it_is(&east);
+    let synced = placed.synced_once(MIB).await;
+    let (east, as_synced) = (&synced.volume, &synced.as_synced);
 
     // The next sync is slow (1 MiB/s for 24 MiB), so failover finds it in flight.
     let slow = json!({"metadata": {"annotations": {"ferrosync.io/rsync-bwlimit": "1m"}}});
@@ -520,7 +535,7 @@ async fn failover_while_a_sync_is_in_flight_promotes_the_last_complete_sync() {
         .patch("db", &PatchParams::default(), &Patch::Merge(&slow))
         .await
         .unwrap();
-    write_file(&east, "big.db", 24 * MIB, 7);
+    write_file(east, "big.db", 24 * MIB, 7);
     pair.ok(&["sync", "db"]);
     let rss = src.api::<ReplicationSource>();
     wait::until(
@@ -542,7 +557,7 @@ async fn failover_while_a_sync_is_in_flight_promotes_the_last_complete_sync() {
     let out = pair.ok(&["failover", "db", "--now"]);
     assert!(out.contains("promoted"), "{out}");
     let promoted = bound_dir(dst, "data").await;
-    tree::assert_same(&as_synced, &promoted);
+    tree::assert_same(as_synced, &promoted);
     assert!(
         !promoted.join("big.db").exists(),
         "part of the abandoned sync was promoted"
@@ -559,10 +574,9 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
         .await;
     let (src, dst, pair) = (&placed.src, &placed.dst, placed.pair());
     let sites = &placed.sites;
-    let origin = sample_volume(src, 8 * MIB).await;
-    pair.replicate_and_sync_once().await;
-    let (_work, as_synced) = copy_as_it_is(&origin);
-    write_file(&origin, "after-last-sync", 4096, 3);
+    let synced = placed.synced_once(8 * MIB).await;
+    let (origin, as_synced) = (&synced.volume, &synced.as_synced);
+    write_file(origin, "after-last-sync", 4096, 3);
 
     // West is lost; failover in east goes ahead without it.
     let lost = Lost::site(sites.west.cp);
@@ -577,7 +591,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
         out.contains("unreachable") && out.contains("promoted"),
         "{out}"
     );
-    tree::assert_same(&as_synced, &copy);
+    tree::assert_same(as_synced, &copy);
     let rd: ReplicationDestination = dst.api().get("db").await.unwrap();
     assert_eq!(rd.spec.paused, Some(true), "the destination is fenced");
 
@@ -615,7 +629,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
         !said.contains("\"lastManualSync\":\"after-return\""),
         "{said}"
     );
-    tree::assert_same(&as_synced, &copy);
+    tree::assert_same(as_synced, &copy);
     assert!(!copy.join("after-last-sync").exists());
     let resume = pair.run(&["resume", "db"]);
     assert_eq!(
@@ -634,7 +648,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
     let out = pair.ok(&["failback", "db", "--switch-back"]);
     assert!(out.contains("kept VolumeSnapshot"), "{out}");
     assert!(out.contains("switched back"), "{out}");
-    tree::assert_same(&copy, &origin);
+    tree::assert_same(&copy, origin);
     let sent: Vec<u64> = out
         .lines()
         .filter_map(|l| l.strip_prefix("reverse sync done: "))
