@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 
 use ferrosync::api::ReplicationDestination;
-use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::{
     env::{SERIAL, env},
-    fixtures::STEP,
+    fixtures::{STEP, events},
     lifecycle_own_vault::{
         Bao, create_paired_destination, create_paired_source, grant_prefixes, start_with_vault,
     },
@@ -109,12 +109,9 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
     holds(&dst, "volsync-rsync-tls-db", &new, "the previous key to go").await;
     sync(&src, "four").await;
 
-    let failed: Vec<String> = src
-        .api::<Event>()
-        .list(&ListParams::default())
+    let failed: Vec<String> = events(&src.client, &src.name)
         .await
         .expect("events")
-        .items
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("TransferFailed"))
         .filter_map(|e| e.message)
@@ -128,12 +125,9 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
     // and an Event says the check failed.
     drop(bao);
     sync(&src, "five").await;
-    let warned = src
-        .api::<Event>()
-        .list(&ListParams::default())
+    let warned = events(&src.client, &src.name)
         .await
         .expect("events")
-        .items
         .into_iter()
         .any(|e| e.reason.as_deref() == Some("KeyCheckFailed"));
     assert!(warned, "no KeyCheckFailed Event on the source");
