@@ -27,7 +27,8 @@ export RUSTFLAGS="--remap-path-prefix=$root/plugins=/plugins --remap-path-prefix
 export CARGO_TARGET_DIR="${FERROSYNC_PLUGINS_TARGET_DIR:-$root/plugins/target}"
 export SOURCE_DATE_EPOCH=0
 
-packages=(copy-method-by-driver service-type-by-topology psk-from-vault plugin-template
+packages=(copy-method-by-driver service-type-by-topology psk-from-vault
+          template-copy-method template-service-type template-psk
           hostile-copy-method hostile-service-type hostile-psk)
 for pkg in "${packages[@]}"; do
   cargo build --quiet --locked --release --target wasm32-wasip2 \

@@ -33,12 +33,12 @@ cargo build --quiet --bins
 bash scripts/build-images.sh >/dev/null
 echo "images built or found cached in $(( $(date +%s) - images_start ))s"
 
-# The README's first command, as written (its own state directory and port, so a demo
+# The README's first command, as written (its own state directory, so a demo
 # a developer has running is left alone); then stopped.
 mkdir -p target
 demo_state=$PWD/target/ferrosync-demo-check
 trap 'FERROSYNC_STATE_DIR=$demo_state bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
-FERROSYNC_STATE_DIR=$demo_state FERROSYNC_DEMO_PORT=18081 bash scripts/demo.sh >"$PWD/target/demo-check.log" 2>&1 \
+FERROSYNC_STATE_DIR=$demo_state bash scripts/demo.sh >"$PWD/target/demo-check.log" 2>&1 \
   || { cat "$PWD/target/demo-check.log"; echo "scripts/demo.sh failed" >&2; exit 1; }
 FERROSYNC_STATE_DIR=$demo_state bash scripts/cluster.sh down >/dev/null 2>&1
 echo "scripts/demo.sh works ($(grep -o 'running ([0-9]*s)' "$PWD/target/demo-check.log"))"

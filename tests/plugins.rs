@@ -2,6 +2,7 @@
 //! hostile), the real host, and a real OpenBao server for the vault plugin.
 
 mod plugins {
+    mod authoring;
     mod capabilities;
     pub mod common;
     mod golden;

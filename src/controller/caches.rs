@@ -73,6 +73,8 @@ pub struct Started {
     pub jobs: ReflectHandle<Job>,
     /// Secrets' metadata, as it changes.
     pub secrets: ReflectHandle<PartialObjectMeta<Secret>>,
+    /// Namespaces' metadata, as it changes (their labels choose policy bindings).
+    pub namespaces: ReflectHandle<PartialObjectMeta<Namespace>>,
 }
 
 /// Buffered changes per shared stream before the watch waits for the reconcilers.
@@ -97,7 +99,7 @@ impl Caches {
     pub fn new() -> Self {
         let (jobs, jobs_w) = reflector::store_shared(SHARED_BUFFER);
         let (secrets, secrets_w) = reflector::store_shared(SHARED_BUFFER);
-        let (namespaces, namespaces_w) = reflector::store();
+        let (namespaces, namespaces_w) = reflector::store_shared(SHARED_BUFFER);
         let (storage_classes, storage_classes_w) = reflector::store();
         let snapshot_classes_w = Writer::new(snapshot_class_resource());
         let (provisioning_failures, provisioning_failures_w) = reflector::store();
@@ -129,6 +131,7 @@ impl Caches {
             .take()?;
         let jobs = feeds.jobs.subscribe()?;
         let secrets = feeds.secrets.subscribe()?;
+        let namespaces = feeds.namespaces.subscribe()?;
         let movers =
             watcher::Config::default().labels(&format!("{MANAGED_BY}=ferrosync,{COMPONENT}=mover"));
         let failures = watcher::Config::default().fields(&format!(
@@ -188,6 +191,7 @@ impl Caches {
             tasks,
             jobs,
             secrets,
+            namespaces,
         })
     }
 

@@ -150,19 +150,10 @@ pub async fn record(
     scope_and_shadow_events(ctx, object, provenance).await;
 }
 
-/// Bindings overruled by precedence (a Warning: the namespace is selected twice) and a
-/// shadow candidate's first different answer for this object (Normal: nothing changed).
+/// A shadow candidate's first different answer for this object (Normal: nothing
+/// changed). Bindings overruled by precedence are the `PolicyBindingOverlap` condition's,
+/// with its Events (`binding_overlap`), checked on every pass.
 async fn scope_and_shadow_events(ctx: &Context, object: &ObjectReference, p: &Provenance) {
-    if let Some(message) = p.overruled_message() {
-        ctx.event_for(
-            object,
-            true,
-            "PolicyBindingOverlap",
-            p.point.as_str(),
-            message,
-        )
-        .await;
-    }
     if let Some(shadow) = p.shadow.as_ref().filter(|s| s.first_difference) {
         ctx.event_for(
             object,

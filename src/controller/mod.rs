@@ -4,6 +4,7 @@
 //! reconcile logic lives in submodules and never blocks the probe endpoint.
 
 mod apply;
+mod binding_overlap;
 mod caches;
 mod cleanup;
 pub mod conditions;
@@ -43,7 +44,7 @@ mod validate;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret, Service};
 use kube::{
     Api, ResourceExt,
     core::PartialObjectMeta,
@@ -244,6 +245,10 @@ pub async fn run_controllers(ctx: Arc<Context>) {
                 },
             )
         })
+        .watches_shared_stream(
+            caches.namespaces.clone(),
+            in_relabelled_namespace(ctx.clone(), rd_store.clone()),
+        )
         .graceful_shutdown_on(shutdown_signal())
         .run(
             pipeline::reconcile::<ReplicationDestination>,
@@ -262,7 +267,7 @@ pub async fn run_controllers(ctx: Arc<Context>) {
         rd_store.clone(),
         rs_store.clone(),
     ));
-    let rs_store_for_secrets = rs_store;
+    let rs_store_for_secrets = rs_store.clone();
     let sources = sources
         .owns_shared_stream(caches.jobs)
         .watches_shared_stream(caches.secrets, move |secret| {
@@ -278,6 +283,10 @@ pub async fn run_controllers(ctx: Arc<Context>) {
                 },
             )
         })
+        .watches_shared_stream(
+            caches.namespaces,
+            in_relabelled_namespace(ctx.clone(), rs_store),
+        )
         .graceful_shutdown_on(shutdown_signal())
         .run(
             pipeline::reconcile::<ReplicationSource>,
@@ -309,6 +318,31 @@ pub async fn run_controllers(ctx: Arc<Context>) {
 /// How long the controllers wait for the caches' first listing before they start anyway
 /// (a pass then waits for what it lacks).
 const CACHES_READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// A Namespace's change reconciles its objects when some policy binding selects by
+/// labels: which bundle answers may have changed, and so may the `PolicyBindingOverlap`
+/// condition, which should not wait for the idle requeue. Without such bindings,
+/// Namespace changes concern no object.
+fn in_relabelled_namespace<K>(
+    ctx: Arc<Context>,
+    store: Store<K>,
+) -> impl Fn(Arc<PartialObjectMeta<Namespace>>) -> Vec<ObjectRef<K>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    move |ns| {
+        if !ctx.policy.selects_by_labels() {
+            return Vec::new();
+        }
+        let name = ns.name_any();
+        store
+            .state()
+            .iter()
+            .filter(|obj| obj.namespace().as_deref() == Some(name.as_str()))
+            .map(|obj| ObjectRef::from_obj(obj.as_ref()))
+            .collect()
+    }
+}
 
 /// The objects in the Secret's namespace whose key Secret (given, or generated for
 /// `side`) is this one.

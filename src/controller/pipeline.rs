@@ -343,6 +343,17 @@ pub async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action
     };
     ctx.metrics
         .observe_reconcile(K::KIND, result.as_ref().err().map(Error::reason));
+    // On every pass, not only when a decision is made: the condition shows a late
+    // overlap of bindings while it lasts, and goes with it.
+    super::binding_overlap::check(
+        &ctx,
+        &object,
+        K::SIDE,
+        &mut K::sync(&mut status).conditions,
+        fresh.meta().generation,
+        now,
+    )
+    .await;
     record(&ctx, fresh.as_ref(), &owner, result, status, now).await
 }
 

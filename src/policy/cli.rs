@@ -74,6 +74,9 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Authoring: `new`, `pin`, `inspect`, `bench`.
+    #[command(flatten)]
+    Authoring(super::authoring::Command),
 }
 
 /// Output formats of `policy test`.
@@ -110,6 +113,7 @@ pub async fn run(cmd: Command) -> ExitCode {
             output,
             all,
         } => diff(&config, &candidate, namespace.as_deref(), output, all).await,
+        Command::Authoring(cmd) => super::authoring::run(cmd).await,
     }
 }
 

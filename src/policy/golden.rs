@@ -124,8 +124,20 @@ pub fn read_table(path: &Path) -> Result<GoldenTable, GoldenError> {
     Ok(table)
 }
 
-/// Runs every case of the bundle in `dir`.
-pub async fn run_bundle(dir: &Path) -> Result<BundleReport, GoldenError> {
+/// A bundle loaded as its author wrote it, ready to decide its test cases: the engine
+/// `policy test` and `policy bench` run, with HTTP replayed from the cases.
+pub struct LoadedBundle {
+    pub bundle: BundleFile,
+    pub table: GoldenTable,
+    pub engine: PolicyEngine,
+    /// Load a case's `http` here before deciding it.
+    pub replay: Arc<ReplayTransport>,
+    pub plugin: String,
+    pub sha256: String,
+}
+
+/// Loads the bundle in `dir` and its test table (compiling its component).
+pub async fn load_bundle(dir: &Path) -> Result<LoadedBundle, GoldenError> {
     let bundle = BundleFile::read(dir)?;
     let table = read_table(&bundle.tests)?;
     // The bundle's author tests it as written: its own pin and grants are the ceiling.
@@ -172,7 +184,26 @@ pub async fn run_bundle(dir: &Path) -> Result<BundleReport, GoldenError> {
             path: dir.into(),
             message: "bundle loaded no plugin".into(),
         })?;
+    Ok(LoadedBundle {
+        bundle,
+        table,
+        engine,
+        replay,
+        plugin: info.name,
+        sha256: info.sha256,
+    })
+}
 
+/// Runs every case of the bundle in `dir`.
+pub async fn run_bundle(dir: &Path) -> Result<BundleReport, GoldenError> {
+    let LoadedBundle {
+        bundle,
+        table,
+        engine,
+        replay,
+        plugin,
+        sha256,
+    } = load_bundle(dir).await?;
     let mut cases = Vec::new();
     for case in &table.cases {
         replay.load(&case.http);
@@ -213,8 +244,8 @@ pub async fn run_bundle(dir: &Path) -> Result<BundleReport, GoldenError> {
     Ok(BundleReport {
         bundle: dir.into(),
         point: bundle.decision,
-        plugin: info.name,
-        sha256: info.sha256,
+        plugin,
+        sha256,
         cases,
     })
 }

@@ -18,6 +18,7 @@
 //!   they may go, and the replication pairs the host authorises.
 //! - `release`: the psk world's `release`, which removes a deleted side from its pair.
 //! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
+//! - `authoring`: `policy new`, `pin`, `inspect` and `bench`, for plugin authors.
 //!
 //! Wiring it into the controller:
 //!
@@ -34,6 +35,7 @@
 //! let decided = engine.copy_method(&input).await?;   // Err only for `on_failure = "fail"`
 //! ```
 
+pub mod authoring;
 mod bindings;
 mod cache;
 mod ceiling;
@@ -67,7 +69,7 @@ pub mod validate;
 
 pub use cli::{Command, run};
 pub use config::*;
-pub use engine::{EngineOptions, MAX_PLUGIN_MEMORY_MIB, PluginInfo, PolicyEngine};
+pub use engine::{BindingOverlap, EngineOptions, MAX_PLUGIN_MEMORY_MIB, PluginInfo, PolicyEngine};
 pub use outcome::{Decided, DecidedBy, Failure, FailureKind, PolicyError, PolicyEvent, Provenance};
 pub use plugin::LoadError;
 pub use sandbox::STDERR_CAPACITY;

@@ -2,9 +2,10 @@
 //!
 //! Looked up only when some binding of the decision point selects by labels. The
 //! controller reads them from its Namespace metadata watch (`controller::caches`), which
-//! follows label changes, so which bundle answers follows them at the next decision (the
-//! precedence in `scope` then decides, visibly); `ferrosync policy diff` reads them with
-//! a GET, with the user's own rights.
+//! follows label changes and then reconciles the namespace's objects, so which bundle
+//! answers follows them at the next decision (the precedence in `scope` then decides,
+//! visibly: the `PolicyBindingOverlap` condition); `ferrosync policy diff` reads them
+//! with a GET, with the user's own rights.
 
 use std::collections::BTreeMap;
 

@@ -179,15 +179,12 @@ impl Provenance {
     /// The warning to give when the namespace is selected by more than one binding.
     pub fn overruled_message(&self) -> Option<String> {
         (!self.overruled.is_empty()).then(|| {
-            format!(
-                "the namespace is selected by binding {} by name and by binding(s) {} by label; \
-                 by the fixed precedence (namespaces by name, then by label, then the default) \
-                 {} answers the {} decision. Remove the namespace from one of them",
-                self.binding,
-                self.overruled.join(", "),
-                self.binding,
-                self.point
-            )
+            super::BindingOverlap {
+                point: self.point,
+                binding: self.binding.clone(),
+                overruled: self.overruled.clone(),
+            }
+            .message()
         })
     }
 }

@@ -18,6 +18,9 @@ use tokio::sync::Semaphore;
 use wasmtime::{Engine, component::Linker};
 
 mod decide;
+mod overlap;
+
+pub use overlap::BindingOverlap;
 
 use super::{
     cache::DecisionCache,

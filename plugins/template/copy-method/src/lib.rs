@@ -1,6 +1,6 @@
-//! A template for a new ferrosync policy plugin: copy this directory, rename the package,
-//! pick the world feature in Cargo.toml (`copy-method`, `service-type` or `psk`), and
-//! write `decide`. This one keeps the requested copy method, or uses a configured one.
+//! A copy-method plugin to start from (`ferrosync policy new copy-method <dir>` writes it
+//! into a crate of its own, with this directory's `tests.json` and `policy.toml` as its
+//! bundle). It keeps the requested copy method, or uses a configured one.
 //!
 //! A plugin must stay a pure function of its input: no state between calls, no reliance
 //! on time or randomness it was not granted.
