@@ -170,6 +170,7 @@ extraConfig: |
         mounts,
         [
             "/etc/ferrosync",
+            "/var/cache/ferrosync",
             "/etc/ferrosync/metrics-tls",
             "/etc/ferrosync-policies/aws-ebs",
             "/etc/ferrosync-policies/vault"

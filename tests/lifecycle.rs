@@ -32,6 +32,8 @@ mod lifecycle_own_aws_ebs;
 mod lifecycle_own_bindings;
 #[path = "e2e/lifecycle_own_kill.rs"]
 mod lifecycle_own_kill;
+#[path = "e2e/lifecycle_own_oci.rs"]
+mod lifecycle_own_oci;
 #[path = "e2e/lifecycle_own_overlap.rs"]
 mod lifecycle_own_overlap;
 #[path = "e2e/lifecycle_own_pull.rs"]

@@ -5,6 +5,7 @@ mod plugins {
     mod authoring;
     mod capabilities;
     pub mod common;
+    mod cosign_made;
     mod golden;
     mod hostile;
     mod operator_caps;

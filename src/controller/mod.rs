@@ -62,8 +62,8 @@ use crate::{
     api::{ReplicationDestination, ReplicationSource},
     config::{self, Config},
     policy::{
-        EngineOptions, PolicyEngine, credentials::KubeCredentials, http::LiveTransport,
-        metrics::PolicyMetrics, reload,
+        EngineOptions, credentials::KubeCredentials, http::LiveTransport, metrics::PolicyMetrics,
+        oci, reload,
     },
     resources::{Side, names},
     telemetry::{self, Health, Metrics, ObjectLabels},
@@ -121,15 +121,18 @@ pub async fn run(args: Args) -> Result<(), Error> {
     // Namespace labels (for label-selecting policy bindings) come from the pipeline's
     // Namespace metadata cache, started with the controllers.
     let caches = caches::Caches::new();
-    let options = EngineOptions {
+    let options = || EngineOptions {
         credentials: Arc::new(KubeCredentials::new(client.clone(), own_namespace())),
         transport: Arc::new(LiveTransport),
-        metrics: policy_metrics,
+        metrics: policy_metrics.clone(),
         namespaces: Arc::new(caches.namespace_labels()),
+        pull_secrets: Arc::new(oci::KubePullSecrets::new(client.clone(), &own_namespace())),
     };
-    let policy = PolicyEngine::new(&config.policy, options)
-        .await
-        .map_err(Error::Policy)?;
+    // Bundles from a registry may have to wait for it (retried with backoff, unready).
+    let policy = tokio::select! {
+        engine = oci::start_engine(&config.policy, options) => engine.map_err(Error::Policy)?,
+        () = shutdown_signal() => return Ok(()),
+    };
     for plugin in policy.plugins() {
         info!(point = %plugin.point, plugin = %plugin.name, "policy plugin loaded");
     }

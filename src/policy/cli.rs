@@ -77,6 +77,12 @@ pub enum Command {
     /// Authoring: `new`, `pin`, `inspect`, `bench`.
     #[command(flatten)]
     Authoring(super::authoring::Command),
+    /// Push a bundle directory to an OCI registry as a policy bundle artifact; prints the
+    /// pinned reference (`<registry>/<repo>@sha256:…`) to name in the configuration.
+    Push(super::oci::cli::PushArgs),
+    /// Pull a bundle from an OCI registry into a directory, verifying every digest and
+    /// the component's pin; prints the pinned reference.
+    Pull(super::oci::cli::PullArgs),
 }
 
 /// Output formats of `policy test`.
@@ -114,6 +120,8 @@ pub async fn run(cmd: Command) -> ExitCode {
             all,
         } => diff(&config, &candidate, namespace.as_deref(), output, all).await,
         Command::Authoring(cmd) => super::authoring::run(cmd).await,
+        Command::Push(args) => super::oci::cli::push(args).await,
+        Command::Pull(args) => super::oci::cli::pull(args).await,
     }
 }
 

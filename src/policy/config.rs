@@ -47,6 +47,9 @@ pub struct PolicyConfig {
     /// Candidates run beside the default's plugins, never acted on (`[policy.shadow]`).
     #[serde(default, skip_serializing_if = "super::shadow::ShadowConfig::is_empty")]
     pub shadow: super::shadow::ShadowConfig,
+    /// How bundles named by OCI reference are pulled (`[policy.oci]`); see `oci`.
+    #[serde(default, skip_serializing_if = "super::oci::OciConfig::is_empty")]
+    pub oci: super::oci::OciConfig,
 }
 
 impl PolicyConfig {
@@ -142,6 +145,10 @@ pub struct PointConfig {
     /// A plugin given inline instead of a bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginSpec>,
+    /// A bundle in an OCI registry instead of a directory, by digest only
+    /// (`<registry>/<repository>@sha256:<hex>`); `sha256` still pins its component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<super::oci::BundleRef>,
     /// The operator's pin of a bundle's component: its sha256, or a list while a bundle
     /// rolls over. Required with `bundle`: the bundle's own pin proves only that the
     /// bundle is self-consistent. (An inline `plugin` carries its pin itself.)

@@ -19,6 +19,7 @@
 //! - `release`: the psk world's `release`, which removes a deleted side from its pair.
 //! - `golden`, `reload`, `cli`: bundle tests, file watching, the command line.
 //! - `authoring`: `policy new`, `pin`, `inspect` and `bench`, for plugin authors.
+//! - `oci`: bundles pulled from an OCI registry by digest; `policy push` and `pull`.
 //!
 //! Wiring it into the controller:
 //!
@@ -54,6 +55,7 @@ pub mod http;
 mod key_wait;
 pub mod metrics;
 pub mod namespaces;
+pub mod oci;
 mod outcome;
 pub mod pairs;
 pub mod plugin;

@@ -108,6 +108,16 @@ pub enum LoadError {
         #[source]
         source: super::signature::SignatureError,
     },
+    #[error("bundle from a registry: {0}")]
+    Oci(#[source] super::oci::OciError),
+}
+
+impl LoadError {
+    /// Whether loading the same configuration again later may succeed: a registry that
+    /// was unreachable, a pull secret since fixed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LoadError::Oci(e) if e.is_retryable())
+    }
 }
 
 /// A bundle's `policy.toml`.
@@ -168,7 +178,12 @@ pub fn resolve(point: DecisionPoint, cfg: &PointConfig) -> Result<PluginSpec, Lo
         }
         (None, Some(spec)) => Ok(spec.clone()),
         (Some(_), Some(_)) => Err(config_err("give either `bundle` or `plugin`, not both")),
-        (None, None) => Err(config_err("give a `bundle` directory or a `plugin`")),
+        (None, None) if cfg.oci.is_some() => Err(config_err(
+            "an `oci` bundle is served once pulled; this configuration was not resolved",
+        )),
+        (None, None) => Err(config_err(
+            "give a `bundle` directory, an `oci` reference or a `plugin`",
+        )),
     }
 }
 
@@ -272,10 +287,16 @@ pub(crate) fn load(
     let size = std::fs::metadata(&spec.wasm)
         .map_err(|e| read_err(e.to_string()))?
         .len();
-    if size > MAX_COMPONENT_BYTES {
-        return Err(read_err(format!(
-            "{size} bytes; at most {MAX_COMPONENT_BYTES} fit a ConfigMap"
-        )));
+    // A pulled component has no ConfigMap to fit in, only the registry's bound.
+    let (max, within) = match cfg.oci {
+        Some(_) => (
+            super::oci::MAX_PULLED_COMPONENT_BYTES,
+            "are pulled from a registry",
+        ),
+        None => (MAX_COMPONENT_BYTES, "fit a ConfigMap"),
+    };
+    if size > max {
+        return Err(read_err(format!("{size} bytes; at most {max} {within}")));
     }
     // The bytes hashed are the bytes compiled: a component swapped after this read (a
     // torn bundle update) can never be served under the digest checked here.

@@ -43,20 +43,35 @@ pub fn spawn_watcher(
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A registry that refused or could not serve a bundle is asked again with
+        // backoff, without waiting for a file to change.
+        let mut retry: Option<(std::time::Instant, backon::ExponentialBackoff)> = None;
         loop {
             ticker.tick().await;
             let fp_config = config.clone();
             let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&fp_config)).await else {
                 continue;
             };
-            if now == seen {
+            let due = retry
+                .as_ref()
+                .is_some_and(|(at, _)| std::time::Instant::now() >= *at);
+            if now == seen && !due {
                 continue;
             }
             // Remember the new state even if it fails to load: a broken bundle is retried
             // when it changes again, not recompiled every interval.
             seen = now;
             // Errors are logged, counted and kept for status by `reload` itself.
-            let _ = engine.reload(&config).await;
+            match engine.reload(&config).await {
+                Err(e) if e.is_retryable() => {
+                    let (at, waits) = retry.get_or_insert_with(|| {
+                        (std::time::Instant::now(), super::oci::retry_backoff())
+                    });
+                    *at = std::time::Instant::now()
+                        + waits.next().unwrap_or(Duration::from_secs(120));
+                }
+                _ => retry = None,
+            }
         }
     })
 }

@@ -43,7 +43,7 @@ pub enum SignatureError {
     #[error("public key {path}: {message}")]
     Key { path: PathBuf, message: String },
     #[error(
-        "{component} is not signed: {signature} is missing ({message}); sign it with `cosign sign-blob --key cosign.key --output-signature {signature} {component}`"
+        "{component} is not signed: {signature} is missing ({message}); sign it with `cosign sign-blob --key cosign.key --output-signature {signature} {component}` (cosign 3 also needs `--new-bundle-format=false --use-signing-config=false --tlog-upload=false`)"
     )]
     Unsigned {
         component: PathBuf,

@@ -113,8 +113,29 @@ pub fn mover_binary() -> PathBuf {
     }
 }
 
+/// A registry of this test binary with nothing pushed (for tests that push their own
+/// artifacts, such as policy bundles): no image build, so it starts in well under a second.
+pub fn bare() -> &'static Registry {
+    static BARE: OnceLock<Result<Registry, String>> = OnceLock::new();
+    BARE.get_or_init(|| {
+        std::thread::scope(|s| s.spawn(launch).join())
+            .unwrap_or_else(|_| Err("registry start-up panicked".into()))
+    })
+    .as_ref()
+    .unwrap_or_else(|e| panic!("the test registry did not start: {e}"))
+}
+
 fn start() -> Result<Registry, String> {
     let (controller_layout, mover_layout) = built_images()?;
+    let mut registry = launch()?;
+    let tag = ferrosync::VERSION;
+    registry.controller_image = registry.push(&controller_layout, CONTROLLER_REPOSITORY, tag)?;
+    registry.mover_image = registry.push(&mover_layout, MOVER_REPOSITORY, tag)?;
+    Ok(registry)
+}
+
+/// Starts the registry itself, empty.
+fn launch() -> Result<Registry, String> {
     let dir = tempfile::Builder::new()
         .prefix("ferrosync-registry-")
         .tempdir()
@@ -154,18 +175,14 @@ fn start() -> Result<Registry, String> {
     wait_listening(port, &dir.join("registry.log"))?;
     pull::trust_registry(&host, &cert_dir);
 
-    let mut registry = Registry {
+    Ok(Registry {
         host,
         password,
         cert_dir,
         controller_image: String::new(),
         mover_image: String::new(),
         _child: child,
-    };
-    let tag = ferrosync::VERSION;
-    registry.controller_image = registry.push(&controller_layout, CONTROLLER_REPOSITORY, tag)?;
-    registry.mover_image = registry.push(&mover_layout, MOVER_REPOSITORY, tag)?;
-    Ok(registry)
+    })
 }
 
 fn config_yaml(dir: &Path, host: &str, cert: &Path, key: &Path, htpasswd: &Path) -> String {

@@ -54,6 +54,8 @@ pub struct EngineOptions {
     pub metrics: PolicyMetrics,
     /// Namespace labels, for bindings that select namespaces by label.
     pub namespaces: Arc<dyn NamespaceLabels>,
+    /// Where `[policy.oci] pull_secret` is read from (the controller: its namespace).
+    pub pull_secrets: Arc<dyn super::oci::PullSecretSource>,
 }
 
 impl Default for EngineOptions {
@@ -63,6 +65,7 @@ impl Default for EngineOptions {
             transport: Arc::new(LiveTransport),
             metrics: PolicyMetrics::default(),
             namespaces: Arc::new(StaticNamespaceLabels::default()),
+            pull_secrets: Arc::new(super::oci::LocalDockerConfig),
         }
     }
 }
@@ -394,7 +397,11 @@ impl PolicyEngine {
 
     async fn build_set(&self, config: &PolicyConfig) -> Result<PluginSet, LoadError> {
         let inner = self.inner.clone();
-        let config = config.clone();
+        // Bundles named by OCI reference are pulled (or found in the cache) and verified
+        // first; from then on they load as directories.
+        let config = super::oci::materialise(config, inner.options.pull_secrets.as_ref())
+            .await
+            .map_err(LoadError::Oci)?;
         // Compilation is CPU-bound: keep it off the async executor.
         tokio::task::spawn_blocking(move || {
             let trust = Trust::load(&config.signatures).map_err(|source| LoadError::Signature {

@@ -62,6 +62,10 @@ image_pull_secrets = [{{ range $i, $s := . }}{{ if $i }}, {{ end }}{{ $s | quote
 [leader_election]
 # Only the Lease holder reconciles.
 enabled = true
+
+[policy.oci]
+# Bundles pulled from a registry, kept by digest in the pod's emptyDir.
+cache_dir = "/var/cache/ferrosync/policy"
 {{- range $point, $key := dict "copy_method" "copyMethod" "service_type" "serviceType" "psk" "psk" }}
 {{- $p := index $.Values.policies $key }}
 {{- if $p.bundle }}
