@@ -44,6 +44,9 @@ mod lifecycle_own_release;
 mod lifecycle_own_rotation;
 #[path = "e2e/lifecycle_own_signatures.rs"]
 mod lifecycle_own_signatures;
+#[allow(dead_code)]
+#[path = "e2e/lifecycle_own_support.rs"]
+mod lifecycle_own_support;
 #[path = "e2e/lifecycle_own_takeover.rs"]
 mod lifecycle_own_takeover;
 #[path = "e2e/lifecycle_own_tenancy.rs"]

@@ -43,112 +43,103 @@ pub(crate) trait Point: 'static {
     fn builtin(input: &Self::Input) -> Self::Decision;
 }
 
-fn wrong_pre() -> wasmtime::Error {
+pub(crate) fn wrong_pre() -> wasmtime::Error {
     wasmtime::format_err!("plugin loaded for another decision point")
 }
 
-pub(crate) struct CopyMethodPoint;
-impl Point for CopyMethodPoint {
-    const POINT: DecisionPoint = DecisionPoint::CopyMethod;
-    type Input = CopyMethodInput;
-    type Decision = CopyMethodDecision;
-    type WitIn = wit::CopyMethodInput;
-    type WitOut = wit::CopyMethodDecision;
+/// Implements [`Point`] for one export of one plugin world. Every point is the same
+/// engine-facing glue around four differing names (the world, its export, the input and
+/// decision types) and three pure functions, so the glue is written once here and each
+/// point states only what is its own.
+///
+/// `world` names both the [`DecisionPoint`] and the [`Pre`] variant, which match.
+macro_rules! point {
+    (
+        $(#[$doc:meta])*
+        $name:ident {
+            world: $world:ident,
+            export: $export:ident,
+            input: $input:ty => $wit_in:ty,
+            decision: $decision:ty => $wit_out:ty,
+            to_wit: $to_wit:expr,
+            validate: $validate:expr,
+            builtin: $builtin:expr $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
 
-    fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn {
-        input.to_wit(settings)
-    }
-    async fn call(
-        pre: &Pre,
-        store: &mut Store<HostState>,
-        input: &Self::WitIn,
-    ) -> wasmtime::Result<Result<Self::WitOut, String>> {
-        let Pre::CopyMethod(pre) = pre else {
-            return Err(wrong_pre());
-        };
-        pre.instantiate_async(&mut *store)
-            .await?
-            .call_decide(&mut *store, input)
-            .await
-    }
-    fn validate(
-        out: Self::WitOut,
-        input: &Self::Input,
-    ) -> Result<Self::Decision, validate::InvalidOutput> {
-        validate::copy_method(out, input)
-    }
-    fn builtin(input: &Self::Input) -> Self::Decision {
-        defaults::copy_method(input)
+        impl $crate::policy::execute::Point for $name {
+            const POINT: $crate::policy::types::DecisionPoint =
+                $crate::policy::types::DecisionPoint::$world;
+            type Input = $input;
+            type Decision = $decision;
+            type WitIn = $wit_in;
+            type WitOut = $wit_out;
+
+            fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn {
+                ($to_wit)(input, settings)
+            }
+            async fn call(
+                pre: &$crate::policy::plugin::Pre,
+                store: &mut wasmtime::Store<$crate::policy::sandbox::HostState>,
+                input: &Self::WitIn,
+            ) -> wasmtime::Result<Result<Self::WitOut, String>> {
+                let $crate::policy::plugin::Pre::$world(pre) = pre else {
+                    return Err($crate::policy::execute::wrong_pre());
+                };
+                pre.instantiate_async(&mut *store)
+                    .await?
+                    .$export(&mut *store, input)
+                    .await
+            }
+            fn validate(
+                out: Self::WitOut,
+                input: &Self::Input,
+            ) -> Result<Self::Decision, $crate::policy::validate::InvalidOutput> {
+                ($validate)(out, input)
+            }
+            fn builtin(input: &Self::Input) -> Self::Decision {
+                ($builtin)(input)
+            }
+        }
+    };
+}
+pub(crate) use point;
+
+point! {
+    CopyMethodPoint {
+        world: CopyMethod,
+        export: call_decide,
+        input: CopyMethodInput => wit::CopyMethodInput,
+        decision: CopyMethodDecision => wit::CopyMethodDecision,
+        to_wit: CopyMethodInput::to_wit,
+        validate: validate::copy_method,
+        builtin: defaults::copy_method,
     }
 }
 
-pub(crate) struct ServiceTypePoint;
-impl Point for ServiceTypePoint {
-    const POINT: DecisionPoint = DecisionPoint::ServiceType;
-    type Input = ServiceTypeInput;
-    type Decision = ServiceTypeDecision;
-    type WitIn = wit::ServiceTypeInput;
-    type WitOut = wit::ServiceTypeDecision;
-
-    fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn {
-        input.to_wit(settings)
-    }
-    async fn call(
-        pre: &Pre,
-        store: &mut Store<HostState>,
-        input: &Self::WitIn,
-    ) -> wasmtime::Result<Result<Self::WitOut, String>> {
-        let Pre::ServiceType(pre) = pre else {
-            return Err(wrong_pre());
-        };
-        pre.instantiate_async(&mut *store)
-            .await?
-            .call_decide(&mut *store, input)
-            .await
-    }
-    fn validate(
-        out: Self::WitOut,
-        _input: &Self::Input,
-    ) -> Result<Self::Decision, validate::InvalidOutput> {
-        validate::service_type(out)
-    }
-    fn builtin(input: &Self::Input) -> Self::Decision {
-        defaults::service_type(input)
+point! {
+    ServiceTypePoint {
+        world: ServiceType,
+        export: call_decide,
+        input: ServiceTypeInput => wit::ServiceTypeInput,
+        decision: ServiceTypeDecision => wit::ServiceTypeDecision,
+        to_wit: ServiceTypeInput::to_wit,
+        validate: |out, _| validate::service_type(out),
+        builtin: defaults::service_type,
     }
 }
 
-pub(crate) struct PskPoint;
-impl Point for PskPoint {
-    const POINT: DecisionPoint = DecisionPoint::Psk;
-    type Input = PskInput;
-    type Decision = PskDecision;
-    type WitIn = wit::PskInput;
-    type WitOut = wit::PskDecision;
-
-    fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn {
-        input.to_wit(settings)
-    }
-    async fn call(
-        pre: &Pre,
-        store: &mut Store<HostState>,
-        input: &Self::WitIn,
-    ) -> wasmtime::Result<Result<Self::WitOut, String>> {
-        let Pre::Psk(pre) = pre else {
-            return Err(wrong_pre());
-        };
-        pre.instantiate_async(&mut *store)
-            .await?
-            .call_decide(&mut *store, input)
-            .await
-    }
-    fn validate(
-        out: Self::WitOut,
-        _input: &Self::Input,
-    ) -> Result<Self::Decision, validate::InvalidOutput> {
-        validate::psk(out)
-    }
-    fn builtin(input: &Self::Input) -> Self::Decision {
-        defaults::psk(input)
+point! {
+    PskPoint {
+        world: Psk,
+        export: call_decide,
+        input: PskInput => wit::PskInput,
+        decision: PskDecision => wit::PskDecision,
+        to_wit: PskInput::to_wit,
+        validate: |out, _| validate::psk(out),
+        builtin: defaults::psk,
     }
 }
 

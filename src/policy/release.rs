@@ -12,12 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     bindings::wit,
-    execute::Point,
+    execute::point,
     guest_text,
     outcome::{Decided, DecidedBy, PolicyError},
     pairs::{self, AuthorisedPair},
-    plugin::Pre,
-    sandbox::HostState,
     types::{DecisionPoint, Side},
     validate::{InvalidOutput, MAX_REASON_BYTES},
 };
@@ -76,65 +74,54 @@ pub struct PskRelease {
     pub reason: String,
 }
 
-pub(crate) struct PskReleasePoint;
-
-impl Point for PskReleasePoint {
-    const POINT: DecisionPoint = DecisionPoint::Psk;
-    type Input = PskReleaseInput;
-    type Decision = PskRelease;
-    type WitIn = wit::PskReleaseInput;
-    type WitOut = wit::PskRelease;
-
-    fn to_wit(input: &Self::Input, settings: &str) -> Self::WitIn {
-        wit::PskReleaseInput {
-            settings: settings.to_owned(),
-            side: match input.side {
-                Side::Source => wit::Side::Source,
-                Side::Destination => wit::Side::Destination,
-            },
-            namespace: input.namespace.clone(),
-            name: input.name.clone(),
-            pair: input.pair.clone(),
-            member: input.member.clone(),
-        }
+point! {
+    /// The psk world's second export, run by the engine like a decision.
+    PskReleasePoint {
+        world: Psk,
+        export: call_release,
+        input: PskReleaseInput => wit::PskReleaseInput,
+        decision: PskRelease => wit::PskRelease,
+        to_wit: release_to_wit,
+        validate: |out, _| validate_release(out),
+        builtin: |_| nothing_stored(),
     }
+}
 
-    async fn call(
-        pre: &Pre,
-        store: &mut wasmtime::Store<HostState>,
-        input: &Self::WitIn,
-    ) -> wasmtime::Result<Result<Self::WitOut, String>> {
-        let Pre::Psk(pre) = pre else {
-            return Err(wasmtime::format_err!(
-                "plugin loaded for another decision point"
-            ));
-        };
-        pre.instantiate_async(&mut *store)
-            .await?
-            .call_release(&mut *store, input)
-            .await
+/// The release's input as the psk world takes it.
+fn release_to_wit(input: &PskReleaseInput, settings: &str) -> wit::PskReleaseInput {
+    wit::PskReleaseInput {
+        settings: settings.to_owned(),
+        side: match input.side {
+            Side::Source => wit::Side::Source,
+            Side::Destination => wit::Side::Destination,
+        },
+        namespace: input.namespace.clone(),
+        name: input.name.clone(),
+        pair: input.pair.clone(),
+        member: input.member.clone(),
     }
+}
 
-    fn validate(out: Self::WitOut, _input: &Self::Input) -> Result<Self::Decision, InvalidOutput> {
-        if out.reason.len() > MAX_REASON_BYTES {
-            return Err(InvalidOutput::ReasonTooLong(out.reason.len()));
-        }
-        Ok(PskRelease {
-            outcome: match out.outcome {
-                wit::ReleaseOutcome::Left => ReleaseOutcome::Left,
-                wit::ReleaseOutcome::Deleted => ReleaseOutcome::Deleted,
-                wit::ReleaseOutcome::NoSuchPair => ReleaseOutcome::NoSuchPair,
-            },
-            reason: guest_text::clean(&out.reason),
-        })
+/// A plugin's release answer, its reason checked and cleaned as a decision's is.
+fn validate_release(out: wit::PskRelease) -> Result<PskRelease, InvalidOutput> {
+    if out.reason.len() > MAX_REASON_BYTES {
+        return Err(InvalidOutput::ReasonTooLong(out.reason.len()));
     }
+    Ok(PskRelease {
+        outcome: match out.outcome {
+            wit::ReleaseOutcome::Left => ReleaseOutcome::Left,
+            wit::ReleaseOutcome::Deleted => ReleaseOutcome::Deleted,
+            wit::ReleaseOutcome::NoSuchPair => ReleaseOutcome::NoSuchPair,
+        },
+        reason: guest_text::clean(&out.reason),
+    })
+}
 
-    /// Without a psk plugin nothing was stored outside the cluster.
-    fn builtin(_input: &Self::Input) -> Self::Decision {
-        PskRelease {
-            outcome: ReleaseOutcome::NoSuchPair,
-            reason: "built-in: keys are generated locally; nothing is stored elsewhere".into(),
-        }
+/// The built-in answer: without a psk plugin nothing was stored outside the cluster.
+fn nothing_stored() -> PskRelease {
+    PskRelease {
+        outcome: ReleaseOutcome::NoSuchPair,
+        reason: "built-in: keys are generated locally; nothing is stored elsewhere".into(),
     }
 }
 

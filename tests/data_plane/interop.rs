@@ -59,16 +59,11 @@ fn wait_port(port: u16) {
     });
 }
 
-#[test]
-fn a_reference_style_source_with_a_newline_list_completes_our_destination() {
-    let env = Env::new();
-    reference_tree(&env);
-    let port = free_port();
-    let dest = Mover::destination(&env, port).spawn().listening();
-
-    // The reference client: a stunnel section listening locally, rsync to it.
+/// The reference's client side: a stunnel section (`PSK`, the source's key) listening on
+/// a local port that it tunnels to `port`. Returns the tunnel and the local port.
+fn reference_client(env: &Env, port: u16) -> (Stunnel, u16) {
     let local = free_port();
-    let _tunnel = stunnel(
+    let tunnel = stunnel(
         &env.path("ref-client.conf"),
         &format!(
             "foreground = yes\npid =\n[rsync]\nciphers = PSK\nPSKsecrets = {}/psk.txt\n\
@@ -77,6 +72,49 @@ fn a_reference_style_source_with_a_newline_list_completes_our_destination() {
         ),
     );
     wait_port(local);
+    (tunnel, local)
+}
+
+/// A reference server on `port`: stunnel with `kPSK`, TLS 1.3 only, an rsync daemon per
+/// connection writing to the destination tree. Returns the tunnel and the daemon's
+/// `control` directory.
+fn reference_destination(env: &Env, port: u16) -> (Stunnel, std::path::PathBuf) {
+    let control = env.tmp("ref-control");
+    let rsyncd = env.path("ref-rsyncd.conf");
+    fs::write(
+        &rsyncd,
+        format!(
+            "address = 127.0.0.1\nuse chroot = false\nnumeric ids = true\nmunge symlinks = true\n\
+             read only = false\nopen noatime = true\nreverse lookup = false\nuid = 0\ngid = *\n\
+             [data]\npath = {}\n[control]\npath = {}\n",
+            env.dst.display(),
+            control.display()
+        ),
+    )
+    .expect("rsyncd.conf");
+    let tunnel = stunnel(
+        &env.path("ref-server.conf"),
+        &format!(
+            "foreground = yes\npid =\n[rsync]\nciphers = kPSK\nPSKsecrets = {}/psk.txt\n\
+             sslVersionMin = TLSv1.3\naccept = 127.0.0.1:{port}\nexec = /usr/bin/rsync\n\
+             execArgs = rsync --server --daemon --config={} .\n",
+            env.path("keys-dst").display(),
+            rsyncd.display()
+        ),
+    );
+    wait_port(port);
+    (tunnel, control)
+}
+
+#[test]
+fn a_reference_style_source_with_a_newline_list_completes_our_destination() {
+    let env = Env::new();
+    reference_tree(&env);
+    let port = free_port();
+    let dest = Mover::destination(&env, port).spawn().listening();
+
+    // The reference client: a stunnel section listening locally, rsync to it.
+    let (_tunnel, local) = reference_client(&env, port);
     let script = format!(
         r#"set -e
 cd "$SRC"
@@ -109,30 +147,7 @@ fn our_source_completes_a_reference_style_destination() {
     let env = Env::new();
     reference_tree(&env);
     let port = free_port();
-    let control = env.tmp("ref-control");
-    let rsyncd = env.path("ref-rsyncd.conf");
-    fs::write(
-        &rsyncd,
-        format!(
-            "address = 127.0.0.1\nuse chroot = false\nnumeric ids = true\nmunge symlinks = true\n\
-             read only = false\nopen noatime = true\nreverse lookup = false\nuid = 0\ngid = *\n\
-             [data]\npath = {}\n[control]\npath = {}\n",
-            env.dst.display(),
-            control.display()
-        ),
-    )
-    .expect("rsyncd.conf");
-    let _tunnel = stunnel(
-        &env.path("ref-server.conf"),
-        &format!(
-            "foreground = yes\npid =\n[rsync]\nciphers = kPSK\nPSKsecrets = {}/psk.txt\n\
-             sslVersionMin = TLSv1.3\naccept = 127.0.0.1:{port}\nexec = /usr/bin/rsync\n\
-             execArgs = rsync --server --daemon --config={} .\n",
-            env.path("keys-dst").display(),
-            rsyncd.display()
-        ),
-    );
-    wait_port(port);
+    let (_tunnel, control) = reference_destination(&env, port);
     Mover::source(&env, port)
         .run(Duration::from_secs(60))
         .assert_code(0);
@@ -161,34 +176,6 @@ fn our_source_completes_a_reference_style_destination() {
     );
     assert!(!env.dst.join("extra").exists());
     assert_eq!(fs::read(env.dst.join("dir#/-dash")).expect("read"), b"2\n");
-}
-
-/// A reference server: stunnel with `kPSK`, TLS 1.3 only, an rsync daemon per connection.
-fn reference_destination(env: &Env, port: u16) -> (Stunnel, std::path::PathBuf) {
-    let control = env.tmp("ref-control");
-    let rsyncd = env.path("ref-rsyncd.conf");
-    fs::write(
-        &rsyncd,
-        format!(
-            "use chroot = false\nnumeric ids = true\nmunge symlinks = true\nread only = false\n\
-             uid = 0\ngid = *\n[data]\npath = {}\n[control]\npath = {}\n",
-            env.dst.display(),
-            control.display()
-        ),
-    )
-    .expect("rsyncd.conf");
-    let tunnel = stunnel(
-        &env.path("ref-server.conf"),
-        &format!(
-            "foreground = yes\npid =\n[rsync]\nciphers = kPSK\nPSKsecrets = {}/psk.txt\n\
-             sslVersionMin = TLSv1.3\naccept = 127.0.0.1:{port}\nexec = /usr/bin/rsync\n\
-             execArgs = rsync --server --daemon --config={} .\n",
-            env.path("keys-dst").display(),
-            rsyncd.display()
-        ),
-    );
-    wait_port(port);
-    (tunnel, control)
 }
 
 #[test]
@@ -222,16 +209,7 @@ fn a_reference_client_with_another_key_is_refused_by_our_destination() {
     env.write_key("keys-src", KEY_B, 0o600);
     let port = free_port();
     let mut dest = Mover::destination(&env, port).spawn().listening();
-    let local = free_port();
-    let _tunnel = stunnel(
-        &env.path("ref-client.conf"),
-        &format!(
-            "foreground = yes\npid =\n[rsync]\nciphers = PSK\nPSKsecrets = {}/psk.txt\n\
-             accept = 127.0.0.1:{local}\nclient = yes\nconnect = 127.0.0.1:{port}\n",
-            env.path("keys-src").display()
-        ),
-    );
-    wait_port(local);
+    let (_tunnel, local) = reference_client(&env, port);
     let status = Command::new("rsync")
         .args(["-a", "--timeout=20"])
         .arg(format!("{}/", env.src.display()))

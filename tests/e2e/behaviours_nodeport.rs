@@ -4,18 +4,21 @@
 
 use std::time::Duration;
 
-use ferrosync::api::{MoverResult, ReplicationDestination};
+use ferrosync::api::ReplicationDestination;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Api;
 use serde_json::json;
 
 use crate::{
     env::env,
-    fixtures::{STEP, bound_dir, event, pvc},
+    fixtures::{STEP, event},
     lifecycle_support::OWNER,
     support::{sim::SECOND_NODE, wait},
     tree,
-    volsync::{claim_dir, copy_secret, destination, privileged_movers, source, synced},
+    volsync::{
+        assert_mover_succeeded, claim_dir, copy_secret, destination, privileged_movers,
+        published_image, sample_source, synced,
+    },
 };
 
 #[tokio::test]
@@ -60,28 +63,17 @@ async fn a_node_port_destination_publishes_a_node_address_and_port_that_a_source
     assert!(note.contains(&port.to_string()), "{note}");
 
     copy_secret(&dst, &key, &src, "np-key").await;
-    pvc("data").create(&src).await;
-    let data = bound_dir(&src, "data").await;
-    tree::write_sample(&data, OWNER);
-    source(
+    let data = sample_source(
         &src,
         "np",
-        "data",
+        OWNER,
         json!({"keySecret": "np-key", "address": address, "port": port}),
     )
     .await;
     let rs = synced(&src, "np", Duration::from_secs(180)).await;
-    let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
-    assert_eq!(
-        mover.as_ref().and_then(|m| m.result.clone()),
-        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
-        "{mover:?}"
-    );
-    wait::until("the destination to publish", STEP * 2, || async {
-        let rd = rds.get("np").await.map_err(|e| e.to_string())?;
-        Ok(rd.status.and_then(|s| s.latest_image))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    assert_mover_succeeded(&rs);
+    published_image(&dst, "np", STEP * 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     tree::assert_same(&data, &claim_dir(&dst, "volsync-np-dst").await);
 }

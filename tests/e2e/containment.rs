@@ -14,19 +14,19 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 use serde_json::json;
 
 use crate::{
     env::{FAILURE_BACKOFF_MAX, FAILURE_BACKOFF_MIN, env},
-    fixtures::{STEP, bound_dir, events, pvc},
+    fixtures::{STEP, events},
     lifecycle_support::{
         create_rd, create_rs, manual_synced, new_image, sample_volume, snapshot_pair, snapshots,
         source_spec,
     },
     support::{TestNamespace, wait},
-    volsync::{destination, published, source, synced},
+    volsync::{destination, no_jobs, published, source_with_a_wrong_key, synced},
 };
 
 fn synchronizing(conditions: Option<Vec<Condition>>) -> Option<Condition> {
@@ -93,19 +93,6 @@ async fn warning(ns: &TestNamespace, involved: &str, reason: &str) -> String {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn no_jobs(ns: &TestNamespace) {
-    let jobs = ns
-        .api::<Job>()
-        .list(&ListParams::default())
-        .await
-        .expect("jobs");
-    assert!(
-        jobs.items.is_empty(),
-        "no mover may start: {:?}",
-        jobs.items.iter().map(|j| j.name_any()).collect::<Vec<_>>()
-    );
-}
-
 /// The source's mover Job once it has failed, unless it is one of `seen`: its uid, and
 /// when it failed.
 async fn failed_job(ns: &TestNamespace, name: &str, seen: &[String]) -> (String, Timestamp) {
@@ -160,24 +147,7 @@ async fn a_wrong_key_waits_for_the_backoff_and_retries_at_once_when_the_key_chan
     let src = env.cp.namespace("backoff-src").await;
     destination(&dst, "target", json!({})).await;
     let (address, key) = published(&dst, "target").await;
-    let wrong: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "the-key"},
-        "stringData": {"psk.txt": format!("volsync:{}", "ab".repeat(64))},
-    }))
-    .expect("secret");
-    src.api::<Secret>()
-        .create(&PostParams::default(), &wrong)
-        .await
-        .expect("secret");
-    pvc("data").create(&src).await;
-    std::fs::write(bound_dir(&src, "data").await.join("file"), "x").expect("write");
-    source(
-        &src,
-        "target",
-        "data",
-        json!({"keySecret": "the-key", "address": address}),
-    )
-    .await;
+    source_with_a_wrong_key(&src, "target", "the-key", &address).await;
     let job = "volsync-rsync-tls-src-target";
 
     // The first Job fails for good; the condition says what to fix.

@@ -3,10 +3,7 @@
 //! Secret it names is fixed.
 
 use ferrosync::api::{ReplicationDestination, ReplicationSource};
-use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::Secret},
-    apimachinery::pkg::apis::meta::v1::Condition,
-};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
@@ -17,7 +14,7 @@ use crate::{
     env::env,
     fixtures::STEP,
     support::{TestNamespace, wait},
-    volsync::{destination, source},
+    volsync::{destination, no_jobs, source},
 };
 
 /// Waits until `name`'s Synchronizing condition is an Error whose message contains `text`.
@@ -67,22 +64,6 @@ async fn error_on_source(ns: &TestNamespace, name: &str, text: &str) -> String {
             .unwrap_or_default()
     })
     .await
-}
-
-async fn no_jobs(ns: &TestNamespace) {
-    let jobs = ns
-        .api::<Job>()
-        .list(&Default::default())
-        .await
-        .expect("jobs");
-    assert!(
-        jobs.items.is_empty(),
-        "no mover may start: {:?}",
-        jobs.items
-            .iter()
-            .map(|j| &j.metadata.name)
-            .collect::<Vec<_>>()
-    );
 }
 
 async fn secret(ns: &TestNamespace, name: &str, data: serde_json::Value) {

@@ -5,15 +5,15 @@
 use std::time::Duration;
 
 use ferrosync::api::{MoverResult, ReplicationDestination};
-use k8s_openapi::api::{batch::v1::Job, core::v1::Secret};
-use kube::{Api, api::PostParams};
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
 use serde_json::json;
 
 use crate::{
     env::{BACKOFF_LIMIT, env},
-    fixtures::{STEP, bound_dir, events, pvc},
+    fixtures::{STEP, events},
     support::{sim::loadbalancer, wait},
-    volsync::{destination, published, source, synced_or_failed},
+    volsync::{destination, published, source_with_a_wrong_key, synced_or_failed},
 };
 
 #[tokio::test]
@@ -24,24 +24,7 @@ async fn a_failing_mover_is_retried_up_to_the_backoff_limit_then_reported() {
     destination(&dst, "target", json!({})).await;
     let (address, _) = published(&dst, "target").await;
     // A key that is not the destination's: every attempt fails the TLS-PSK handshake.
-    let wrong: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "wrong-key"},
-        "stringData": {"psk.txt": format!("volsync:{}", "ab".repeat(64))},
-    }))
-    .expect("secret");
-    src.api::<Secret>()
-        .create(&PostParams::default(), &wrong)
-        .await
-        .expect("secret");
-    pvc("data").create(&src).await;
-    std::fs::write(bound_dir(&src, "data").await.join("file"), "x").expect("write");
-    source(
-        &src,
-        "target",
-        "data",
-        json!({"keySecret": "wrong-key", "address": address}),
-    )
-    .await;
+    source_with_a_wrong_key(&src, "target", "wrong-key", &address).await;
 
     // The Job controller gives up after backoffLimit retries (its backoff is 10 s, doubling).
     let job = "volsync-rsync-tls-src-target";

@@ -6,10 +6,7 @@
 
 use std::{path::Path, time::Duration};
 
-use ferrosync::{
-    api::ReplicationDestination,
-    resources::{Side, job::MOVER_BINARY},
-};
+use ferrosync::resources::{Side, job::MOVER_BINARY};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::PostParams;
 use serde_json::json;
@@ -17,10 +14,13 @@ use serde_json::json;
 use crate::{
     behaviours_support::running_mover,
     env::env,
-    fixtures::{STEP, bound_dir, pvc, terminated},
+    fixtures::{STEP, terminated},
     support::{TestNamespace, registry, wait},
     tree,
-    volsync::{claim_dir, copy_secret, destination, privileged_movers, published, source, synced},
+    volsync::{
+        claim_dir, copy_secret, destination, privileged_movers, published, published_image,
+        sample_source, synced,
+    },
 };
 
 /// A data owner that is neither root nor the movers' uid.
@@ -123,26 +123,19 @@ async fn movers_replicate_from_the_registry_image_in_its_own_root() {
 
     let (address, key_secret) = published(&dst, "backup").await;
     copy_secret(&dst, &key_secret, &src, "backup-key").await;
-    pvc("data").create(&src).await;
-    let data = bound_dir(&src, "data").await;
-    tree::write_sample(&data, OWNER);
-    source(
+    let data = sample_source(
         &src,
         "backup",
-        "data",
+        OWNER,
         json!({"keySecret": "backup-key", "address": address}),
     )
     .await;
     synced(&src, "backup", Duration::from_secs(120)).await;
     // The destination publishes the volume once its own mover succeeded.
-    let rds: kube::Api<ReplicationDestination> = dst.api();
-    let published_image = wait::until("the destination to publish latestImage", STEP, || async {
-        let rd = rds.get("backup").await.map_err(|e| e.to_string())?;
-        Ok(rd.status.and_then(|s| s.latest_image))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
-    tree::assert_same(&data, &claim_dir(&dst, &published_image.name).await);
+    let published = published_image(&dst, "backup", STEP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
+    tree::assert_same(&data, &claim_dir(&dst, &published.name).await);
 }
 
 #[tokio::test]

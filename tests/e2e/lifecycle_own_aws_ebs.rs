@@ -9,78 +9,22 @@
 use std::time::Instant;
 
 use ferrosync::api::ReplicationSource;
-use k8s_openapi::api::storage::v1::StorageClass;
-use kube::{
-    Api,
-    api::{DynamicObject, PostParams},
-};
+use kube::Api;
 use serde_json::json;
 
 use crate::{
     env::{SERIAL, env},
     fixtures::{bound_dir, events, pvc},
+    lifecycle_own_support::{aws_ebs_bundle, copy_method_entry, create_ebs_classes},
     lifecycle_support::{
         OWNER, assert_image_equals, create_rs, expect, manual_synced, new_image, settles_to,
         snapshot_pair, source_spec,
     },
-    support::sim::storage::{self, DRIVER, snapshot},
     tree,
 };
 
 /// The source's StorageClass: like EBS, it cannot clone.
 const EBS_LIKE: &str = "lc-ebs-gp2";
-
-/// The bundle, with its EBS entry applied to the simulator's driver.
-fn bundle() -> std::path::PathBuf {
-    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/aws-ebs");
-    let to = env()
-        .cp
-        .dir
-        .join(format!("aws-ebs-bundle-{}", std::process::id()));
-    std::fs::create_dir_all(&to).expect("mkdir");
-    for entry in std::fs::read_dir(&from).expect("bundle").flatten() {
-        let name = entry.file_name();
-        if name == "policy.toml" {
-            let text = std::fs::read_to_string(entry.path()).expect("read");
-            assert!(
-                text.contains("\"ebs.csi.aws.com\""),
-                "the bundle's EBS entry"
-            );
-            let text = text.replace("\"ebs.csi.aws.com\"", &format!("{DRIVER:?}"));
-            std::fs::write(to.join(&name), text).expect("write");
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).expect("copy");
-        }
-    }
-    to
-}
-
-async fn create_classes(client: &kube::Client) {
-    let classes: Api<StorageClass> = Api::all(client.clone());
-    for (name, params) in [
-        (EBS_LIKE, json!({storage::PARAM_CLONE: "unsupported"})),
-        ("gp3", json!({})),
-    ] {
-        let class: StorageClass = serde_json::from_value(json!({
-            "metadata": {"name": name}, "provisioner": DRIVER, "parameters": params,
-            "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
-        }))
-        .expect("class");
-        match classes.create(&PostParams::default(), &class).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => panic!("creating StorageClass {name}: {e}"),
-        }
-    }
-    let snap_classes: Api<DynamicObject> = Api::all_with(client.clone(), &snapshot::classes());
-    let class = DynamicObject::new("ebs-snapclass", &snapshot::classes())
-        .data(json!({"driver": DRIVER, "deletionPolicy": "Delete"}));
-    match snap_classes.create(&PostParams::default(), &class).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("creating VolumeSnapshotClass: {e}"),
-    }
-}
 
 #[tokio::test]
 async fn the_aws_ebs_plugin_chooses_snapshot_up_front() {
@@ -88,7 +32,12 @@ async fn the_aws_ebs_plugin_chooses_snapshot_up_front() {
     let started = Instant::now();
     let env = env();
     let config = env.cp.dir.join("lifecycle-aws-ebs.toml");
-    let bundle = bundle();
+    let bundle = aws_ebs_bundle(
+        &env.cp
+            .dir
+            .join(format!("aws-ebs-bundle-{}", std::process::id())),
+        true,
+    );
     // The operator pins the bundle's component; its limits are within the default ceiling.
     let pin = ferrosync::policy::plugin::sha256_hex(
         &std::fs::read(bundle.join("copy-method-by-driver.wasm")).expect("component"),
@@ -103,7 +52,7 @@ async fn the_aws_ebs_plugin_chooses_snapshot_up_front() {
     .expect("config");
     let controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
     let (dst, src, address) = snapshot_pair("lc-ebs", "ebs", 1, json!({})).await;
-    create_classes(&src.client).await;
+    create_ebs_classes(&src.client, EBS_LIKE).await;
     pvc("data").class(EBS_LIKE).create(&src).await;
     let data = bound_dir(&src, "data").await;
     tree::write_sample(&data, OWNER);
@@ -124,13 +73,7 @@ async fn the_aws_ebs_plugin_chooses_snapshot_up_front() {
     let image = new_image(&dst, "ebs", None).await;
     assert_image_equals(&dst, &image, "restored", &data).await;
 
-    let decision = rs
-        .status
-        .and_then(|s| s.sync.policy)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|d| d.decision == "copy-method")
-        .expect("a copy-method decision in status.policy");
+    let decision = copy_method_entry(&rs);
     assert_eq!(decision.value, "Snapshot", "{decision:?}");
     assert!(
         decision.decided_by.contains("copy-method-by-driver"),

@@ -7,21 +7,22 @@
 use std::time::Instant;
 
 use ferrosync::api::ReplicationSource;
-use k8s_openapi::api::{core::v1::Namespace, storage::v1::StorageClass};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api,
-    api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{DynamicObject, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
 
 use crate::{
     env::{SERIAL, env},
     fixtures::{bound_dir, events, pvc},
+    lifecycle_own_support::{aws_ebs_bundle, copy_method_entry, create_ebs_classes},
     lifecycle_support::{
         OWNER, assert_image_equals, create_rs, manual_synced, new_image, snapshot_destination,
         source_spec,
     },
-    support::sim::storage::{self, DRIVER, snapshot},
+    support::sim::storage::snapshot,
     tree,
 };
 
@@ -30,64 +31,13 @@ const EBS_LIKE: &str = "pb-ebs-gp2";
 /// The label that puts a namespace under `team-b`.
 const TEAM_LABEL: &str = "ferrosync.test/team";
 
-/// A copy of the shipped aws-ebs bundle. With `simulator_is_ebs`, its EBS entry is
-/// applied to the simulator's driver (so it chooses Snapshot there); without, the
-/// simulator's driver falls to the bundle's default (it keeps the requested Clone).
+/// A copy of the shipped aws-ebs bundle for this test: see [`aws_ebs_bundle`].
 fn bundle(name: &str, simulator_is_ebs: bool) -> std::path::PathBuf {
-    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/aws-ebs");
     let to = env()
         .cp
         .dir
         .join(format!("bindings-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&to).expect("mkdir");
-    for entry in std::fs::read_dir(&from).expect("bundle").flatten() {
-        let file = entry.file_name();
-        if file == "policy.toml" && simulator_is_ebs {
-            let text = std::fs::read_to_string(entry.path()).expect("read");
-            let text = text.replace("\"ebs.csi.aws.com\"", &format!("{DRIVER:?}"));
-            std::fs::write(to.join(&file), text).expect("write");
-        } else {
-            std::fs::copy(entry.path(), to.join(&file)).expect("copy");
-        }
-    }
-    to
-}
-
-async fn create_classes(client: &kube::Client) {
-    let classes: Api<StorageClass> = Api::all(client.clone());
-    for (name, params) in [
-        (EBS_LIKE, json!({storage::PARAM_CLONE: "unsupported"})),
-        ("gp3", json!({})),
-    ] {
-        let class: StorageClass = serde_json::from_value(json!({
-            "metadata": {"name": name}, "provisioner": DRIVER, "parameters": params,
-            "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
-        }))
-        .expect("class");
-        match classes.create(&PostParams::default(), &class).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => panic!("creating StorageClass {name}: {e}"),
-        }
-    }
-    let snap_classes: Api<DynamicObject> = Api::all_with(client.clone(), &snapshot::classes());
-    let class = DynamicObject::new("ebs-snapclass", &snapshot::classes())
-        .data(json!({"driver": DRIVER, "deletionPolicy": "Delete"}));
-    match snap_classes.create(&PostParams::default(), &class).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("creating VolumeSnapshotClass: {e}"),
-    }
-}
-
-fn copy_method_entry(rs: &ReplicationSource) -> ferrosync::api::PolicyDecision {
-    rs.status
-        .as_ref()
-        .and_then(|s| s.sync.policy.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .find(|d| d.decision == "copy-method")
-        .expect("a copy-method decision in status.policy")
+    aws_ebs_bundle(&to, simulator_is_ebs)
 }
 
 #[tokio::test]
@@ -137,7 +87,7 @@ async fn two_namespaces_bound_to_different_bundles_decide_differently_and_a_shad
     )
     .expect("config");
     let controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
-    create_classes(&team_a.client).await;
+    create_ebs_classes(&team_a.client, EBS_LIKE).await;
     for ns in [&dst, &team_a, &team_b] {
         crate::volsync::privileged_movers(ns).await;
     }

@@ -10,59 +10,31 @@
 //! and an annotation lets an object go at once.
 
 use ferrosync::api::{ReplicationDestination, ReplicationSource};
-use k8s_openapi::{NamespaceResourceScope, api::batch::v1::Job};
+use k8s_openapi::api::batch::v1::Job;
 use kube::{
-    Api, Resource,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
 };
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
     env::{SERIAL, env},
     fixtures::STEP,
-    lifecycle_own_vault::{Bao, PAIR, ROOT_TOKEN, grant_prefixes, token_secret},
-    lifecycle_support::create_rd,
-    support::{
-        ControlPlane, Options, TestNamespace, controller::RunningController, deploy,
-        sim::storage::snapshot, wait,
+    lifecycle_own_support::{Kind, condition_with},
+    lifecycle_own_vault::{
+        Bao, OtherCluster, ROOT_TOKEN, create_paired_destination, create_paired_source,
+        grant_prefixes, start_with_vault,
     },
+    support::{Options, TestNamespace, wait},
 };
 
 const FINALIZER: &str = "ferrosync.io/psk-pair-release";
 const ABANDON: &str = "ferrosync.io/psk-release";
 
-fn destination_spec() -> Value {
-    json!({"rsyncTLS": {"copyMethod": "Snapshot", "capacity": "1Gi",
-        "accessModes": ["ReadWriteOnce"],
-        "volumeSnapshotClassName": snapshot::SNAPSHOT_CLASS}})
-}
-
 /// A source naming `pair`, pointed at an address that is never reached.
 async fn create_rs(ns: &TestNamespace, name: &str, pair: &str) {
-    let rs: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource",
-        "metadata": {"name": name, "annotations": {PAIR: pair}},
-        "spec": {"sourcePVC": "data", "trigger": {"manual": "one"},
-                 "rsyncTLS": {"copyMethod": "Direct", "address": "destination.invalid"}},
-    }))
-    .expect("source");
-    ns.api::<ReplicationSource>()
-        .create(&PostParams::default(), &rs)
-        .await
-        .expect("creating source");
+    create_paired_source(ns, name, pair, "Direct", "destination.invalid").await;
 }
-
-trait Kind:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + DeserializeOwned
-    + std::fmt::Debug
-    + serde::Serialize
-{
-}
-impl Kind for ReplicationSource {}
-impl Kind for ReplicationDestination {}
 
 /// The Vault API with the root token: status and JSON body. Blocking.
 fn vault(addr: &str, path: &str) -> (u16, Value) {
@@ -143,29 +115,6 @@ async fn gone<K: Kind>(ns: &TestNamespace, name: &str) {
     .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()));
 }
 
-/// The Synchronizing condition's message, once it contains `needle`.
-async fn condition_with<K: Kind>(ns: &TestNamespace, name: &str, needle: &str) -> String {
-    let api: Api<K> = ns.api();
-    wait::until(
-        &format!("{name}'s condition to say {needle:?}"),
-        STEP,
-        || async {
-            let obj = api.get(name).await.map_err(|e| e.to_string())?;
-            let value = serde_json::to_value(&obj).map_err(|e| e.to_string())?;
-            Ok(value
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c["message"].as_str())
-                .find(|m| m.contains(needle))
-                .map(str::to_owned))
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()))
-}
-
 /// Two clusters, a controller each, sharing the vault: the key stays while one side
 /// remains and goes with the second; a tenant naming the pair never joins it, and its
 /// deletion releases nothing of it.
@@ -175,32 +124,23 @@ async fn a_pairs_key_is_removed_when_both_sides_in_two_clusters_are_gone() {
     let env = env();
     let bao = Bao::start().await;
     let config = bao.controller_config_with_members(env.cp, "release-one");
-    let _one = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
-    token_secret(env.cp).await;
+    let _one = start_with_vault(&env, &config, &[]).await;
     // Audited: the source's finalizer patch happens only here, and the least-privilege check
     // must see it.
-    let other = ControlPlane::start(Options::audited()).expect("a second cluster");
-    let other_config = bao.controller_config_with_members(&other, "release-two");
-    let _two = RunningController::start(
-        &other,
-        &deploy::controller_identity(&other),
-        &[
-            ("POD_NAMESPACE", deploy::NAMESPACE),
-            ("FERROSYNC_CONFIG", &other_config.to_string_lossy()),
-            ("FERROSYNC_REQUEUE__POLL", "500ms"),
-        ],
-    );
-    token_secret(&other).await;
+    let other = OtherCluster::start(Options::audited(), |cp| {
+        bao.controller_config_with_members(cp, "release-two")
+    })
+    .await;
 
     let dst = env.cp.namespace("rel-dst").await;
-    let src = other.namespace("rel-src").await;
+    let src = other.cp.namespace("rel-src").await;
     let tenant_b = env.cp.namespace("rel-tenant-b").await;
     grant_prefixes(env.cp, &dst.name, "geo-").await;
-    grant_prefixes(&other, &src.name, "geo-").await;
+    grant_prefixes(&other.cp, &src.name, "geo-").await;
     grant_prefixes(env.cp, &tenant_b.name, "team-b-").await;
     let pair = format!("geo-db-{}", dst.name);
 
-    create_rd(&dst, "db", json!({PAIR: pair}), destination_spec()).await;
+    create_paired_destination(&dst, "db", &pair).await;
     create_rs(&src, "db", &pair).await;
     for (ns, name) in [(&dst, "db")] {
         finalizers_until::<ReplicationDestination>(ns, name, "the finalizer", |f| {
@@ -226,7 +166,7 @@ async fn a_pairs_key_is_removed_when_both_sides_in_two_clusters_are_gone() {
 
     // Tenant B names the pair: refused, never joins, no finalizer; deleting it is
     // immediate and removes nothing of the pair.
-    create_rd(&tenant_b, "steal", json!({PAIR: pair}), destination_spec()).await;
+    create_paired_destination(&tenant_b, "steal", &pair).await;
     condition_with::<ReplicationDestination>(&tenant_b, "steal", "is not authorised").await;
     let b_finalizers = tenant_b
         .api::<ReplicationDestination>()
@@ -267,26 +207,17 @@ async fn a_frozen_vault_keeps_the_finalizer_until_it_answers() {
     let env = env();
     let bao = Bao::start().await;
     let config = bao.controller_config_with_members(env.cp, "release-frozen");
-    let _controller = env.controller(&[
-        ("FERROSYNC_CONFIG", &config.to_string_lossy()),
-        // Short backoff, so the release is retried soon after the vault thaws.
-        ("FERROSYNC_REQUEUE__ERROR_MAX", "5s"),
-    ]);
-    token_secret(env.cp).await;
+    // Short backoff, so the release is retried soon after the vault thaws.
+    let _controller =
+        start_with_vault(&env, &config, &[("FERROSYNC_REQUEUE__ERROR_MAX", "5s")]).await;
     let ns = env.cp.namespace("rel-frozen").await;
     grant_prefixes(env.cp, &ns.name, "frozen-").await;
     let (kept, abandoned) = (
         format!("frozen-kept-{}", ns.name),
         format!("frozen-gone-{}", ns.name),
     );
-    create_rd(&ns, "kept", json!({PAIR: kept}), destination_spec()).await;
-    create_rd(
-        &ns,
-        "abandoned",
-        json!({PAIR: abandoned}),
-        destination_spec(),
-    )
-    .await;
+    create_paired_destination(&ns, "kept", &kept).await;
+    create_paired_destination(&ns, "abandoned", &abandoned).await;
     for pair in [&kept, &abandoned] {
         wait::until(&format!("{pair} to be joined and keyed"), STEP, || async {
             Ok((members(&bao, pair).await.len() == 1 && has_key(&bao, pair).await).then_some(()))

@@ -7,17 +7,19 @@
 
 use std::collections::BTreeMap;
 
-use ferrosync::api::{ReplicationDestination, ReplicationSource};
-use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use ferrosync::api::ReplicationDestination;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::{
     env::{SERIAL, env},
-    fixtures::STEP,
-    lifecycle_own_vault::{Bao, PAIR, grant_prefixes, token_secret},
-    lifecycle_support::{create_rd, manual_synced, patch_source, sample_volume},
-    support::{TestNamespace, sim::storage::snapshot, wait},
+    fixtures::{STEP, events},
+    lifecycle_own_vault::{
+        Bao, create_paired_destination, create_paired_source, grant_prefixes, start_with_vault,
+    },
+    lifecycle_support::{manual_synced, patch_source, sample_volume},
+    support::{TestNamespace, wait},
 };
 
 /// The lines of `psk.txt` in Secret `name`.
@@ -57,8 +59,7 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
     let env = env();
     let bao = Bao::start().await;
     let config = bao.controller_config(env.cp, "rotation");
-    let _controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
-    token_secret(env.cp).await;
+    let _controller = start_with_vault(&env, &config, &[]).await;
     let dst = env.cp.namespace("rot-dst").await;
     let src = env.cp.namespace("rot-src").await;
     crate::volsync::privileged_movers(&dst).await;
@@ -68,27 +69,9 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
     sample_volume(&src, "data").await;
     let pair = format!("rot-{}", dst.name);
 
-    create_rd(
-        &dst,
-        "db",
-        json!({PAIR: pair}),
-        json!({"rsyncTLS": {"copyMethod": "Snapshot", "capacity": "1Gi",
-            "accessModes": ["ReadWriteOnce"],
-            "volumeSnapshotClassName": snapshot::SNAPSHOT_CLASS}}),
-    )
-    .await;
+    create_paired_destination(&dst, "db", &pair).await;
     let (address, _) = crate::volsync::published(&dst, "db").await;
-    let rs: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource",
-        "metadata": {"name": "db", "annotations": {PAIR: pair}},
-        "spec": {"sourcePVC": "data", "trigger": {"manual": "one"},
-                 "rsyncTLS": {"copyMethod": "Clone", "address": address}},
-    }))
-    .expect("source");
-    src.api::<ReplicationSource>()
-        .create(&PostParams::default(), &rs)
-        .await
-        .expect("source");
+    create_paired_source(&src, "db", &pair, "Clone", &address).await;
     manual_synced(&src, "db", "one").await;
     let old = lines(&src, "ferrosync-source-key-db").await;
     assert_eq!(old.len(), 1);
@@ -126,12 +109,9 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
     holds(&dst, "volsync-rsync-tls-db", &new, "the previous key to go").await;
     sync(&src, "four").await;
 
-    let failed: Vec<String> = src
-        .api::<Event>()
-        .list(&ListParams::default())
+    let failed: Vec<String> = events(&src.client, &src.name)
         .await
         .expect("events")
-        .items
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("TransferFailed"))
         .filter_map(|e| e.message)
@@ -145,12 +125,9 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
     // and an Event says the check failed.
     drop(bao);
     sync(&src, "five").await;
-    let warned = src
-        .api::<Event>()
-        .list(&ListParams::default())
+    let warned = events(&src.client, &src.name)
         .await
         .expect("events")
-        .items
         .into_iter()
         .any(|e| e.reason.as_deref() == Some("KeyCheckFailed"));
     assert!(warned, "no KeyCheckFailed Event on the source");

@@ -10,72 +10,27 @@
 
 use ferrosync::api::{ReplicationDestination, ReplicationSource};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Resource,
-    api::{ListParams, PostParams},
-};
-use serde::de::DeserializeOwned;
-use serde_json::json;
+use kube::{Api, api::ListParams};
 
 use crate::{
     env::{SERIAL, env},
     fixtures::STEP,
-    lifecycle_own_vault::{Bao, PAIR, PREFIXES, grant_prefixes, token_secret},
-    lifecycle_support::create_rd,
-    support::{
-        ControlPlane, Options, TestNamespace, controller::RunningController, deploy,
-        sim::storage::snapshot, wait,
+    lifecycle_own_support::{Kind, condition_with},
+    lifecycle_own_vault::{
+        Bao, OtherCluster, PREFIXES, create_paired_destination, create_paired_source,
+        grant_prefixes, start_with_vault,
     },
+    support::{Options, TestNamespace, wait},
 };
-
-/// A destination spec the simulated storage serves.
-fn destination_spec() -> serde_json::Value {
-    json!({"rsyncTLS": {"copyMethod": "Snapshot", "capacity": "1Gi",
-        "accessModes": ["ReadWriteOnce"],
-        "volumeSnapshotClassName": snapshot::SNAPSHOT_CLASS}})
-}
 
 /// Creates a source naming `pair`, pointed at an address that is never reached.
 async fn create_rs(ns: &TestNamespace, name: &str, pair: &str) {
-    let rs: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource",
-        "metadata": {"name": name, "annotations": {PAIR: pair}},
-        "spec": {"sourcePVC": "data", "trigger": {"manual": "one"},
-                 "rsyncTLS": {"copyMethod": "Direct", "address": "destination.invalid"}},
-    }))
-    .expect("source");
-    ns.api::<ReplicationSource>()
-        .create(&PostParams::default(), &rs)
-        .await
-        .expect("creating source");
+    create_paired_source(ns, name, pair, "Direct", "destination.invalid").await;
 }
 
 /// Waits until `name`'s Synchronizing condition says its pair is not authorised.
-async fn refused<K>(ns: &TestNamespace, name: &str) -> String
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + serde::Serialize,
-{
-    let api: Api<K> = ns.api();
-    wait::until(&format!("{name} to be refused its pair"), STEP, || async {
-        let obj = api.get(name).await.map_err(|e| e.to_string())?;
-        let value = serde_json::to_value(&obj).map_err(|e| e.to_string())?;
-        let conditions = value
-            .pointer("/status/conditions")
-            .and_then(|c| c.as_array())
-            .cloned()
-            .unwrap_or_default();
-        Ok(conditions
-            .iter()
-            .filter_map(|c| c["message"].as_str())
-            .find(|m| m.contains("is not authorised"))
-            .map(str::to_owned))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()))
+async fn refused<K: Kind>(ns: &TestNamespace, name: &str) -> String {
+    condition_with::<K>(ns, name, "is not authorised").await
 }
 
 /// The contents of `psk.txt` in Secret `name`, once it exists.
@@ -111,8 +66,7 @@ async fn a_tenant_cannot_receive_claim_or_overwrite_another_tenants_key() {
     let env = env();
     let bao = Bao::start().await;
     let config = bao.controller_config(env.cp, "tenancy");
-    let _controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
-    token_secret(env.cp).await;
+    let _controller = start_with_vault(&env, &config, &[]).await;
     let a = env.cp.namespace("tenant-a").await;
     let b_dst = env.cp.namespace("tenant-b-dst").await;
     let b_src = env.cp.namespace("tenant-b-src").await;
@@ -122,13 +76,13 @@ async fn a_tenant_cannot_receive_claim_or_overwrite_another_tenants_key() {
     let pair = format!("team-b-db-{}", b_dst.name);
 
     // A claims B's pair first, as a destination: refused, and nothing is stored.
-    create_rd(&a, "claim", json!({PAIR: pair}), destination_spec()).await;
+    create_paired_destination(&a, "claim", &pair).await;
     let why = refused::<ReplicationDestination>(&a, "claim").await;
     assert!(why.contains(PREFIXES) && why.contains("team-a-"), "{why}");
     assert_eq!(bao.key(&pair).await, None, "A claimed the pair");
 
     // B's destination stores its key; B's source in another namespace receives it.
-    create_rd(&b_dst, "db", json!({PAIR: pair}), destination_spec()).await;
+    create_paired_destination(&b_dst, "db", &pair).await;
     let b_key = key_in(&b_dst, "volsync-rsync-tls-db").await;
     assert_eq!(bao.key(&pair).await.as_deref(), Some(b_key.as_str()));
     create_rs(&b_src, "db", &pair).await;
@@ -137,7 +91,7 @@ async fn a_tenant_cannot_receive_claim_or_overwrite_another_tenants_key() {
     // A asks for it as a source (receive) and again as a destination (overwrite).
     create_rs(&a, "steal", &pair).await;
     refused::<ReplicationSource>(&a, "steal").await;
-    create_rd(&a, "overwrite", json!({PAIR: pair}), destination_spec()).await;
+    create_paired_destination(&a, "overwrite", &pair).await;
     refused::<ReplicationDestination>(&a, "overwrite").await;
     let held = keys_held(&a).await;
     assert!(held.is_empty(), "A holds keys: {} of them", held.len());
@@ -157,31 +111,21 @@ async fn two_clusters_pair_through_the_vault() {
     let env = env();
     let bao = Bao::start().await;
     let config = bao.controller_config(env.cp, "cluster-one");
-    let _one = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
-    token_secret(env.cp).await;
-
-    let other = ControlPlane::start(Options::default()).expect("a second cluster");
-    let other_config = bao.controller_config(&other, "cluster-two");
-    let _two = RunningController::start(
-        &other,
-        &deploy::controller_identity(&other),
-        &[
-            ("POD_NAMESPACE", deploy::NAMESPACE),
-            ("FERROSYNC_CONFIG", &other_config.to_string_lossy()),
-            ("FERROSYNC_REQUEUE__POLL", "500ms"),
-        ],
-    );
-    token_secret(&other).await;
+    let _one = start_with_vault(&env, &config, &[]).await;
+    let other = OtherCluster::start(Options::default(), |cp| {
+        bao.controller_config(cp, "cluster-two")
+    })
+    .await;
 
     let dst = env.cp.namespace("geo-dst").await;
-    let src = other.namespace("geo-src").await;
+    let src = other.cp.namespace("geo-src").await;
     grant_prefixes(env.cp, &dst.name, "geo-").await;
-    grant_prefixes(&other, &src.name, "geo-").await;
+    grant_prefixes(&other.cp, &src.name, "geo-").await;
     let pair = format!("geo-db-{}", dst.name);
 
     // The source in the second cluster first: it waits for the key.
     create_rs(&src, "db", &pair).await;
-    create_rd(&dst, "db", json!({PAIR: pair}), destination_spec()).await;
+    create_paired_destination(&dst, "db", &pair).await;
     let key = key_in(&dst, "volsync-rsync-tls-db").await;
     assert_eq!(key_in(&src, "ferrosync-source-key-db").await, key);
     assert_eq!(bao.key(&pair).await.as_deref(), Some(key.as_str()));

@@ -7,11 +7,12 @@
 
 use std::{
     net::TcpListener,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use ferrosync::api::ReplicationSource;
+use ferrosync::api::{ReplicationDestination, ReplicationSource};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, ResourceExt,
@@ -20,12 +21,14 @@ use kube::{
 use serde_json::json;
 
 use crate::{
-    env::{SERIAL, env},
+    env::{Env, SERIAL, env},
     fixtures::STEP,
+    lifecycle_own_support::bundle_copy,
     lifecycle_support::{
         assert_image_equals, create_rd, manual_synced, new_image, patch_source, sample_volume,
+        snapshot_tls,
     },
-    support::{ControlPlane, deploy, sim::storage::snapshot, wait},
+    support::{ControlPlane, Options, TestNamespace, controller::RunningController, deploy, wait},
 };
 
 pub const ROOT_TOKEN: &str = "ferrosync-lifecycle-root";
@@ -225,26 +228,94 @@ pub async fn grant_prefixes(cp: &ControlPlane, namespace: &str, prefixes: &str) 
 
 /// The repository's vault bundle, pointed at `addr` instead of its shipped address.
 fn bundle_for(cp: &ControlPlane, addr: &str, name: &str) -> std::path::PathBuf {
-    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/vault");
     let to = cp
         .dir
         .join(format!("vault-bundle-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&to).expect("mkdir");
-    for entry in std::fs::read_dir(&from).expect("bundle").flatten() {
-        let name = entry.file_name();
-        if name == "policy.toml" {
-            let text = std::fs::read_to_string(entry.path()).expect("read");
-            assert!(
-                text.contains("https://vault.vault.svc:8200"),
-                "shipped address"
-            );
-            let text = text.replace("https://vault.vault.svc:8200", addr);
-            std::fs::write(to.join(&name), text).expect("write");
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).expect("copy");
+    bundle_copy("vault", &to, Some(("https://vault.vault.svc:8200", addr)))
+}
+
+/// Starts `env`'s controller configured by `config` (and `extra` environment), and
+/// applies the vault token Secret that configuration names.
+pub async fn start_with_vault(
+    env: &Env,
+    config: &Path,
+    extra: &[(&str, &str)],
+) -> RunningController {
+    let config = config.to_string_lossy();
+    let mut vars = vec![("FERROSYNC_CONFIG", config.as_ref())];
+    vars.extend_from_slice(extra);
+    let controller = env.controller(&vars);
+    token_secret(env.cp).await;
+    controller
+}
+
+/// A second cluster sharing only the vault with the test's: a control plane of its own
+/// and a controller of its own. The controller is stopped before its control plane.
+pub struct OtherCluster {
+    /// Held for the cluster's life; dropping it stops the controller.
+    _controller: RunningController,
+    pub cp: ControlPlane,
+}
+
+impl OtherCluster {
+    /// Starts the cluster with `options` and its controller with the configuration that
+    /// `config` writes for it, and applies the vault token Secret there.
+    pub async fn start(options: Options, config: impl FnOnce(&ControlPlane) -> PathBuf) -> Self {
+        let cp = ControlPlane::start(options).expect("a second cluster");
+        let config = config(&cp);
+        let controller = RunningController::start(
+            &cp,
+            &deploy::controller_identity(&cp),
+            &[
+                ("POD_NAMESPACE", deploy::NAMESPACE),
+                ("FERROSYNC_CONFIG", &config.to_string_lossy()),
+                ("FERROSYNC_REQUEUE__POLL", "500ms"),
+            ],
+        );
+        token_secret(&cp).await;
+        OtherCluster {
+            _controller: controller,
+            cp,
         }
     }
-    to
+}
+
+/// Creates a Snapshot destination `name` that names `pair`.
+pub async fn create_paired_destination(
+    ns: &TestNamespace,
+    name: &str,
+    pair: &str,
+) -> ReplicationDestination {
+    create_rd(
+        ns,
+        name,
+        json!({PAIR: pair}),
+        json!({"rsyncTLS": snapshot_tls()}),
+    )
+    .await
+}
+
+/// Creates a source `name` of PVC `data` that names `pair`, sending by `copy_method` to
+/// `address` on manual trigger `one` (`destination.invalid` where it is never to be
+/// reached).
+pub async fn create_paired_source(
+    ns: &TestNamespace,
+    name: &str,
+    pair: &str,
+    copy_method: &str,
+    address: &str,
+) {
+    let rs: ReplicationSource = serde_json::from_value(json!({
+        "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource",
+        "metadata": {"name": name, "annotations": {PAIR: pair}},
+        "spec": {"sourcePVC": "data", "trigger": {"manual": "one"},
+                 "rsyncTLS": {"copyMethod": copy_method, "address": address}},
+    }))
+    .expect("source");
+    ns.api::<ReplicationSource>()
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("creating source");
 }
 
 #[tokio::test]
@@ -254,9 +325,8 @@ async fn vault_pairs_namespaces_without_copying_a_secret() {
     let env = env();
     let bao = Bao::start().await;
     let config = bao.controller_config(env.cp, "lifecycle-vault");
-    let controller = env.controller(&[("FERROSYNC_CONFIG", &config.to_string_lossy())]);
     // The controller's own namespace holds the token Secret the bundle names.
-    token_secret(env.cp).await;
+    let controller = start_with_vault(&env, &config, &[]).await;
     let dst = env.cp.namespace("lc-vault-dst").await;
     let src = env.cp.namespace("lc-vault-src").await;
     crate::volsync::privileged_movers(&dst).await;
@@ -269,17 +339,7 @@ async fn vault_pairs_namespaces_without_copying_a_secret() {
     }
 
     // The source first: no key anywhere yet, so it waits and says why.
-    let rs: ReplicationSource = serde_json::from_value(json!({
-        "apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource",
-        "metadata": {"name": "db", "annotations": {PAIR: pair}},
-        "spec": {"sourcePVC": "data", "trigger": {"manual": "one"},
-                 "rsyncTLS": {"copyMethod": "Clone", "address": "destination.invalid"}},
-    }))
-    .expect("source");
-    src.api::<ReplicationSource>()
-        .create(&PostParams::default(), &rs)
-        .await
-        .expect("source");
+    create_paired_source(&src, "db", &pair, "Clone", "destination.invalid").await;
     let rs_api: Api<ReplicationSource> = src.api();
     let waiting = wait::until("the source to wait for the key", STEP, || async {
         let rs = rs_api.get("db").await.map_err(|e| e.to_string())?;
@@ -306,15 +366,7 @@ async fn vault_pairs_namespaces_without_copying_a_secret() {
     );
 
     // The destination generates the key and stores it in vault.
-    create_rd(
-        &dst,
-        "db",
-        json!({PAIR: pair}),
-        json!({"rsyncTLS": {"copyMethod": "Snapshot", "capacity": "1Gi",
-            "accessModes": ["ReadWriteOnce"],
-            "volumeSnapshotClassName": snapshot::SNAPSHOT_CLASS}}),
-    )
-    .await;
+    create_paired_destination(&dst, "db", &pair).await;
     let (address, dst_key) = crate::volsync::published(&dst, "db").await;
     patch_source(&src, "db", json!({"rsyncTLS": {"address": address}})).await;
     manual_synced(&src, "db", "one").await;

@@ -67,6 +67,14 @@ pub async fn create_rs(ns: &TestNamespace, name: &str, spec: Value) -> Replicati
         .expect("creating source")
 }
 
+/// The `rsyncTLS` of a Snapshot destination that the simulated storage serves.
+pub fn snapshot_tls() -> Value {
+    json!({
+        "copyMethod": "Snapshot", "capacity": "1Gi", "accessModes": ["ReadWriteOnce"],
+        "volumeSnapshotClassName": snapshot::SNAPSHOT_CLASS,
+    })
+}
+
 /// A Snapshot destination, continuous (no trigger), keeping `retain` images.
 pub async fn snapshot_destination(
     ns: &TestNamespace,
@@ -74,10 +82,7 @@ pub async fn snapshot_destination(
     retain: usize,
     extra_tls: Value,
 ) -> ReplicationDestination {
-    let mut tls = json!({
-        "copyMethod": "Snapshot", "capacity": "1Gi", "accessModes": ["ReadWriteOnce"],
-        "volumeSnapshotClassName": snapshot::SNAPSHOT_CLASS,
-    });
+    let mut tls = snapshot_tls();
     merge(&mut tls, extra_tls);
     create_rd(
         ns,

@@ -10,12 +10,12 @@ use serde_json::json;
 
 use crate::{
     env::env,
-    fixtures::{STEP, bound_dir, pvc},
+    fixtures::STEP,
     support::{sim::loadbalancer, wait},
     tree,
     volsync::{
-        claim_dir, copy_secret, destination, privileged_movers, published, source, synced,
-        synchronizing,
+        assert_mover_succeeded, claim_dir, copy_secret, destination, privileged_movers, published,
+        published_image, sample_source, synced, synchronizing,
     },
 };
 
@@ -37,15 +37,10 @@ async fn direct_to_direct_replicates_the_volume_byte_for_byte() {
     let (address, key_secret) = published(&dst, "backup").await;
     assert!(address.starts_with("127.64."), "a ClusterIP: {address}");
     copy_secret(&dst, &key_secret, &src, "backup-key").await;
-
-    pvc("data").create(&src).await;
-    let data = bound_dir(&src, "data").await;
-    tree::write_sample(&data, OWNER);
-
-    source(
+    let data = sample_source(
         &src,
         "backup",
-        "data",
+        OWNER,
         json!({"keySecret": "backup-key", "address": address}),
     )
     .await;
@@ -117,30 +112,18 @@ async fn direct_to_direct_through_a_load_balancer() {
         "a load-balancer address: {address}"
     );
     copy_secret(&dst, &key_secret, &src, "edge-key").await;
-    pvc("data").create(&src).await;
-    let data = bound_dir(&src, "data").await;
-    tree::write_sample(&data, OWNER);
-    source(
+    let data = sample_source(
         &src,
         "edge",
-        "data",
+        OWNER,
         json!({"keySecret": "edge-key", "address": address}),
     )
     .await;
     let rs = synced(&src, "edge", Duration::from_secs(120)).await;
-    let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
-    assert_eq!(
-        mover.as_ref().and_then(|m| m.result.clone()),
-        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
-        "{mover:?}"
-    );
-    let rds: Api<ReplicationDestination> = dst.api();
-    wait::until("the destination to publish latestImage", STEP, || async {
-        let rd = rds.get("edge").await.map_err(|e| e.to_string())?;
-        Ok(rd.status.and_then(|s| s.latest_image))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\ncontroller log:\n{}", env.controller_tail()));
+    assert_mover_succeeded(&rs);
+    published_image(&dst, "edge", STEP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\ncontroller log:\n{}", env.controller_tail()));
     tree::assert_same(&data, &claim_dir(&dst, "volsync-edge-dst").await);
 }
 
@@ -154,23 +137,15 @@ async fn direct_to_direct_with_unprivileged_movers() {
     destination(&dst, "backup", json!({})).await;
     let (address, key_secret) = published(&dst, "backup").await;
     copy_secret(&dst, &key_secret, &src, "backup-key").await;
-    pvc("data").create(&src).await;
-    let data = bound_dir(&src, "data").await;
-    tree::write_sample(&data, (65532, 65532));
-    source(
+    let data = sample_source(
         &src,
         "backup",
-        "data",
+        (65532, 65532),
         json!({"keySecret": "backup-key", "address": address}),
     )
     .await;
     let rs = synced(&src, "backup", Duration::from_secs(120)).await;
-    let mover = rs.status.and_then(|s| s.sync.latest_mover_status);
-    assert_eq!(
-        mover.as_ref().and_then(|m| m.result.clone()),
-        Some(ferrosync::api::Spelling::Known(MoverResult::Successful)),
-        "{mover:?}"
-    );
+    assert_mover_succeeded(&rs);
     let rds: Api<ReplicationDestination> = dst.api();
     wait::until("the destination to publish latestImage", STEP, || async {
         let rd = rds.get("backup").await.map_err(|e| e.to_string())?;

@@ -61,6 +61,92 @@ fn sites() -> Sites {
     }
 }
 
+/// One test's place in the two sites: its source's namespace in one, its destination's in
+/// the other, held for the test's life together with its turn (see [`SERIAL`]).
+struct Placed {
+    sites: Sites,
+    src: TestNamespace,
+    dst: TestNamespace,
+    /// The kubeconfig contexts of the source's site and the destination's.
+    contexts: (&'static str, &'static str),
+    // Last, so the next test starts only once this one's namespaces are dropped.
+    _one_at_a_time: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Placed {
+    /// Waits for this test's turn, then makes the source's and the destination's
+    /// namespaces, each `(site's context, namespace)`.
+    async fn new(source: (&'static str, &str), dest: (&'static str, &str)) -> Self {
+        let turn = SERIAL.lock().await;
+        let sites = sites();
+        let site = |context: &str| match context {
+            "east" => sites.east.cp,
+            _ => sites.west.cp,
+        };
+        let src = site(source.0).namespace(source.1).await;
+        let dst = site(dest.0).namespace(dest.1).await;
+        Placed {
+            sites,
+            src,
+            dst,
+            contexts: (source.0, dest.0),
+            _one_at_a_time: turn,
+        }
+    }
+
+    /// Opts both sides in to privileged movers: the sample tree's owners are kept only by
+    /// a mover that may set them.
+    async fn with_privileged_movers(self) -> Self {
+        privileged_movers(&self.src).await;
+        privileged_movers(&self.dst).await;
+        self
+    }
+
+    /// `kubectl ferrosync` for this test's pair.
+    fn pair(&self) -> Pair<'_> {
+        Pair {
+            kubeconfig: &self.sites.kubeconfig,
+            source: (self.contexts.0, &self.src),
+            dest: (self.contexts.1, &self.dst),
+        }
+    }
+}
+
+/// The source's volume `data`, bound, holding the sample tree and an incompressible
+/// `table.db` of `db_len` bytes; returns its directory.
+async fn sample_volume(src: &TestNamespace, db_len: usize) -> PathBuf {
+    pvc("data").create(src).await;
+    let dir = bound_dir(src, "data").await;
+    tree::write_sample(&dir, OWNER);
+    write_file(&dir, "table.db", db_len, 1);
+    dir
+}
+
+/// A source volume synced once, and a copy of it as synced, to compare with what a later
+/// step leaves.
+struct SyncedOnce {
+    volume: PathBuf,
+    as_synced: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Placed {
+    /// The source's [`sample_volume`] with a `db_len`-byte `table.db`, replicated as `db`
+    /// on a manual trigger and synced once.
+    async fn synced_once(&self, db_len: usize) -> SyncedOnce {
+        let volume = sample_volume(&self.src, db_len).await;
+        self.pair().replicate_and_sync_once().await;
+        let work = tempfile::tempdir().unwrap();
+        let as_synced = work.path().join("as-synced");
+        copy_tree(&volume, &as_synced);
+        SyncedOnce {
+            volume,
+            as_synced,
+            _work: work,
+        }
+    }
+}
+
 /// `kubectl ferrosync` for one pair: which context and namespace each side is in.
 struct Pair<'a> {
     kubeconfig: &'a Path,
@@ -98,6 +184,19 @@ impl Pair<'_> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
+    }
+
+    /// Replicates the source's `data` as `db`, synced on a manual trigger, and waits for
+    /// its first sync to be published.
+    async fn replicate_and_sync_once(&self) {
+        self.ok(&["replicate", "db", "--pvc", "data", "--manual", "once"]);
+        self.first_sync().await;
+    }
+
+    /// Waits for the first sync: the source's, then the destination's publishing it.
+    async fn first_sync(&self) {
+        synced(self.source.1, "db", Duration::from_secs(180)).await;
+        self.published(None).await;
     }
 
     /// The destination's last published sync, to tell a new one from it.
@@ -206,21 +305,12 @@ async fn source_status(ns: &TestNamespace, name: &str) -> String {
 
 #[tokio::test]
 async fn replicate_status_and_sync_between_two_clusters_through_a_load_balancer() {
-    let _one_at_a_time = SERIAL.lock().await;
-    let sites = sites();
-    let src = sites.east.cp.namespace("tc-app").await;
-    let dst = sites.west.cp.namespace("tc-copy").await;
-    privileged_movers(&src).await;
-    privileged_movers(&dst).await;
-    let pair = Pair {
-        kubeconfig: &sites.kubeconfig,
-        source: ("east", &src),
-        dest: ("west", &dst),
-    };
-    pvc("data").create(&src).await;
-    let east = bound_dir(&src, "data").await;
-    tree::write_sample(&east, OWNER);
-    write_file(&east, "table.db", 4 * MIB, 1);
+    let placed = Placed::new(("east", "tc-app"), ("west", "tc-copy"))
+        .await
+        .with_privileged_movers()
+        .await;
+    let (src, dst, pair) = (&placed.src, &placed.dst, placed.pair());
+    let east = sample_volume(src, 4 * MIB).await;
 
     let replicate = [
         "replicate",
@@ -264,8 +354,7 @@ async fn replicate_status_and_sync_between_two_clusters_through_a_load_balancer(
                 .is_none(),
         "each side lives in its own cluster only"
     );
-    synced(&src, "db", Duration::from_secs(180)).await;
-    pair.published(None).await;
+    pair.first_sync().await;
 
     // Twice is a no-op.
     let versions = || async {
@@ -375,23 +464,16 @@ async fn replicate_status_and_sync_between_two_clusters_through_a_load_balancer(
         .and_then(|s| s.latest_image)
         .expect("a latest image")
         .name;
-    pvc("check").restore_of(&image).create(&dst).await;
-    tree::assert_same(&east, &bound_dir(&dst, "check").await);
+    pvc("check").restore_of(&image).create(dst).await;
+    tree::assert_same(&east, &bound_dir(dst, "check").await);
 }
 
 #[tokio::test]
 async fn a_clusterip_of_the_other_cluster_is_unreachable_with_a_clear_status() {
-    let _one_at_a_time = SERIAL.lock().await;
-    let sites = sites();
-    let src = sites.east.cp.namespace("tc-cip-app").await;
-    let dst = sites.west.cp.namespace("tc-cip-copy").await;
-    let pair = Pair {
-        kubeconfig: &sites.kubeconfig,
-        source: ("east", &src),
-        dest: ("west", &dst),
-    };
-    pvc("data").create(&src).await;
-    write_file(&bound_dir(&src, "data").await, "a", 4096, 1);
+    let placed = Placed::new(("east", "tc-cip-app"), ("west", "tc-cip-copy")).await;
+    let (src, dst, pair) = (&placed.src, &placed.dst, placed.pair());
+    pvc("data").create(src).await;
+    write_file(&bound_dir(src, "data").await, "a", 4096, 1);
 
     pair.ok(&[
         "replicate",
@@ -417,7 +499,7 @@ async fn a_clusterip_of_the_other_cluster_is_unreachable_with_a_clear_status() {
         "the source in east to report the destination unreachable",
         Duration::from_secs(240),
         || async {
-            let text = source_status(&src, "db").await;
+            let text = source_status(src, "db").await;
             Ok(text
                 .to_lowercase()
                 .contains("destination unreachable")
@@ -439,27 +521,13 @@ async fn a_clusterip_of_the_other_cluster_is_unreachable_with_a_clear_status() {
 
 #[tokio::test]
 async fn failover_while_a_sync_is_in_flight_promotes_the_last_complete_sync() {
-    let _one_at_a_time = SERIAL.lock().await;
-    let sites = sites();
-    let src = sites.east.cp.namespace("tc-fly-app").await;
-    let dst = sites.west.cp.namespace("tc-fly-copy").await;
-    privileged_movers(&src).await;
-    privileged_movers(&dst).await;
-    let pair = Pair {
-        kubeconfig: &sites.kubeconfig,
-        source: ("east", &src),
-        dest: ("west", &dst),
-    };
-    pvc("data").create(&src).await;
-    let east = bound_dir(&src, "data").await;
-    tree::write_sample(&east, OWNER);
-    write_file(&east, "table.db", MIB, 1);
-    pair.ok(&["replicate", "db", "--pvc", "data", "--manual", "once"]);
-    synced(&src, "db", Duration::from_secs(180)).await;
-    pair.published(None).await;
-    let work = tempfile::tempdir().unwrap();
-    let as_synced = work.path().join("as-synced");
-    copy_tree(&east, &as_synced);
+    let placed = Placed::new(("east", "tc-fly-app"), ("west", "tc-fly-copy"))
+        .await
+        .with_privileged_movers()
+        .await;
+    let (src, dst, pair) = (&placed.src, &placed.dst, placed.pair());
+    let synced = placed.synced_once(MIB).await;
+    let (east, as_synced) = (&synced.volume, &synced.as_synced);
 
     // The next sync is slow (1 MiB/s for 24 MiB), so failover finds it in flight.
     let slow = json!({"metadata": {"annotations": {"ferrosync.io/rsync-bwlimit": "1m"}}});
@@ -467,7 +535,7 @@ async fn failover_while_a_sync_is_in_flight_promotes_the_last_complete_sync() {
         .patch("db", &PatchParams::default(), &Patch::Merge(&slow))
         .await
         .unwrap();
-    write_file(&east, "big.db", 24 * MIB, 7);
+    write_file(east, "big.db", 24 * MIB, 7);
     pair.ok(&["sync", "db"]);
     let rss = src.api::<ReplicationSource>();
     wait::until(
@@ -488,8 +556,8 @@ async fn failover_while_a_sync_is_in_flight_promotes_the_last_complete_sync() {
 
     let out = pair.ok(&["failover", "db", "--now"]);
     assert!(out.contains("promoted"), "{out}");
-    let promoted = bound_dir(&dst, "data").await;
-    tree::assert_same(&as_synced, &promoted);
+    let promoted = bound_dir(dst, "data").await;
+    tree::assert_same(as_synced, &promoted);
     assert!(
         !promoted.join("big.db").exists(),
         "part of the abandoned sync was promoted"
@@ -498,36 +566,23 @@ async fn failover_while_a_sync_is_in_flight_promotes_the_last_complete_sync() {
 
 #[tokio::test]
 async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_back_only_changes() {
-    let _one_at_a_time = SERIAL.lock().await;
-    let sites = sites();
     // West is the source here: east is this binary's shared cluster, which other tests use
     // while this one runs, so it is never the one lost.
-    let src = sites.west.cp.namespace("tc-dr-app").await;
-    let dst = sites.east.cp.namespace("tc-dr-copy").await;
-    privileged_movers(&src).await;
-    privileged_movers(&dst).await;
-    let pair = Pair {
-        kubeconfig: &sites.kubeconfig,
-        source: ("west", &src),
-        dest: ("east", &dst),
-    };
-    pvc("data").create(&src).await;
-    let origin = bound_dir(&src, "data").await;
-    tree::write_sample(&origin, OWNER);
-    write_file(&origin, "table.db", 8 * MIB, 1);
-    pair.ok(&["replicate", "db", "--pvc", "data", "--manual", "once"]);
-    synced(&src, "db", Duration::from_secs(180)).await;
-    pair.published(None).await;
-    let work = tempfile::tempdir().unwrap();
-    let as_synced = work.path().join("as-synced");
-    copy_tree(&origin, &as_synced);
-    write_file(&origin, "after-last-sync", 4096, 3);
+    let placed = Placed::new(("west", "tc-dr-app"), ("east", "tc-dr-copy"))
+        .await
+        .with_privileged_movers()
+        .await;
+    let (src, dst, pair) = (&placed.src, &placed.dst, placed.pair());
+    let sites = &placed.sites;
+    let synced = placed.synced_once(8 * MIB).await;
+    let (origin, as_synced) = (&synced.volume, &synced.as_synced);
+    write_file(origin, "after-last-sync", 4096, 3);
 
     // West is lost; failover in east goes ahead without it.
     let lost = Lost::site(sites.west.cp);
     let started = Instant::now();
     let out = pair.ok(&["failover", "db"]);
-    let copy = bound_dir(&dst, "data").await;
+    let copy = bound_dir(dst, "data").await;
     eprintln!(
         "failover with the source cluster gone: {:.1}s from the command to a bound PVC",
         started.elapsed().as_secs_f64()
@@ -536,7 +591,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
         out.contains("unreachable") && out.contains("promoted"),
         "{out}"
     );
-    tree::assert_same(&as_synced, &copy);
+    tree::assert_same(as_synced, &copy);
     let rd: ReplicationDestination = dst.api().get("db").await.unwrap();
     assert_eq!(rd.spec.paused, Some(true), "the destination is fenced");
 
@@ -557,7 +612,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
         "the returned source to report that it cannot sync",
         Duration::from_secs(240),
         || async {
-            let text = source_status(&src, "db").await;
+            let text = source_status(src, "db").await;
             Ok(text.contains("\"result\":\"Failed\"").then_some(text))
         },
     )
@@ -566,7 +621,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
         Ok(text) => text,
         Err(e) => panic!(
             "{e}\nsource status: {}\nwest's controller:\n{}",
-            source_status(&src, "db").await,
+            source_status(src, "db").await,
             sites.west.controller_tail()
         ),
     };
@@ -574,7 +629,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
         !said.contains("\"lastManualSync\":\"after-return\""),
         "{said}"
     );
-    tree::assert_same(&as_synced, &copy);
+    tree::assert_same(as_synced, &copy);
     assert!(!copy.join("after-last-sync").exists());
     let resume = pair.run(&["resume", "db"]);
     assert_eq!(
@@ -593,7 +648,7 @@ async fn a_lost_source_cluster_fails_over_cannot_overwrite_when_back_and_fails_b
     let out = pair.ok(&["failback", "db", "--switch-back"]);
     assert!(out.contains("kept VolumeSnapshot"), "{out}");
     assert!(out.contains("switched back"), "{out}");
-    tree::assert_same(&copy, &origin);
+    tree::assert_same(&copy, origin);
     let sent: Vec<u64> = out
         .lines()
         .filter_map(|l| l.strip_prefix("reverse sync done: "))

@@ -1,20 +1,26 @@
 //! ReplicationDestination/ReplicationSource fixtures, done the way a user does it, and the
 //! waits on their status.
 
-use ferrosync::api::{ReplicationDestination, ReplicationSource};
+use std::{path::PathBuf, time::Duration};
+
+use ferrosync::api::{MoverResult, ReplicationDestination, ReplicationSource, Spelling};
 use k8s_openapi::{
-    api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Secret},
+    api::batch::v1::Job,
+    api::core::v1::{
+        Namespace, PersistentVolume, PersistentVolumeClaim, Secret, TypedLocalObjectReference,
+    },
     apimachinery::pkg::apis::meta::v1::Condition,
 };
 use kube::{
-    Api,
-    api::{Patch, PatchParams, PostParams},
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 
 use crate::{
-    fixtures::STEP,
+    fixtures::{STEP, bound_dir, pvc},
     support::{TestNamespace, sim::Cluster, wait},
+    tree,
 };
 
 /// Creates ReplicationDestination `name` in `ns` with `rsync_tls` (merged over a Direct,
@@ -58,6 +64,98 @@ pub async fn source(
         .create(&PostParams::default(), &rs)
         .await
         .expect("creating source")
+}
+
+/// Creates source `name` in `ns` of a new PVC `data` holding the sample tree owned by
+/// `owner`, sending with `rsync_tls` (its key Secret and the destination's address);
+/// returns the volume's directory, to compare with what arrives.
+pub async fn sample_source(
+    ns: &TestNamespace,
+    name: &str,
+    owner: (u32, u32),
+    rsync_tls: Value,
+) -> PathBuf {
+    pvc("data").create(ns).await;
+    let data = bound_dir(ns, "data").await;
+    tree::write_sample(&data, owner);
+    source(ns, name, "data", rsync_tls).await;
+    data
+}
+
+/// Creates source `name` in `ns` of a new one-file PVC `data`, sending to `address` with
+/// Secret `key_secret`, which it also creates holding a key that no destination has:
+/// every handshake fails, as with a key copied from the wrong destination.
+pub async fn source_with_a_wrong_key(
+    ns: &TestNamespace,
+    name: &str,
+    key_secret: &str,
+    address: &str,
+) {
+    let wrong: Secret = serde_json::from_value(json!({
+        "metadata": {"name": key_secret},
+        "stringData": {"psk.txt": format!("volsync:{}", "ab".repeat(64))},
+    }))
+    .expect("secret");
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &wrong)
+        .await
+        .expect("secret");
+    pvc("data").create(ns).await;
+    std::fs::write(bound_dir(ns, "data").await.join("file"), "x").expect("write");
+    source(
+        ns,
+        name,
+        "data",
+        json!({"keySecret": key_secret, "address": address}),
+    )
+    .await;
+}
+
+/// Asserts that no mover Job was started in `ns`.
+pub async fn no_jobs(ns: &TestNamespace) {
+    let jobs = ns
+        .api::<Job>()
+        .list(&ListParams::default())
+        .await
+        .expect("jobs");
+    assert!(
+        jobs.items.is_empty(),
+        "no mover may start: {:?}",
+        jobs.items.iter().map(|j| j.name_any()).collect::<Vec<_>>()
+    );
+}
+
+/// Asserts that the source's latest mover succeeded.
+pub fn assert_mover_succeeded(rs: &ReplicationSource) {
+    let mover = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.sync.latest_mover_status.as_ref());
+    assert_eq!(
+        mover.and_then(|m| m.result.clone()),
+        Some(Spelling::Known(MoverResult::Successful)),
+        "{mover:?}"
+    );
+}
+
+/// Waits up to `timeout` for destination `name` to publish its `latestImage`; the error
+/// says what it waited for, for the caller to add what explains it.
+pub async fn published_image(
+    ns: &TestNamespace,
+    name: &str,
+    timeout: Duration,
+) -> Result<TypedLocalObjectReference, String> {
+    let api: Api<ReplicationDestination> = ns.api();
+    wait::until(
+        "the destination to publish latestImage",
+        timeout,
+        || async {
+            let rd = api.get(name).await.map_err(|e| e.to_string())?;
+            Ok(rd.status.and_then(|s| s.latest_image))
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn merge(base: &mut Value, extra: Value) {

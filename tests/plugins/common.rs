@@ -21,6 +21,15 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A copy at `to` of the shipped bundle `policies/<bundle>`, for a test to change.
+pub fn copy_bundle(bundle: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(root().join("policies").join(bundle)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 /// The outcome of `scripts/build-plugins.sh`, run once per test binary.
 pub struct Build {
     pub success: bool,

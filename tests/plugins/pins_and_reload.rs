@@ -2,28 +2,20 @@
 //! and keep the old set serving when the new one is bad.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use ferrosync::{
     api::ServiceType,
     policy::{
-        EngineOptions, FailureMode, LoadError, Pins, PolicyConfig, PolicyEngine,
-        reload::spawn_watcher,
+        Decided, EngineOptions, FailureMode, LoadError, Pins, PolicyConfig, PolicyEngine,
+        ServiceTypeDecision, reload::spawn_watcher,
     },
 };
 use serde_json::json;
 
 use super::common::*;
-
-fn copy_bundle(from: &str, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(root().join("policies").join(from)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
 
 fn set_pin(dir: &Path, pin: &str) {
     let file = dir.join("policy.toml");
@@ -32,11 +24,63 @@ fn set_pin(dir: &Path, pin: &str) {
     std::fs::write(&file, text.replace(line, &format!("sha256 = \"{pin}\""))).unwrap();
 }
 
-fn bundle_config(dir: &Path) -> PolicyConfig {
-    PolicyConfig {
-        service_type: bundle_point(dir, FailureMode::Fail),
-        ..PolicyConfig::default()
+/// A copy of the shipped multi-cluster bundle that a test changes under a running engine.
+struct Reloadable {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    config: PolicyConfig,
+    engine: PolicyEngine,
+}
+
+impl Reloadable {
+    /// The copy, and an engine deciding service types with it.
+    async fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("multi-cluster");
+        copy_bundle("multi-cluster", &dir);
+        let config = PolicyConfig {
+            service_type: bundle_point(&dir, FailureMode::Fail),
+            ..PolicyConfig::default()
+        };
+        let engine = engine(&config).await;
+        Reloadable {
+            _tmp: tmp,
+            dir,
+            config,
+            engine,
+        }
     }
+}
+
+/// The engine's service type for nodes of a provider whose load balancers the shipped
+/// bundle does not trust, and none seen yet: ClusterIP, until the bundle trusts hetzner's.
+async fn hetzner_decision(engine: &PolicyEngine) -> Decided<ServiceTypeDecision> {
+    let mut input = service_input();
+    input.topology.load_balancer_ingress_seen = false;
+    input.topology.provider_id_prefixes = vec!["hetzner".into()];
+    engine.service_type(&input).await.expect("decides")
+}
+
+/// A good change: the shipped bundle again, with settings that trust hetzner's load
+/// balancers.
+fn trust_hetzner(dir: &Path) {
+    copy_bundle("multi-cluster", dir);
+    let file = dir.join("policy.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("[\"aws\", \"gce\", \"azure\"]", "[\"hetzner\"]"),
+    )
+    .unwrap();
+}
+
+/// `ferrosync policy check` of the configuration file `config`.
+fn policy_check(config: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
+        .args(["policy", "check"])
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 /// `config` with the operator also pinning `digest`, so that what is refused next is
@@ -74,17 +118,13 @@ async fn wrong_sha256_refuses_to_load_and_says_why() {
 
 #[tokio::test]
 async fn reload_swaps_a_good_bundle_and_keeps_the_old_on_bad_ones() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("multi-cluster");
-    copy_bundle("multi-cluster", &dir);
-    let config = bundle_config(&dir);
-    let engine = engine(&config).await;
-    let decide = || async {
-        let mut input = service_input();
-        input.topology.load_balancer_ingress_seen = false;
-        input.topology.provider_id_prefixes = vec!["hetzner".into()];
-        engine.service_type(&input).await.expect("decides")
-    };
+    let Reloadable {
+        _tmp,
+        dir,
+        config,
+        engine,
+    } = Reloadable::new().await;
+    let decide = || hetzner_decision(&engine);
     let before = decide().await;
     assert_eq!(before.decision.service_type, ServiceType::ClusterIP);
     let old_digest = before.provenance.sha256.clone().unwrap();
@@ -137,14 +177,7 @@ async fn reload_swaps_a_good_bundle_and_keeps_the_old_on_bad_ones() {
     assert_eq!(decide().await.provenance.sha256.unwrap(), old_digest);
 
     // Good: new settings (hetzner load balancers now trusted) take effect.
-    copy_bundle("multi-cluster", &dir);
-    let file = dir.join("policy.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("[\"aws\", \"gce\", \"azure\"]", "[\"hetzner\"]"),
-    )
-    .unwrap();
+    trust_hetzner(&dir);
     engine.reload(&config).await.expect("good bundle loads");
     assert!(engine.last_reload_error().is_none());
     assert_eq!(
@@ -155,22 +188,15 @@ async fn reload_swaps_a_good_bundle_and_keeps_the_old_on_bad_ones() {
 
 #[tokio::test]
 async fn watcher_reloads_changed_files_without_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("multi-cluster");
-    copy_bundle("multi-cluster", &dir);
-    let config = bundle_config(&dir);
-    let engine = engine(&config).await;
+    let Reloadable {
+        _tmp,
+        dir,
+        config,
+        engine,
+    } = Reloadable::new().await;
     let watcher = spawn_watcher(engine.clone(), config.clone(), Duration::from_millis(50));
-    let mut input = service_input();
-    input.topology.load_balancer_ingress_seen = false;
-    input.topology.provider_id_prefixes = vec!["hetzner".into()];
     assert_eq!(
-        engine
-            .service_type(&input)
-            .await
-            .unwrap()
-            .decision
-            .service_type,
+        hetzner_decision(&engine).await.decision.service_type,
         ServiceType::ClusterIP
     );
 
@@ -182,27 +208,15 @@ async fn watcher_reloads_changed_files_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        engine
-            .service_type(&input)
-            .await
-            .unwrap()
-            .decision
-            .service_type,
+        hetzner_decision(&engine).await.decision.service_type,
         ServiceType::ClusterIP
     );
 
     // A good change takes effect.
-    copy_bundle("multi-cluster", &dir);
-    let file = dir.join("policy.toml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("[\"aws\", \"gce\", \"azure\"]", "[\"hetzner\"]"),
-    )
-    .unwrap();
+    trust_hetzner(&dir);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let d = engine.service_type(&input).await.unwrap();
+        let d = hetzner_decision(&engine).await;
         if d.decision.service_type == ServiceType::LoadBalancer {
             break;
         }
@@ -227,11 +241,7 @@ fn cli_check_validates_a_configuration() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
-        .args(["policy", "check"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = policy_check(&good);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -251,11 +261,7 @@ fn cli_check_validates_a_configuration() {
         format!("[policy.copy_method]\nbundle = {bundle:?}\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
-        .args(["policy", "check"])
-        .arg(&unpinned)
-        .output()
-        .unwrap();
+    let out = policy_check(&unpinned);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -270,11 +276,7 @@ fn cli_check_validates_a_configuration() {
         "[policy.copy_method]\nbundle = \"/nonexistent\"\nsurprise = 1\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrosync"))
-        .args(["policy", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = policy_check(&bad);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
 }

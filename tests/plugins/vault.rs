@@ -3,14 +3,14 @@
 
 use std::{
     net::TcpListener,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use ferrosync::policy::{
-    DecidedBy, FailureKind, FailureMode, HttpGrant, PolicyConfig, PskAnswer, Side,
+    DecidedBy, FailureKind, FailureMode, HttpGrant, PolicyConfig, PolicyEngine, PskAnswer, Side,
     credentials::{CredentialPolicy, StaticCredentials},
     pairs::{self, AuthorisedPair},
 };
@@ -124,12 +124,8 @@ impl Drop for Bao {
 const SHIPPED_ADDRESS: &str = "https://vault.vault.svc:8200";
 
 /// The shipped vault bundle, pointed at this server.
-pub(super) fn bundle_for(bao: &Bao, dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    for entry in std::fs::read_dir(root().join("policies/vault")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+fn bundle_for(bao: &Bao, dir: &Path) {
+    copy_bundle("vault", dir);
     let file = dir.join("policy.toml");
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(
@@ -155,23 +151,68 @@ fn credential_policy(bao: &Bao, plain_http: bool) -> CredentialPolicy {
     )
 }
 
-async fn engine_for(
-    bao: &Bao,
+async fn engine_for(bao: &Bao, dir: &Path, token: &str, plain_http: bool) -> PolicyEngine {
+    bundle_engine(dir, credential_policy(bao, plain_http), token).await
+}
+
+/// An engine deciding psk with the shipped bundle in `dir` under `credentials`, `token`
+/// being the vault token the bundle names.
+pub(super) async fn bundle_engine(
     dir: &Path,
+    credentials: CredentialPolicy,
     token: &str,
-    plain_http: bool,
-) -> ferrosync::policy::PolicyEngine {
+) -> PolicyEngine {
     let mut config = PolicyConfig {
         psk: bundle_point(dir, FailureMode::Fail),
-        credentials: credential_policy(bao, plain_http),
+        credentials,
         ..PolicyConfig::default()
     };
-    // These tests are about the plugin and the vault: every pass asks (the backoff of a
-    // waiting source has its own test below).
+    ask_every_pass(&mut config);
+    engine_with(&config, vault_token(token), None).await
+}
+
+/// These tests are about the plugin and the vault: every pass asks it, instead of
+/// waiting out a waiting source's backoff (which has its own test below).
+fn ask_every_pass(config: &mut PolicyConfig) {
     config.engine.key_retry_min = Duration::ZERO;
     config.engine.key_retry_max = Duration::ZERO;
-    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", token);
-    engine_with(&config, Arc::new(creds), None).await
+}
+
+/// `token` as the Secret the shipped bundle names for its vault token.
+pub(super) fn vault_token(token: &str) -> Arc<StaticCredentials> {
+    Arc::new(StaticCredentials::new().with("ferrosync-vault-token", "token", token))
+}
+
+/// The grant a hostile psk plugin is given: the test's vault, with its token.
+pub(super) fn vault_grant(bao: &Bao) -> HttpGrant {
+    HttpGrant {
+        allow: vec![bao.addr.clone()],
+        timeout: Duration::from_secs(3),
+        max_response_kib: 64,
+        max_requests: 4,
+        credentials: Some(ferrosync::policy::CredentialRef {
+            secret: "ferrosync-vault-token".into(),
+            namespace: None,
+            key: "token".into(),
+            header: "X-Vault-Token".into(),
+        }),
+    }
+}
+
+/// A fresh OpenBao for one test, once the plugins are built.
+pub(super) async fn started_bao() -> Bao {
+    assert!(build().success, "{}", build().output);
+    tokio::task::spawn_blocking(Bao::start).await.unwrap()
+}
+
+/// [`started_bao`], and the shipped bundle pointed at it in a temporary directory (which
+/// lives as long as the returned guard).
+pub(super) async fn bao_and_bundle() -> (Bao, tempfile::TempDir, PathBuf) {
+    let bao = started_bao().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    bundle_for(&bao, &dir);
+    (bao, tmp, dir)
 }
 
 /// `pair` as the host authorises it for a namespace granted exactly that prefix.
@@ -183,15 +224,18 @@ pub(super) fn authorised(pair: &str) -> AuthorisedPair {
         .expect("a pair")
 }
 
+/// A Vault API GET with the root token: status and body.
+pub(super) async fn get(bao: &Bao, path: String) -> (u16, Value) {
+    let addr = bao.addr.clone();
+    tokio::task::spawn_blocking(move || call(&addr, "GET", &path, ROOT_TOKEN, None))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// The key stored at `pair`, if any, read with the root token.
 async fn stored(bao: &Bao, pair: &str) -> Option<String> {
-    let addr = bao.addr.clone();
-    let path = format!("/v1/secret/data/ferrosync/psk/{pair}");
-    let (status, body) =
-        tokio::task::spawn_blocking(move || call(&addr, "GET", &path, ROOT_TOKEN, None))
-            .await
-            .unwrap()
-            .unwrap();
+    let (status, body) = get(bao, format!("/v1/secret/data/ferrosync/psk/{pair}")).await;
     match status {
         200 => body["data"]["data"]["psk"].as_str().map(str::to_owned),
         404 => None,
@@ -201,11 +245,7 @@ async fn stored(bao: &Bao, pair: &str) -> Option<String> {
 
 #[tokio::test]
 async fn destination_stores_and_source_reads_the_same_key() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let engine = engine_for(&bao, &dir, ROOT_TOKEN, true).await;
     let pair = "db-eu-us";
     let scope = authorised(pair);
@@ -242,25 +282,9 @@ async fn destination_stores_and_source_reads_the_same_key() {
     assert_eq!(key.bits(), 256);
 
     // It is really in the vault.
-    let (status, body) = tokio::task::spawn_blocking({
-        let addr = bao.addr.clone();
-        move || {
-            call(
-                &addr,
-                "GET",
-                "/v1/secret/data/ferrosync/psk/db-eu-us",
-                ROOT_TOKEN,
-                None,
-            )
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(status, 200);
     assert_eq!(
-        body["data"]["data"]["psk"],
-        format!("ferrosync:{}", key.key_hex())
+        stored(&bao, pair).await,
+        Some(format!("ferrosync:{}", key.key_hex()))
     );
 
     // The source now reads the same key; so does the destination on its next pass.
@@ -275,17 +299,13 @@ async fn destination_stores_and_source_reads_the_same_key() {
 
 #[tokio::test]
 async fn token_that_cannot_read_the_path_gets_a_clear_error() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let token = tokio::task::spawn_blocking({
         let addr = bao.addr.clone();
         move || unprivileged_token(&addr)
     })
     .await
     .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
     let engine = engine_for(&bao, &dir, &token, true).await;
     let err = engine
         .psk_for_pair(
@@ -319,11 +339,7 @@ impl ferrosync::policy::http::HttpTransport for Counting {
 #[tokio::test]
 async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff() {
     use std::sync::atomic::Ordering;
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let mut config = PolicyConfig {
         psk: bundle_point(&dir, FailureMode::Fail),
         credentials: credential_policy(&bao, true),
@@ -332,8 +348,7 @@ async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff(
     config.engine.key_retry_min = Duration::from_millis(300);
     config.engine.key_retry_max = Duration::from_millis(600);
     let vault = Arc::new(Counting(Default::default()));
-    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
-    let engine = engine_with(&config, Arc::new(creds), Some(vault.clone())).await;
+    let engine = engine_with(&config, vault_token(ROOT_TOKEN), Some(vault.clone())).await;
     let source = psk_input(Side::Source, Some("db-backoff"));
 
     // The first pass asks the vault: no key yet.
@@ -412,29 +427,16 @@ async fn a_source_waiting_for_its_key_asks_the_vault_again_only_after_a_backoff(
 /// credential now has that request refused before the vault is contacted.
 #[tokio::test]
 async fn a_plugin_cannot_have_its_token_looked_up() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
+    let bao = started_bao().await;
     let lookup = format!("{}/v1/auth/token/lookup-self", bao.addr);
     let mut spec = spec("hostile-psk", json!({ "mode": "http", "url": lookup }));
-    spec.grants.http = Some(HttpGrant {
-        allow: vec![bao.addr.clone()],
-        timeout: Duration::from_secs(3),
-        max_response_kib: 64,
-        max_requests: 4,
-        credentials: Some(ferrosync::policy::CredentialRef {
-            secret: "ferrosync-vault-token".into(),
-            namespace: None,
-            key: "token".into(),
-            header: "X-Vault-Token".into(),
-        }),
-    });
+    spec.grants.http = Some(vault_grant(&bao));
     let config = PolicyConfig {
         psk: point(spec, FailureMode::Fail),
         credentials: credential_policy(&bao, true),
         ..PolicyConfig::default()
     };
-    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
-    let engine = engine_with(&config, Arc::new(creds), None).await;
+    let engine = engine_with(&config, vault_token(ROOT_TOKEN), None).await;
     let err = engine
         .psk_for_pair(
             &psk_input(Side::Source, Some("db-eu-us")),
@@ -458,11 +460,7 @@ async fn a_plugin_cannot_have_its_token_looked_up() {
 /// neither read nor written.
 #[tokio::test]
 async fn the_token_reaches_only_the_authorised_pairs_path() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let engine = engine_for(&bao, &dir, ROOT_TOKEN, true).await;
 
     // Team B stores its key.
@@ -506,11 +504,7 @@ async fn the_token_reaches_only_the_authorised_pairs_path() {
 /// operator's explicit `allow_plain_http`; without it nothing is contacted.
 #[tokio::test]
 async fn plain_http_gets_no_token_unless_the_operator_allows_it() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let engine = engine_for(&bao, &dir, ROOT_TOKEN, false).await;
     let err = engine
         .psk_for_pair(
@@ -568,11 +562,7 @@ async fn an_ambiguous_credential_target_is_refused_at_load() {
 /// namespaces, get their key from the same bundle; another pair from the default.
 #[tokio::test]
 async fn both_sides_of_a_pair_get_their_key_from_the_same_binding() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let mut config = PolicyConfig {
         credentials: credential_policy(&bao, true),
         bindings: vec![ferrosync::policy::scope::BindingConfig {
@@ -583,10 +573,8 @@ async fn both_sides_of_a_pair_get_their_key_from_the_same_binding() {
         }],
         ..PolicyConfig::default()
     };
-    config.engine.key_retry_min = Duration::ZERO;
-    config.engine.key_retry_max = Duration::ZERO;
-    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
-    let engine = engine_with(&config, Arc::new(creds), None).await;
+    ask_every_pass(&mut config);
+    let engine = engine_with(&config, vault_token(ROOT_TOKEN), None).await;
 
     let pair = "db-eu-us";
     let scope = authorised(pair);
@@ -622,11 +610,7 @@ async fn both_sides_of_a_pair_get_their_key_from_the_same_binding() {
 /// the active (built-in) decision is used, and the candidate's answer is recorded.
 #[tokio::test]
 async fn a_shadow_psk_plugin_never_stores_a_key() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let config = PolicyConfig {
         credentials: credential_policy(&bao, true),
         shadow: ferrosync::policy::shadow::ShadowConfig {
@@ -636,8 +620,7 @@ async fn a_shadow_psk_plugin_never_stores_a_key() {
         ..PolicyConfig::default()
     };
     // The token would let it write; the host never hands it over.
-    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
-    let engine = engine_with(&config, Arc::new(creds), None).await;
+    let engine = engine_with(&config, vault_token(ROOT_TOKEN), None).await;
     let pair = "db-shadow";
     let scope = authorised(pair);
     for side in [Side::Destination, Side::Source, Side::Destination] {

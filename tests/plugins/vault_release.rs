@@ -4,18 +4,20 @@
 //! deletes it. The credential reaches only the authorised pair and the asking side's own
 //! member entry, so a hostile plugin releasing for tenant B cannot touch tenant A's pair.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::path::Path;
 
 use ferrosync::policy::{
-    FailureMode, HttpGrant, PolicyConfig, PolicyEngine, PskAnswer, Side,
-    credentials::{CredentialPolicy, StaticCredentials},
+    FailureMode, PolicyConfig, PolicyEngine, PskAnswer, Side,
+    credentials::CredentialPolicy,
     release::{PskReleaseInput, ReleaseOutcome, member_id},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{
     common::*,
-    vault::{Bao, ROOT_TOKEN, authorised, bundle_for, call},
+    vault::{
+        Bao, ROOT_TOKEN, authorised, bao_and_bundle, bundle_engine, get, vault_grant, vault_token,
+    },
 };
 
 /// What an operator writes to let the shipped bundle record members: the pair's key (data
@@ -33,25 +35,13 @@ fn member_targets(addr: &str) -> Vec<String> {
     .collect()
 }
 
-async fn engine_for(bao: &Bao, dir: &Path) -> PolicyEngine {
-    let mut config = PolicyConfig {
-        psk: bundle_point(dir, FailureMode::Fail),
-        credentials: CredentialPolicy::new(member_targets(&bao.addr), vec![bao.addr.clone()]),
-        ..PolicyConfig::default()
-    };
-    config.engine.key_retry_min = Duration::ZERO;
-    config.engine.key_retry_max = Duration::ZERO;
-    let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
-    engine_with(&config, Arc::new(creds), None).await
+/// [`member_targets`], over the loopback server's plain HTTP.
+fn member_policy(bao: &Bao) -> CredentialPolicy {
+    CredentialPolicy::new(member_targets(&bao.addr), vec![bao.addr.clone()])
 }
 
-/// A Vault API GET with the root token: status and body.
-async fn get(bao: &Bao, path: String) -> (u16, Value) {
-    let addr = bao.addr.clone();
-    tokio::task::spawn_blocking(move || call(&addr, "GET", &path, ROOT_TOKEN, None))
-        .await
-        .unwrap()
-        .unwrap()
+async fn engine_for(bao: &Bao, dir: &Path) -> PolicyEngine {
+    bundle_engine(dir, member_policy(bao), ROOT_TOKEN).await
 }
 
 async fn key_exists(bao: &Bao, pair: &str) -> bool {
@@ -99,11 +89,7 @@ fn release_input(side: Side, uid: &str) -> PskReleaseInput {
 
 #[tokio::test]
 async fn the_key_stays_while_one_side_remains_and_goes_with_the_last() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let engine = engine_for(&bao, &dir).await;
     let pair = "db-eu-us";
     let scope = authorised(pair);
@@ -186,11 +172,7 @@ async fn the_key_stays_while_one_side_remains_and_goes_with_the_last() {
 
 #[tokio::test]
 async fn a_release_for_tenant_b_cannot_touch_tenant_as_pair_or_members() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
 
     // Tenant A's pair, joined by both of A's sides.
     let shipped = engine_for(&bao, &dir).await;
@@ -220,25 +202,13 @@ async fn a_release_for_tenant_b_cannot_touch_tenant_as_pair_or_members() {
         ),
     ] {
         let mut hostile = spec("hostile-psk", json!({ "url": target }));
-        hostile.grants.http = Some(HttpGrant {
-            allow: vec![bao.addr.clone()],
-            timeout: Duration::from_secs(3),
-            max_response_kib: 64,
-            max_requests: 4,
-            credentials: Some(ferrosync::policy::CredentialRef {
-                secret: "ferrosync-vault-token".into(),
-                namespace: None,
-                key: "token".into(),
-                header: "X-Vault-Token".into(),
-            }),
-        });
+        hostile.grants.http = Some(vault_grant(&bao));
         let config = PolicyConfig {
             psk: point(hostile, FailureMode::Fallback),
-            credentials: CredentialPolicy::new(member_targets(&bao.addr), vec![bao.addr.clone()]),
+            credentials: member_policy(&bao),
             ..PolicyConfig::default()
         };
-        let creds = StaticCredentials::new().with("ferrosync-vault-token", "token", ROOT_TOKEN);
-        let engine = engine_with(&config, Arc::new(creds), None).await;
+        let engine = engine_with(&config, vault_token(ROOT_TOKEN), None).await;
         // Even configured to fall back, a failed release is an error, never "released".
         let err = engine
             .psk_release(&b_scope, release_input(Side::Destination, "b-dst"))
@@ -256,11 +226,7 @@ async fn a_release_for_tenant_b_cannot_touch_tenant_as_pair_or_members() {
 
 #[tokio::test]
 async fn an_unreachable_vault_is_an_error_not_a_release() {
-    assert!(build().success, "{}", build().output);
-    let bao = tokio::task::spawn_blocking(Bao::start).await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("vault");
-    bundle_for(&bao, &dir);
+    let (bao, _tmp, dir) = bao_and_bundle().await;
     let engine = engine_for(&bao, &dir).await;
     let pair = "db-down";
     let scope = authorised(pair);
