@@ -95,7 +95,14 @@ build() { # name binary packages user entrypoint(comma-separated) cmd(comma-sepa
   shift 6
   local env=("$@")
   [ -x "$binary" ] || { echo "build-images: $binary not found (cargo build --bins first)" >&2; exit 1; }
-  local start=$SECONDS base_dir key
+  local start=$SECONDS base_dir key lock
+  # Builds of one image are serialised: two clusters of a test or the demo start at once
+  # and each asks for the images. Without the lock both would build the same key and
+  # replace each other's directory while the other pushes from it. The lock is released
+  # when this script exits.
+  mkdir -p "$cache"
+  exec {lock}>"$cache/.lock-$name"
+  flock "$lock"
   base_dir=$(base "$name" "$packages")
   [ -f "$base_dir/done" ] || exit 1
   key=$( {
@@ -156,8 +163,9 @@ build() { # name binary packages user entrypoint(comma-separated) cmd(comma-sepa
   rm -rf "$dir"
   mv "$tmp" "$dir"
   trap - EXIT
-  # Older builds of this image are of no further use.
-  find "$cache" -maxdepth 1 -name "$name-*" ! -name "$name-$key" -exec rm -rf {} +
+  # Older builds of this image are of no further use once nothing pushes from them: a
+  # test binary of another build may still be reading one, so only those an hour old go.
+  find "$cache" -maxdepth 1 -name "$name-*" ! -name "$name-$key" -mmin +60 -exec rm -rf {} +
   echo "$name $dir/oci:$name"
 }
 

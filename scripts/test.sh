@@ -29,7 +29,10 @@ bash scripts/build-plugins.sh
 # binaries the tests use; cached by content, so a warm run builds nothing. The end-to-end
 # tests and the demo pull them from a registry on loopback.
 images_start=$(date +%s)
-cargo build --quiet --bins
+# The same targets as the demo builds: with an example in the build, cargo enables the
+# dev-dependencies' features for the binaries too, so a build of the binaries alone would
+# link different ones and the demo would build its images again.
+cargo build --quiet --bin ferrosync --bin ferrosync-mover --bin kubectl-ferrosync --example cluster
 bash scripts/build-images.sh >/dev/null
 echo "images built or found cached in $(( $(date +%s) - images_start ))s"
 

@@ -148,12 +148,63 @@ pub fn kill_group(child: &mut Child) {
     tell_watchdog(&format!("unpg {}", child.id()));
 }
 
-/// A free TCP port on 127.0.0.1. The port is released before it is used, so another
-/// process could take it in between; the kernel hands out ports in sequence, which makes
-/// that unlikely within one test run.
+/// A free TCP port on 127.0.0.1, for a child to listen on. The port is released before the
+/// child binds it, so it is picked below the kernel's ephemeral range: every `bind(:0)` and
+/// every outgoing connection (movers, tunnels, simulators, clients, in this or another test
+/// binary) takes its ports from that range, so none of them can take this one in between.
+/// Only another caller of this function could, and it picks at random from ~20,000 ports.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port on 127.0.0.1")
+    let below = ephemeral_low().max(LOWEST_PICKED + 1000);
+    (0..200)
+        .map(|_| LOWEST_PICKED + (random() % u64::from(below - LOWEST_PICKED)) as u16)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("binding an ephemeral port on 127.0.0.1")
+        })
+}
+
+/// The lowest port [`free_port`] picks: above the well-known and most registered services.
+const LOWEST_PICKED: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// A random number: std's per-process random hash keys over a counter, so concurrent test
+/// binaries pick different sequences.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut hasher = KEYS.get_or_init(Default::default).build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_lie_below_the_ephemeral_range_and_can_be_bound() {
+        let low = ephemeral_low();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        for &port in &ports {
+            assert!(
+                (LOWEST_PICKED..low).contains(&port),
+                "{port} not below {low}"
+            );
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("a free port binds");
+        }
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 40, "picks repeat: {ports:?}");
+    }
 }
