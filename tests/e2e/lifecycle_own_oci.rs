@@ -26,6 +26,7 @@ use serde_json::json;
 use crate::{
     env::{SERIAL, env},
     fixtures::pvc,
+    lifecycle_own_support::{aws_ebs_bundle, copy_method_of},
     lifecycle_support::{create_rs, snapshot_destination, source_spec},
     support::{
         controller::ferrosync_binary,
@@ -45,19 +46,7 @@ fn shipped() -> PathBuf {
 /// The shipped aws-ebs bundle, copied to `dir`, treating the simulator's driver as EBS
 /// (so the plugin chooses Snapshot where the built-in default would not).
 fn bundle_for_the_simulator(dir: &Path) -> PathBuf {
-    let bundle = dir.join("aws-ebs");
-    std::fs::create_dir_all(&bundle).expect("mkdir");
-    for entry in std::fs::read_dir(shipped()).expect("bundle").flatten() {
-        std::fs::copy(entry.path(), bundle.join(entry.file_name())).expect("copy");
-    }
-    let policy = bundle.join("policy.toml");
-    let text = std::fs::read_to_string(&policy).expect("read");
-    std::fs::write(
-        &policy,
-        text.replace("\"ebs.csi.aws.com\"", &format!("{DRIVER:?}")),
-    )
-    .expect("write");
-    bundle
+    aws_ebs_bundle(&dir.join("aws-ebs"), true)
 }
 
 fn docker_config(dir: &Path, registry: &Registry, password: &str, name: &str) -> PathBuf {
@@ -198,6 +187,59 @@ async fn policy_push_then_pull_round_trips_by_digest_and_refuses_bad_credentials
 
 /// A dockerconfigjson Secret in the controller's namespace, as
 /// `kubectl create secret docker-registry` makes it.
+/// What the controller-side tests start from: the registry, a scratch directory in the
+/// control plane's, the simulator's bundle in it, a docker config with the registry's
+/// password, the component's pin, and a client; the controller's identity is in place for
+/// the Secrets it reads.
+type Scratch = (
+    &'static Registry,
+    PathBuf,
+    PathBuf,
+    PathBuf,
+    String,
+    kube::Client,
+);
+
+async fn scratch(name: &str) -> Scratch {
+    let env = env();
+    let registry = registry::bare();
+    let dir = env.cp.dir.join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let bundle = bundle_for_the_simulator(&dir);
+    let good = docker_config(&dir, registry, &registry.password, "good.json");
+    let pin = ferrosync::policy::plugin::sha256_hex(
+        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
+    );
+    let client = env.cp.client().await;
+    deploy::controller_identity(env.cp);
+    (registry, dir, bundle, good, pin, client)
+}
+
+/// Engine options whose pull secrets are read, as the controller reads them, from its
+/// namespace.
+fn engine_options(client: &kube::Client) -> EngineOptions {
+    EngineOptions {
+        pull_secrets: Arc::new(KubePullSecrets::new(client.clone(), deploy::NAMESPACE)),
+        ..EngineOptions::default()
+    }
+}
+
+/// Two pull secrets: one with the registry's password, one it refuses.
+async fn good_and_refused_secrets(
+    client: &kube::Client,
+    registry: &Registry,
+    good: &str,
+    refused: &str,
+) {
+    pull_secret(
+        client,
+        good,
+        registry.docker_config_json(&registry.password),
+    )
+    .await;
+    pull_secret(client, refused, registry.docker_config_json("wrong")).await;
+}
+
 async fn pull_secret(client: &kube::Client, name: &str, config: String) {
     let api: Api<Secret> = Api::namespaced(client.clone(), deploy::NAMESPACE);
     let _ = api.delete(name, &Default::default()).await;
@@ -246,17 +288,8 @@ fn load(path: &Path) -> PolicyConfig {
 async fn a_bundle_pulled_by_digest_decides_for_the_controller() {
     let _one_at_a_time = SERIAL.lock().await;
     let env = env();
-    let registry = registry::bare();
-    let dir = env.cp.dir.join(format!("oci-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let bundle = bundle_for_the_simulator(&dir);
-    let good = docker_config(&dir, registry, &registry.password, "good.json");
+    let (registry, dir, bundle, good, pin, client) = scratch("oci").await;
     let pinned = push(registry, &bundle, "policies/aws-ebs-sim", &good);
-    let pin = ferrosync::policy::plugin::sha256_hex(
-        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
-    );
-    let client = env.cp.client().await;
-    deploy::controller_identity(env.cp);
     // The Secret holds a password the registry refuses at first.
     pull_secret(
         &client,
@@ -324,21 +357,7 @@ async fn a_bundle_pulled_by_digest_decides_for_the_controller() {
     )
     .await;
     let api: Api<ReplicationSource> = src.api();
-    let decided = wait::until(
-        "first's copy-method decision",
-        Duration::from_secs(120),
-        || async {
-            let rs = api.get("first").await.map_err(|e| e.to_string())?;
-            Ok(rs
-                .status
-                .and_then(|s| s.sync.policy)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|d| d.decision == "copy-method"))
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", env.controller_tail()));
+    let decided = copy_method_of(&api, "first").await;
     assert_eq!(decided.value, "Snapshot", "{decided:?}");
     assert_eq!(decided.decided_by, "copy-method-by-driver", "{decided:?}");
     assert_ne!(decided.fallback, Some(true));
@@ -351,38 +370,17 @@ async fn a_bundle_pulled_by_digest_decides_for_the_controller() {
 
 #[tokio::test]
 async fn a_wrong_digest_or_refused_credentials_keep_the_old_set_serving() {
-    let env = env();
-    let registry = registry::bare();
-    let dir = env
-        .cp
-        .dir
-        .join(format!("oci-refusals-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let bundle = bundle_for_the_simulator(&dir);
-    let good = docker_config(&dir, registry, &registry.password, "good.json");
+    let (registry, dir, bundle, good, pin, client) = scratch("oci-refusals").await;
     let pinned = push(registry, &bundle, "policies/aws-ebs-refusals", &good);
-    let pin = ferrosync::policy::plugin::sha256_hex(
-        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
-    );
-    let client = env.cp.client().await;
-    deploy::controller_identity(env.cp);
-    pull_secret(
+    good_and_refused_secrets(
         &client,
+        registry,
         "policy-registry-ok",
-        registry.docker_config_json(&registry.password),
-    )
-    .await;
-    pull_secret(
-        &client,
         "policy-registry-wrong",
-        registry.docker_config_json("wrong"),
     )
     .await;
     let cache = dir.join("cache");
-    let options = || EngineOptions {
-        pull_secrets: Arc::new(KubePullSecrets::new(client.clone(), deploy::NAMESPACE)),
-        ..EngineOptions::default()
-    };
+    let options = || engine_options(&client);
     let good_config = load(&controller_config(
         &dir,
         "good.toml",
@@ -561,33 +559,17 @@ fn requiring_signatures(config: &Path, public: &Path) -> PolicyConfig {
 
 #[tokio::test]
 async fn a_signature_travels_with_the_bundle_and_is_checked_when_required() {
-    let env = env();
-    let registry = registry::bare();
-    let dir = env
-        .cp
-        .dir
-        .join(format!("oci-signed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let bundle = bundle_for_the_simulator(&dir);
-    let good = docker_config(&dir, registry, &registry.password, "good.json");
+    let (registry, dir, bundle, good, pin, client) = scratch("oci-signed").await;
     let unsigned = push(registry, &bundle, "policies/unsigned", &good);
     let public = sign(&dir, &bundle);
     let signed = push(registry, &bundle, "policies/signed", &good);
-    let pin = ferrosync::policy::plugin::sha256_hex(
-        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
-    );
-    let client = env.cp.client().await;
-    deploy::controller_identity(env.cp);
     pull_secret(
         &client,
         "policy-registry-signed",
         registry.docker_config_json(&registry.password),
     )
     .await;
-    let options = || EngineOptions {
-        pull_secrets: Arc::new(KubePullSecrets::new(client.clone(), deploy::NAMESPACE)),
-        ..EngineOptions::default()
-    };
+    let options = || engine_options(&client);
     let cache = dir.join("cache");
 
     let config = controller_config(
@@ -632,34 +614,16 @@ async fn a_signature_travels_with_the_bundle_and_is_checked_when_required() {
 
 #[tokio::test]
 async fn refused_credentials_are_retried_with_backoff_until_the_secret_is_fixed() {
-    let env = env();
-    let registry = registry::bare();
-    let dir = env.cp.dir.join(format!("oci-retry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let bundle = bundle_for_the_simulator(&dir);
-    let good = docker_config(&dir, registry, &registry.password, "good.json");
+    let (registry, dir, bundle, good, pin, client) = scratch("oci-retry").await;
     let pinned = push(registry, &bundle, "policies/retried", &good);
-    let pin = ferrosync::policy::plugin::sha256_hex(
-        &std::fs::read(bundle.join(COMPONENT)).expect("component"),
-    );
-    let client = env.cp.client().await;
-    deploy::controller_identity(env.cp);
-    pull_secret(
+    good_and_refused_secrets(
         &client,
+        registry,
         "policy-registry-first",
-        registry.docker_config_json(&registry.password),
-    )
-    .await;
-    pull_secret(
-        &client,
         "policy-registry-later",
-        registry.docker_config_json("wrong"),
     )
     .await;
-    let options = || EngineOptions {
-        pull_secrets: Arc::new(KubePullSecrets::new(client.clone(), deploy::NAMESPACE)),
-        ..EngineOptions::default()
-    };
+    let options = || engine_options(&client);
     // A second point from a directory, whose change makes the watcher reload.
     let service = dir.join("multi-cluster");
     std::fs::create_dir_all(&service).expect("mkdir");

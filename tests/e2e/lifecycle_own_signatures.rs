@@ -12,8 +12,9 @@ use serde_json::json;
 use crate::{
     env::{SERIAL, env},
     fixtures::pvc,
+    lifecycle_own_support::{aws_ebs_bundle, copy_method_of},
     lifecycle_support::{create_rs, snapshot_destination, source_spec},
-    support::{sim::storage::DRIVER, wait},
+    support::wait,
 };
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -71,27 +72,6 @@ fn sign(dir: &Path, name: &str, file: &Path) {
     );
 }
 
-async fn copy_method_of(
-    api: &Api<ReplicationSource>,
-    name: &str,
-) -> ferrosync::api::PolicyDecision {
-    wait::until(
-        &format!("{name}'s copy-method decision"),
-        Duration::from_secs(120),
-        || async {
-            let rs = api.get(name).await.map_err(|e| e.to_string())?;
-            Ok(rs
-                .status
-                .and_then(|s| s.sync.policy)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|d| d.decision == "copy-method"))
-        },
-    )
-    .await
-    .expect("decided")
-}
-
 #[tokio::test]
 async fn a_wrongly_signed_bundle_is_refused_while_the_old_set_serves() {
     let _one_at_a_time = SERIAL.lock().await;
@@ -100,20 +80,9 @@ async fn a_wrongly_signed_bundle_is_refused_while_the_old_set_serves() {
         .cp
         .dir
         .join(format!("signatures-{}", std::process::id()));
-    let bundle = dir.join("aws-ebs");
-    std::fs::create_dir_all(&bundle).expect("mkdir");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/aws-ebs");
-    for entry in std::fs::read_dir(&shipped).expect("bundle").flatten() {
-        std::fs::copy(entry.path(), bundle.join(entry.file_name())).expect("copy");
-    }
     // The simulator's driver is treated as EBS: the plugin chooses Snapshot.
+    let bundle = aws_ebs_bundle(&dir.join("aws-ebs"), true);
     let policy = bundle.join("policy.toml");
-    let text = std::fs::read_to_string(&policy).expect("read");
-    std::fs::write(
-        &policy,
-        text.replace("\"ebs.csi.aws.com\"", &format!("{DRIVER:?}")),
-    )
-    .expect("write");
     key_pair(&dir, "team");
     key_pair(&dir, "stranger");
     let component = bundle.join("copy-method-by-driver.wasm");

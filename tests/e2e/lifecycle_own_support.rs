@@ -136,3 +136,23 @@ pub async fn condition_with<K: Kind>(ns: &TestNamespace, name: &str, needle: &st
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()))
 }
+
+/// Waits for the copy-method decision in `name`'s status (up to two minutes) and returns it;
+/// the controller's log tail is in the panic when none comes.
+pub async fn copy_method_of(api: &Api<ReplicationSource>, name: &str) -> PolicyDecision {
+    wait::until(
+        &format!("{name}'s copy-method decision"),
+        std::time::Duration::from_secs(120),
+        || async {
+            let rs = api.get(name).await.map_err(|e| e.to_string())?;
+            Ok(rs
+                .status
+                .and_then(|s| s.sync.policy)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|d| d.decision == "copy-method"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()))
+}
