@@ -200,8 +200,7 @@ async fn when_the_leader_pod_is_killed_the_other_replica_takes_over() {
     )
     .await
     .expect("deleting the leader pod");
-    let standby: Vec<String> = before.iter().filter(|p| **p != leader).cloned().collect();
-    let new_leader = incluster::leader_among(&client, &standby).await;
+    let new_leader = incluster::leader_other_than(&client, &leader).await;
     eprintln!(
         "in-cluster takeover: {new_leader} leads {:.1}s after {leader} was killed",
         killed.elapsed().as_secs_f64()

@@ -288,6 +288,34 @@ pub async fn leader_among(client: &kube::Client, pods: &[String]) -> String {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Waits until a pod other than `killed` holds the Lease (and has said so in its log);
+/// returns its name. The standby replica and the pod the ReplicaSet starts in the killed
+/// one's place both wait for the Lease to expire, and either may win it.
+pub async fn leader_other_than(client: &kube::Client, killed: &str) -> String {
+    wait::until(
+        &format!("a pod other than {killed} to lead"),
+        Duration::from_secs(90),
+        || async {
+            let Some(holder) = holder(client).await else {
+                return Ok(None);
+            };
+            let pods = names(&running_pods(client).await);
+            let Some(pod) = pods
+                .iter()
+                .find(|p| *p != killed && holder.starts_with(&format!("{p}-")))
+            else {
+                return Ok(None);
+            };
+            Ok(log(client, pod)
+                .await
+                .contains("became the leader")
+                .then(|| pod.clone()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The controller container's log, through the apiserver (`kubectl logs`).
 pub async fn log(client: &kube::Client, pod: &str) -> String {
     Api::<Pod>::namespaced(client.clone(), deploy::NAMESPACE)

@@ -196,15 +196,22 @@ mod tests {
     #[test]
     fn free_ports_lie_below_the_ephemeral_range_and_can_be_bound() {
         let low = ephemeral_low();
-        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
-        for &port in &ports {
+        // Each port is bound as soon as it is picked and held, as a child would: other
+        // tests of this binary pick and bind ports at the same time, so a port picked
+        // earlier and bound later could be theirs by then.
+        let mut held = Vec::new();
+        for _ in 0..50 {
+            let port = free_port();
             assert!(
                 (LOWEST_PICKED..low).contains(&port),
                 "{port} not below {low}"
             );
-            std::net::TcpListener::bind(("127.0.0.1", port)).expect("a free port binds");
+            held.push(std::net::TcpListener::bind(("127.0.0.1", port)).expect("a free port binds"));
         }
-        let distinct: std::collections::HashSet<_> = ports.iter().collect();
-        assert!(distinct.len() > 40, "picks repeat: {ports:?}");
+        let distinct: std::collections::HashSet<_> = held
+            .iter()
+            .map(|l| l.local_addr().expect("bound").port())
+            .collect();
+        assert_eq!(distinct.len(), held.len(), "a held port was picked again");
     }
 }
