@@ -268,42 +268,40 @@ pub async fn holder(client: &kube::Client) -> Option<String> {
 
 /// Waits until one of `pods` holds the Lease (and has said so in its log); returns its name.
 pub async fn leader_among(client: &kube::Client, pods: &[String]) -> String {
-    wait::until(
-        &format!("one of {pods:?} to lead"),
-        Duration::from_secs(90),
-        || async {
-            let Some(holder) = holder(client).await else {
-                return Ok(None);
-            };
-            let Some(pod) = pods.iter().find(|p| holder.starts_with(&format!("{p}-"))) else {
-                return Ok(None);
-            };
-            Ok(log(client, pod)
-                .await
-                .contains("became the leader")
-                .then(|| pod.clone()))
-        },
-    )
+    leader_of(client, format!("one of {pods:?}"), || async {
+        pods.to_vec()
+    })
     .await
-    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits until a pod other than `killed` holds the Lease (and has said so in its log);
 /// returns its name. The standby replica and the pod the ReplicaSet starts in the killed
 /// one's place both wait for the Lease to expire, and either may win it.
 pub async fn leader_other_than(client: &kube::Client, killed: &str) -> String {
+    leader_of(client, format!("a pod other than {killed}"), || async {
+        let mut pods = names(&running_pods(client).await);
+        pods.retain(|p| p != killed);
+        pods
+    })
+    .await
+}
+
+/// Waits until one of the pods `candidates` names (asked again on every poll) holds the
+/// Lease and its log says it became the leader.
+async fn leader_of<F, Fut>(client: &kube::Client, who: String, candidates: F) -> String
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
     wait::until(
-        &format!("a pod other than {killed} to lead"),
+        &format!("{who} to lead"),
         Duration::from_secs(90),
         || async {
             let Some(holder) = holder(client).await else {
                 return Ok(None);
             };
-            let pods = names(&running_pods(client).await);
-            let Some(pod) = pods
-                .iter()
-                .find(|p| *p != killed && holder.starts_with(&format!("{p}-")))
-            else {
+            let pods = candidates().await;
+            let Some(pod) = pods.iter().find(|p| holder.starts_with(&format!("{p}-"))) else {
                 return Ok(None);
             };
             Ok(log(client, pod)
