@@ -13,7 +13,6 @@ use crate::{
         PskDecision, PskInput, PvcInfo, ServiceTypeDecision, ServiceTypeInput, Side,
         StorageClassInfo, pairs::AuthorisedPair, release,
     },
-    resources::pvc,
 };
 
 /// The copy method for a source PVC.
@@ -31,19 +30,8 @@ pub async fn copy_method(
         .and_then(|name| classes.iter().find(|c| c.name_any() == name));
     let provisioner = class.map(|c| c.provisioner.clone());
     let input = CopyMethodInput {
-        pvc: PvcInfo {
-            name: source.name_any(),
-            namespace: source.namespace().unwrap_or_default(),
-            labels: source.labels().clone(),
-            capacity: pvc::requested_capacity(source).map(|q| q.0),
-            access_modes: spec.access_modes.clone().unwrap_or_default(),
-            volume_mode: spec.volume_mode.clone(),
-        },
-        storage_class: class.map(|c| StorageClassInfo {
-            name: c.name_any(),
-            provisioner: c.provisioner.clone(),
-            parameters: c.parameters.clone().unwrap_or_default(),
-        }),
+        pvc: PvcInfo::of(source),
+        storage_class: class.map(|c| StorageClassInfo::of(c)),
         requested,
         snapshot_classes: snapshot_classes_for(ctx, provisioner.as_deref()),
         storage_classes: classes.iter().map(|c| c.name_any()).collect(),

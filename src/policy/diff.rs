@@ -24,10 +24,7 @@ use super::{
     shadow::Comparable,
     types::{CopyMethodInput, DecisionPoint, PvcInfo, ServiceTypeInput, StorageClassInfo},
 };
-use crate::{
-    api::{ReplicationDestination, ReplicationSource, Spelling},
-    resources::pvc,
-};
+use crate::api::{ReplicationDestination, ReplicationSource, Spelling};
 
 /// Why a diff could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -199,19 +196,8 @@ fn copy_method_input(
         .collect();
     snaps.sort();
     CopyMethodInput {
-        pvc: PvcInfo {
-            name: source.name_any(),
-            namespace: source.namespace().unwrap_or_default(),
-            labels: source.labels().clone(),
-            capacity: pvc::requested_capacity(source).map(|q| q.0),
-            access_modes: spec.access_modes.clone().unwrap_or_default(),
-            volume_mode: spec.volume_mode.clone(),
-        },
-        storage_class: class.map(|c| StorageClassInfo {
-            name: c.name_any(),
-            provisioner: c.provisioner.clone(),
-            parameters: c.parameters.clone().unwrap_or_default(),
-        }),
+        pvc: PvcInfo::of(source),
+        storage_class: class.map(StorageClassInfo::of),
         requested,
         snapshot_classes: snaps.into_iter().map(|(_, n)| n).collect(),
         storage_classes: classes.iter().map(|c| c.name_any()).collect(),

@@ -70,6 +70,34 @@ pub struct StorageClassInfo {
     pub parameters: Pairs,
 }
 
+impl PvcInfo {
+    /// What a plugin sees of a source PVC: the controller and `policy diff` describe it alike.
+    pub fn of(source: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Self {
+        use kube::ResourceExt;
+        let spec = source.spec.clone().unwrap_or_default();
+        PvcInfo {
+            name: source.name_any(),
+            namespace: source.namespace().unwrap_or_default(),
+            labels: source.labels().clone(),
+            capacity: crate::resources::pvc::requested_capacity(source).map(|q| q.0),
+            access_modes: spec.access_modes.unwrap_or_default(),
+            volume_mode: spec.volume_mode,
+        }
+    }
+}
+
+impl StorageClassInfo {
+    /// What a plugin sees of a StorageClass.
+    pub fn of(class: &k8s_openapi::api::storage::v1::StorageClass) -> Self {
+        use kube::ResourceExt;
+        StorageClassInfo {
+            name: class.name_any(),
+            provisioner: class.provisioner.clone(),
+            parameters: class.parameters.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// Input of the copy-method decision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
