@@ -84,6 +84,7 @@ case "${1:-}" in
     else
       start_one "$state" "${args[@]}"
       wait_ready "$state"
+      awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "one cluster (east) up in %.1fs\n", b - a }' >&2
     fi
     echo "up; run: source $state/env" >&2
     ;;

@@ -1,48 +1,36 @@
 #!/usr/bin/env bash
-# The one-cluster demo with ferrosync installed in the cluster (scripts/demo.sh is the two-cluster one).
+# The one-cluster demo, ferrosync installed in the cluster as users install it (scripts/demo.sh
+# is the two-cluster one, and installs each of its sites the same way).
 #
 # It starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler (built from
-# Go modules), the simulated node, storage, load balancer and routing (tests/support/sim),
-# and ferrosync itself from deploy/ (kubectl apply --server-side -k), whose two replicas run
-# on the simulated node with their ServiceAccount's projected token. It applies
-# the spec's examples (the Snapshot destination my-dest and the Clone source my-source),
-# writes sample data into the source volume, shows the replication with kubectl, restores
-# the destination's latest VolumeSnapshot and proves it equals the source. Everything stays
-# up for you to poke at; `scripts/cluster.sh down` stops it.
+# Go modules), the simulated node, storage, load balancer and routing (tests/support/sim)
+# and an image registry on loopback (htpasswd) holding the controller and mover images
+# scripts/build-images.sh built. ferrosync is installed from deploy/: `kubectl apply
+# --server-side -k` of an overlay over deploy/overlays/test-cluster (two replicas under
+# leader election with their projected ServiceAccount token, read-only root, non-root),
+# whose images the node pulls from the registry with a pull secret and runs in their own
+# root filesystems; movers too. Then it applies the spec's examples (the Snapshot
+# destination my-dest and the Clone source my-source), writes sample data into the source
+# volume, shows the replication with kubectl, restores the destination's latest
+# VolumeSnapshot and proves it equals the source. Everything stays up for you to poke at;
+# `scripts/cluster.sh down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${FERROSYNC_STATE_DIR:-$PWD/target/ferrosync-cluster}
 export FERROSYNC_STATE_DIR=$state
 start=$(date +%s)
+# shellcheck source=scripts/demo-lib.sh
+source scripts/demo-lib.sh
+demo_sites=(east)
 
-bash scripts/install-deps.sh
-cargo build --quiet --bin ferrosync --example cluster
+demo_build
+cluster_up --in-cluster --registry
 
-bash scripts/cluster.sh down >/dev/null 2>&1 || true
-bash scripts/cluster.sh up --in-cluster
-# shellcheck disable=SC1091
-source "$state/env"
-
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
-say() { printf '\n\033[1m# %s\033[0m\n' "$*"; }
-controller_logs() { kubectl -n ferrosync-system logs -l app.kubernetes.io/name=ferrosync-controller --tail=40 --prefix 2>&1 || true; }
-# wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND prints something non-empty.
-wait_for() {
-  local what=$1 deadline=$(( $(date +%s) + $2 )) out
-  shift 2
-  while :; do
-    out=$("$@" 2>/dev/null || true)
-    [ -n "$out" ] && { printf '%s' "$out"; return 0; }
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for $what" >&2; controller_logs >&2; return 1; }
-    sleep 0.5
-  done
-}
-
-say "ferrosync as users install it: deploy/ (here its test-cluster overlay: two replicas, image names the simulated node knows), server-side applied"
-step kubectl apply --server-side -k deploy/overlays/test-cluster
-step kubectl -n ferrosync-system rollout status deployment/ferrosync-controller --timeout=120s
-leader=$(wait_for "a leader" 90 kubectl -n ferrosync-system get lease ferrosync-controller -o 'jsonpath={.spec.holderIdentity}')
-echo "the controller runs in the cluster as system:serviceaccount:ferrosync-system:ferrosync (its projected token); leader: $leader"
+say "ferrosync from deploy/ (server-side apply), its images from the cluster's registry"
+install_ferrosync east "$state"
+wait_controller east
+echo "the controllers run in the cluster as system:serviceaccount:ferrosync-system:ferrosync (their projected token)"
+installed=$(( $(date +%s) - start ))
 
 say "Storage named as in the spec: StorageClass my-sc and VolumeSnapshotClass my-vsc (the simulated CSI driver)"
 kubectl apply -f - <<'EOF'
@@ -90,18 +78,13 @@ spec:
   storageClassName: my-sc
   resources: {requests: {storage: 1Gi}}
 EOF
-pv=$(wait_for "mysql-pv-claim to bind" 60 kubectl -n source get pvc mysql-pv-claim -o 'jsonpath={.spec.volumeName}')
-src_dir=$(kubectl get pv "$pv" -o 'jsonpath={.spec.csi.volumeHandle}')
-mkdir -p "$src_dir/db/tables" "$src_dir/conf" "$src_dir/empty"
-for i in $(seq 1 200); do echo "row $i of the demo table" >"$src_dir/db/tables/t$i.csv"; done
-head -c 20000000 /dev/urandom >"$src_dir/db/ibdata1"
-printf '[mysqld]\nport=3306\n' >"$src_dir/conf/my.cnf"
-ln -s ../conf/my.cnf "$src_dir/db/my.cnf"
-chown -R 999:999 "$src_dir/db"
-echo "wrote $(find "$src_dir" | wc -l) entries ($(du -sh "$src_dir" | cut -f1)) into the volume of $pv"
+src_dir=$(volume_dir east source mysql-pv-claim)
+mkdir "$src_dir/empty"
+write_sample_data "$src_dir" "source/mysql-pv-claim's volume"
 
 say "The source, as the spec writes it, with the destination's address instead of my.host.com"
 sed "s/my\.host\.com/$address/" tests/fixtures/spec-examples/source-my-source.yaml | kubectl apply -f -
+source_applied=$(date +%s.%N)
 
 say "The replication, as kubectl get shows it"
 deadline=$(( $(date +%s) + 120 ))
@@ -110,12 +93,17 @@ while :; do
   image=$(kubectl -n myns get replicationdestination my-dest -o 'jsonpath={.status.latestImage.name}')
   synced=$(kubectl -n source get replicationsource my-source -o 'jsonpath={.status.lastSyncTime}')
   [ -n "$image" ] && [ -n "$synced" ] && break
-  [ "$(date +%s)" -lt "$deadline" ] || { echo "the replication did not finish" >&2; controller_logs >&2; exit 1; }
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "the replication did not finish" >&2; controller_logs east >&2; exit 1; }
   sleep 3
   echo
 done
+replicated_s=$(awk -v a="$source_applied" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "replicated and published as $image within ${replicated_s}s of applying the source (first sync: $(kubectl -n source get replicationsource my-source -o 'jsonpath={.status.lastSyncDuration}'))"
 step kubectl -n source get replicationsource my-source -o 'jsonpath={.status.latestMoverStatus.logs}'; echo
 step kubectl -n myns get volumesnapshot
+# The destination listens again at once: its next mover Job shows the image movers run.
+mover_image=$(wait_for "the destination's next mover Job" 60 kubectl -n myns get jobs -l app.kubernetes.io/component=mover -o 'jsonpath={.items[0].spec.template.spec.containers[0].image}')
+echo "the movers run $mover_image, pulled from the cluster's registry with the pull secret the controller copied"
 
 say "Prove it: restore the destination's latestImage ($image) and compare it with the source"
 kubectl apply -f - <<EOF
@@ -128,10 +116,8 @@ spec:
   resources: {requests: {storage: 10Gi}}
   dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: $image}
 EOF
-restored_pv=$(wait_for "the restore to bind" 60 kubectl -n myns get pvc restored -o 'jsonpath={.spec.volumeName}')
-restored_dir=$(kubectl get pv "$restored_pv" -o 'jsonpath={.spec.csi.volumeHandle}')
-listing() { (cd "$1" && find . -mindepth 1 -printf '%p %y %m %U:%G %s %T@ %l\n' | sort); }
-if diff -r --no-dereference "$src_dir" "$restored_dir" >/dev/null && diff <(listing "$src_dir") <(listing "$restored_dir") >/dev/null; then
+restored_dir=$(volume_dir east myns restored)
+if same_tree "$src_dir" "$restored_dir"; then
   echo "the restored snapshot equals the source: $(listing "$src_dir" | wc -l) entries, same contents, modes, owners, mtimes and symlinks"
 else
   echo "the restored snapshot differs from the source:" >&2
@@ -142,8 +128,10 @@ fi
 cat <<MSG
 
 ferrosync demo is running ($(( $(date +%s) - start ))s).
+  timings:     the cluster ${cluster_up_time:-started}; ferrosync installed and leading ${installed}s into the demo; the spec's examples replicated ${replicated_s}s after the source was applied
   kubeconfig:  $state/kubeconfig   (admin)
-  controller:  deployment/ferrosync-controller in ferrosync-system, two replicas; the Lease
+  controller:  deployment/ferrosync-controller in ferrosync-system, two replicas, installed from $state/install
+               (images from the cluster's registry, $state/registry.env); the Lease
                ferrosync-controller names the leader
 
 Try:

@@ -23,108 +23,18 @@ state=${FERROSYNC_STATE_DIR:-$PWD/target/ferrosync-cluster}
 export FERROSYNC_STATE_DIR=$state
 start=$(date +%s)
 
-bash scripts/install-deps.sh
-cargo build --quiet --bin ferrosync --bin ferrosync-mover --bin kubectl-ferrosync --example cluster
-target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+# shellcheck source=scripts/demo-lib.sh
+source scripts/demo-lib.sh
+demo_sites=(east west)
 
-bash scripts/cluster.sh down >/dev/null 2>&1 || true
-bash scripts/cluster.sh up --pair --in-cluster --registry 2>&1 | tee "$state.up.log"
-pair_up=$(grep -o 'up in [0-9.]*s' "$state.up.log" | head -n1 || true)
-rm -f "$state.up.log"
-# shellcheck disable=SC1091
-source "$state/env"
+demo_build
+cluster_up --pair --in-cluster --registry
 # `kubectl ferrosync` is the kubectl-ferrosync binary on PATH, as a plugin is installed.
 export PATH=$target_dir/debug:$PATH NO_COLOR=${NO_COLOR:-}
 
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
-say() { printf '\n\033[1m# %s\033[0m  [%ss]\n' "$*" "$(( $(date +%s) - start ))"; }
-controller_logs() { # controller_logs SITE: the tail of its controller pods' logs
-  kubectl --context "$1" -n ferrosync-system logs -l app.kubernetes.io/name=ferrosync-controller --tail=40 --prefix 2>&1 || true
-}
-# wait_for DESCRIPTION SECONDS COMMAND...: polls until COMMAND prints something non-empty.
-wait_for() {
-  local what=$1 deadline=$(( $(date +%s) + $2 )) out
-  shift 2
-  while :; do
-    out=$("$@" 2>/dev/null || true)
-    [ -n "$out" ] && { printf '%s' "$out"; return 0; }
-    [ "$(date +%s)" -lt "$deadline" ] || {
-      echo "timed out waiting for $what" >&2
-      for site in east west; do controller_logs "$site" >&2; done
-      return 1
-    }
-    sleep 0.5
-  done
-}
-# The directory holding a PVC's data on this machine (the simulated CSI driver's volume).
-volume_dir() { # volume_dir CONTEXT NAMESPACE PVC
-  local pv
-  pv=$(wait_for "PVC $3 in $1 to bind" 120 kubectl --context "$1" -n "$2" get pvc "$3" -o 'jsonpath={.spec.volumeName}')
-  kubectl --context "$1" get pv "$pv" -o 'jsonpath={.spec.csi.volumeHandle}'
-}
-# Sizes of files and links only: a directory's size depends on the filesystem holding it.
-listing() { (cd "$1" && { find . -mindepth 1 ! -type d -printf '%p %y %m %U:%G %s %T@ %l\n'; find . -mindepth 1 -type d -printf '%p %y %m %U:%G %T@\n'; } | sort); }
-same_tree() { diff -r --no-dereference "$1" "$2" >/dev/null && diff <(listing "$1") <(listing "$2") >/dev/null; }
-
-# install_overlay SITE: a site's own overlay over deploy/overlays/test-cluster (two
-# replicas, short leader-election and polling timings, each pod on its own address), as a
-# platform team writes one: the controller and mover images from the site's registry, and
-# its login as the pull secret of the controller and (copied by the controller) of the movers.
-install_overlay() {
-  local site=$1 dir=$state/$1/install
-  # shellcheck disable=SC1090,SC1091
-  (
-    source "$state/$site/registry.env"
-    mkdir -p "$dir"
-    printf '{"auths":{"%s":{"username":"%s","password":"%s"}}}' \
-      "$DEMO_REGISTRY" "$DEMO_REGISTRY_USERNAME" "$DEMO_REGISTRY_PASSWORD" >"$dir/dockerconfig.json"
-    chmod 600 "$dir/dockerconfig.json"
-    cat >"$dir/kustomization.yaml" <<EOF
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-- $(realpath --relative-to="$dir" deploy/overlays/test-cluster)
-images:
-- name: ferrosync.test/controller
-  newName: ${DEMO_CONTROLLER_IMAGE%:*}
-  newTag: ${DEMO_CONTROLLER_IMAGE##*:}
-secretGenerator:
-- name: ferrosync-registry
-  namespace: ferrosync-system
-  type: kubernetes.io/dockerconfigjson
-  files: [.dockerconfigjson=dockerconfig.json]
-  options: {disableNameSuffixHash: true}
-patches:
-- patch: |-
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {name: ferrosync-controller, namespace: ferrosync-system}
-    spec:
-      template:
-        spec:
-          imagePullSecrets: [{name: ferrosync-registry}]
-          containers:
-          - name: controller
-            env:
-            - {name: FERROSYNC_MOVER__IMAGE, value: "$DEMO_MOVER_IMAGE"}
-            - {name: FERROSYNC_MOVER__IMAGE_PULL_SECRETS, value: '["ferrosync-registry"]'}
-            - {name: FERROSYNC_MOVER__PROGRESS_INTERVAL, value: 1s}
-EOF
-  )
-  echo "$dir"
-}
-# wait_controller SITE: the rollout done and one replica holding the Lease.
-wait_controller() {
-  local site=$1 leader
-  kubectl --context "$site" -n ferrosync-system rollout status deployment/ferrosync-controller --timeout=180s >/dev/null
-  leader=$(wait_for "a leader in $site" 90 kubectl --context "$site" -n ferrosync-system get lease ferrosync-controller -o 'jsonpath={.spec.holderIdentity}')
-  echo "$site: $(kubectl --context "$site" -n ferrosync-system get deployment ferrosync-controller -o 'jsonpath={.status.readyReplicas}') controller replicas ready, image $(kubectl --context "$site" -n ferrosync-system get deployment ferrosync-controller -o 'jsonpath={.spec.template.spec.containers[0].image}'); leader ${leader%-*}"
-}
 for site in east west; do
   say "$site: ferrosync from deploy/ (server-side apply), its images from $site's registry; the application namespace"
-  overlay=$(install_overlay "$site")
-  printf '\n\033[1m$ %s\033[0m\n' "kubectl --context $site apply --server-side -k ${overlay#"$PWD"/}"
-  echo "$(kubectl --context "$site" apply --server-side -k "$overlay" | wc -l) objects applied"
+  install_ferrosync "$site" "$state/$site"
   kubectl --context "$site" create namespace shop >/dev/null
   # Privileged movers keep file owners, so the comparisons below cover them too.
   kubectl --context "$site" annotate namespace shop volsync.backube/privileged-movers=true >/dev/null
@@ -142,13 +52,7 @@ spec:
   resources: {requests: {storage: 1Gi}}
 EOF2
 east_dir=$(volume_dir east shop db)
-mkdir -p "$east_dir/db/tables" "$east_dir/conf"
-for n in $(seq 1 200); do echo "row $n of the demo table" >"$east_dir/db/tables/t$n.csv"; done
-head -c 20000000 /dev/urandom >"$east_dir/db/ibdata1"
-printf '[mysqld]\nport=3306\n' >"$east_dir/conf/my.cnf"
-ln -s ../conf/my.cnf "$east_dir/db/my.cnf"
-chown -R 999:999 "$east_dir/db"
-echo "wrote $(find "$east_dir" | wc -l) entries ($(du -sh "$east_dir" | cut -f1)) into east's volume"
+write_sample_data "$east_dir" "east's volume"
 
 sites=(--source-context east --dest-context west --source-namespace shop)
 say "Replicate it to west: a destination there, its key into east (never printed), the source"
@@ -215,7 +119,7 @@ step kubectl ferrosync status "${sites[@]}"
 cat <<MSG
 
 ferrosync two-cluster demo is running ($(( $(date +%s) - start ))s).
-  timings:      the pair ${pair_up:-started}; failover ${failover_s}s from the command to a bound PVC; reverse sync ${sent:-?} bytes for ${data_bytes} bytes
+  timings:      the pair ${cluster_up_time:-started}; failover ${failover_s}s from the command to a bound PVC; reverse sync ${sent:-?} bytes for ${data_bytes} bytes
   kubeconfig:   $state/kubeconfig   (contexts east and west, admin)
   controllers:  in each cluster, from $state/east/install and $state/west/install:
                 kubectl --context east -n ferrosync-system get deployment,pods,lease
