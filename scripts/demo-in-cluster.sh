@@ -16,9 +16,6 @@
 # `scripts/cluster.sh down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-state=${FERROSYNC_STATE_DIR:-$PWD/target/ferrosync-cluster}
-export FERROSYNC_STATE_DIR=$state
-start=$(date +%s)
 # shellcheck source=scripts/demo-lib.sh
 source scripts/demo-lib.sh
 demo_sites=(east)
@@ -117,13 +114,7 @@ spec:
   dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: $image}
 EOF
 restored_dir=$(volume_dir east myns restored)
-if same_tree "$src_dir" "$restored_dir"; then
-  echo "the restored snapshot equals the source: $(listing "$src_dir" | wc -l) entries, same contents, modes, owners, mtimes and symlinks"
-else
-  echo "the restored snapshot differs from the source:" >&2
-  diff <(listing "$src_dir") <(listing "$restored_dir") >&2 || true
-  exit 1
-fi
+same_or_exit "$src_dir" "$restored_dir" "the restored snapshot" "the source"
 
 cat <<MSG
 

@@ -5,13 +5,17 @@
 # deploy/overlays/test-cluster with the images of the cluster's own registry and its login
 # as the pull secret, applied server-side; then they wait for two replicas and a leader.
 #
-# The sourcing script is in the repository's root, under `set -euo pipefail`, and sets:
-#   start       the demo's start (date +%s): `say` prints the seconds since
-#   state       FERROSYNC_STATE_DIR, where scripts/cluster.sh keeps the clusters
-#   demo_sites  the kubeconfig contexts (east, or east and west) whose controller logs a
-#               timed-out wait prints
-# The variables above are the caller's; target_dir and cluster_up_time are set for it.
+# The sourcing script is in the repository's root, under `set -euo pipefail`, sources this
+# first (the demo's clock starts here) and sets demo_sites: the kubeconfig contexts (east,
+# or east and west) whose controller logs a timed-out wait prints. It gets `state`
+# (FERROSYNC_STATE_DIR, where scripts/cluster.sh keeps the clusters), `start` (date +%s,
+# which `say` and the closing lines count from), and from demo_build and cluster_up
+# `target_dir` and `cluster_up_time`.
 # shellcheck shell=bash disable=SC2034,SC2154
+
+state=${FERROSYNC_STATE_DIR:-$PWD/target/ferrosync-cluster}
+export FERROSYNC_STATE_DIR=$state
+start=$(date +%s)
 
 # demo_build: what the demo needs on this machine, and the binaries. The same targets as
 # scripts/test.sh builds: with an example in the build, cargo enables the dev-dependencies'
@@ -64,6 +68,17 @@ volume_dir() { # volume_dir CONTEXT NAMESPACE PVC
 # Sizes of files and links only: a directory's size depends on the filesystem holding it.
 listing() { (cd "$1" && { find . -mindepth 1 ! -type d -printf '%p %y %m %U:%G %s %T@ %l\n'; find . -mindepth 1 -type d -printf '%p %y %m %U:%G %T@\n'; } | sort); }
 same_tree() { diff -r --no-dereference "$1" "$2" >/dev/null && diff <(listing "$1") <(listing "$2") >/dev/null; }
+# same_or_exit EXPECTED ACTUAL WHAT THAN: says "WHAT equals THAN" with the entries compared,
+# or shows how they differ and ends the demo.
+same_or_exit() {
+  if same_tree "$1" "$2"; then
+    echo "$3 equals $4: $(listing "$2" | wc -l) entries, same contents, modes, owners, mtimes and symlinks"
+  else
+    echo "$3 differs from $4:" >&2
+    diff <(listing "$1") <(listing "$2") >&2 || true
+    exit 1
+  fi
+}
 
 # write_sample_data DIR WHERE: an application's data into DIR (a database's 200 small
 # tables and 20 MB file, owned by uid 999, and a symlink to its config), then a line

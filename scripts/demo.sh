@@ -19,10 +19,6 @@
 # Everything stays up for you to explore; `scripts/cluster.sh down` stops both clusters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-state=${FERROSYNC_STATE_DIR:-$PWD/target/ferrosync-cluster}
-export FERROSYNC_STATE_DIR=$state
-start=$(date +%s)
-
 # shellcheck source=scripts/demo-lib.sh
 source scripts/demo-lib.sh
 demo_sites=(east west)
@@ -84,13 +80,7 @@ step kubectl ferrosync failover db "${sites[@]}"
 west_dir=$(volume_dir west shop db)
 failover_s=$(awk -v a="$failover_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 echo "west's shop/db is bound and usable ${failover_s}s after the failover command started"
-if same_tree "$as_synced" "$west_dir"; then
-  echo "the promoted volume equals east's last synced data: $(listing "$west_dir" | wc -l) entries, same contents, modes, owners, mtimes and symlinks"
-else
-  echo "the promoted volume differs from east's last synced data:" >&2
-  diff <(listing "$as_synced") <(listing "$west_dir") >&2 || true
-  exit 1
-fi
+same_or_exit "$as_synced" "$west_dir" "the promoted volume" "east's last synced data"
 
 say "The application runs in west now and changes about 1% of the data"
 dd if=/dev/urandom of="$west_dir/db/ibdata1" bs=200000 count=1 seek=10 conv=notrunc status=none
@@ -104,13 +94,7 @@ wait_controller east
 say "Fail back: east's volume becomes the destination of a reverse pair and gets only what changed"
 failback_out=$state/failback.out
 kubectl ferrosync failback db --switch-back "${sites[@]}" | tee "$failback_out"
-if same_tree "$west_dir" "$east_dir"; then
-  echo "east's volume equals west's: $(listing "$east_dir" | wc -l) entries, same contents, modes, owners, mtimes and symlinks"
-else
-  echo "east's volume differs from west's:" >&2
-  diff <(listing "$west_dir") <(listing "$east_dir") >&2 || true
-  exit 1
-fi
+same_or_exit "$west_dir" "$east_dir" "east's volume" "west's"
 data_bytes=$(du -sb "$west_dir" | cut -f1)
 sent=$(sed -n 's/^reverse sync done: \([0-9]*\) bytes.*/\1/p' "$failback_out" | head -n1)
 echo "the reverse sync sent ${sent:-?} bytes for ${data_bytes} bytes of data in the volume"
