@@ -20,7 +20,9 @@ cd "$(dirname "$0")/.."
 source scripts/demo-lib.sh
 demo_sites=(east)
 
+say "What the demo needs: Debian packages, the control plane's Go binaries and the tools (scripts/install-deps.sh), then cargo build"
 demo_build
+say "The cluster: control plane, simulated node and storage, and its registry with the images scripts/build-images.sh built"
 cluster_up --in-cluster --registry
 
 say "ferrosync from deploy/ (server-side apply), its images from the cluster's registry"
