@@ -22,7 +22,11 @@ demo_sites=(east)
 
 say "What the demo needs: Debian packages, the control plane's Go binaries and the tools (scripts/install-deps.sh), then cargo build"
 demo_build
-say "The cluster: control plane, simulated node and storage, and its registry with the images scripts/build-images.sh built"
+# Built before the cluster starts, which would otherwise build them while it starts (the
+# first time, Debian's packages are downloaded: longer than the cluster's start may take).
+say "The controller and mover images, from Debian's packages without Docker (cached by content)"
+step bash scripts/build-images.sh
+say "The cluster: control plane, simulated node and storage, and its registry; the images pushed to it"
 cluster_up --in-cluster --registry
 
 say "ferrosync from deploy/ (server-side apply), its images from the cluster's registry"
