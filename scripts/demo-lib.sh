@@ -37,6 +37,21 @@ cluster_up() {
   rm -f "$state.up.log"
   # shellcheck disable=SC1091
   source "$state/env"
+  if [ -n "$(routing_errors)" ]; then
+    routing_errors >&2
+    echo "another cluster on this machine (a test's, most likely) serves that address, so ferrosync's pods could not reach their apiserver; run the demo when it has stopped" >&2
+    exit 1
+  fi
+}
+# routing_errors: the simulated kube-proxy's failures to serve a cluster's `kubernetes`
+# Service. Its ClusterIP is a fixed loopback address per site (tests/support/sim/addresses.rs),
+# which a cluster started by another process, in the same network namespace, may hold.
+# Only running clusters' logs (scripts/cluster.sh down removes cluster.pid, not the logs).
+routing_errors() {
+  local dir
+  for dir in "$state" "$state/east" "$state/west"; do
+    [ -f "$dir/cluster.pid" ] && grep -h 'for default/kubernetes: ' "$dir/cluster.log"
+  done 2>/dev/null || true
 }
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
@@ -54,6 +69,7 @@ wait_for() {
     [ "$(date +%s)" -lt "$deadline" ] || {
       echo "timed out waiting for $what" >&2
       for site in "${demo_sites[@]}"; do controller_logs "$site" >&2; done
+      routing_errors >&2
       return 1
     }
     sleep 0.5
