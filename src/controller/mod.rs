@@ -25,6 +25,7 @@ mod leader;
 mod mover_env;
 mod mover_pod;
 mod mover_run;
+mod object_backoff;
 mod pair_release;
 mod pipeline;
 mod pit;
