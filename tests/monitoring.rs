@@ -42,6 +42,11 @@ fn exposed_series() -> BTreeSet<String> {
         Some("*/5 * * * *"),
         k8s_openapi::jiff::Timestamp::now(),
     );
+    metrics.observe_recovery_point(
+        &labels,
+        Some(k8s_openapi::jiff::Timestamp::now()),
+        Some(std::time::Duration::from_secs(900)),
+    );
     metrics.observe_reconcile("ReplicationSource", Some("Kube"));
     let (point, plugin) = ("psk".to_string(), "p".to_string());
     policy

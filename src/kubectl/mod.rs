@@ -30,8 +30,9 @@ pub use status::{PairRow, Side, rows};
 pub mod keys {
     /// On the destination: the application's PVC name in the source cluster.
     pub const SOURCE_PVC: &str = "ferrosync.io/source-pvc";
-    /// On the source: the recovery point objective, a duration ("15m", "1h").
-    pub const RPO: &str = "ferrosync.io/recovery-point-objective";
+    /// On both sides: the recovery point objective, a duration ("15m", "1h"), parsed by
+    /// [`crate::api::recovery_point::parse`] here and in the controller.
+    pub const RPO: &str = crate::api::recovery_point::ANNOTATION;
     /// On the destination: set by `failover`; a fenced destination never listens again.
     pub const FENCED: &str = "ferrosync.io/fenced";
     /// On the destination: the PVC `failover` promoted.
