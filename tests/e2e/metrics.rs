@@ -246,6 +246,7 @@ async fn metrics_and_status_report_a_real_sync_and_forget_deleted_objects() {
     let rs: ReplicationSource = src.api().get("metered").await.expect("source");
     assert!(
         rs.status
+            .as_ref()
             .and_then(|s| synchronizing(&s.sync))
             .is_some_and(|c| c.reason != "Error"),
         "an objective never stops syncs"
