@@ -200,6 +200,31 @@ mod tests {
     }
 
     #[test]
+    fn replicate_refuses_an_rpo_the_controller_would_flag() {
+        let parse = |rpo: &str| {
+            Cli::try_parse_from([
+                "kubectl-ferrosync",
+                "replicate",
+                "db",
+                "--pvc",
+                "d",
+                "--rpo",
+                rpo,
+            ])
+        };
+        let err = parse("15").expect_err("no unit");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("15m, 1h or 90s"), "{err}");
+        let Ok(Cli {
+            command: Command::Replicate(args),
+        }) = parse(" 15m")
+        else {
+            panic!("a valid objective");
+        };
+        assert_eq!(args.rpo.as_deref(), Some("15m"));
+    }
+
+    #[test]
     fn exit_codes_are_distinct_per_kind() {
         let codes = [
             Error::Usage(String::new()).exit_code(),
