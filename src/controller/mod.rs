@@ -32,6 +32,7 @@ mod pit;
 mod populator;
 mod progress;
 mod pull_secrets;
+mod recovery_point;
 mod retry;
 pub mod schedule;
 pub mod servable;
