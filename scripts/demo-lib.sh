@@ -32,6 +32,7 @@ demo_build() {
 # the clusters' env (KUBECONFIG, PATH with kubectl).
 cluster_up() {
   bash scripts/cluster.sh down >/dev/null 2>&1 || true
+  mkdir -p "$(dirname "$state")" # target/ may not exist when CARGO_TARGET_DIR is elsewhere
   bash scripts/cluster.sh up "$@" 2>&1 | tee "$state.up.log"
   cluster_up_time=$(grep -o 'up in [0-9.]*s' "$state.up.log" | head -n1 || true)
   rm -f "$state.up.log"

@@ -58,6 +58,13 @@ fn trigger(spec: &PairSpec) -> Option<Value> {
     }
 }
 
+/// The recovery point objective's annotation, on both sides: the destination's site is
+/// where a failover happens and where Prometheus must alert when the source site is lost
+/// (the destination's lastSyncTime is the recovery point); the source's, while both run.
+fn rpo(spec: &PairSpec) -> Option<(&'static str, &str)> {
+    spec.rpo.as_deref().map(|r| (keys::RPO, r))
+}
+
 /// The ReplicationDestination, for the destination site. It carries the source PVC's name
 /// so that `failover` can name the promoted PVC after the application's.
 pub fn destination(spec: &PairSpec) -> Value {
@@ -74,11 +81,12 @@ pub fn destination(spec: &PairSpec) -> Value {
     if !spec.access_modes.is_empty() {
         rsync_tls["accessModes"] = json!(spec.access_modes);
     }
+    let mut annotations = BTreeMap::from([(keys::SOURCE_PVC, spec.source_pvc.as_str())]);
+    annotations.extend(rpo(spec));
     json!({
         "apiVersion": "volsync.backube/v1alpha1",
         "kind": "ReplicationDestination",
-        "metadata": metadata(&spec.name, &spec.dest_namespace, &spec.name,
-            BTreeMap::from([(keys::SOURCE_PVC, spec.source_pvc.as_str())])),
+        "metadata": metadata(&spec.name, &spec.dest_namespace, &spec.name, annotations),
         "spec": { "rsyncTLS": rsync_tls },
     })
 }
@@ -95,11 +103,7 @@ pub fn source(spec: &PairSpec) -> Value {
     if let Some(a) = &spec.address {
         rsync_tls["address"] = json!(a);
     }
-    let annotations = spec
-        .rpo
-        .as_deref()
-        .map(|r| BTreeMap::from([(keys::RPO, r)]))
-        .unwrap_or_default();
+    let annotations = BTreeMap::from_iter(rpo(spec));
     let mut object = json!({
         "apiVersion": "volsync.backube/v1alpha1",
         "kind": "ReplicationSource",
@@ -222,6 +226,16 @@ mod tests {
         assert_eq!(rd["metadata"]["annotations"][keys::SOURCE_PVC], "data");
         assert_eq!(rd["spec"]["rsyncTLS"]["serviceType"], "LoadBalancer");
         assert_eq!(rd["spec"]["rsyncTLS"]["capacity"], "1Gi");
+        // The recovery point objective is watched where a failover would happen.
+        assert_eq!(rd["metadata"]["annotations"][keys::RPO], "15m");
+        let without = destination(&PairSpec {
+            rpo: None,
+            ..spec()
+        });
+        assert_eq!(
+            without["metadata"]["annotations"],
+            json!({ keys::SOURCE_PVC: "data" })
+        );
         // The destination follows the source: a schedule belongs to the source only.
         assert!(rd["spec"].get("trigger").is_none());
     }
@@ -233,6 +247,11 @@ mod tests {
         assert!(rs["spec"]["rsyncTLS"].get("address").is_none());
         assert_eq!(rs["spec"]["trigger"]["schedule"], "*/5 * * * *");
         assert_eq!(rs["metadata"]["annotations"][keys::RPO], "15m");
+        let without = source(&PairSpec {
+            rpo: None,
+            ..spec()
+        });
+        assert!(without["metadata"].get("annotations").is_none());
         let with_address = source(&PairSpec {
             address: Some("192.0.2.7".into()),
             ..spec()

@@ -30,8 +30,9 @@ pub use status::{PairRow, Side, rows};
 pub mod keys {
     /// On the destination: the application's PVC name in the source cluster.
     pub const SOURCE_PVC: &str = "ferrosync.io/source-pvc";
-    /// On the source: the recovery point objective, a duration ("15m", "1h").
-    pub const RPO: &str = "ferrosync.io/recovery-point-objective";
+    /// On both sides: the recovery point objective, a duration ("15m", "1h"), parsed by
+    /// [`crate::api::recovery_point::parse`] here and in the controller.
+    pub const RPO: &str = crate::api::recovery_point::ANNOTATION;
     /// On the destination: set by `failover`; a fenced destination never listens again.
     pub const FENCED: &str = "ferrosync.io/fenced";
     /// On the destination: the PVC `failover` promoted.
@@ -196,6 +197,31 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn replicate_refuses_an_rpo_the_controller_would_flag() {
+        let parse = |rpo: &str| {
+            Cli::try_parse_from([
+                "kubectl-ferrosync",
+                "replicate",
+                "db",
+                "--pvc",
+                "d",
+                "--rpo",
+                rpo,
+            ])
+        };
+        let err = parse("15").expect_err("no unit");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("15m, 1h or 90s"), "{err}");
+        let Ok(Cli {
+            command: Command::Replicate(args),
+        }) = parse(" 15m")
+        else {
+            panic!("a valid objective");
+        };
+        assert_eq!(args.rpo.as_deref(), Some("15m"));
     }
 
     #[test]

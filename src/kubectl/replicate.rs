@@ -45,8 +45,9 @@ pub struct Args {
     /// value), instead of a schedule.
     #[arg(long, conflicts_with = "schedule")]
     pub manual: Option<String>,
-    /// The recovery point objective ("15m"); `status` marks pairs beyond it.
-    #[arg(long)]
+    /// The recovery point objective ("15m"), annotated on both sides: `status` marks pairs
+    /// beyond it, and the controllers export it for Prometheus to alert on.
+    #[arg(long, value_parser = crate::api::recovery_point::argument)]
     pub rpo: Option<String>,
     /// The destination's address, when it is known (needed with --dry-run).
     #[arg(long)]

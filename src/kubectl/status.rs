@@ -100,6 +100,14 @@ fn pair_key(labels: &BTreeMap<String, String>, name: &str) -> String {
         .unwrap_or_else(|| name.to_string())
 }
 
+/// A side's valid recovery point objective in seconds (an invalid one the controller
+/// reports on the object; here it is as good as absent).
+fn objective(annotations: &BTreeMap<String, String>) -> Option<u64> {
+    crate::api::recovery_point::of(annotations)?
+        .ok()
+        .map(|d| d.as_secs())
+}
+
 fn last_sync(sync: Option<&SyncStatus>) -> Option<Timestamp> {
     sync?.last_sync_time.as_ref().map(|t| t.0)
 }
@@ -127,12 +135,8 @@ pub fn rows(
             rs.spec.paused == Some(true),
         ));
         source_sync.insert(key.clone(), last_sync(sync));
-        if let Some(rpo) = rs
-            .annotations()
-            .get(keys::RPO)
-            .and_then(|r| humantime::parse_duration(r).ok())
-        {
-            objectives.insert(key, rpo.as_secs());
+        if let Some(rpo) = objective(rs.annotations()) {
+            objectives.insert(key, rpo);
         }
     }
     for rd in dests {
@@ -153,6 +157,10 @@ pub fn rows(
             .and_then(|s| s.latest_image.as_ref())
             .map(|i| format!("{}/{}", i.kind, i.name));
         row.fenced = rd.annotations().contains_key(keys::FENCED);
+        // The destination's objective wins: its site is where a failover happens.
+        if let Some(rpo) = objective(rd.annotations()) {
+            objectives.insert(key.clone(), rpo);
+        }
         // The copy holds what the destination last completed: that is the recovery point.
         if let Some(at) = last_sync(sync) {
             row.recovery_point_age_seconds = Some(now.duration_since(at).as_secs());
@@ -342,10 +350,22 @@ mod tests {
     }
 
     fn rd(name: &str, pair: Option<&str>, last: Option<i64>) -> ReplicationDestination {
+        rd_with(name, pair, last, None)
+    }
+
+    fn rd_with(
+        name: &str,
+        pair: Option<&str>,
+        last: Option<i64>,
+        rpo: Option<&str>,
+    ) -> ReplicationDestination {
         let mut rd = ReplicationDestination::new(name, Default::default());
         rd.metadata.namespace = Some("dr".into());
         if let Some(p) = pair {
             rd.metadata.labels = Some(BTreeMap::from([(PAIR_LABEL.into(), p.into())]));
+        }
+        if let Some(r) = rpo {
+            rd.metadata.annotations = Some(BTreeMap::from([(keys::RPO.into(), r.into())]));
         }
         let mut status = crate::api::ReplicationDestinationStatus::default();
         status.sync.last_sync_time = last.map(|s| Time(at(s)));
@@ -395,6 +415,29 @@ mod tests {
         assert!(rows[0].beyond_objective && rows[0].destination.is_none());
         assert!(!rows[1].beyond_objective && rows[1].source.is_none());
         assert!(table(&rows, false).to_string().contains("(not found)"));
+    }
+
+    #[test]
+    fn the_destinations_objective_wins_and_an_invalid_one_falls_back_to_the_sources() {
+        let row = |source: Option<&str>, dest: Option<&str>| {
+            rows(
+                &[rs("db", None, Some(0), source)],
+                &[rd_with("db", None, Some(0), dest)],
+                at(120),
+            )
+            .remove(0)
+        };
+        let both = row(Some("1m"), Some("1h"));
+        assert_eq!(both.recovery_point_objective_seconds, Some(3600));
+        assert!(!both.beyond_objective, "2m is within the destination's 1h");
+        let dest_only = row(None, Some("90s"));
+        assert_eq!(dest_only.recovery_point_objective_seconds, Some(90));
+        assert!(dest_only.beyond_objective);
+        let invalid = row(Some("1m"), Some("soon"));
+        assert_eq!(invalid.recovery_point_objective_seconds, Some(60));
+        let neither = row(Some("15"), None);
+        assert_eq!(neither.recovery_point_objective_seconds, None);
+        assert!(!neither.beyond_objective);
     }
 
     #[test]
