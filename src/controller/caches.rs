@@ -22,10 +22,16 @@
 //! not seen yet is waited for, not guessed. Where a reader needs an answer the cache
 //! cannot give before its first listing, it asks the apiserver (`*_ready`).
 //!
+//! Every cache stores objects trimmed (`trim`): without `managedFields` nor kubectl's
+//! last-applied copy, which no reader uses. Nothing read from a cache is written back
+//! whole (writes are server-side applies of built objects and merge patches), so a
+//! trimmed copy loses nothing on the server.
+//!
 //! It must never hold Secret data, and never watch Pods other than ferrosync's movers.
 
 use std::{
     collections::BTreeMap,
+    fmt::Debug,
     hash::Hash,
     sync::{Arc, Mutex},
     time::Duration,
@@ -48,8 +54,10 @@ use kube::{
         watcher,
     },
 };
+use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
+use super::trim::{Annotations, trim};
 use crate::{
     policy::namespaces::{Labels, NamespaceError, NamespaceLabels},
     resources::{
@@ -410,8 +418,9 @@ fn in_namespace_labelled<K: Resource>(
         })
 }
 
-/// Runs one watch into its store. Watch errors back off and are logged, never fatal (the
-/// snapshot classes' watch fails for good where their CRD is not installed).
+/// Runs one watch into its store, each object trimmed before it is stored. Watch errors
+/// back off and are logged, never fatal (the snapshot classes' watch fails for good where
+/// their CRD is not installed).
 fn feed<K, S>(what: &'static str, stream: S, writer: Writer<K>) -> JoinHandle<()>
 where
     K: Resource + Clone + Send + Sync + 'static,
@@ -420,6 +429,7 @@ where
 {
     tokio::spawn(async move {
         stream
+            .modify(|obj| trim(obj, Annotations::WithoutLastApplied))
             .default_backoff()
             .reflect_shared(writer)
             .for_each(|event| async move {
@@ -429,6 +439,28 @@ where
             })
             .await;
     })
+}
+
+/// A reconciler's own kind (ReplicationSources, ReplicationDestinations): its store and
+/// the stream of changes that triggers it, as `Controller::new` would make them, but
+/// trimmed before they are stored. Their annotations are kept whole: the policy plugins
+/// are shown them (`trim`).
+pub fn own_kind<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = watcher::Result<K>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let changes = watcher(api, config)
+        .modify(|obj| trim(obj, Annotations::All))
+        .reflect(writer)
+        .applied_objects();
+    (store, changes)
 }
 
 /// [`NamespaceLabels`] from the Namespace metadata cache. A namespace the watch has not

@@ -1,0 +1,153 @@
+//! What a watch cache keeps of an object: the object without what the controller never
+//! reads, dropped as each object arrives and before it is stored, so the caches hold
+//! less (issue 10: `managedFields` were a large part of every cached object).
+//!
+//! - `metadata.managedFields` always: the apiserver's record of which manager set which
+//!   field, as large as the fields themselves. The controller writes with server-side
+//!   apply (the apiserver merges with what is stored) and merge patches, and never sends
+//!   an object read from a cache back whole, so nothing it writes needs them.
+//! - kubectl's `last-applied-configuration` annotation (a JSON copy of the whole object
+//!   as last `kubectl apply`d), except on the ReplicationSources and
+//!   ReplicationDestinations: their annotations go to the policy plugins as they are
+//!   (`psk` input), and what a plugin is shown must not depend on how the caches keep
+//!   objects.
+//!
+//! Pure. It must never drop a field the controller reads: only those two.
+
+use kube::Resource;
+
+/// kubectl's record of the last `kubectl apply`: a JSON copy of the object.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Which annotations a cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Annotations {
+    /// All of them (objects whose annotations are handed on as they are).
+    All,
+    /// All but kubectl's [`LAST_APPLIED`] copy of the object.
+    WithoutLastApplied,
+}
+
+/// Drops from `obj` what no reader of a cache uses (see the module header).
+pub fn trim<K: Resource>(obj: &mut K, annotations: Annotations) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if annotations == Annotations::WithoutLastApplied
+        && let Some(own) = meta.annotations.as_mut()
+    {
+        own.remove(LAST_APPLIED);
+        if own.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::{
+        api::core::v1::{
+            PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus,
+        },
+        apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference},
+    };
+    use kube::{api::ObjectMeta, core::PartialObjectMeta};
+
+    use super::*;
+
+    fn managed() -> Option<Vec<ManagedFieldsEntry>> {
+        Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            operation: Some("Apply".into()),
+            ..ManagedFieldsEntry::default()
+        }])
+    }
+
+    /// A PVC as the apiserver sends it: managedFields, kubectl's copy, and everything the
+    /// controller reads (labels, other annotations, owner, spec, status).
+    fn applied_pvc() -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                namespace: Some("app".into()),
+                uid: Some("u1".into()),
+                resource_version: Some("42".into()),
+                labels: Some(BTreeMap::from([("app".into(), "db".into())])),
+                annotations: Some(BTreeMap::from([
+                    (
+                        LAST_APPLIED.into(),
+                        r#"{"kind":"PersistentVolumeClaim"}"#.into(),
+                    ),
+                    ("volume.kubernetes.io/selected-node".into(), "n1".into()),
+                ])),
+                owner_references: Some(vec![OwnerReference {
+                    name: "rd".into(),
+                    uid: "u0".into(),
+                    ..OwnerReference::default()
+                }]),
+                managed_fields: managed(),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: Some("fast".into()),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            status: Some(PersistentVolumeClaimStatus {
+                phase: Some("Bound".into()),
+                ..PersistentVolumeClaimStatus::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn drops_managed_fields_and_kubectls_copy_and_keeps_the_rest() {
+        let mut pvc = applied_pvc();
+        trim(&mut pvc, Annotations::WithoutLastApplied);
+        let mut expected = applied_pvc();
+        expected.metadata.managed_fields = None;
+        expected
+            .metadata
+            .annotations
+            .as_mut()
+            .map(|a| a.remove(LAST_APPLIED));
+        assert_eq!(pvc, expected);
+        assert_eq!(
+            pvc.metadata.annotations,
+            Some(BTreeMap::from([(
+                "volume.kubernetes.io/selected-node".into(),
+                "n1".into()
+            )]))
+        );
+        assert!(pvc.metadata.labels.is_some() && pvc.metadata.owner_references.is_some());
+        assert_eq!(pvc.spec, applied_pvc().spec);
+        assert_eq!(pvc.status, applied_pvc().status);
+    }
+
+    #[test]
+    fn objects_whose_annotations_are_handed_on_keep_all_of_them() {
+        let mut pvc = applied_pvc();
+        trim(&mut pvc, Annotations::All);
+        assert_eq!(pvc.metadata.managed_fields, None);
+        assert_eq!(pvc.metadata.annotations, applied_pvc().metadata.annotations);
+    }
+
+    #[test]
+    fn an_object_with_only_kubectls_copy_is_left_without_annotations() {
+        let mut meta: PartialObjectMeta<PersistentVolumeClaim> = PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                annotations: Some(BTreeMap::from([(LAST_APPLIED.into(), "{}".into())])),
+                managed_fields: managed(),
+                ..ObjectMeta::default()
+            },
+            _phantom: Default::default(),
+        };
+        trim(&mut meta, Annotations::WithoutLastApplied);
+        assert_eq!(meta.metadata.annotations, None);
+        assert_eq!(meta.metadata.managed_fields, None);
+        assert_eq!(meta.metadata.name.as_deref(), Some("s"));
+    }
+}
