@@ -13,7 +13,8 @@
 //! - Services: the destinations' Services (`owns`), compared with the desired one so an
 //!   unchanged Service is not applied again.
 //! - Pods: only ferrosync's mover pods (by label): their termination message, why they
-//!   cannot start, which one runs. An application's pods are never watched.
+//!   cannot start, which one runs, and where a single-node volume's mover is mounted
+//!   already (`mover_pod::placement`). An application's pods are never watched.
 //! - VolumeSnapshots: copies and images, for retention and the cleanup sweep.
 //!
 //! A cache lags behind writes, this controller's own included. Each reader says how it
@@ -308,6 +309,12 @@ impl Caches {
     /// The Service `name` in `namespace`, as last seen.
     pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
         self.services.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Every mover pod in `namespace`, as last seen.
+    pub fn namespace_mover_pods(&self, namespace: &str) -> Vec<Arc<Pod>> {
+        self.mover_pods
+            .state_filter(|p| in_namespace_labelled(p, namespace, &[]))
     }
 
     /// The pods of the mover Job `job` in `namespace`, as last seen.
