@@ -2,7 +2,8 @@
 //! shared by both reconcilers, instead of GETs and LISTs in every pass.
 //!
 //! - Jobs: only ferrosync's movers (by label), and the same stream triggers both
-//!   reconcilers (`owns`). A cluster's other Jobs never reach the controller.
+//!   reconcilers (`owns`). A cluster's other Jobs never reach the controller. Kept
+//!   without their spec: the readers need only metadata and status.
 //! - Secrets: metadata only (no Secret data reaches the controller through a watch). A key
 //!   Secret's content is read with one GET when its resourceVersion changes (`keys`).
 //! - Namespaces: metadata only (the privileged-movers and pair annotations).
@@ -58,7 +59,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use super::trim::{Annotations, trim};
+use super::trim::{Annotations, trim, without_spec};
 use crate::{
     policy::namespaces::{Labels, NamespaceError, NamespaceLabels},
     resources::{
@@ -194,7 +195,7 @@ impl Caches {
         let tasks = vec![
             feed(
                 "jobs",
-                watcher(Api::<Job>::all(client.clone()), movers()),
+                watcher(Api::<Job>::all(client.clone()), movers()).modify(without_spec),
                 feeds.jobs,
             ),
             feed(
@@ -340,7 +341,8 @@ impl Caches {
         })
     }
 
-    /// The mover Job `name` in `namespace`, as last seen.
+    /// The mover Job `name` in `namespace`, as last seen: its metadata and status, without
+    /// its spec (`trim::without_spec`).
     pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
         self.jobs.get(&ObjectRef::new(name).within(namespace))
     }

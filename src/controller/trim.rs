@@ -12,8 +12,14 @@
 //!   (`psk` input), and what a plugin is shown must not depend on how the caches keep
 //!   objects.
 //!
-//! Pure. It must never drop a field the controller reads: only those two.
+//! - A mover Job's spec (its pod template, most of its size): every reader of the Job
+//!   cache reads the Job's metadata (uid, resourceVersion, labels, annotations, owner,
+//!   creation time) and status conditions only (`mover_run`, `iteration`, `mover_pod`,
+//!   `context`, `takeover`), and a Job is rebuilt from its builder, never from the cache.
+//!
+//! Pure. It must never drop a field the controller reads: only those.
 
+use k8s_openapi::api::batch::v1::Job;
 use kube::Resource;
 
 /// kubectl's record of the last `kubectl apply`: a JSON copy of the object.
@@ -40,6 +46,11 @@ pub fn trim<K: Resource>(obj: &mut K, annotations: Annotations) {
             meta.annotations = None;
         }
     }
+}
+
+/// Drops a cached mover Job's spec (see the module header); [`trim`] drops the rest.
+pub fn without_spec(job: &mut Job) {
+    job.spec = None;
 }
 
 #[cfg(test)]
@@ -131,6 +142,57 @@ mod tests {
         trim(&mut pvc, Annotations::All);
         assert_eq!(pvc.metadata.managed_fields, None);
         assert_eq!(pvc.metadata.annotations, applied_pvc().metadata.annotations);
+    }
+
+    #[test]
+    fn a_cached_job_keeps_what_its_readers_read() {
+        use k8s_openapi::{
+            api::batch::v1::{JobCondition, JobSpec, JobStatus},
+            apimachinery::pkg::apis::meta::v1::Time,
+        };
+
+        let at = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time"));
+        let mut job = Job {
+            metadata: ObjectMeta {
+                name: Some("volsync-rsync-tls-src-a".into()),
+                uid: Some("u2".into()),
+                resource_version: Some("7".into()),
+                creation_timestamp: Some(at.clone()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".into(),
+                    "ferrosync".into(),
+                )])),
+                managed_fields: managed(),
+                ..ObjectMeta::default()
+            },
+            spec: Some(JobSpec::default()),
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: "Failed".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(at),
+                    ..JobCondition::default()
+                }]),
+                ..JobStatus::default()
+            }),
+        };
+        let read = |j: &Job| {
+            (
+                super::super::mover_run::JobMeta::of(j),
+                super::super::mover_run::is_running(j),
+                super::super::takeover::is_ours(j),
+                j.metadata.uid.clone(),
+                j.metadata.resource_version.clone(),
+            )
+        };
+        let before = read(&job);
+        trim(&mut job, Annotations::WithoutLastApplied);
+        without_spec(&mut job);
+        assert_eq!(
+            (job.spec.is_none(), job.metadata.managed_fields.is_none()),
+            (true, true)
+        );
+        assert_eq!(read(&job), before);
     }
 
     #[test]
