@@ -15,7 +15,8 @@
 //!   unchanged Service is not applied again.
 //! - Pods: only ferrosync's mover pods (by label): their termination message, why they
 //!   cannot start, which one runs, and where a single-node volume's mover is mounted
-//!   already (`mover_pod::placement`). An application's pods are never watched.
+//!   already (`mover_pod::placement`). An application's pods are never watched. Kept
+//!   with only the part of their spec placement reads.
 //! - VolumeSnapshots: copies and images, for retention and the cleanup sweep.
 //!
 //! A cache lags behind writes, this controller's own included. Each reader says how it
@@ -59,7 +60,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use super::trim::{Annotations, trim, without_spec};
+use super::trim::{Annotations, placement_spec_only, trim, without_spec};
 use crate::{
     policy::namespaces::{Labels, NamespaceError, NamespaceLabels},
     resources::{
@@ -241,7 +242,7 @@ impl Caches {
             ),
             feed(
                 "pods",
-                watcher(Api::<Pod>::all(client.clone()), movers()),
+                watcher(Api::<Pod>::all(client.clone()), movers()).modify(placement_spec_only),
                 feeds.mover_pods,
             ),
             feed(

@@ -16,10 +16,16 @@
 //!   cache reads the Job's metadata (uid, resourceVersion, labels, annotations, owner,
 //!   creation time) and status conditions only (`mover_run`, `iteration`, `mover_pod`,
 //!   `context`, `takeover`), and a Job is rebuilt from its builder, never from the cache.
+//! - A mover pod's spec but for what placement reads (`mover_pod::placement_among`): its
+//!   node, its tolerations and its PVC volumes' claims. The other readers of the mover-pod
+//!   cache (`mover_run`, `stalled`, `iteration`) read metadata and status only.
 //!
 //! Pure. It must never drop a field the controller reads: only those.
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Pod, PodSpec, Volume},
+};
 use kube::Resource;
 
 /// kubectl's record of the last `kubectl apply`: a JSON copy of the object.
@@ -51,6 +57,26 @@ pub fn trim<K: Resource>(obj: &mut K, annotations: Annotations) {
 /// Drops a cached mover Job's spec (see the module header); [`trim`] drops the rest.
 pub fn without_spec(job: &mut Job) {
     job.spec = None;
+}
+
+/// Keeps of a cached mover pod's spec only what placement reads (see the module header).
+pub fn placement_spec_only(pod: &mut Pod) {
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        node_name: spec.node_name,
+        tolerations: spec.tolerations,
+        volumes: spec.volumes.map(|volumes| {
+            volumes
+                .into_iter()
+                .filter(|v| v.persistent_volume_claim.is_some())
+                .map(|v| Volume {
+                    name: v.name,
+                    persistent_volume_claim: v.persistent_volume_claim,
+                    ..Volume::default()
+                })
+                .collect()
+        }),
+        ..PodSpec::default()
+    });
 }
 
 #[cfg(test)]
@@ -193,6 +219,88 @@ mod tests {
             (true, true)
         );
         assert_eq!(read(&job), before);
+    }
+
+    #[test]
+    fn a_cached_mover_pod_is_placed_as_before() {
+        use k8s_openapi::api::core::v1::{
+            Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, PodStatus,
+            Toleration,
+        };
+
+        let claim = |name: &str, claim: &str| Volume {
+            name: name.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.into(),
+                read_only: Some(true),
+            }),
+            ..Volume::default()
+        };
+        let mut pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("mover".into()),
+                namespace: Some("app".into()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".into(),
+                    "ferrosync".into(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("n2".into()),
+                tolerations: Some(vec![Toleration {
+                    key: Some("dedicated".into()),
+                    operator: Some("Exists".into()),
+                    ..Toleration::default()
+                }]),
+                containers: vec![Container {
+                    name: "rsync-tls".into(),
+                    env: Some(vec![EnvVar {
+                        name: "DIRECTION".into(),
+                        value: Some("source".into()),
+                        ..EnvVar::default()
+                    }]),
+                    ..Container::default()
+                }],
+                volumes: Some(vec![
+                    claim("data", "data"),
+                    Volume {
+                        name: "tmp".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Volume::default()
+                    },
+                    claim("other", "logs"),
+                ]),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..PodStatus::default()
+            }),
+        };
+        let placed = |pod: &Pod, claim: &str| {
+            super::super::mover_pod::placement_among(claim, [pod]).map(|p| (p.node, p.tolerations))
+        };
+        let before = (
+            placed(&pod, "data"),
+            placed(&pod, "logs"),
+            placed(&pod, "tmp"),
+        );
+        let (status, meta) = (pod.status.clone(), pod.metadata.clone());
+        placement_spec_only(&mut pod);
+        assert!(before.0.is_some() && before.1.is_some() && before.2.is_none());
+        assert_eq!(
+            (
+                placed(&pod, "data"),
+                placed(&pod, "logs"),
+                placed(&pod, "tmp")
+            ),
+            before
+        );
+        let spec = pod.spec.as_ref().expect("spec");
+        assert!(spec.containers.is_empty());
+        assert_eq!(spec.volumes.as_ref().map(Vec::len), Some(2));
+        assert_eq!((pod.status, pod.metadata), (status, meta));
     }
 
     #[test]
