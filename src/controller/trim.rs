@@ -1,6 +1,6 @@
 //! What a watch cache keeps of an object: the object without what the controller never
 //! reads, dropped as each object arrives and before it is stored, so the caches hold
-//! less (issue 10: `managedFields` were a large part of every cached object).
+//! less (issue 10's peak-memory target; BENCHMARKS.md, "Peak memory").
 //!
 //! - `metadata.managedFields` always: the apiserver's record of which manager set which
 //!   field, as large as the fields themselves. The controller writes with server-side
@@ -11,7 +11,6 @@
 //!   ReplicationDestinations: their annotations go to the policy plugins as they are
 //!   (`psk` input), and what a plugin is shown must not depend on how the caches keep
 //!   objects.
-//!
 //! - A mover Job's spec (its pod template, most of its size): every reader of the Job
 //!   cache reads the Job's metadata (uid, resourceVersion, labels, annotations, owner,
 //!   creation time) and status conditions only (`mover_run`, `iteration`, `mover_pod`,
