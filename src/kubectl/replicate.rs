@@ -273,6 +273,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 source.describe("ReplicationSource", &args.name)
             )));
         }
+        // A manual trigger `sync` set since is kept: putting the first one back would
+        // start a sync, and running replicate again must change nothing.
+        let since = existing.spec.trigger.and_then(|t| t.manual);
+        if spec.manual.is_some() && since.is_some() {
+            spec.manual = since;
+        }
     }
     source
         .apply(&source.sources(), &args.name, &manifests::source(&spec))
