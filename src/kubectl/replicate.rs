@@ -99,6 +99,18 @@ fn default_key_secret(name: &str) -> String {
     format!("volsync-rsync-tls-{name}")
 }
 
+/// The manual trigger to apply to a source that has `existing`: one that `sync` set
+/// since is kept, because putting the requested one back would start a sync, and running
+/// replicate again must change nothing. A value the user chose is applied as asked.
+fn manual_to_apply(requested: Option<String>, existing: Option<String>) -> Option<String> {
+    match (requested, existing) {
+        (Some(_), Some(set_by_sync)) if super::sync::is_sync_token(&set_by_sync) => {
+            Some(set_by_sync)
+        }
+        (requested, _) => requested,
+    }
+}
+
 pub async fn run(args: Args) -> Result<(), Error> {
     let dry_run = args.dry_run.is_some();
     let (source, dest) = contexts::both(&args.sites).await?;
@@ -273,12 +285,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 source.describe("ReplicationSource", &args.name)
             )));
         }
-        // A manual trigger `sync` set since is kept: putting the first one back would
-        // start a sync, and running replicate again must change nothing.
-        let since = existing.spec.trigger.and_then(|t| t.manual);
-        if spec.manual.is_some() && since.is_some() {
-            spec.manual = since;
-        }
+        spec.manual = manual_to_apply(
+            spec.manual.take(),
+            existing.spec.trigger.and_then(|t| t.manual),
+        );
     }
     source
         .apply(&source.sources(), &args.name, &manifests::source(&spec))
@@ -314,4 +324,19 @@ pub async fn run(args: Args) -> Result<(), Error> {
         dest.describe("ReplicationDestination", &args.name),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_sync_set_survives_running_replicate_again() {
+        let token = crate::kubectl::sync::manual_token(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let once = || Some("once".to_string());
+        assert_eq!(manual_to_apply(once(), Some(token.clone())), Some(token));
+        assert_eq!(manual_to_apply(once(), Some("mine".into())), once());
+        assert_eq!(manual_to_apply(once(), None), once());
+        assert_eq!(manual_to_apply(None, Some("mine".into())), None);
+    }
 }
