@@ -73,16 +73,23 @@ struct Sites {
     _west: RunningController,
 }
 
-async fn sites(name: &str) -> Sites {
+/// Starts both sites' controllers, west's always with the vault bundle, east's only
+/// with `east_vault` (without, the `ferrosync.io/psk-pair` annotation means nothing there).
+async fn sites(name: &str, east_vault: bool) -> Sites {
     let east = env();
     let west = west();
     let bao = Bao::start().await;
-    let east_controller = crate::lifecycle_own_vault::start_with_vault(
-        &east,
-        &bao.controller_config(east.cp, &format!("{name}-east")),
-        &[],
-    )
-    .await;
+    let east_controller = match east_vault {
+        true => {
+            crate::lifecycle_own_vault::start_with_vault(
+                &east,
+                &bao.controller_config(east.cp, &format!("{name}-east")),
+                &[],
+            )
+            .await
+        }
+        false => east.controller(&[]),
+    };
     let west_controller =
         west_controller(west, &bao.controller_config(west, &format!("{name}-west"))).await;
     Sites {
@@ -154,7 +161,7 @@ async fn psk(ns: &TestNamespace, name: &str) -> String {
 async fn kubectl_pairs_two_clusters_through_the_vault_without_copying_a_secret() {
     let _one_at_a_time = SERIAL.lock().await;
     let started = std::time::Instant::now();
-    let sites = sites("kubectl-pair").await;
+    let sites = sites("kubectl-pair", true).await;
     let east = env();
     let src = east.cp.namespace("vp-app").await;
     let dst = sites.west.namespace("vp-copy").await;
@@ -330,9 +337,11 @@ async fn tenant_in(ns: &TestNamespace, user: &str) {
 }
 
 #[tokio::test]
-async fn replicate_refuses_a_vault_pair_the_namespaces_do_not_grant() {
+async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault() {
     let _one_at_a_time = SERIAL.lock().await;
-    let sites = sites("kubectl-refused").await;
+    // East's controller has no vault bundle here: its source would generate a key of its
+    // own, which west's destination would never accept.
+    let sites = sites("kubectl-refused", false).await;
     let east = env();
     let src = east.cp.namespace("vp-deny-app").await;
     let dst = sites.west.namespace("vp-deny-copy").await;
@@ -425,5 +434,32 @@ async fn replicate_refuses_a_vault_pair_the_namespaces_do_not_grant() {
         sites.bao.key("vp-db").await,
         None,
         "nothing stored for the pair"
+    );
+
+    // Granted, but east's controller has no vault bundle: west stores the pair's key, and
+    // replicate stops at east's source, whose key no vault plugin decided.
+    let src = east.cp.namespace("vp-novault-app").await;
+    let dst = sites.west.namespace("vp-novault-copy").await;
+    for (cp, ns) in [(east.cp, &src), (sites.west, &dst)] {
+        grant_prefixes(cp, &ns.name, "vp-").await;
+    }
+    sample_volume(&src, "data").await;
+    let as_admin = Kubectl {
+        kubeconfig: &admin,
+        src: &src.name,
+        dst: &dst.name,
+    };
+    let out = as_admin.run(&replicate("vp-novault"));
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{said}");
+    assert!(
+        said.contains(&format!("ReplicationSource {}/db (context east)", src.name))
+            && said.contains("not by a vault plugin")
+            && said.contains("[policy.psk]"),
+        "{said}"
+    );
+    assert!(
+        sites.bao.key("vp-novault").await.is_some(),
+        "west stored it"
     );
 }
