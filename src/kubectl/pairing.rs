@@ -55,9 +55,10 @@ fn grant_hint(site: &Site, pair: &str) -> String {
     )
 }
 
-/// Checks `site`'s Namespace grant for `pair` before anything is created. A user who may
-/// not read Namespaces (a tenant, usually) is told that the controller checks instead.
-pub async fn precheck(site: &Site, pair: &str) -> Result<(), Error> {
+/// Checks `site`'s Namespace grant for `pair` (`applying`: before anything is created, and
+/// the error says so). A user who may not read Namespaces (a tenant, usually) is told that
+/// the controller checks instead.
+pub async fn precheck(site: &Site, pair: &str, applying: bool) -> Result<(), Error> {
     let api: Api<Namespace> = Api::all(site.client.clone());
     let namespace = match api.get_opt(&site.namespace).await {
         Ok(Some(ns)) => ns,
@@ -75,9 +76,14 @@ pub async fn precheck(site: &Site, pair: &str) -> Result<(), Error> {
     let annotations = namespace.metadata.annotations.unwrap_or_default();
     authorised(&site.namespace, pair, &annotations).map_err(|why| {
         Error::Conflict(format!(
-            "{why} (the {} site, context {}). Nothing was created. A cluster admin grants it with: {}",
+            "{why} (the {} site, context {}).{} A cluster admin grants it with: {}",
             site.role,
             site.context,
+            if applying {
+                " Nothing was created."
+            } else {
+                ""
+            },
             grant_hint(site, pair)
         ))
     })

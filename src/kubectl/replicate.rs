@@ -175,7 +175,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 );
                 // Said, not refused: the manifests are for a repository, applied later.
                 for site in [&dest, &source] {
-                    if let Err(e) = pairing::precheck(site, pair).await {
+                    if let Err(e) = pairing::precheck(site, pair, false).await {
                         eprintln!("warning: {e}");
                     }
                 }
@@ -200,7 +200,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     // A pair the Namespaces do not grant is refused before anything is created.
     if let Some(pair) = &args.psk_pair {
         for site in [&dest, &source] {
-            pairing::precheck(site, pair).await?;
+            pairing::precheck(site, pair, true).await?;
         }
     }
 

@@ -381,6 +381,23 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
         said.contains(PREFIXES) && said.contains("Nothing was created"),
         "{said}"
     );
+    // A dry run prints the manifests for a repository, and warns.
+    let dry = as_admin.run(&[
+        "replicate",
+        "db",
+        "--pvc",
+        "data",
+        "--psk-pair",
+        "vp-db",
+        "--dry-run",
+        "client",
+    ]);
+    let said = text(&dry);
+    assert!(dry.status.success(), "{said}");
+    assert!(
+        said.contains("warning: ") && said.contains(PREFIXES) && !said.contains("Nothing was"),
+        "{said}"
+    );
     assert!(
         dst.api::<ReplicationDestination>()
             .get_opt("db")
