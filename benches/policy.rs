@@ -34,7 +34,7 @@ const WARM: usize = 5000;
 const COLD: usize = 10;
 
 fn bundle(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
         .join("policies")
         .join(name)
 }

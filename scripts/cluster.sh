@@ -37,7 +37,8 @@ start_one() { # start_one DIR ARGS...: the example in the background; returns at
   mkdir -p "$dir"
   rm -f "$dir/ready" "$dir/stopped"
   # setsid: the cluster outlives this shell, and a Ctrl-C here does not reach it.
-  setsid "${CARGO_TARGET_DIR:-target}/debug/examples/cluster" --state-dir "$dir" "$@" >"$dir/cluster.log" 2>&1 </dev/null &
+  # CARGO_MANIFEST_DIR: the harness finds the repository at run time (see bins::repo_root).
+  CARGO_MANIFEST_DIR="$PWD" setsid "${CARGO_TARGET_DIR:-target}/debug/examples/cluster" --state-dir "$dir" "$@" >"$dir/cluster.log" 2>&1 </dev/null &
   echo $! >"$dir/cluster.pid"
 }
 

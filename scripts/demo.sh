@@ -28,6 +28,7 @@ cargo build --quiet --bin ferrosync --bin ferrosync-mover --bin kubectl-ferrosyn
 target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
 
 bash scripts/cluster.sh down >/dev/null 2>&1 || true
+mkdir -p "$(dirname "$state")" # target/ may not exist when CARGO_TARGET_DIR is elsewhere
 bash scripts/cluster.sh up --pair --in-cluster --registry 2>&1 | tee "$state.up.log"
 pair_up=$(grep -o 'up in [0-9.]*s' "$state.up.log" | head -n1 || true)
 rm -f "$state.up.log"

@@ -21,7 +21,7 @@ fn version_prints_the_commit_and_the_build_date() {
     // In a checkout (CI clones one), the commit is the one built: HEAD when the build ran.
     let head = Command::new("git")
         .args(["rev-parse", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
         .output()
         .ok()
         .filter(|o| o.status.success())

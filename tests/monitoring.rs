@@ -42,6 +42,11 @@ fn exposed_series() -> BTreeSet<String> {
         Some("*/5 * * * *"),
         k8s_openapi::jiff::Timestamp::now(),
     );
+    metrics.observe_recovery_point(
+        &labels,
+        Some(k8s_openapi::jiff::Timestamp::now()),
+        Some(std::time::Duration::from_secs(900)),
+    );
     metrics.observe_reconcile("ReplicationSource", Some("Kube"));
     let (point, plugin) = ("psk".to_string(), "p".to_string());
     policy
@@ -177,6 +182,7 @@ fn alert_rules_query_only_exposed_metrics() {
         "FerrosyncSyncDurationNearInterval",
         "FerrosyncPolicyFailures",
         "FerrosyncControllerDown",
+        "FerrosyncRecoveryPointObjectiveMissed",
     ] {
         assert!(rules.contains_key(alert), "{alert} is defined: {rules:?}");
     }
@@ -247,6 +253,31 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     let (ok, out) = promtool(&[&dir.path().join("rules-test.yaml")], &["test", "rules"]);
     assert!(!ok, "a changed threshold must fail the rule tests:\n{out}");
     assert!(out.contains("FerrosyncSyncDurationNearInterval"), "{out}");
+
+    // So do the recovery point alert's: an objective doubled, or the alert taken off the
+    // copy's side (a source's stale timestamp would fire it).
+    for (from, to) in [
+        (
+            "> on (obj_namespace, obj_name, role, method) max",
+            "> on (obj_namespace, obj_name, role, method) 2 * max",
+        ),
+        (
+            r#"ferrosync_last_sync_timestamp_seconds{role="destination"}"#,
+            "ferrosync_last_sync_timestamp_seconds",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        promtool_workdir(dir.path(), |spec| {
+            assert!(spec.contains(from), "{spec}");
+            spec.replace(from, to)
+        });
+        let (ok, out) = promtool(&[&dir.path().join("rules-test.yaml")], &["test", "rules"]);
+        assert!(!ok, "{to:?} must fail the rule tests:\n{out}");
+        assert!(
+            out.contains("FerrosyncRecoveryPointObjectiveMissed"),
+            "{out}"
+        );
+    }
 }
 
 fn dynamic(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {

@@ -25,10 +25,12 @@ struct RoleDoc {
 }
 
 fn granted() -> BTreeSet<Use> {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/base/rbac.yaml"
-    ))
+    let text = std::fs::read_to_string(
+        std::path::Path::new(
+            &std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+        )
+        .join("deploy/base/rbac.yaml"),
+    )
     .expect("deploy/rbac.yaml");
     let mut out = BTreeSet::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {

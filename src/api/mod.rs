@@ -14,6 +14,7 @@ mod destination;
 mod mover_volumes;
 mod movers;
 pub mod psk;
+pub mod recovery_point;
 mod source;
 mod spelling;
 

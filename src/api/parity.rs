@@ -14,7 +14,9 @@ use super::*;
 
 /// Where VolSync's CRDs are, if this machine has them.
 fn volsync_crds() -> Option<PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = &PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
     std::env::var_os("FERROSYNC_VOLSYNC_SPEC")
         .map(PathBuf::from)
         .into_iter()

@@ -10,9 +10,7 @@
 //! labels or the bindings change so that it is gone, which also removes the condition.
 
 use k8s_openapi::{
-    api::core::v1::ObjectReference,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
+    api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp,
 };
 
 use super::context::Context;
@@ -35,15 +33,7 @@ pub fn point(side: Side) -> DecisionPoint {
     }
 }
 
-/// What changed in the conditions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    None,
-    /// The overlap appeared, or its message changed.
-    Set(String),
-    /// The overlap is gone.
-    Cleared,
-}
+pub use super::conditions::FlagChange as Change;
 
 /// Sets the condition for `overlap`, or removes it. Pure; `lastTransitionTime` moves
 /// only when the condition appears.
@@ -53,46 +43,14 @@ pub fn apply(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Change {
-    let at = conditions
-        .as_ref()
-        .and_then(|list| list.iter().position(|c| c.type_ == CONDITION));
-    match (overlap, at) {
-        // Nothing to say, and nothing written: an object without conditions keeps none.
-        (None, None) => Change::None,
-        (None, Some(i)) => {
-            let emptied = conditions.as_mut().is_some_and(|list| {
-                list.remove(i);
-                list.is_empty()
-            });
-            if emptied {
-                *conditions = None;
-            }
-            Change::Cleared
-        }
-        (Some(o), _) => {
-            let list = conditions.get_or_insert_with(Vec::new);
-            let message = o.message();
-            let old = at.map(|i| &list[i]);
-            let change = if old.is_some_and(|c| c.message == message) {
-                Change::None
-            } else {
-                Change::Set(message.clone())
-            };
-            let condition = Condition {
-                type_: CONDITION.into(),
-                status: "True".into(),
-                reason: REASON.into(),
-                message,
-                observed_generation: generation,
-                last_transition_time: old.map_or(Time(now), |c| c.last_transition_time.clone()),
-            };
-            match at {
-                Some(i) => list[i] = condition,
-                None => list.push(condition),
-            }
-            change
-        }
-    }
+    super::conditions::flag(
+        conditions,
+        CONDITION,
+        REASON,
+        overlap.map(BindingOverlap::message),
+        generation,
+        now,
+    )
 }
 
 /// Looks at the object's namespace now, updates the condition and announces a change.
@@ -136,6 +94,7 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).expect("valid")

@@ -102,6 +102,68 @@ pub fn synchronizing(conditions: &[Condition]) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == SYNCHRONIZING)
 }
 
+/// What [`flag`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagChange {
+    None,
+    /// The condition appeared, or its message changed.
+    Set(String),
+    /// The condition is gone.
+    Cleared,
+}
+
+/// A condition of ferrosync's own beside `Synchronizing`, present (status True) only while
+/// something is wrong: set with `message`, or removed when it is `None`. `kubectl describe`
+/// lists it; tools that know only `Synchronizing` ignore it. `lastTransitionTime` moves
+/// only when the condition appears, and an object without conditions keeps none.
+pub fn flag(
+    conditions: &mut Option<Vec<Condition>>,
+    type_: &str,
+    reason: &str,
+    message: Option<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> FlagChange {
+    let at = conditions
+        .as_ref()
+        .and_then(|list| list.iter().position(|c| c.type_ == type_));
+    match (message, at) {
+        (None, None) => FlagChange::None,
+        (None, Some(i)) => {
+            let emptied = conditions.as_mut().is_some_and(|list| {
+                list.remove(i);
+                list.is_empty()
+            });
+            if emptied {
+                *conditions = None;
+            }
+            FlagChange::Cleared
+        }
+        (Some(message), _) => {
+            let list = conditions.get_or_insert_with(Vec::new);
+            let old = at.map(|i| &list[i]);
+            let change = if old.is_some_and(|c| c.message == message && c.reason == reason) {
+                FlagChange::None
+            } else {
+                FlagChange::Set(message.clone())
+            };
+            let condition = Condition {
+                type_: type_.into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message,
+                observed_generation: generation,
+                last_transition_time: old.map_or(Time(now), |c| c.last_transition_time.clone()),
+            };
+            match at {
+                Some(i) => list[i] = condition,
+                None => list.push(condition),
+            }
+            change
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, ServiceAccount};
 use kube::{
     Api, Client,
@@ -21,6 +20,7 @@ use super::{
     error::Error,
     lag::{Writes, Wrote},
     mover_run,
+    object_backoff::ObjectBackoffs,
     pipeline::OwnWrites,
     servable::NotServed,
     topology::TopologyCache,
@@ -61,7 +61,7 @@ pub struct Context {
     /// Objects of other movers already announced (once each).
     pub not_served: NotServed,
     recorder: Recorder,
-    failures: Mutex<HashMap<String, ExponentialBackoff>>,
+    failures: ObjectBackoffs,
     /// Consecutive failed mover Jobs per object uid, between deleting a failed Job and
     /// creating the next (the Jobs carry the count otherwise; see `retry`).
     mover_failures: Mutex<HashMap<String, u32>>,
@@ -90,6 +90,7 @@ impl Context {
             controller: "ferrosync".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let failures = ObjectBackoffs::new(config.requeue.error_min, config.requeue.error_max);
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -104,7 +105,7 @@ impl Context {
             services_applied: Mutex::new(HashMap::new()),
             caches,
             known_keys: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures,
             mover_failures: Mutex::new(HashMap::new()),
             recent_events: Mutex::new(HashMap::new()),
             progress_reads: Mutex::new(HashMap::new()),
@@ -162,31 +163,12 @@ impl Context {
     /// from `requeue.error_min` up to `requeue.error_max`, with jitter (up to the delay
     /// again, still capped), so objects that failed together do not retry together.
     pub fn backoff(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let requeue = &self.config.requeue;
-        let max = requeue.error_max;
-        failures
-            .entry(key.to_string())
-            .or_insert_with(|| {
-                ExponentialBuilder::default()
-                    .with_min_delay(requeue.error_min)
-                    .with_max_delay(max)
-                    .with_factor(2.0)
-                    .with_jitter()
-                    .without_max_times()
-                    .build()
-            })
-            .next()
-            .unwrap_or(max)
-            .min(max)
+        self.failures.next(key)
     }
 
     /// Forgets an object's failures after a clean reconcile.
     pub fn reset_backoff(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.failures.reset(key);
     }
 
     /// Consecutive failed mover Jobs of the object with `uid`.

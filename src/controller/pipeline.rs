@@ -369,6 +369,21 @@ pub async fn reconcile<K: Kind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action
         now,
     )
     .await;
+    // On every pass too: the recovery point after it, and the objective as annotated now.
+    let sync = K::sync(&mut status);
+    super::recovery_point::check(
+        &ctx,
+        super::recovery_point::Observed {
+            object: &object,
+            labels: &ObjectLabels::new(&owner.namespace, &owner.name, K::SIDE.as_str()),
+            annotations: fresh.annotations(),
+            last_sync: sync.last_sync_time.as_ref().map(|t| t.0),
+            generation: fresh.meta().generation,
+            now,
+        },
+        &mut sync.conditions,
+    )
+    .await;
     record(&ctx, fresh.as_ref(), &owner, result, status, now).await
 }
 

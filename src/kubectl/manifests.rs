@@ -36,6 +36,9 @@ pub struct PairSpec {
     pub key_secret: Option<String>,
     pub address: Option<String>,
     pub rpo: Option<String>,
+    /// A vault pair (`ferrosync.io/psk-pair`) on both sides: each controller takes the key
+    /// from the vault, so `key_secret` stays unset and no Secret is copied.
+    pub psk_pair: Option<String>,
 }
 
 fn metadata(name: &str, namespace: &str, pair: &str, annotations: BTreeMap<&str, &str>) -> Value {
@@ -58,6 +61,22 @@ fn trigger(spec: &PairSpec) -> Option<Value> {
     }
 }
 
+/// The annotations both sides carry: the recovery point objective and the vault pair.
+fn shared_annotations(spec: &PairSpec) -> impl Iterator<Item = (&'static str, &str)> {
+    rpo(spec).into_iter().chain(
+        spec.psk_pair
+            .as_deref()
+            .map(|p| (crate::policy::pairs::PAIR_ANNOTATION, p)),
+    )
+}
+
+/// The recovery point objective's annotation, on both sides: the destination's site is
+/// where a failover happens and where Prometheus must alert when the source site is lost
+/// (the destination's lastSyncTime is the recovery point); the source's, while both run.
+fn rpo(spec: &PairSpec) -> Option<(&'static str, &str)> {
+    spec.rpo.as_deref().map(|r| (keys::RPO, r))
+}
+
 /// The ReplicationDestination, for the destination site. It carries the source PVC's name
 /// so that `failover` can name the promoted PVC after the application's.
 pub fn destination(spec: &PairSpec) -> Value {
@@ -74,16 +93,18 @@ pub fn destination(spec: &PairSpec) -> Value {
     if !spec.access_modes.is_empty() {
         rsync_tls["accessModes"] = json!(spec.access_modes);
     }
+    let mut annotations = BTreeMap::from([(keys::SOURCE_PVC, spec.source_pvc.as_str())]);
+    annotations.extend(shared_annotations(spec));
     json!({
         "apiVersion": "volsync.backube/v1alpha1",
         "kind": "ReplicationDestination",
-        "metadata": metadata(&spec.name, &spec.dest_namespace, &spec.name,
-            BTreeMap::from([(keys::SOURCE_PVC, spec.source_pvc.as_str())])),
+        "metadata": metadata(&spec.name, &spec.dest_namespace, &spec.name, annotations),
         "spec": { "rsyncTLS": rsync_tls },
     })
 }
 
-/// The ReplicationSource, for the source site. Its key Secret is referenced, never inlined.
+/// The ReplicationSource, for the source site. Its key Secret is referenced, never inlined;
+/// a vault pair's source references none (its controller makes its own from the vault).
 pub fn source(spec: &PairSpec) -> Value {
     let mut rsync_tls = json!({});
     if let Some(m) = &spec.source_copy_method {
@@ -95,11 +116,7 @@ pub fn source(spec: &PairSpec) -> Value {
     if let Some(a) = &spec.address {
         rsync_tls["address"] = json!(a);
     }
-    let annotations = spec
-        .rpo
-        .as_deref()
-        .map(|r| BTreeMap::from([(keys::RPO, r)]))
-        .unwrap_or_default();
+    let annotations = BTreeMap::from_iter(shared_annotations(spec));
     let mut object = json!({
         "apiVersion": "volsync.backube/v1alpha1",
         "kind": "ReplicationSource",
@@ -212,6 +229,7 @@ mod tests {
             key_secret: Some("volsync-rsync-tls-db".into()),
             address: None,
             rpo: Some("15m".into()),
+            psk_pair: None,
         }
     }
 
@@ -222,6 +240,16 @@ mod tests {
         assert_eq!(rd["metadata"]["annotations"][keys::SOURCE_PVC], "data");
         assert_eq!(rd["spec"]["rsyncTLS"]["serviceType"], "LoadBalancer");
         assert_eq!(rd["spec"]["rsyncTLS"]["capacity"], "1Gi");
+        // The recovery point objective is watched where a failover would happen.
+        assert_eq!(rd["metadata"]["annotations"][keys::RPO], "15m");
+        let without = destination(&PairSpec {
+            rpo: None,
+            ..spec()
+        });
+        assert_eq!(
+            without["metadata"]["annotations"],
+            json!({ keys::SOURCE_PVC: "data" })
+        );
         // The destination follows the source: a schedule belongs to the source only.
         assert!(rd["spec"].get("trigger").is_none());
     }
@@ -233,11 +261,48 @@ mod tests {
         assert!(rs["spec"]["rsyncTLS"].get("address").is_none());
         assert_eq!(rs["spec"]["trigger"]["schedule"], "*/5 * * * *");
         assert_eq!(rs["metadata"]["annotations"][keys::RPO], "15m");
+        let without = source(&PairSpec {
+            rpo: None,
+            ..spec()
+        });
+        assert!(without["metadata"].get("annotations").is_none());
         let with_address = source(&PairSpec {
             address: Some("192.0.2.7".into()),
             ..spec()
         });
         assert_eq!(with_address["spec"]["rsyncTLS"]["address"], "192.0.2.7");
+    }
+
+    #[test]
+    fn a_vault_pair_annotates_both_sides_and_references_no_secret() {
+        let paired = PairSpec {
+            psk_pair: Some("geo-db".into()),
+            key_secret: None,
+            ..spec()
+        };
+        let (rd, rs) = (destination(&paired), source(&paired));
+        for obj in [&rd, &rs] {
+            assert_eq!(
+                obj["metadata"]["annotations"][crate::policy::pairs::PAIR_ANNOTATION],
+                "geo-db"
+            );
+            assert_eq!(obj["metadata"]["annotations"][keys::RPO], "15m");
+        }
+        assert!(rs["spec"]["rsyncTLS"].get("keySecret").is_none(), "{rs}");
+        assert!(rd["spec"]["rsyncTLS"].get("keySecret").is_none(), "{rd}");
+        let out = yaml_stream(&[("destination", &rd), ("source", &rs)]).unwrap();
+        assert_eq!(
+            out.matches("ferrosync.io/psk-pair: geo-db").count(),
+            2,
+            "{out}"
+        );
+        assert!(!out.contains("keySecret"), "{out}");
+        // Without a pair, no annotation.
+        assert!(
+            source(&spec())["metadata"]["annotations"]
+                .get(crate::policy::pairs::PAIR_ANNOTATION)
+                .is_none()
+        );
     }
 
     #[test]

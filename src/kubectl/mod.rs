@@ -12,6 +12,7 @@ mod failback;
 mod failover;
 mod manifests;
 mod objects;
+mod pairing;
 mod replicate;
 mod status;
 mod sync;
@@ -30,8 +31,9 @@ pub use status::{PairRow, Side, rows};
 pub mod keys {
     /// On the destination: the application's PVC name in the source cluster.
     pub const SOURCE_PVC: &str = "ferrosync.io/source-pvc";
-    /// On the source: the recovery point objective, a duration ("15m", "1h").
-    pub const RPO: &str = "ferrosync.io/recovery-point-objective";
+    /// On both sides: the recovery point objective, a duration ("15m", "1h"), parsed by
+    /// [`crate::api::recovery_point::parse`] here and in the controller.
+    pub const RPO: &str = crate::api::recovery_point::ANNOTATION;
     /// On the destination: set by `failover`; a fenced destination never listens again.
     pub const FENCED: &str = "ferrosync.io/fenced";
     /// On the destination: the PVC `failover` promoted.
@@ -48,7 +50,8 @@ pub mod keys {
     version = crate::VERSION,
     about = "Replicate, fail over and fail back volumes between clusters with ferrosync",
     after_help = "Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 a cluster is unreachable, \
-4 not found, 5 conflict (a name taken, a PVC in use), 6 not ready or timed out, 7 the sync failed."
+4 not found, 5 conflict (a name taken, a PVC in use, a vault pair its namespace is not granted), \
+6 not ready or timed out, 7 the sync failed."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -87,7 +90,8 @@ pub enum Output {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Set up a pair: a ReplicationDestination in the destination site, the key copied to
-    /// the source site, and a ReplicationSource there. Idempotent.
+    /// the source site (or, with --psk-pair, taken from the vault by both sites'
+    /// controllers), and a ReplicationSource there. Idempotent.
     Replicate(Box<replicate::Args>),
     /// Both sides of every pair, with the recovery point's age.
     Status(status::Args),
@@ -196,6 +200,31 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn replicate_refuses_an_rpo_the_controller_would_flag() {
+        let parse = |rpo: &str| {
+            Cli::try_parse_from([
+                "kubectl-ferrosync",
+                "replicate",
+                "db",
+                "--pvc",
+                "d",
+                "--rpo",
+                rpo,
+            ])
+        };
+        let err = parse("15").expect_err("no unit");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.to_string().contains("15m, 1h or 90s"), "{err}");
+        let Ok(Cli {
+            command: Command::Replicate(args),
+        }) = parse(" 15m")
+        else {
+            panic!("a valid objective");
+        };
+        assert_eq!(args.rpo.as_deref(), Some("15m"));
     }
 
     #[test]

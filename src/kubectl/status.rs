@@ -52,6 +52,22 @@ pub struct PairRow {
     pub beyond_objective: bool,
     pub latest_image: Option<String>,
     pub fenced: bool,
+    /// Where the source's key comes from: "vault pair <name>" (no Secret copied) or
+    /// "Secret <name>" (copied, or generated when nothing else supplies it).
+    pub key_source: Option<String>,
+}
+
+/// Where a side's key comes from: its vault pair, else the Secret it names (its spec's,
+/// else the one its controller made).
+fn key_source(
+    annotations: &BTreeMap<String, String>,
+    named: Option<&str>,
+    made: Option<&str>,
+) -> Option<String> {
+    annotations
+        .get(crate::policy::pairs::PAIR_ANNOTATION)
+        .map(|pair| format!("vault pair {pair}"))
+        .or_else(|| named.or(made).map(|s| format!("Secret {s}")))
 }
 
 fn synchronizing(conditions: Option<&Vec<Condition>>) -> Option<&Condition> {
@@ -100,6 +116,14 @@ fn pair_key(labels: &BTreeMap<String, String>, name: &str) -> String {
         .unwrap_or_else(|| name.to_string())
 }
 
+/// A side's valid recovery point objective in seconds (an invalid one the controller
+/// reports on the object; here it is as good as absent).
+fn objective(annotations: &BTreeMap<String, String>) -> Option<u64> {
+    crate::api::recovery_point::of(annotations)?
+        .ok()
+        .map(|d| d.as_secs())
+}
+
 fn last_sync(sync: Option<&SyncStatus>) -> Option<Timestamp> {
     sync?.last_sync_time.as_ref().map(|t| t.0)
 }
@@ -126,13 +150,20 @@ pub fn rows(
             sync,
             rs.spec.paused == Some(true),
         ));
+        row.key_source = key_source(
+            rs.annotations(),
+            rs.spec
+                .rsync_tls
+                .as_ref()
+                .and_then(|t| t.key_secret.as_deref()),
+            rs.status
+                .as_ref()
+                .and_then(|s| s.rsync_tls.as_ref())
+                .and_then(|t| t.key_secret.as_deref()),
+        );
         source_sync.insert(key.clone(), last_sync(sync));
-        if let Some(rpo) = rs
-            .annotations()
-            .get(keys::RPO)
-            .and_then(|r| humantime::parse_duration(r).ok())
-        {
-            objectives.insert(key, rpo.as_secs());
+        if let Some(rpo) = objective(rs.annotations()) {
+            objectives.insert(key, rpo);
         }
     }
     for rd in dests {
@@ -153,6 +184,19 @@ pub fn rows(
             .and_then(|s| s.latest_image.as_ref())
             .map(|i| format!("{}/{}", i.kind, i.name));
         row.fenced = rd.annotations().contains_key(keys::FENCED);
+        if row.key_source.is_none() {
+            row.key_source = key_source(
+                rd.annotations(),
+                None,
+                status
+                    .and_then(|s| s.rsync_tls.as_ref())
+                    .and_then(|t| t.key_secret.as_deref()),
+            );
+        }
+        // The destination's objective wins: its site is where a failover happens.
+        if let Some(rpo) = objective(rd.annotations()) {
+            objectives.insert(key.clone(), rpo);
+        }
         // The copy holds what the destination last completed: that is the recovery point.
         if let Some(at) = last_sync(sync) {
             row.recovery_point_age_seconds = Some(now.duration_since(at).as_secs());
@@ -342,10 +386,22 @@ mod tests {
     }
 
     fn rd(name: &str, pair: Option<&str>, last: Option<i64>) -> ReplicationDestination {
+        rd_with(name, pair, last, None)
+    }
+
+    fn rd_with(
+        name: &str,
+        pair: Option<&str>,
+        last: Option<i64>,
+        rpo: Option<&str>,
+    ) -> ReplicationDestination {
         let mut rd = ReplicationDestination::new(name, Default::default());
         rd.metadata.namespace = Some("dr".into());
         if let Some(p) = pair {
             rd.metadata.labels = Some(BTreeMap::from([(PAIR_LABEL.into(), p.into())]));
+        }
+        if let Some(r) = rpo {
+            rd.metadata.annotations = Some(BTreeMap::from([(keys::RPO.into(), r.into())]));
         }
         let mut status = crate::api::ReplicationDestinationStatus::default();
         status.sync.last_sync_time = last.map(|s| Time(at(s)));
@@ -395,6 +451,55 @@ mod tests {
         assert!(rows[0].beyond_objective && rows[0].destination.is_none());
         assert!(!rows[1].beyond_objective && rows[1].source.is_none());
         assert!(table(&rows, false).to_string().contains("(not found)"));
+    }
+
+    #[test]
+    fn the_destinations_objective_wins_and_an_invalid_one_falls_back_to_the_sources() {
+        let row = |source: Option<&str>, dest: Option<&str>| {
+            rows(
+                &[rs("db", None, Some(0), source)],
+                &[rd_with("db", None, Some(0), dest)],
+                at(120),
+            )
+            .remove(0)
+        };
+        let both = row(Some("1m"), Some("1h"));
+        assert_eq!(both.recovery_point_objective_seconds, Some(3600));
+        assert!(!both.beyond_objective, "2m is within the destination's 1h");
+        let dest_only = row(None, Some("90s"));
+        assert_eq!(dest_only.recovery_point_objective_seconds, Some(90));
+        assert!(dest_only.beyond_objective);
+        let invalid = row(Some("1m"), Some("soon"));
+        assert_eq!(invalid.recovery_point_objective_seconds, Some(60));
+        let neither = row(Some("15"), None);
+        assert_eq!(neither.recovery_point_objective_seconds, None);
+        assert!(!neither.beyond_objective);
+    }
+
+    #[test]
+    fn the_key_source_tells_a_vault_pair_from_a_secret() {
+        let mut paired = rs("db", None, None, None);
+        paired.metadata.annotations = Some(BTreeMap::from([(
+            crate::policy::pairs::PAIR_ANNOTATION.into(),
+            "geo-db".into(),
+        )]));
+        let mut copied = rs("web", None, None, None);
+        copied.spec.rsync_tls = Some(crate::api::ReplicationSourceRsyncTLSSpec {
+            key_secret: Some("volsync-rsync-tls-web".into()),
+            ..Default::default()
+        });
+        let rows = rows(&[paired, copied], &[rd("lone", None, None)], at(0));
+        let sources: Vec<_> = rows.iter().map(|r| r.key_source.as_deref()).collect();
+        assert_eq!(
+            sources,
+            [
+                Some("vault pair geo-db"),
+                None,
+                Some("Secret volsync-rsync-tls-web")
+            ]
+        );
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["keySource"], "vault pair geo-db");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Arbitrary-input tests of what the policy host reads from others: plugin outputs (every
-//! field of every decision), a bundle's `policy.toml` and its `tests.json`. None may panic;
-//! a refusal names what was wrong (the field, key, value or file). Bounded runs.
+//! field of every decision, and the psk world's `release` answer), a bundle's
+//! `policy.toml` and its `tests.json`. None may panic; a refusal names what was wrong (the
+//! field, key, value or file). Bounded runs.
 
 use std::{fs, path::Path};
 
@@ -10,6 +11,7 @@ use super::{
     bindings::wit,
     golden::read_table,
     plugin::{BundleFile, POLICY_FILE},
+    release::validate_release,
     types::CopyMethodInput,
     validate::{self, InvalidOutput, MAX_ANNOTATIONS, MAX_REASON_BYTES},
 };
@@ -144,9 +146,15 @@ proptest! {
             1 => wit::PskAnswer::GenerateLocally,
             _ => wit::PskAnswer::NotAvailableYet,
         };
-        if let Err(e) = validate::psk(wit::PskDecision { answer, reason }) {
+        if let Err(e) = validate::psk(wit::PskDecision { answer, reason: reason.clone() }) {
             let text = e.to_string();
-            prop_assert!(!text.is_empty());
+            // It names what was wrong: the key (identity or hex digits) or the reason.
+            let named = match &e {
+                InvalidOutput::BadKey(_) => text.starts_with("invalid key: "),
+                InvalidOutput::ReasonTooLong(n) => *n == reason.len(),
+                _ => false,
+            };
+            prop_assert!(named, "{text}");
             if key_hex.len() >= 8 {
                 prop_assert!(!text.contains(&key_hex), "the key leaked into {text}");
             }
@@ -230,6 +238,36 @@ proptest! {
                 let text = e.to_string();
                 prop_assert!(text.contains(&format!("cases[{case}]")), "{text}");
                 prop_assert!(text.contains(field) || field == "expect", "{text}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The psk world's `release` answer is a plugin output too (added after the others):
+    /// any reason is bounded and cleaned, or refused naming its length.
+    #[test]
+    fn release_outputs_are_validated_without_panics(
+        outcome in prop::sample::select(vec![
+            wit::ReleaseOutcome::Left,
+            wit::ReleaseOutcome::Deleted,
+            wit::ReleaseOutcome::NoSuchPair,
+        ]),
+        reason in reason(),
+    ) {
+        match validate_release(wit::PskRelease { outcome, reason: reason.clone() }) {
+            Ok(r) => {
+                prop_assert!(r.reason.len() <= MAX_REASON_BYTES);
+                prop_assert!(
+                    !r.reason.chars().any(|c| c.is_control() || c == '\u{202e}' || c == '\u{200b}'),
+                    "{:?}", r.reason
+                );
+            }
+            Err(e) => {
+                prop_assert_eq!(&e, &InvalidOutput::ReasonTooLong(reason.len()));
+                prop_assert!(e.to_string().contains(&reason.len().to_string()), "{e}");
             }
         }
     }

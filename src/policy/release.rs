@@ -103,7 +103,7 @@ fn release_to_wit(input: &PskReleaseInput, settings: &str) -> wit::PskReleaseInp
 }
 
 /// A plugin's release answer, its reason checked and cleaned as a decision's is.
-fn validate_release(out: wit::PskRelease) -> Result<PskRelease, InvalidOutput> {
+pub(super) fn validate_release(out: wit::PskRelease) -> Result<PskRelease, InvalidOutput> {
     if out.reason.len() > MAX_REASON_BYTES {
         return Err(InvalidOutput::ReasonTooLong(out.reason.len()));
     }

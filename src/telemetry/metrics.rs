@@ -81,6 +81,8 @@ pub struct Metrics {
     sync_duration_histogram: Family<ObjectLabels, Histogram>,
     bytes: Family<ObjectLabels, Counter>,
     interval: Family<ObjectLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    last_sync: Family<ObjectLabels, Gauge>,
+    objective: Family<ObjectLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconciles: Family<ErrorLabels, Counter>,
     known: Arc<Mutex<HashSet<ObjectLabels>>>,
@@ -116,6 +118,8 @@ impl Metrics {
             sync_duration_histogram: Family::new_with_constructor(duration_histogram),
             bytes: Family::default(),
             interval: Family::default(),
+            last_sync: Family::default(),
+            objective: Family::default(),
             reconcile_errors: Family::default(),
             reconciles: Family::default(),
             known: Arc::default(),
@@ -146,6 +150,18 @@ impl Metrics {
             "ferrosync_sync_interval_seconds",
             "Seconds between the schedule's next two start times (only objects with a schedule), to compare sync durations with",
             metrics.interval.clone(),
+        );
+        // Timestamps, not ages: `time() - ...` keeps growing in Prometheus when the
+        // controller (or its whole site) stops, so an alert on it still fires.
+        registry.register(
+            "ferrosync_last_sync_timestamp_seconds",
+            "Unix time of the object's status.lastSyncTime (only objects that completed a sync)",
+            metrics.last_sync.clone(),
+        );
+        registry.register(
+            "ferrosync_recovery_point_objective_seconds",
+            "The object's ferrosync.io/recovery-point-objective annotation in seconds (only objects with a valid one)",
+            metrics.objective.clone(),
         );
         registry.register(
             "ferrosync_reconcile_errors",
@@ -205,6 +221,37 @@ impl Metrics {
         }
     }
 
+    /// The object's recovery point as of this pass: its `status.lastSyncTime` and its
+    /// valid recovery point objective. Either absent removes its series, so an annotation
+    /// removed (or made invalid) resolves the alert instead of leaving a stale objective.
+    pub fn observe_recovery_point(
+        &self,
+        labels: &ObjectLabels,
+        last_sync: Option<k8s_openapi::jiff::Timestamp>,
+        objective: Option<Duration>,
+    ) {
+        match last_sync {
+            Some(at) => {
+                self.track(labels);
+                self.last_sync.get_or_create(labels).set(at.as_second());
+            }
+            None => {
+                self.last_sync.remove(labels);
+            }
+        }
+        match objective {
+            Some(objective) => {
+                self.track(labels);
+                self.objective
+                    .get_or_create(labels)
+                    .set(objective.as_secs_f64());
+            }
+            None => {
+                self.objective.remove(labels);
+            }
+        }
+    }
+
     /// A completed iteration.
     pub fn observe_sync(&self, labels: &ObjectLabels, seconds: f64, bytes: u64) {
         self.track(labels);
@@ -239,6 +286,8 @@ impl Metrics {
             self.sync_duration_histogram.remove(labels);
             self.bytes.remove(labels);
             self.interval.remove(labels);
+            self.last_sync.remove(labels);
+            self.objective.remove(labels);
             known.remove(labels);
         }
         gone.len()
@@ -293,6 +342,39 @@ mod tests {
             !text.contains(r#"ferrosync_sync_interval_seconds{obj_name="b""#),
             "{text}"
         );
+
+        // The recovery point: a timestamp and the objective, each gone when it is.
+        let synced = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("valid");
+        metrics.observe_recovery_point(&a, Some(synced), Some(Duration::from_secs(900)));
+        metrics.observe_recovery_point(&b, Some(synced), None);
+        let text = exposition.encode().expect("encodes");
+        assert!(
+            text.contains("# TYPE ferrosync_last_sync_timestamp_seconds gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains(r#"ferrosync_last_sync_timestamp_seconds{obj_name="a",obj_namespace="ns",role="source",method="rsync-tls"} 1700000000"#), "{text}");
+        assert!(text.contains(r#"ferrosync_last_sync_timestamp_seconds{obj_name="b",obj_namespace="ns",role="destination",method="rsync-tls"} 1700000000"#), "{text}");
+        assert!(
+            text.contains("# TYPE ferrosync_recovery_point_objective_seconds gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains(r#"ferrosync_recovery_point_objective_seconds{obj_name="a",obj_namespace="ns",role="source",method="rsync-tls"} 900.0"#), "{text}");
+        assert!(
+            !text.contains(r#"ferrosync_recovery_point_objective_seconds{obj_name="b""#),
+            "{text}"
+        );
+        // The annotation removed: only the objective goes.
+        metrics.observe_recovery_point(&a, Some(synced), None);
+        let text = exposition.encode().expect("encodes");
+        assert!(
+            !text.contains(r#"ferrosync_recovery_point_objective_seconds{obj_name="a""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ferrosync_last_sync_timestamp_seconds{obj_name="a""#),
+            "{text}"
+        );
+        metrics.observe_recovery_point(&a, Some(synced), Some(Duration::from_secs(60)));
 
         assert_eq!(metrics.forget(&HashSet::from([b.clone()])), 1);
         let text = exposition.encode().expect("encodes");

@@ -10,8 +10,10 @@ use crate::{fixtures, support::control_plane};
 
 /// Every fixture, parsed: (file name, object).
 fn mover_fixtures() -> Vec<(String, Value)> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/volsync-movers");
+    let dir = std::path::Path::new(
+        &std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    )
+    .join("tests/fixtures/volsync-movers");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("the fixtures directory")
         .map(|e| e.expect("entry").path())

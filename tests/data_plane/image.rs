@@ -3,13 +3,14 @@
 
 use std::fs;
 
-const DOCKERFILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/deploy/images/mover.Dockerfile"
-);
-
 fn lines() -> Vec<String> {
-    let text = fs::read_to_string(DOCKERFILE).expect("mover.Dockerfile");
+    let text = fs::read_to_string(
+        std::path::Path::new(
+            &std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+        )
+        .join("deploy/images/mover.Dockerfile"),
+    )
+    .expect("mover.Dockerfile");
     // Join continuation lines so each instruction is one line.
     text.replace("\\\n", " ")
         .lines()

@@ -40,7 +40,7 @@ use crate::{
 const COMPONENT: &str = "copy-method-by-driver.wasm";
 
 fn shipped() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/aws-ebs")
+    crate::support::bins::repo_root().join("policies/aws-ebs")
 }
 
 /// The shipped aws-ebs bundle, copied to `dir`, treating the simulator's driver as EBS

@@ -42,7 +42,7 @@ async fn a_late_overlap_of_bindings_is_a_condition_while_it_lasts() {
     let started = Instant::now();
     let env = env();
     let ns = env.cp.namespace("late-overlap").await;
-    let bundle = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/aws-ebs");
+    let bundle = crate::support::bins::repo_root().join("policies/aws-ebs");
     let pin = ferrosync::policy::plugin::sha256_hex(
         &std::fs::read(bundle.join("copy-method-by-driver.wasm")).expect("component"),
     );

@@ -29,7 +29,7 @@ use crate::{
 /// shipped. The text replaced must be there, so a shipped bundle that changed fails here
 /// instead of silently testing something else.
 pub fn bundle_copy(bundle: &str, to: &Path, replace: Option<(&str, &str)>) -> PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let from = crate::support::bins::repo_root()
         .join("policies")
         .join(bundle);
     std::fs::create_dir_all(to).expect("mkdir");

@@ -5,13 +5,18 @@
 
 use std::time::Duration;
 
-use ferrosync::api::ReplicationSource;
-use kube::{Api, api::DeleteParams};
-use serde_json::json;
+use ferrosync::api::{ReplicationDestination, ReplicationSource, SyncStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use serde_json::{Value, json};
 
 use crate::{
     env::env,
-    fixtures::{STEP, bound_dir, pvc},
+    fixtures::{STEP, bound_dir, event, pvc},
+    support::TestNamespace,
     support::deploy,
     support::wait,
     tree,
@@ -30,6 +35,39 @@ fn series(text: &str, name: &str, labels: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Sets (or, with null, removes) the recovery point objective annotation of `metered`.
+async fn annotate_rpo<K>(ns: &TestNamespace, value: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let patch =
+        json!({"metadata": {"annotations": {"ferrosync.io/recovery-point-objective": value}}});
+    ns.api::<K>()
+        .patch("metered", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotating");
+}
+
+/// The destination `metered`'s condition of type `type_`.
+async fn condition(ns: &TestNamespace, type_: &str) -> Option<Condition> {
+    let rd: ReplicationDestination = ns.api().get("metered").await.expect("destination");
+    rd.status?
+        .sync
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn synchronizing(sync: &SyncStatus) -> Option<&Condition> {
+    sync.conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Synchronizing")
 }
 
 #[tokio::test]
@@ -144,6 +182,76 @@ async fn metrics_and_status_report_a_real_sync_and_forget_deleted_objects() {
         "policy decisions are counted"
     );
 
+    // The recovery point: each side's lastSyncTime as a timestamp, and the objective of
+    // a valid annotation. An invalid one is flagged and exports nothing.
+    let dst_labels = format!(
+        r#"obj_name="metered",obj_namespace="{}",role="destination",method="rsync-tls""#,
+        dst.name
+    );
+    annotate_rpo::<ReplicationSource>(&src, json!("15m")).await;
+    annotate_rpo::<ReplicationDestination>(&dst, json!("soon")).await;
+    let synced_at = |sync: Option<&SyncStatus>| {
+        sync.and_then(|s| s.last_sync_time.as_ref())
+            .map(|t| t.0.as_second() as f64)
+            .expect("lastSyncTime")
+    };
+    let source_synced = synced_at(rs.status.as_ref().map(|s| &s.sync));
+    let rd: ReplicationDestination = dst.api().get("metered").await.expect("destination");
+    let dest_synced = synced_at(rd.status.as_ref().map(|s| &s.sync));
+    let last = "ferrosync_last_sync_timestamp_seconds";
+    let objective = "ferrosync_recovery_point_objective_seconds";
+    let text = wait::until("the source's objective to be exported", STEP, || async {
+        let text = metrics();
+        Ok((series(&text, objective, &labels) == Some(900.0)).then_some(text))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(series(&text, last, &labels), Some(source_synced), "{text}");
+    assert_eq!(
+        series(&text, last, &dst_labels),
+        Some(dest_synced),
+        "{text}"
+    );
+    assert_eq!(family_type(&text, last), Some("gauge"));
+    assert_eq!(family_type(&text, objective), Some("gauge"));
+    let warning = event(
+        &dst.client,
+        &dst.name,
+        "metered",
+        "RecoveryPointObjectiveInvalid",
+    )
+    .await;
+    assert!(
+        warning.contains("recovery-point-objective") && warning.contains("\"soon\""),
+        "{warning}"
+    );
+    let invalid = condition(&dst, "RecoveryPointObjectiveInvalid").await;
+    assert!(invalid.is_some_and(|c| c.message == warning));
+    assert_eq!(series(&metrics(), objective, &dst_labels), None);
+
+    // Fixed on the destination, removed from the source: the series follow.
+    annotate_rpo::<ReplicationDestination>(&dst, json!("1h")).await;
+    annotate_rpo::<ReplicationSource>(&src, Value::Null).await;
+    wait::until("the objectives to follow the annotations", STEP, || async {
+        let text = metrics();
+        let followed = series(&text, objective, &dst_labels) == Some(3600.0)
+            && series(&text, objective, &labels).is_none()
+            && condition(&dst, "RecoveryPointObjectiveInvalid")
+                .await
+                .is_none();
+        Ok(followed.then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rs: ReplicationSource = src.api().get("metered").await.expect("source");
+    assert!(
+        rs.status
+            .as_ref()
+            .and_then(|s| synchronizing(&s.sync))
+            .is_some_and(|c| c.reason != "Error"),
+        "an objective never stops syncs"
+    );
+
     // A deleted object's series go, so its alerts resolve.
     let rss: Api<ReplicationSource> = src.api();
     rss.delete("metered", &DeleteParams::default())
@@ -152,7 +260,8 @@ async fn metrics_and_status_report_a_real_sync_and_forget_deleted_objects() {
     wait::until("the deleted source's series to disappear", STEP, || async {
         let text = metrics();
         let gone = series(&text, "volsync_volume_out_of_sync", &labels).is_none()
-            && series(&text, "volsync_sync_duration_seconds_count", &labels).is_none();
+            && series(&text, "volsync_sync_duration_seconds_count", &labels).is_none()
+            && series(&text, "ferrosync_last_sync_timestamp_seconds", &labels).is_none();
         Ok(gone.then_some(()))
     })
     .await

@@ -257,8 +257,7 @@ async fn rsync_tls_objects_ferrosync_cannot_serve_get_a_condition_and_nothing_el
 
 /// The fixtures of other movers, with their status.
 fn other_mover_fixtures() -> Vec<Value> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/volsync-movers");
+    let dir = crate::support::bins::repo_root().join("tests/fixtures/volsync-movers");
     [
         "restic-source",
         "restic-destination",

@@ -324,6 +324,17 @@ async fn replicate_status_and_sync_between_two_clusters_through_a_load_balancer(
     ];
     let out = pair.ok(&replicate);
     let rd: ReplicationDestination = dst.api().get("db").await.expect("destination in west");
+    let rs: ReplicationSource = src.api().get("db").await.expect("source in east");
+    // The objective on both sides: west alerts on its copy when east is lost.
+    for annotations in [rd.annotations(), rs.annotations()] {
+        assert_eq!(
+            annotations
+                .get("ferrosync.io/recovery-point-objective")
+                .map(String::as_str),
+            Some("1h"),
+            "{annotations:?}"
+        );
+    }
     let tls = rd
         .status
         .and_then(|s| s.rsync_tls)
@@ -396,9 +407,17 @@ async fn replicate_status_and_sync_between_two_clusters_through_a_load_balancer(
         "yaml",
         "--address",
         &address,
+        "--rpo",
+        "30m",
     ]);
     assert!(dry.status.success());
     let yaml = String::from_utf8(dry.stdout).unwrap();
+    assert_eq!(
+        yaml.matches("ferrosync.io/recovery-point-objective: 30m")
+            .count(),
+        2,
+        "the objective on both manifests: {yaml}"
+    );
     assert!(
         !yaml.contains("psk.txt") && !yaml.contains(&hex),
         "the dry run inlined the key"
@@ -447,6 +466,7 @@ async fn replicate_status_and_sync_between_two_clusters_through_a_load_balancer(
     assert_eq!(row["source"]["name"], "db");
     assert_eq!(row["destination"]["name"], "db");
     assert!(row["recoveryPointAgeSeconds"].as_i64().is_some(), "{row}");
+    assert_eq!(row["recoveryPointObjectiveSeconds"], 3600, "{row}");
     assert_eq!(row["beyondObjective"], false);
 
     // sync --wait carries a change across; west's latest image holds east's tree.

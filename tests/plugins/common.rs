@@ -18,7 +18,7 @@ use ferrosync::{
 };
 
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
 }
 
 /// A copy at `to` of the shipped bundle `policies/<bundle>`, for a test to change.

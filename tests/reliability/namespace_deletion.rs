@@ -107,6 +107,18 @@ async fn namespaces_deleted_mid_transfer_leave_nothing_behind_within_60_s() {
             .is_some()
     );
 
+    // Both sides have metric series now, so their absence below means they were removed.
+    let metrics = controller
+        .get("/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    for ns in [&dst.name, &src.name] {
+        assert!(
+            metrics.contains(&format!("obj_namespace=\"{ns}\"")),
+            "no metric series of {ns} before the deletion"
+        );
+    }
+
     let namespaces: Api<Namespace> = Api::all(dst.client.clone());
     let deleted = Instant::now();
     for ns in [&dst.name, &src.name] {

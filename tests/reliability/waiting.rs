@@ -75,6 +75,7 @@ async fn many_sources_waiting_for_their_pvc_keep_status_writes_and_events_bounde
     let (cp, controller) = env();
     let ns = cp.namespace("waiting").await;
     let api = ns.api::<ReplicationSource>();
+    let created = Timestamp::now();
     futures::stream::iter(0..SOURCES)
         .map(|i| {
             let api = api.clone();
@@ -117,7 +118,15 @@ async fn many_sources_waiting_for_their_pvc_keep_status_writes_and_events_bounde
     let from = Timestamp::now();
     tokio::time::sleep(WINDOW).await;
     let to = Timestamp::now();
-    let (status, events, all) = counted(&cp.audit_events(), &ns.name, from, to);
+    let audit = cp.audit_events();
+    // The count can see the controller's writes at all: each source got its Waiting
+    // condition by a status write before the window (else a zero below proves nothing).
+    let (first_writes, _, _) = counted(&audit, &ns.name, created, from);
+    assert!(
+        first_writes >= SOURCES,
+        "the audit log shows {first_writes} status writes of the controller for {SOURCES} sources that each show Waiting"
+    );
+    let (status, events, all) = counted(&audit, &ns.name, from, to);
     let per_minute = |n: usize| n as f64 / SOURCES as f64 / (WINDOW.as_secs_f64() / 60.0);
     eprintln!(
         "while {SOURCES} sources waited for {WINDOW:?}: {status} status writes ({:.2}/object/min), {events} Event writes, {all} requests ({:.2}/object/min)",

@@ -15,9 +15,16 @@ use std::{
 pub const SNAPSHOTTER_MODULE: &str =
     "github.com/kubernetes-csi/external-snapshotter/client/v8@v8.7.0";
 
-/// The repository root (where Cargo.toml is).
+/// The repository root (where Cargo.toml is), read at run time: cargo sets
+/// `CARGO_MANIFEST_DIR` for tests and `cargo run`, and `scripts/cluster.sh` sets it for the
+/// `cluster` example. The compile-time path can belong to another checkout: cargo reuses a
+/// binary from a shared target dir when its sources are older, path and all.
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+    })
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` (CI keeps it outside the clone), else
