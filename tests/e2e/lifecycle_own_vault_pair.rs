@@ -9,10 +9,7 @@
 //! The tests live in this binary rather than with the other two-cluster tests because
 //! their controllers need a vault configuration, and those tests' controllers are shared.
 
-use std::{
-    path::Path,
-    process::{Command, Output},
-};
+use std::path::Path;
 
 use ferrosync::api::{ReplicationDestination, ReplicationSource};
 use k8s_openapi::api::{
@@ -33,6 +30,7 @@ use crate::{
         ControlPlane, Options, TestNamespace, control_plane_with,
         controller::RunningController,
         deploy, kubeconfig,
+        kubectl_plugin::{PairSides, text},
         sim::{Cluster, Site},
     },
     volsync::privileged_movers,
@@ -100,48 +98,27 @@ async fn sites(name: &str, east_vault: bool) -> Sites {
     }
 }
 
+/// Asserts `ns` holds no `db` of kind `K`: nothing was created.
+async fn assert_absent<K>(ns: &TestNamespace)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let found = ns.api::<K>().get_opt("db").await.expect("reading db");
+    assert!(found.is_none(), "{} db was created", K::kind(&()));
+}
+
 /// `kubectl-ferrosync`, as a user with `kubeconfig` (contexts `east` and `west`) runs it
 /// for a source in east's `src` and a destination in west's `dst`.
-struct Kubectl<'a> {
-    kubeconfig: &'a Path,
-    src: &'a str,
-    dst: &'a str,
-}
-
-impl Kubectl<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-ferrosync"))
-            .args(args)
-            .args(["--source-context", "east", "--source-namespace", self.src])
-            .args(["--dest-context", "west", "--dest-namespace", self.dst])
-            .env("KUBECONFIG", self.kubeconfig)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("running kubectl-ferrosync");
-        eprintln!(
-            "$ kubectl ferrosync {} -> {}\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+fn kubectl<'a>(kubeconfig: &'a Path, src: &'a str, dst: &'a str) -> PairSides<'a> {
+    PairSides {
+        bin: env!("CARGO_BIN_EXE_kubectl-ferrosync"),
+        kubeconfig,
+        source: ("east", src),
+        dest: ("west", dst),
     }
-
-    /// Runs `args`, which must succeed; returns stdout and stderr together.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "kubectl ferrosync {args:?} failed");
-        text(&out)
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A kubeconfig with contexts `east` and `west` for these two kubeconfigs.
@@ -173,11 +150,7 @@ async fn kubectl_pairs_two_clusters_through_the_vault_without_copying_a_secret()
     let pair = format!("vp-db-{}", src.name);
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = two_contexts(dir.path(), &east.cp.kubeconfig, &sites.west.kubeconfig);
-    let kubectl = Kubectl {
-        kubeconfig: &kubeconfig,
-        src: &src.name,
-        dst: &dst.name,
-    };
+    let kubectl = kubectl(&kubeconfig, &src.name, &dst.name);
 
     let replicate = [
         "replicate",
@@ -348,11 +321,7 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
     sample_volume(&src, "data").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = two_contexts(dir.path(), &east.cp.kubeconfig, &sites.west.kubeconfig);
-    let as_admin = Kubectl {
-        kubeconfig: &admin,
-        src: &src.name,
-        dst: &dst.name,
-    };
+    let as_admin = kubectl(&admin, &src.name, &dst.name);
     let replicate = |pair: &'static str| {
         [
             "replicate",
@@ -398,20 +367,8 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
         said.contains("warning: ") && said.contains(PREFIXES) && !said.contains("Nothing was"),
         "{said}"
     );
-    assert!(
-        dst.api::<ReplicationDestination>()
-            .get_opt("db")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        src.api::<ReplicationSource>()
-            .get_opt("db")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_absent::<ReplicationDestination>(&dst).await;
+    assert_absent::<ReplicationSource>(&src).await;
 
     // A tenant who may not read them gets the controller's refusal of the destination,
     // and the source is never created.
@@ -426,11 +383,7 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
         ],
     )
     .expect("tenant kubeconfig");
-    let as_tenant = Kubectl {
-        kubeconfig: &tenant,
-        src: &src.name,
-        dst: &dst.name,
-    };
+    let as_tenant = kubectl(&tenant, &src.name, &dst.name);
     let out = as_tenant.run(&replicate("vp-db"));
     let said = text(&out);
     assert_eq!(out.status.code(), Some(5), "{said}");
@@ -440,13 +393,7 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
             && said.contains(PREFIXES),
         "{said}"
     );
-    assert!(
-        src.api::<ReplicationSource>()
-            .get_opt("db")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_absent::<ReplicationSource>(&src).await;
     assert_eq!(
         sites.bao.key("vp-db").await,
         None,
@@ -461,11 +408,7 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
         grant_prefixes(cp, &ns.name, "vp-").await;
     }
     sample_volume(&src, "data").await;
-    let as_admin = Kubectl {
-        kubeconfig: &admin,
-        src: &src.name,
-        dst: &dst.name,
-    };
+    let as_admin = kubectl(&admin, &src.name, &dst.name);
     let out = as_admin.run(&replicate("vp-novault"));
     let said = text(&out);
     assert_eq!(out.status.code(), Some(6), "{said}");
