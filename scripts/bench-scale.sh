@@ -7,7 +7,7 @@
 #   scripts/bench-scale.sh 100 100 1000    # three convergence runs
 #   scripts/bench-scale.sh idle            # only the idle object
 # Each N prints: the time until every pair completed its first sync, the controller's
-# peak RSS and CPU seconds, the apiserver's CPU seconds while converging, and the
+# peak RSS (and its peak before the first create) and CPU seconds, the apiserver's CPU seconds while converging, and the
 # controller's own API requests per pair by verb and resource (audit log, by its user).
 # "idle" prints the requests of pairs scheduled far ahead over FERROSYNC_SCALE_IDLE_WINDOW
 # seconds (default 300), scaled to an hour.

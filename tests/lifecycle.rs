@@ -53,3 +53,5 @@ mod lifecycle_own_takeover;
 mod lifecycle_own_tenancy;
 #[path = "e2e/lifecycle_own_vault.rs"]
 mod lifecycle_own_vault;
+#[path = "e2e/lifecycle_own_vault_pair.rs"]
+mod lifecycle_own_vault_pair;

@@ -98,7 +98,10 @@ async fn converge_pairs() {
             (after.at - before.at).as_secs_f64(),
             created_in.as_secs_f64()
         ),
-        format!("{rss:.0} MiB"),
+        format!(
+            "{rss:.0} MiB (before the first create: {:.0} MiB)",
+            before.controller_peak_rss
+        ),
         format!("{:.1} s", after.controller_cpu - before.controller_cpu),
         format!("{:.1} s", after.apiserver_cpu - before.apiserver_cpu),
         format!("{:.1}", per_pair(own.total())),

@@ -2,7 +2,8 @@
 //! shared by both reconcilers, instead of GETs and LISTs in every pass.
 //!
 //! - Jobs: only ferrosync's movers (by label), and the same stream triggers both
-//!   reconcilers (`owns`). A cluster's other Jobs never reach the controller.
+//!   reconcilers (`owns`). A cluster's other Jobs never reach the controller. Kept
+//!   without their spec: the readers need only metadata and status.
 //! - Secrets: metadata only (no Secret data reaches the controller through a watch). A key
 //!   Secret's content is read with one GET when its resourceVersion changes (`keys`).
 //! - Namespaces: metadata only (the privileged-movers and pair annotations).
@@ -13,7 +14,9 @@
 //! - Services: the destinations' Services (`owns`), compared with the desired one so an
 //!   unchanged Service is not applied again.
 //! - Pods: only ferrosync's mover pods (by label): their termination message, why they
-//!   cannot start, which one runs. An application's pods are never watched.
+//!   cannot start, which one runs, and where a single-node volume's mover is mounted
+//!   already (`mover_pod::placement`). An application's pods are never watched. Kept
+//!   with only the part of their spec placement reads.
 //! - VolumeSnapshots: copies and images, for retention and the cleanup sweep.
 //!
 //! A cache lags behind writes, this controller's own included. Each reader says how it
@@ -22,10 +25,16 @@
 //! not seen yet is waited for, not guessed. Where a reader needs an answer the cache
 //! cannot give before its first listing, it asks the apiserver (`*_ready`).
 //!
+//! Every cache stores objects trimmed (`trim`): without `managedFields` nor kubectl's
+//! last-applied copy, which no reader uses. Nothing read from a cache is written back
+//! whole (writes are server-side applies of built objects and merge patches), so a
+//! trimmed copy loses nothing on the server.
+//!
 //! It must never hold Secret data, and never watch Pods other than ferrosync's movers.
 
 use std::{
     collections::BTreeMap,
+    fmt::Debug,
     hash::Hash,
     sync::{Arc, Mutex},
     time::Duration,
@@ -48,8 +57,10 @@ use kube::{
         watcher,
     },
 };
+use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
+use super::trim::{Annotations, placement_spec_only, trim, without_spec};
 use crate::{
     policy::namespaces::{Labels, NamespaceError, NamespaceLabels},
     resources::{
@@ -185,7 +196,7 @@ impl Caches {
         let tasks = vec![
             feed(
                 "jobs",
-                watcher(Api::<Job>::all(client.clone()), movers()),
+                watcher(Api::<Job>::all(client.clone()), movers()).modify(without_spec),
                 feeds.jobs,
             ),
             feed(
@@ -231,7 +242,7 @@ impl Caches {
             ),
             feed(
                 "pods",
-                watcher(Api::<Pod>::all(client.clone()), movers()),
+                watcher(Api::<Pod>::all(client.clone()), movers()).modify(placement_spec_only),
                 feeds.mover_pods,
             ),
             feed(
@@ -302,6 +313,12 @@ impl Caches {
         self.services.get(&ObjectRef::new(name).within(namespace))
     }
 
+    /// Every mover pod in `namespace`, as last seen.
+    pub fn namespace_mover_pods(&self, namespace: &str) -> Vec<Arc<Pod>> {
+        self.mover_pods
+            .state_filter(|p| in_namespace_labelled(p, namespace, &[]))
+    }
+
     /// The pods of the mover Job `job` in `namespace`, as last seen.
     pub fn mover_pods(&self, namespace: &str, job: &str) -> Vec<Pod> {
         self.mover_pods
@@ -325,7 +342,8 @@ impl Caches {
         })
     }
 
-    /// The mover Job `name` in `namespace`, as last seen.
+    /// The mover Job `name` in `namespace`, as last seen: its metadata and status, without
+    /// its spec (`trim::without_spec`).
     pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
         self.jobs.get(&ObjectRef::new(name).within(namespace))
     }
@@ -410,8 +428,9 @@ fn in_namespace_labelled<K: Resource>(
         })
 }
 
-/// Runs one watch into its store. Watch errors back off and are logged, never fatal (the
-/// snapshot classes' watch fails for good where their CRD is not installed).
+/// Runs one watch into its store, each object trimmed before it is stored. Watch errors
+/// back off and are logged, never fatal (the snapshot classes' watch fails for good where
+/// their CRD is not installed).
 fn feed<K, S>(what: &'static str, stream: S, writer: Writer<K>) -> JoinHandle<()>
 where
     K: Resource + Clone + Send + Sync + 'static,
@@ -420,6 +439,7 @@ where
 {
     tokio::spawn(async move {
         stream
+            .modify(|obj| trim(obj, Annotations::WithoutLastApplied))
             .default_backoff()
             .reflect_shared(writer)
             .for_each(|event| async move {
@@ -429,6 +449,28 @@ where
             })
             .await;
     })
+}
+
+/// A reconciler's own kind (ReplicationSources, ReplicationDestinations): its store and
+/// the stream of changes that triggers it, as `Controller::new` would make them, but
+/// trimmed before they are stored. Their annotations are kept whole: the policy plugins
+/// are shown them (`trim`).
+pub fn own_kind<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = watcher::Result<K>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let changes = watcher(api, config)
+        .modify(|obj| trim(obj, Annotations::All))
+        .reflect(writer)
+        .applied_objects();
+    (store, changes)
 }
 
 /// [`NamespaceLabels`] from the Namespace metadata cache. A namespace the watch has not

@@ -42,6 +42,7 @@ mod startup;
 mod takeover;
 pub(crate) mod topology;
 pub mod trigger;
+mod trim;
 mod unchanged;
 mod validate;
 
@@ -226,12 +227,12 @@ pub async fn run_controllers(ctx: Arc<Context>) {
     };
     let watcher = watcher::Config::default();
     let limits = controller::Config::default().concurrency(ctx.config.reconcile.concurrency);
-    let destinations = Controller::new(
+    let (rd_store, rd_changes) = caches::own_kind(
         Api::<ReplicationDestination>::all(client.clone()),
         watcher.clone(),
-    )
-    .with_config(limits.clone());
-    let rd_store = destinations.store();
+    );
+    let destinations =
+        Controller::for_stream(rd_changes, rd_store.clone()).with_config(limits.clone());
     let rd_store_for_secrets = rd_store.clone();
     let destinations = destinations
         .owns_shared_stream(caches.jobs.clone())
@@ -263,12 +264,9 @@ pub async fn run_controllers(ctx: Arc<Context>) {
             ctx.clone(),
         )
         .for_each(|res| async move { log_result("ReplicationDestination", res) });
-    let sources = Controller::new(
-        Api::<ReplicationSource>::all(client.clone()),
-        watcher.clone(),
-    )
-    .with_config(limits);
-    let rs_store = sources.store();
+    let (rs_store, rs_changes) =
+        caches::own_kind(Api::<ReplicationSource>::all(client.clone()), watcher);
+    let sources = Controller::for_stream(rs_changes, rs_store.clone()).with_config(limits);
     let sweep = tokio::spawn(sweep_metrics(
         ctx.clone(),
         rd_store.clone(),

@@ -55,7 +55,10 @@ pub fn single_node(modes: &[String]) -> bool {
 /// Where the pods of `pvc`'s namespace that mount it put the mover: next to a running
 /// application pod, else a pending one, else (when only movers use it, for example two
 /// sources of one volume) next to a mover. `None` when nobody mounts it.
-pub fn placement_among(claim: &str, pods: &[Pod]) -> Option<Placement> {
+pub fn placement_among<'a>(
+    claim: &str,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> Option<Placement> {
     let uses = |p: &&Pod| {
         p.spec.as_ref().is_some_and(|s| {
             s.volumes.iter().flatten().any(|v| {
@@ -84,7 +87,7 @@ pub fn placement_among(claim: &str, pods: &[Pod]) -> Option<Placement> {
                 .and_then(|s| s.node_name.as_deref())
                 .is_some_and(|n| !n.is_empty())
     };
-    let users: Vec<&Pod> = pods.iter().filter(uses).filter(on_node).collect();
+    let users: Vec<&Pod> = pods.into_iter().filter(uses).filter(on_node).collect();
     let pick = |app: bool| {
         let of_kind = || users.iter().filter(move |p| ours(p) != app);
         of_kind()
@@ -111,9 +114,17 @@ pub async fn placement(
     let (Some(ns), Some(name)) = (&pvc.metadata.namespace, &pvc.metadata.name) else {
         return Ok(None);
     };
+    // The application's pods from the apiserver, ferrosync's movers from their cache: a
+    // namespace of many pairs holds a mover per running pair, and listing them all on
+    // every Job made was most of the controller's peak memory (BENCHMARKS.md, scale).
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = pods.list(&ListParams::default()).await?;
-    Ok(placement_among(name, &list.items))
+    let not_ours = ListParams::default().labels(&format!("{MANAGED_BY}!=ferrosync"));
+    let apps = pods.list(&not_ours).await?.items;
+    let movers = ctx.caches.namespace_mover_pods(ns);
+    Ok(placement_among(
+        name,
+        apps.iter().chain(movers.iter().map(AsRef::as_ref)),
+    ))
 }
 
 /// Deletes the mover Job when it was built for the other mode (debug or not), so the next

@@ -197,6 +197,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         key_secret: None,
         address: None,
         rpo: None,
+        psk_pair: None,
     };
     let mut rd_doc = manifests::destination(&spec);
     // The reverse destination listens until the pair is switched back.

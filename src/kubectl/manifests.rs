@@ -36,6 +36,9 @@ pub struct PairSpec {
     pub key_secret: Option<String>,
     pub address: Option<String>,
     pub rpo: Option<String>,
+    /// A vault pair (`ferrosync.io/psk-pair`) on both sides: each controller takes the key
+    /// from the vault, so `key_secret` stays unset and no Secret is copied.
+    pub psk_pair: Option<String>,
 }
 
 fn metadata(name: &str, namespace: &str, pair: &str, annotations: BTreeMap<&str, &str>) -> Value {
@@ -56,6 +59,15 @@ fn trigger(spec: &PairSpec) -> Option<Value> {
         (Some(schedule), None) => Some(json!({ "schedule": schedule })),
         (None, None) => None,
     }
+}
+
+/// The annotations both sides carry: the recovery point objective and the vault pair.
+fn shared_annotations(spec: &PairSpec) -> impl Iterator<Item = (&'static str, &str)> {
+    rpo(spec).into_iter().chain(
+        spec.psk_pair
+            .as_deref()
+            .map(|p| (crate::policy::pairs::PAIR_ANNOTATION, p)),
+    )
 }
 
 /// The recovery point objective's annotation, on both sides: the destination's site is
@@ -82,7 +94,7 @@ pub fn destination(spec: &PairSpec) -> Value {
         rsync_tls["accessModes"] = json!(spec.access_modes);
     }
     let mut annotations = BTreeMap::from([(keys::SOURCE_PVC, spec.source_pvc.as_str())]);
-    annotations.extend(rpo(spec));
+    annotations.extend(shared_annotations(spec));
     json!({
         "apiVersion": "volsync.backube/v1alpha1",
         "kind": "ReplicationDestination",
@@ -91,7 +103,8 @@ pub fn destination(spec: &PairSpec) -> Value {
     })
 }
 
-/// The ReplicationSource, for the source site. Its key Secret is referenced, never inlined.
+/// The ReplicationSource, for the source site. Its key Secret is referenced, never inlined;
+/// a vault pair's source references none (its controller makes its own from the vault).
 pub fn source(spec: &PairSpec) -> Value {
     let mut rsync_tls = json!({});
     if let Some(m) = &spec.source_copy_method {
@@ -103,7 +116,7 @@ pub fn source(spec: &PairSpec) -> Value {
     if let Some(a) = &spec.address {
         rsync_tls["address"] = json!(a);
     }
-    let annotations = BTreeMap::from_iter(rpo(spec));
+    let annotations = BTreeMap::from_iter(shared_annotations(spec));
     let mut object = json!({
         "apiVersion": "volsync.backube/v1alpha1",
         "kind": "ReplicationSource",
@@ -216,6 +229,7 @@ mod tests {
             key_secret: Some("volsync-rsync-tls-db".into()),
             address: None,
             rpo: Some("15m".into()),
+            psk_pair: None,
         }
     }
 
@@ -257,6 +271,38 @@ mod tests {
             ..spec()
         });
         assert_eq!(with_address["spec"]["rsyncTLS"]["address"], "192.0.2.7");
+    }
+
+    #[test]
+    fn a_vault_pair_annotates_both_sides_and_references_no_secret() {
+        let paired = PairSpec {
+            psk_pair: Some("geo-db".into()),
+            key_secret: None,
+            ..spec()
+        };
+        let (rd, rs) = (destination(&paired), source(&paired));
+        for obj in [&rd, &rs] {
+            assert_eq!(
+                obj["metadata"]["annotations"][crate::policy::pairs::PAIR_ANNOTATION],
+                "geo-db"
+            );
+            assert_eq!(obj["metadata"]["annotations"][keys::RPO], "15m");
+        }
+        assert!(rs["spec"]["rsyncTLS"].get("keySecret").is_none(), "{rs}");
+        assert!(rd["spec"]["rsyncTLS"].get("keySecret").is_none(), "{rd}");
+        let out = yaml_stream(&[("destination", &rd), ("source", &rs)]).unwrap();
+        assert_eq!(
+            out.matches("ferrosync.io/psk-pair: geo-db").count(),
+            2,
+            "{out}"
+        );
+        assert!(!out.contains("keySecret"), "{out}");
+        // Without a pair, no annotation.
+        assert!(
+            source(&spec())["metadata"]["annotations"]
+                .get(crate::policy::pairs::PAIR_ANNOTATION)
+                .is_none()
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod failback;
 mod failover;
 mod manifests;
 mod objects;
+mod pairing;
 mod replicate;
 mod status;
 mod sync;
@@ -49,7 +50,8 @@ pub mod keys {
     version = crate::VERSION,
     about = "Replicate, fail over and fail back volumes between clusters with ferrosync",
     after_help = "Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 a cluster is unreachable, \
-4 not found, 5 conflict (a name taken, a PVC in use), 6 not ready or timed out, 7 the sync failed."
+4 not found, 5 conflict (a name taken, a PVC in use, a vault pair its namespace is not granted), \
+6 not ready or timed out, 7 the sync failed."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -88,7 +90,8 @@ pub enum Output {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Set up a pair: a ReplicationDestination in the destination site, the key copied to
-    /// the source site, and a ReplicationSource there. Idempotent.
+    /// the source site (or, with --psk-pair, taken from the vault by both sites'
+    /// controllers), and a ReplicationSource there. Idempotent.
     Replicate(Box<replicate::Args>),
     /// Both sides of every pair, with the recovery point's age.
     Status(status::Args),

@@ -3,6 +3,10 @@
 //! Order matters: the destination first (its Service gives the address and the controller
 //! makes the key), then the key into the source site, then the source. Every step is a
 //! server-side apply, so a second run changes nothing.
+//!
+//! With `--psk-pair` no key is copied: both objects name the vault pair, each site's
+//! controller takes the key from the vault (the destination stores it, the source reads
+//! it), and `replicate` waits for each side's key Secret to be made ([`pairing`]).
 
 use std::time::Duration;
 
@@ -11,7 +15,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use super::{
     Error, Output, Sites, contexts,
     manifests::{self, PairSpec},
-    wait,
+    pairing, wait,
 };
 
 #[derive(clap::Args, Debug)]
@@ -49,6 +53,12 @@ pub struct Args {
     /// beyond it, and the controllers export it for Prometheus to alert on.
     #[arg(long, value_parser = crate::api::recovery_point::argument)]
     pub rpo: Option<String>,
+    /// Pair the two sides' keys through the vault instead of copying a Secret: both objects
+    /// get `ferrosync.io/psk-pair: <name>` and the source names no key Secret. Both
+    /// clusters' controllers need the vault bundle, and both Namespaces a
+    /// `ferrosync.io/psk-pair-prefixes` grant (a cluster admin's) covering the name.
+    #[arg(long, value_parser = pairing::argument)]
+    pub psk_pair: Option<String>,
     /// The destination's address, when it is known (needed with --dry-run).
     #[arg(long)]
     pub address: Option<String>,
@@ -89,6 +99,18 @@ fn default_key_secret(name: &str) -> String {
     format!("volsync-rsync-tls-{name}")
 }
 
+/// The manual trigger to apply to a source that has `existing`: one that `sync` set
+/// since is kept, because putting the requested one back would start a sync, and running
+/// replicate again must change nothing. A value the user chose is applied as asked.
+fn manual_to_apply(requested: Option<String>, existing: Option<String>) -> Option<String> {
+    match (requested, existing) {
+        (Some(_), Some(set_by_sync)) if super::sync::is_sync_token(&set_by_sync) => {
+            Some(set_by_sync)
+        }
+        (requested, _) => requested,
+    }
+}
+
 pub async fn run(args: Args) -> Result<(), Error> {
     let dry_run = args.dry_run.is_some();
     let (source, dest) = contexts::both(&args.sites).await?;
@@ -116,9 +138,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
         service_type: Some(args.service_type.clone()),
         schedule: args.schedule.clone(),
         manual: args.manual.clone(),
-        key_secret: Some(default_key_secret(&args.name)),
+        // A vault pair's source takes its key from the vault, not from a named Secret.
+        key_secret: match args.psk_pair {
+            Some(_) => None,
+            None => Some(default_key_secret(&args.name)),
+        },
         address: args.address.clone(),
         rpo: args.rpo.clone(),
+        psk_pair: args.psk_pair.clone(),
     };
     if spec.capacity.is_none() {
         return Err(Error::Usage(format!(
@@ -138,11 +165,27 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 .map_err(|e| Error::Output(e.to_string()))?,
         };
         println!("{out}");
-        eprintln!(
-            "The source references the key Secret {key} by name: create it in the source \
-             cluster from the destination's, e.g. with a sealed or external secret (never commit it).",
-            key = default_key_secret(&args.name)
-        );
+        match &args.psk_pair {
+            Some(pair) => {
+                eprintln!(
+                    "Both sides take their key from the vault (pair {pair}): no Secret to create \
+                     or commit. Each cluster's controller needs the vault bundle, and each \
+                     Namespace a {} grant covering {pair}, set by a cluster admin.",
+                    crate::policy::pairs::PREFIXES_ANNOTATION
+                );
+                // Said, not refused: the manifests are for a repository, applied later.
+                for site in [&dest, &source] {
+                    if let Err(e) = pairing::precheck(site, pair, false).await {
+                        eprintln!("warning: {e}");
+                    }
+                }
+            }
+            None => eprintln!(
+                "The source references the key Secret {key} by name: create it in the source \
+                 cluster from the destination's, e.g. with a sealed or external secret (never commit it).",
+                key = default_key_secret(&args.name)
+            ),
+        }
         if spec.address.is_none() {
             eprintln!(
                 "Fill in spec.rsyncTLS.address of the source: it is the destination's \
@@ -152,6 +195,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
             );
         }
         return Ok(());
+    }
+
+    // A pair the Namespaces do not grant is refused before anything is created.
+    if let Some(pair) = &args.psk_pair {
+        for site in [&dest, &source] {
+            pairing::precheck(site, pair, true).await?;
+        }
     }
 
     // An object of that name that belongs to another pair is not ours to change.
@@ -180,22 +230,48 @@ pub async fn run(args: Args) -> Result<(), Error> {
     );
 
     let rd_api = dest.destinations();
-    let (address, key_name) = wait::until(
-        "the destination's address and key",
-        args.timeout,
-        || async {
-            let rd = dest.get_opt(&rd_api, &args.name).await?;
-            let tls = rd.and_then(|rd| rd.status).and_then(|s| s.rsync_tls);
-            Ok(tls.and_then(|t| Some((t.address?, t.key_secret?))))
-        },
-    )
-    .await?;
-    spec.key_secret = Some(key_name.clone());
+    let address = match &args.psk_pair {
+        None => {
+            let (address, key_name) = wait::until(
+                "the destination's address and key",
+                args.timeout,
+                || async {
+                    let rd = dest.get_opt(&rd_api, &args.name).await?;
+                    let tls = rd.and_then(|rd| rd.status).and_then(|s| s.rsync_tls);
+                    Ok(tls.and_then(|t| Some((t.address?, t.key_secret?))))
+                },
+            )
+            .await?;
+            spec.key_secret = Some(key_name.clone());
+            super::objects::copy_key(&dest, &source, &key_name, &args.name).await?;
+            address
+        }
+        Some(pair) => {
+            let address = pairing::await_key(
+                &dest,
+                "ReplicationDestination",
+                &args.name,
+                pair,
+                args.timeout,
+                || async {
+                    let rd = dest.get_opt(&rd_api, &args.name).await?;
+                    let status = rd.and_then(|rd| rd.status);
+                    let tls = status.as_ref().and_then(|s| s.rsync_tls.as_ref());
+                    let ready = tls.and_then(|t| t.key_secret.as_ref().and(t.address.clone()));
+                    Ok(pairing::key_state(status.as_ref().map(|s| &s.sync), ready))
+                },
+            )
+            .await?;
+            eprintln!(
+                "{}: key stored in the vault (pair {pair}); no Secret copied",
+                dest.describe("ReplicationDestination", &args.name)
+            );
+            address
+        }
+    };
     if spec.address.is_none() {
         spec.address = Some(address.clone());
     }
-
-    super::objects::copy_key(&dest, &source, &key_name, &args.name).await?;
 
     if let Some(existing) = source.get_opt(&source.sources(), &args.name).await? {
         let pair = existing
@@ -209,14 +285,58 @@ pub async fn run(args: Args) -> Result<(), Error> {
                 source.describe("ReplicationSource", &args.name)
             )));
         }
+        spec.manual = manual_to_apply(
+            spec.manual.take(),
+            existing.spec.trigger.and_then(|t| t.manual),
+        );
     }
     source
         .apply(&source.sources(), &args.name, &manifests::source(&spec))
         .await?;
+    if let Some(pair) = &args.psk_pair {
+        let rs_api = source.sources();
+        let key = pairing::await_key(
+            &source,
+            "ReplicationSource",
+            &args.name,
+            pair,
+            args.timeout,
+            || async {
+                let rs = source.get_opt(&rs_api, &args.name).await?;
+                let status = rs.and_then(|rs| rs.status);
+                let ready = status
+                    .as_ref()
+                    .and_then(|s| s.rsync_tls.as_ref())
+                    .and_then(|t| t.key_secret.clone());
+                Ok(pairing::key_state(status.as_ref().map(|s| &s.sync), ready))
+            },
+        )
+        .await?;
+        eprintln!(
+            "{}: key from the vault (pair {pair}) in {} (not shown)",
+            source.describe("ReplicationSource", &args.name),
+            source.describe("Secret", &key)
+        );
+    }
     println!(
         "replicating {} -> {} at {address}",
         source.describe("PVC", &args.pvc),
         dest.describe("ReplicationDestination", &args.name),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_sync_set_survives_running_replicate_again() {
+        let token = crate::kubectl::sync::manual_token(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let once = || Some("once".to_string());
+        assert_eq!(manual_to_apply(once(), Some(token.clone())), Some(token));
+        assert_eq!(manual_to_apply(once(), Some("mine".into())), once());
+        assert_eq!(manual_to_apply(once(), None), once());
+        assert_eq!(manual_to_apply(None, Some("mine".into())), None);
+    }
 }

@@ -52,6 +52,22 @@ pub struct PairRow {
     pub beyond_objective: bool,
     pub latest_image: Option<String>,
     pub fenced: bool,
+    /// Where the source's key comes from: "vault pair <name>" (no Secret copied) or
+    /// "Secret <name>" (copied, or generated when nothing else supplies it).
+    pub key_source: Option<String>,
+}
+
+/// Where a side's key comes from: its vault pair, else the Secret it names (its spec's,
+/// else the one its controller made).
+fn key_source(
+    annotations: &BTreeMap<String, String>,
+    named: Option<&str>,
+    made: Option<&str>,
+) -> Option<String> {
+    annotations
+        .get(crate::policy::pairs::PAIR_ANNOTATION)
+        .map(|pair| format!("vault pair {pair}"))
+        .or_else(|| named.or(made).map(|s| format!("Secret {s}")))
 }
 
 fn synchronizing(conditions: Option<&Vec<Condition>>) -> Option<&Condition> {
@@ -134,6 +150,17 @@ pub fn rows(
             sync,
             rs.spec.paused == Some(true),
         ));
+        row.key_source = key_source(
+            rs.annotations(),
+            rs.spec
+                .rsync_tls
+                .as_ref()
+                .and_then(|t| t.key_secret.as_deref()),
+            rs.status
+                .as_ref()
+                .and_then(|s| s.rsync_tls.as_ref())
+                .and_then(|t| t.key_secret.as_deref()),
+        );
         source_sync.insert(key.clone(), last_sync(sync));
         if let Some(rpo) = objective(rs.annotations()) {
             objectives.insert(key, rpo);
@@ -157,6 +184,15 @@ pub fn rows(
             .and_then(|s| s.latest_image.as_ref())
             .map(|i| format!("{}/{}", i.kind, i.name));
         row.fenced = rd.annotations().contains_key(keys::FENCED);
+        if row.key_source.is_none() {
+            row.key_source = key_source(
+                rd.annotations(),
+                None,
+                status
+                    .and_then(|s| s.rsync_tls.as_ref())
+                    .and_then(|t| t.key_secret.as_deref()),
+            );
+        }
         // The destination's objective wins: its site is where a failover happens.
         if let Some(rpo) = objective(rd.annotations()) {
             objectives.insert(key.clone(), rpo);
@@ -438,6 +474,32 @@ mod tests {
         let neither = row(Some("15"), None);
         assert_eq!(neither.recovery_point_objective_seconds, None);
         assert!(!neither.beyond_objective);
+    }
+
+    #[test]
+    fn the_key_source_tells_a_vault_pair_from_a_secret() {
+        let mut paired = rs("db", None, None, None);
+        paired.metadata.annotations = Some(BTreeMap::from([(
+            crate::policy::pairs::PAIR_ANNOTATION.into(),
+            "geo-db".into(),
+        )]));
+        let mut copied = rs("web", None, None, None);
+        copied.spec.rsync_tls = Some(crate::api::ReplicationSourceRsyncTLSSpec {
+            key_secret: Some("volsync-rsync-tls-web".into()),
+            ..Default::default()
+        });
+        let rows = rows(&[paired, copied], &[rd("lone", None, None)], at(0));
+        let sources: Vec<_> = rows.iter().map(|r| r.key_source.as_deref()).collect();
+        assert_eq!(
+            sources,
+            [
+                Some("vault pair geo-db"),
+                None,
+                Some("Secret volsync-rsync-tls-web")
+            ]
+        );
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["keySource"], "vault pair geo-db");
     }
 
     #[test]

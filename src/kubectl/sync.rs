@@ -29,9 +29,17 @@ pub struct PauseArgs {
     pub sites: Sites,
 }
 
+/// The prefix of the manual trigger values `sync` sets.
+const TOKEN_PREFIX: &str = "kubectl-ferrosync-";
+
 /// A manual trigger value no earlier sync has used.
 pub fn manual_token(now: k8s_openapi::jiff::Timestamp) -> String {
-    format!("kubectl-ferrosync-{}", now.as_millisecond())
+    format!("{TOKEN_PREFIX}{}", now.as_millisecond())
+}
+
+/// Whether `value` is a manual trigger `sync` set.
+pub fn is_sync_token(value: &str) -> bool {
+    value.starts_with(TOKEN_PREFIX)
 }
 
 /// Where a manual sync stands, from the source's status.

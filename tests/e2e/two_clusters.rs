@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::{
     env::{Env, West, env, west},
     fixtures::{bound_dir, pvc},
-    support::{ControlPlane, TestNamespace, kubeconfig, wait},
+    support::{ControlPlane, TestNamespace, kubeconfig, kubectl_plugin::PairSides, wait},
     tree,
     volsync::{privileged_movers, synced},
 };
@@ -155,35 +155,21 @@ struct Pair<'a> {
 }
 
 impl Pair<'_> {
+    fn sides(&self) -> PairSides<'_> {
+        PairSides {
+            bin: env!("CARGO_BIN_EXE_kubectl-ferrosync"),
+            kubeconfig: self.kubeconfig,
+            source: (self.source.0, &self.source.1.name),
+            dest: (self.dest.0, &self.dest.1.name),
+        }
+    }
+
     fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-ferrosync"))
-            .args(args)
-            .args(["--source-context", self.source.0])
-            .args(["--source-namespace", &self.source.1.name])
-            .args(["--dest-context", self.dest.0])
-            .args(["--dest-namespace", &self.dest.1.name])
-            .env("KUBECONFIG", self.kubeconfig)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("running kubectl-ferrosync");
-        eprintln!(
-            "$ kubectl ferrosync {} -> {}\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        self.sides().run(args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "kubectl ferrosync {args:?} failed");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        self.sides().ok(args)
     }
 
     /// Replicates the source's `data` as `db`, synced on a manual trigger, and waits for

@@ -53,6 +53,8 @@ pub struct Sample {
     pub audit: Mark,
     pub controller_cpu: f64,
     pub apiserver_cpu: f64,
+    /// The controller's peak resident memory so far, in MiB.
+    pub controller_peak_rss: f64,
     pub load: String,
 }
 
@@ -111,6 +113,7 @@ impl Bench {
             audit: self.audit.mark(),
             controller_cpu: procfs::cpu_seconds(self.controller.pid()),
             apiserver_cpu: procfs::cpu_seconds(self.apiserver),
+            controller_peak_rss: self.controller_peak_rss_mib(),
             load: procfs::load_average(),
         }
     }

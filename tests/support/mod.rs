@@ -28,6 +28,7 @@ pub mod crds;
 pub mod deploy;
 pub mod incluster;
 pub mod kubeconfig;
+pub mod kubectl_plugin;
 pub mod pki;
 pub mod process;
 pub mod registry;
