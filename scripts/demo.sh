@@ -24,6 +24,10 @@ source scripts/demo-lib.sh
 demo_sites=(east west)
 
 demo_build
+# Built before the clusters start: the first time, Debian's packages are downloaded, which
+# can take longer than a cluster's start-up wait.
+say "The controller and mover images, from Debian's packages without Docker (cached by content)"
+step bash scripts/build-images.sh
 cluster_up --pair --in-cluster --registry
 # `kubectl ferrosync` is the kubectl-ferrosync binary on PATH, as a plugin is installed.
 export PATH=$target_dir/debug:$PATH NO_COLOR=${NO_COLOR:-}
