@@ -8,8 +8,12 @@
 use std::collections::BTreeMap;
 
 use ferrosync::api::ReplicationDestination;
+use ferrosync::resources::secret::KEY_CHECKED_FOR;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams},
+};
 use serde_json::json;
 
 use crate::{
@@ -53,6 +57,35 @@ async fn sync(ns: &TestNamespace, value: &str) {
     assert_eq!(result.as_deref(), Some("Successful"), "sync {value}");
 }
 
+/// Waits until the destination has published a sync and its next iteration has checked
+/// its key (the Secret's `ferrosync.io/key-checked-for` names the iteration's start). A
+/// rotation requested before that would be taken by that iteration already, and a source
+/// triggered sooner could still reach the finishing listener of the last one.
+async fn next_iteration_checked_its_key(dst: &TestNamespace) {
+    wait::until(
+        "the destination's next iteration to check its key",
+        STEP,
+        || async {
+            let rd: ReplicationDestination =
+                dst.api().get("db").await.map_err(|e| e.to_string())?;
+            let sync = rd.status.map(|s| s.sync).unwrap_or_default();
+            let started = match (sync.last_sync_time, sync.last_sync_start_time) {
+                (Some(_), Some(started)) => started.0.to_string(),
+                _ => return Ok(None),
+            };
+            let secret: Secret = dst
+                .api()
+                .get("volsync-rsync-tls-db")
+                .await
+                .map_err(|e| e.to_string())?;
+            let checked = secret.annotations().get(KEY_CHECKED_FOR).cloned();
+            Ok((checked == Some(started)).then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", env().controller_tail()));
+}
+
 #[tokio::test]
 async fn a_rotated_key_takes_over_without_a_failed_sync() {
     let _one_at_a_time = SERIAL.lock().await;
@@ -75,6 +108,7 @@ async fn a_rotated_key_takes_over_without_a_failed_sync() {
     manual_synced(&src, "db", "one").await;
     let old = lines(&src, "ferrosync-source-key-db").await;
     assert_eq!(old.len(), 1);
+    next_iteration_checked_its_key(&dst).await;
 
     // The rotation request; the listener already open keeps the old key, so sync "two"
     // uses it, and the destination rotates when its next iteration starts.
