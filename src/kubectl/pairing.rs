@@ -9,7 +9,7 @@
 //! [`precheck`] and [`await_key`] talk to a cluster. Key material is never read here: the
 //! Secrets are the controllers' business.
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use std::{collections::BTreeMap, future::Future, sync::Mutex, time::Duration};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -154,49 +154,49 @@ where
 {
     let what = format!("the {}'s key from the vault (pair {pair})", site.role);
     let object = site.describe(kind, name);
-    let bar = wait::spinner(&what);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = None;
-    let outcome = loop {
-        match state().await {
-            Err(e) => break Err(e),
-            Ok(KeyState::Ready(value)) => break Ok(value),
-            Ok(KeyState::NotAuthorised(message)) => {
-                break Err(Error::Conflict(format!(
+    // What the controller last said while it was not ready, for the timeout's message.
+    let last = Mutex::new(None::<String>);
+    let found = wait::within(&what, timeout, || {
+        let state = state();
+        let (object, last) = (&object, &last);
+        async move {
+            match state.await? {
+                KeyState::Ready(value) => Ok(Some(value)),
+                KeyState::NotAuthorised(message) => Err(Error::Conflict(format!(
                     "{object}: the controller refused the pair: {message}. A cluster admin grants it with: {}; then run replicate again",
                     grant_hint(site, pair)
-                )));
-            }
-            Ok(KeyState::NoVault { decided_by, reason }) => {
-                break Err(Error::NotReady(format!(
+                ))),
+                KeyState::NoVault { decided_by, reason } => Err(Error::NotReady(format!(
                     "{object}: its key was decided by {decided_by} ({reason}), not by a vault plugin, \
                      so {PAIR_ANNOTATION} means nothing in that cluster and the two sides would not share a key. \
                      Configure the vault bundle ([policy.psk] and [policy.credentials]) in the controller of context {}, \
                      or replicate without --psk-pair",
                     site.context
-                )));
-            }
-            Ok(KeyState::Failing(message)) => {
-                break Err(Error::NotReady(format!(
+                ))),
+                KeyState::Failing(message) => Err(Error::NotReady(format!(
                     "{object}: the controller reports: {message}; fix that and run replicate again"
-                )));
+                ))),
+                KeyState::Waiting(message) => {
+                    if message.is_some() {
+                        *last.lock().unwrap_or_else(|e| e.into_inner()) = message;
+                    }
+                    Ok(None)
+                }
             }
-            Ok(KeyState::Waiting(message)) => last = message.or(last),
         }
-        if tokio::time::Instant::now() >= deadline {
-            let said = last.as_deref().map_or(String::new(), |m| {
-                format!("; the controller last said: {m}")
-            });
-            break Err(Error::NotReady(format!(
-                "timed out after {}s waiting for {what} on {object}{said}. \
-                 Is the vault bundle configured in that cluster's controller?",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(wait::POLL).await;
-    };
-    bar.finish_and_clear();
-    outcome
+    })
+    .await?;
+    found.ok_or_else(|| {
+        let last = last.into_inner().unwrap_or_else(|e| e.into_inner());
+        let said = last.map_or(String::new(), |m| {
+            format!("; the controller last said: {m}")
+        });
+        Error::NotReady(format!(
+            "timed out after {}s waiting for {what} on {object}{said}. \
+             Is the vault bundle configured in that cluster's controller?",
+            timeout.as_secs()
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -23,25 +23,39 @@ pub fn spinner(message: &str) -> ProgressBar {
 
 /// Polls `check` until it yields a value, at most `timeout`. `what` names the wait in the
 /// timeout error, which says what to look at.
-pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, Error>
+pub async fn until<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, Error>>,
+{
+    within(what, timeout, check).await?.ok_or_else(|| {
+        Error::NotReady(format!(
+            "timed out after {}s waiting for {what}",
+            timeout.as_secs()
+        ))
+    })
+}
+
+/// Polls `check`, with a spinner saying `what`, until it yields a value (`Some`) or
+/// `timeout` passes (`None`, for a caller whose timeout error says more than [`until`]'s).
+pub async fn within<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<Option<T>, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, Error>>,
 {
     let bar = spinner(what);
     let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await? {
-            bar.finish_and_clear();
-            return Ok(value);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bar.finish_and_clear();
-            return Err(Error::NotReady(format!(
-                "timed out after {}s waiting for {what}",
-                timeout.as_secs()
-            )));
+    let outcome = loop {
+        match check().await {
+            Ok(None) if tokio::time::Instant::now() < deadline => {}
+            other => break other,
         }
         tokio::time::sleep(POLL).await;
-    }
+    };
+    bar.finish_and_clear();
+    outcome
 }
