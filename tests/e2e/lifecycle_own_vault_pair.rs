@@ -98,6 +98,22 @@ async fn sites(name: &str, east_vault: bool) -> Sites {
     }
 }
 
+/// `replicate` of east's `data` as `db`, synced on a manual trigger, keyed by vault `pair`.
+fn replicate_args(pair: &str) -> [&str; 10] {
+    [
+        "replicate",
+        "db",
+        "--pvc",
+        "data",
+        "--manual",
+        "once",
+        "--psk-pair",
+        pair,
+        "--timeout",
+        "90s",
+    ]
+}
+
 /// Asserts `ns` holds no `db` of kind `K`: nothing was created.
 async fn assert_absent<K>(ns: &TestNamespace)
 where
@@ -152,18 +168,7 @@ async fn kubectl_pairs_two_clusters_through_the_vault_without_copying_a_secret()
     let kubeconfig = two_contexts(dir.path(), &east.cp.kubeconfig, &sites.west.kubeconfig);
     let kubectl = kubectl(&kubeconfig, &src.name, &dst.name);
 
-    let replicate = [
-        "replicate",
-        "db",
-        "--pvc",
-        "data",
-        "--manual",
-        "once",
-        "--psk-pair",
-        &pair,
-        "--timeout",
-        "90s",
-    ];
+    let replicate = replicate_args(&pair);
     let mut said = kubectl.ok(&replicate);
     let rs: ReplicationSource = src.api().get("db").await.expect("source in east");
     let rd: ReplicationDestination = dst.api().get("db").await.expect("destination in west");
@@ -322,28 +327,14 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = two_contexts(dir.path(), &east.cp.kubeconfig, &sites.west.kubeconfig);
     let as_admin = kubectl(&admin, &src.name, &dst.name);
-    let replicate = |pair: &'static str| {
-        [
-            "replicate",
-            "db",
-            "--pvc",
-            "data",
-            "--manual",
-            "once",
-            "--psk-pair",
-            pair,
-            "--timeout",
-            "90s",
-        ]
-    };
 
     // A name the controller could never use is a usage error.
-    let out = as_admin.run(&replicate("../db"));
+    let out = as_admin.run(&replicate_args("../db"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("is not a valid pair name"));
 
     // Who may read the Namespaces is refused before anything is created.
-    let out = as_admin.run(&replicate("vp-db"));
+    let out = as_admin.run(&replicate_args("vp-db"));
     let said = text(&out);
     assert_eq!(out.status.code(), Some(5), "{said}");
     assert!(
@@ -384,7 +375,7 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
     )
     .expect("tenant kubeconfig");
     let as_tenant = kubectl(&tenant, &src.name, &dst.name);
-    let out = as_tenant.run(&replicate("vp-db"));
+    let out = as_tenant.run(&replicate_args("vp-db"));
     let said = text(&out);
     assert_eq!(out.status.code(), Some(5), "{said}");
     assert!(
@@ -409,7 +400,7 @@ async fn replicate_refuses_an_ungranted_vault_pair_and_a_site_without_the_vault(
     }
     sample_volume(&src, "data").await;
     let as_admin = kubectl(&admin, &src.name, &dst.name);
-    let out = as_admin.run(&replicate("vp-novault"));
+    let out = as_admin.run(&replicate_args("vp-novault"));
     let said = text(&out);
     assert_eq!(out.status.code(), Some(6), "{said}");
     assert!(
