@@ -213,3 +213,31 @@ pub async fn assert_good_neighbour_works(engine: &PolicyEngine) {
         event.message
     );
 }
+
+/// A copy of the shipped multi-cluster bundle that a test changes under a running engine.
+pub struct Reloadable {
+    pub _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub config: PolicyConfig,
+    pub engine: PolicyEngine,
+}
+
+impl Reloadable {
+    /// The copy, and an engine deciding service types with it.
+    pub async fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("multi-cluster");
+        copy_bundle("multi-cluster", &dir);
+        let config = PolicyConfig {
+            service_type: bundle_point(&dir, FailureMode::Fail),
+            ..PolicyConfig::default()
+        };
+        let engine = engine(&config).await;
+        Reloadable {
+            _tmp: tmp,
+            dir,
+            config,
+            engine,
+        }
+    }
+}

@@ -15,14 +15,6 @@ use ferrosync::{
 
 use super::common::*;
 
-fn copy_bundle(from: &str, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(root().join("policies").join(from)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 /// The psk point as an operator would write it for the shipped vault bundle.
 fn vault_point(dir: &Path, ceiling: Ceiling) -> PointConfig {
     let bundle = ferrosync::policy::plugin::BundleFile::read(dir).unwrap();
@@ -232,14 +224,12 @@ async fn only_a_component_the_operator_pinned_is_loaded() {
 
 #[tokio::test]
 async fn a_bundle_that_grows_its_grants_is_refused_and_the_old_set_keeps_serving() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("multi-cluster");
-    copy_bundle("multi-cluster", &dir);
-    let config = PolicyConfig {
-        service_type: bundle_point(&dir, FailureMode::Fail),
-        ..PolicyConfig::default()
-    };
-    let engine = engine(&config).await;
+    let Reloadable {
+        _tmp,
+        dir,
+        config,
+        engine,
+    } = Reloadable::new().await;
     let before = engine
         .service_type(&service_input())
         .await

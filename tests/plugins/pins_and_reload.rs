@@ -2,7 +2,7 @@
 //! and keep the old set serving when the new one is bad.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -22,34 +22,6 @@ fn set_pin(dir: &Path, pin: &str) {
     let text = std::fs::read_to_string(&file).unwrap();
     let line = text.lines().find(|l| l.starts_with("sha256 = ")).unwrap();
     std::fs::write(&file, text.replace(line, &format!("sha256 = \"{pin}\""))).unwrap();
-}
-
-/// A copy of the shipped multi-cluster bundle that a test changes under a running engine.
-struct Reloadable {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    config: PolicyConfig,
-    engine: PolicyEngine,
-}
-
-impl Reloadable {
-    /// The copy, and an engine deciding service types with it.
-    async fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("multi-cluster");
-        copy_bundle("multi-cluster", &dir);
-        let config = PolicyConfig {
-            service_type: bundle_point(&dir, FailureMode::Fail),
-            ..PolicyConfig::default()
-        };
-        let engine = engine(&config).await;
-        Reloadable {
-            _tmp: tmp,
-            dir,
-            config,
-            engine,
-        }
-    }
 }
 
 /// The engine's service type for nodes of a provider whose load balancers the shipped

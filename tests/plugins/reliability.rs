@@ -6,7 +6,6 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -253,14 +252,6 @@ fn a_compressed_response_bomb_is_refused_with_memory_flat() {
         after < before + (16 << 20),
         "resident memory grew from {before} to {after} bytes"
     );
-}
-
-fn copy_bundle(from: &str, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(root().join("policies").join(from)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[tokio::test]

@@ -82,16 +82,6 @@ fn sign(dir: &Path, name: &str, file: &Path) {
     );
 }
 
-fn copy_bundle(to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(root().join("policies/aws-ebs"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn only_components_signed_by_a_trusted_key_are_served() {
     let tmp = tempfile::tempdir().unwrap();
@@ -99,7 +89,7 @@ async fn only_components_signed_by_a_trusted_key_are_served() {
     key_pair(dir, "team");
     key_pair(dir, "stranger");
     let bundle = dir.join("aws-ebs");
-    copy_bundle(&bundle);
+    copy_bundle("aws-ebs", &bundle);
     let component = bundle.join("copy-method-by-driver.wasm");
     // The operator pins the current component and the next one (a roll-over).
     let old_pin = digest(&component);
